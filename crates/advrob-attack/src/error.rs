@@ -1,0 +1,31 @@
+//! Errors of the attack crate.
+
+/// What can go wrong configuring or running an attack.
+#[derive(Debug, thiserror::Error)]
+pub enum AttackError {
+    /// A parameter outside its domain; names it.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The parameter.
+        field: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+    /// The model gave no gradient with respect to its input (not differentiable, or detached).
+    #[error("the model returned no gradient with respect to its input")]
+    NoGradient,
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, AttackError>;
+
+/// Refuses an ε that is negative or not finite.
+pub fn check_eps(eps: f64) -> Result<()> {
+    if !eps.is_finite() || eps < 0.0 {
+        return Err(AttackError::Invalid {
+            field: "eps",
+            reason: format!("{eps} is not a finite number ≥ 0"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod fgsm;
+mod grad;
+
+pub use error::{AttackError, Result, check_eps};
+pub use fgsm::Fgsm;
+pub use grad::{LabelMode, input_gradient, target_labels};
+
+use advrob_model::Classifier;
+use burn::tensor::{Int, Tensor};
+
+/// An evasion attack: from clean images, their labels and a budget ε, adversarial images.
+///
+/// Object-safe, so that a runner can hold `Box<dyn Attack>` chosen from a config. Implementations
+/// keep the result a valid image (pixels in [0, 1]) within the budget in their norm.
+pub trait Attack {
+    /// A short name for records and tables, with the settings that matter (`fgsm`, `fgsm-pred`).
+    fn name(&self) -> String;
+
+    /// Adversarial versions of `images` under budget `eps`. The model is used in inference mode.
+    ///
+    /// # Shapes
+    ///
+    /// - images: `[B, H, W]` in [0, 1]
+    /// - labels: `[B]`, the true classes
+    /// - output: `[B, H, W]` in [0, 1]
+    fn perturb(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<3>,
+        labels: Tensor<1, Int>,
+        eps: f64,
+    ) -> Result<Tensor<3>>;
+
+    /// [`perturb`](Attack::perturb) for each ε of a grid. The default calls `perturb` once per ε;
+    /// attacks whose work can be shared across budgets (FGSM's gradient) override it.
+    ///
+    /// # Shapes
+    ///
+    /// As [`perturb`](Attack::perturb); one output per ε.
+    fn perturb_grid(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<3>,
+        labels: Tensor<1, Int>,
+        eps: &[f64],
+    ) -> Result<Vec<Tensor<3>>> {
+        eps.iter()
+            .map(|&e| self.perturb(model, images.clone(), labels.clone(), e))
+            .collect()
+    }
+}

@@ -1,0 +1,273 @@
+//! Verified download: try mirrors in order, check the SHA-256 of the decompressed bytes against the
+//! canonical digest compiled into this crate, and only then write the file (atomically).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::dataset::{DatasetKind, FILE_NAMES, sha256_hex};
+use crate::error::{DataError, Result};
+use crate::idx::decompress_if_gz;
+
+/// Where dataset files can be fetched from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mirror {
+    /// A local directory holding `<file>.gz` or `<file>` (a copy of the public files).
+    Dir(PathBuf),
+    /// A base URL serving `<file>.gz`.
+    Url(String),
+}
+
+impl Mirror {
+    /// `http://…` and `https://…` are URLs, anything else is a directory.
+    pub fn parse(s: &str) -> Mirror {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            let base = if s.ends_with('/') {
+                s.to_string()
+            } else {
+                format!("{s}/")
+            };
+            Mirror::Url(base)
+        } else {
+            Mirror::Dir(PathBuf::from(s))
+        }
+    }
+
+    /// The public mirrors of a dataset.
+    pub fn defaults(kind: DatasetKind) -> Vec<Mirror> {
+        kind.mirrors().iter().map(|u| Mirror::parse(u)).collect()
+    }
+
+    fn describe(&self, file: &str) -> String {
+        match self {
+            Mirror::Dir(d) => d.join(file).display().to_string(),
+            Mirror::Url(u) => format!("{u}{file}.gz"),
+        }
+    }
+
+    fn get(&self, file: &str) -> std::result::Result<Vec<u8>, String> {
+        match self {
+            Mirror::Dir(dir) => {
+                for name in [format!("{file}.gz"), file.to_string()] {
+                    let p = dir.join(&name);
+                    if p.is_file() {
+                        return std::fs::read(&p).map_err(|e| e.to_string());
+                    }
+                }
+                Err(format!("neither {file}.gz nor {file} is there"))
+            }
+            Mirror::Url(base) => {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(300)))
+                    .build()
+                    .into();
+                let url = format!("{base}{file}.gz");
+                let mut resp = agent.get(&url).call().map_err(|e| e.to_string())?;
+                let mut body = Vec::new();
+                resp.body_mut()
+                    .as_reader()
+                    .take(256 << 20)
+                    .read_to_end(&mut body)
+                    .map_err(|e| e.to_string())?;
+                Ok(body)
+            }
+        }
+    }
+}
+
+/// What [`fetch`] did for each file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchReport {
+    /// The directory now holding the four verified, decompressed files.
+    pub dir: PathBuf,
+    /// Files that were already present and verified.
+    pub cached: Vec<String>,
+    /// Files fetched, with the mirror each came from.
+    pub fetched: Vec<(String, String)>,
+}
+
+/// Whether `path` exists and its content hashes to `expected`.
+fn is_verified(path: &Path, expected: &str) -> Result<bool> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(sha256_hex(&bytes) == expected),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(DataError::io(path, e)),
+    }
+}
+
+/// Makes sure `<data_dir>/<kind name>/` holds the four decompressed files of `kind`, each verified
+/// against its canonical SHA-256.
+///
+/// A file already there and verified is kept (nothing is downloaded again); one that fails
+/// verification is deleted and fetched anew. Mirrors are tried in order (`mirrors` empty means the
+/// public ones); bytes whose digest does not match are discarded and the next mirror is tried. A
+/// file is written only once verified, through a temporary file and a rename, so an interrupted
+/// download never becomes the cached file. A mirror directory that does not exist is an error
+/// before anything is fetched.
+pub fn fetch(kind: DatasetKind, data_dir: &Path, mirrors: &[Mirror]) -> Result<FetchReport> {
+    let mirrors = if mirrors.is_empty() {
+        Mirror::defaults(kind)
+    } else {
+        mirrors.to_vec()
+    };
+    let files: Vec<(&str, &str)> = FILE_NAMES.into_iter().zip(kind.sha256()).collect();
+    fetch_verified(&data_dir.join(kind.name()), &files, &mirrors)
+}
+
+/// The mechanism behind [`fetch`] for any list of `(file name, SHA-256 of its decompressed
+/// bytes)`: verified files in `dir` are kept, others are fetched from `mirrors` in order and
+/// written atomically once their digest matches.
+pub fn fetch_verified(
+    dir: &Path,
+    files: &[(&str, &str)],
+    mirrors: &[Mirror],
+) -> Result<FetchReport> {
+    for m in mirrors {
+        if let Mirror::Dir(d) = m
+            && !d.is_dir()
+        {
+            return Err(DataError::MirrorMissing(d.clone()));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let mut report = FetchReport {
+        dir: dir.to_path_buf(),
+        cached: Vec::new(),
+        fetched: Vec::new(),
+    };
+    for &(file, expected) in files {
+        let dest = dir.join(file);
+        if is_verified(&dest, expected)? {
+            report.cached.push(file.to_string());
+            continue;
+        }
+        if dest.exists() {
+            log::warn!(
+                "{}: checksum mismatch, deleting and fetching again",
+                dest.display()
+            );
+            std::fs::remove_file(&dest).map_err(|e| DataError::io(&dest, e))?;
+        }
+        let mut attempts = Vec::new();
+        let mut done = false;
+        for m in mirrors {
+            let source = m.describe(file);
+            log::info!("fetching {source}");
+            let bytes = match m.get(file).and_then(|raw| decompress_if_gz(raw, &source)) {
+                Ok(b) => b,
+                Err(reason) => {
+                    attempts.push(format!("{source}: {reason}"));
+                    continue;
+                }
+            };
+            let found = sha256_hex(&bytes);
+            if found != expected {
+                let err = DataError::Checksum {
+                    source_name: source.clone(),
+                    file: file.to_string(),
+                    expected: expected.to_string(),
+                    found,
+                };
+                log::warn!("{err}");
+                attempts.push(err.to_string());
+                continue;
+            }
+            crate::atomic_write(&dest, &bytes)?;
+            report.fetched.push((file.to_string(), source));
+            done = true;
+            break;
+        }
+        if !done {
+            return Err(DataError::AllMirrorsFailed {
+                file: file.to_string(),
+                attempts,
+            });
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idx;
+
+    /// A mirror directory with gzip files whose content is not MNIST.
+    fn fake_mirror(dir: &Path) {
+        crate::synthetic::write_dataset(dir, 10, 10, 3).expect("write synthetic");
+    }
+
+    #[test]
+    fn checksum_mismatch_writes_nothing_and_names_the_digests() {
+        let mirror = tempfile::tempdir().expect("temp");
+        let data = tempfile::tempdir().expect("temp");
+        fake_mirror(mirror.path());
+        let err = fetch(
+            DatasetKind::Mnist,
+            data.path(),
+            &[Mirror::Dir(mirror.path().to_path_buf())],
+        )
+        .expect_err("synthetic bytes are not MNIST");
+        let msg = err.to_string();
+        assert!(msg.contains("SHA-256 mismatch"), "{msg}");
+        assert!(msg.contains(DatasetKind::Mnist.sha256()[0]), "{msg}");
+        let left: Vec<_> = std::fs::read_dir(data.path().join("mnist"))
+            .expect("dir")
+            .collect();
+        assert!(left.is_empty(), "nothing half-written: {left:?}");
+    }
+
+    #[test]
+    fn missing_mirror_directory_is_a_clear_error() {
+        let data = tempfile::tempdir().expect("temp");
+        let missing = data.path().join("no-such-mirror");
+        let err = fetch(
+            DatasetKind::Mnist,
+            data.path(),
+            &[Mirror::Dir(missing.clone())],
+        )
+        .expect_err("missing");
+        assert!(matches!(err, DataError::MirrorMissing(ref p) if *p == missing));
+        assert!(err.to_string().contains("no-such-mirror"));
+    }
+
+    #[test]
+    fn falls_back_to_next_mirror_replaces_bad_cache_and_skips_verified() {
+        let good = tempfile::tempdir().expect("temp");
+        let bad = tempfile::tempdir().expect("temp");
+        let data = tempfile::tempdir().expect("temp");
+        let content = idx::encode_labels(&[1, 2, 3]);
+        idx::write_file(&good.path().join("f.gz"), &content, true).expect("write");
+        idx::write_file(&bad.path().join("f.gz"), &idx::encode_labels(&[9]), true).expect("write");
+        let digest = sha256_hex(&content);
+        let files = [("f", digest.as_str())];
+        let dest_dir = data.path().join("ds");
+        std::fs::create_dir_all(&dest_dir).expect("mkdir");
+        std::fs::write(dest_dir.join("f"), b"stale junk").expect("write");
+        let mirrors = [
+            Mirror::Dir(bad.path().to_path_buf()),
+            Mirror::Dir(good.path().to_path_buf()),
+        ];
+        let report = fetch_verified(&dest_dir, &files, &mirrors).expect("second mirror is good");
+        assert_eq!(report.fetched.len(), 1);
+        assert!(
+            report.fetched[0]
+                .1
+                .contains(&good.path().display().to_string())
+        );
+        assert_eq!(std::fs::read(dest_dir.join("f")).expect("read"), content);
+        // second call: already verified, nothing fetched even with no usable mirror
+        let report = fetch_verified(&dest_dir, &files, &[]).expect("cached");
+        assert_eq!(report.cached, vec!["f".to_string()]);
+        assert!(report.fetched.is_empty());
+    }
+
+    #[test]
+    fn mirror_parse_tells_urls_from_dirs() {
+        assert_eq!(
+            Mirror::parse("https://h/x"),
+            Mirror::Url("https://h/x/".into())
+        );
+        assert_eq!(Mirror::parse("../d"), Mirror::Dir(PathBuf::from("../d")));
+    }
+}

@@ -1,0 +1,248 @@
+//! The IDX format of MNIST (LeCun et al.): a big-endian header, then raw `u8` data.
+//!
+//! Images are `idx3` (magic `0x00000803`, then count, rows, cols), labels are `idx1` (magic
+//! `0x00000801`, then count). Files may be gzip-compressed; compression is detected from the first
+//! two bytes, not the file name.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use flate2::read::GzDecoder;
+
+use crate::error::{DataError, Result};
+
+/// Magic number of an unsigned-byte, three-dimensional IDX file (images).
+pub const IMAGES_MAGIC: u32 = 0x0000_0803;
+/// Magic number of an unsigned-byte, one-dimensional IDX file (labels).
+pub const LABELS_MAGIC: u32 = 0x0000_0801;
+
+/// A stack of greyscale images as stored in IDX: `count × rows × cols` bytes, row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdxImages {
+    /// Number of images.
+    pub count: usize,
+    /// Rows per image.
+    pub rows: usize,
+    /// Columns per image.
+    pub cols: usize,
+    /// Pixel values 0..=255, `count * rows * cols` of them.
+    pub pixels: Vec<u8>,
+}
+
+/// Reads a whole file and decompresses it if it starts with the gzip magic bytes.
+pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decompress_if_gz(raw, &path.display().to_string()).map_err(|reason| DataError::Gzip {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Decompresses `raw` if it is a gzip stream, else returns it unchanged. `name` only labels errors.
+pub(crate) fn decompress_if_gz(raw: Vec<u8>, _name: &str) -> std::result::Result<Vec<u8>, String> {
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| e.to_string())?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+fn be_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn check_len(path: &Path, bytes: &[u8], expected: u64) -> Result<()> {
+    if bytes.len() as u64 != expected {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            expected,
+            found: bytes.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Parses an `idx3-ubyte` image file from its (decompressed) bytes.
+pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<IdxImages> {
+    if bytes.len() < 16 {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            expected: 16,
+            found: bytes.len() as u64,
+        });
+    }
+    let magic = be_u32(bytes, 0);
+    if magic != IMAGES_MAGIC {
+        return Err(DataError::BadMagic {
+            path: path.to_path_buf(),
+            expected: IMAGES_MAGIC,
+            found: magic,
+        });
+    }
+    let count = be_u32(bytes, 4) as usize;
+    let rows = be_u32(bytes, 8) as usize;
+    let cols = be_u32(bytes, 12) as usize;
+    let expected = 16 + (count as u64) * (rows as u64) * (cols as u64);
+    check_len(path, bytes, expected)?;
+    Ok(IdxImages {
+        count,
+        rows,
+        cols,
+        pixels: bytes[16..].to_vec(),
+    })
+}
+
+/// Parses an `idx1-ubyte` label file from its (decompressed) bytes.
+pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
+    if bytes.len() < 8 {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            expected: 8,
+            found: bytes.len() as u64,
+        });
+    }
+    let magic = be_u32(bytes, 0);
+    if magic != LABELS_MAGIC {
+        return Err(DataError::BadMagic {
+            path: path.to_path_buf(),
+            expected: LABELS_MAGIC,
+            found: magic,
+        });
+    }
+    let count = be_u32(bytes, 4) as usize;
+    check_len(path, bytes, 8 + count as u64)?;
+    Ok(bytes[8..].to_vec())
+}
+
+/// Reads an image file (plain or gzip).
+pub fn read_images(path: &Path) -> Result<IdxImages> {
+    parse_images(path, &read_maybe_gz(path)?)
+}
+
+/// Reads a label file (plain or gzip).
+pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
+    parse_labels(path, &read_maybe_gz(path)?)
+}
+
+/// Encodes images as `idx3-ubyte` bytes.
+pub fn encode_images(images: &IdxImages) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + images.pixels.len());
+    for v in [
+        IMAGES_MAGIC,
+        images.count as u32,
+        images.rows as u32,
+        images.cols as u32,
+    ] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out.extend_from_slice(&images.pixels);
+    out
+}
+
+/// Encodes labels as `idx1-ubyte` bytes.
+pub fn encode_labels(labels: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + labels.len());
+    out.extend_from_slice(&LABELS_MAGIC.to_be_bytes());
+    out.extend_from_slice(&(labels.len() as u32).to_be_bytes());
+    out.extend_from_slice(labels);
+    out
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename),
+/// gzip-compressed when `gzip` is true. A crash never leaves a half-written `path`.
+pub fn write_file(path: &Path, bytes: &[u8], gzip: bool) -> Result<()> {
+    let data = if gzip {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(bytes).map_err(|e| DataError::io(path, e))?;
+        enc.finish().map_err(|e| DataError::io(path, e))?
+    } else {
+        bytes.to_vec()
+    };
+    crate::atomic_write(path, &data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_round_trip_plain_and_gzip() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let images = IdxImages {
+            count: 2,
+            rows: 2,
+            cols: 3,
+            pixels: (0..12).collect(),
+        };
+        for gz in [false, true] {
+            let p = dir.path().join(format!("img{gz}"));
+            write_file(&p, &encode_images(&images), gz).expect("write");
+            assert_eq!(read_images(&p).expect("read"), images);
+        }
+    }
+
+    #[test]
+    fn labels_round_trip() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("labels.gz");
+        write_file(&p, &encode_labels(&[3, 1, 4]), true).expect("write");
+        assert_eq!(read_labels(&p).expect("read"), vec![3, 1, 4]);
+    }
+
+    #[test]
+    fn wrong_magic_is_named() {
+        let bytes = encode_labels(&[1, 2]);
+        let err = parse_images(Path::new("x.idx"), &[bytes.clone(), vec![0; 8]].concat())
+            .expect_err("labels are not images");
+        let msg = err.to_string();
+        assert!(msg.contains("x.idx") && msg.contains("magic"), "{msg}");
+        assert!(matches!(
+            err,
+            DataError::BadMagic {
+                expected: IMAGES_MAGIC,
+                found: LABELS_MAGIC,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn truncated_body_and_header_are_errors() {
+        let mut bytes = encode_images(&IdxImages {
+            count: 3,
+            rows: 2,
+            cols: 2,
+            pixels: vec![7; 12],
+        });
+        bytes.truncate(bytes.len() - 1);
+        // header says 16 + 12 = 28 bytes, 27 are there
+        let err = parse_images(Path::new("t.idx"), &bytes).expect_err("truncated");
+        assert!(matches!(
+            err,
+            DataError::Truncated {
+                expected: 28,
+                found: 27,
+                ..
+            }
+        ));
+        let err = parse_labels(Path::new("l.idx"), &[0, 0, 8]).expect_err("short header");
+        assert!(matches!(err, DataError::Truncated { .. }));
+    }
+
+    #[test]
+    fn truncated_gzip_stream_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("labels.gz");
+        write_file(&p, &encode_labels(&[1; 5000]), true).expect("write");
+        let mut raw = std::fs::read(&p).expect("read back");
+        raw.truncate(raw.len() / 2);
+        std::fs::write(&p, raw).expect("rewrite");
+        let err = read_labels(&p).expect_err("truncated gzip");
+        assert!(matches!(err, DataError::Gzip { .. }), "{err}");
+        assert!(err.to_string().contains("labels.gz"));
+    }
+}

@@ -1,0 +1,35 @@
+#![doc = include_str!("../README.md")]
+
+mod batch;
+mod dataset;
+mod download;
+mod error;
+pub mod idx;
+pub mod rng;
+pub mod synthetic;
+
+pub use batch::{Batcher, range_tensors, to_tensors};
+pub use dataset::{Dataset, DatasetKind, FILE_NAMES, FileDigest, NUM_CLASSES, Split, sha256_hex};
+pub use download::{FetchReport, Mirror, fetch, fetch_verified};
+pub use error::{DataError, Result};
+
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so that
+/// readers see either the old file or the whole new one, never a part.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| DataError::io(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| DataError::io(path, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| DataError::io(path, e))?;
+    tmp.persist(path)
+        .map_err(|e| DataError::io(path, e.error))?;
+    Ok(())
+}

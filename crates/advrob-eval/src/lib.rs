@@ -1,0 +1,286 @@
+#![doc = include_str!("../README.md")]
+
+use std::time::Instant;
+
+use advrob_attack::{Attack, AttackError};
+use advrob_data::{Split, range_tensors};
+use advrob_model::Classifier;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// What can go wrong evaluating.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The attack refused its parameters or failed.
+    #[error(transparent)]
+    Attack(#[from] AttackError),
+    /// A nonsensical request.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The argument.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, EvalError>;
+
+/// The robustness of one model against one attack at one ε, over a set of examples.
+///
+/// Every count and mean is over the `examples` evaluated (all of them, correctly classified or
+/// not) unless its doc says otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    /// The attack's budget.
+    pub eps: f64,
+    /// Number of examples evaluated.
+    pub examples: usize,
+    /// Examples whose clean prediction equals the label.
+    pub clean_correct: usize,
+    /// Examples whose prediction on the adversarial input equals the label.
+    pub adversarial_correct: usize,
+    /// `clean_correct / examples`.
+    pub clean_accuracy: f64,
+    /// `adversarial_correct / examples` (robust accuracy under this attack).
+    pub adversarial_accuracy: f64,
+    /// Attack success rate: among the examples correctly classified before the attack, the share
+    /// misclassified after it. `None` when no example was correct to begin with. (This is not the
+    /// notebooks' `1 − adv_acc / clean_acc`, which also credits examples that the attack happens
+    /// to fix.)
+    pub success_rate: Option<f64>,
+    /// Mean over examples of ‖x_adv − x‖∞, measured after clipping.
+    pub mean_linf: f64,
+    /// Mean over examples of ‖x_adv − x‖₂, measured after clipping.
+    pub mean_l2: f64,
+    /// Mean over examples of the softmax probability of the predicted class on the adversarial
+    /// input.
+    pub mean_confidence: f64,
+    /// Wall time of evaluating the whole ε grid this record belongs to (attack and inference);
+    /// the same in every record of one grid, since work such as FGSM's gradient is shared.
+    pub seconds: f64,
+}
+
+#[derive(Default, Clone)]
+struct Acc {
+    adv_correct: i64,
+    flipped: i64,
+    linf: f64,
+    l2: f64,
+    confidence: f64,
+}
+
+fn sum_f64(t: Tensor<1>) -> f64 {
+    f64::from(t.sum().into_scalar::<f32>())
+}
+
+/// Evaluates `model` against `attack` at every ε of `eps` on `data`, in batches of `batch_size`.
+/// `on_batch(done, total)` is called after each batch, for progress bars.
+///
+/// The attack sees the true labels; the model is used in inference mode throughout.
+pub fn evaluate(
+    model: &dyn Classifier,
+    attack: &dyn Attack,
+    data: &Split,
+    eps: &[f64],
+    batch_size: usize,
+    device: &Device,
+    on_batch: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<EvalRecord>> {
+    if batch_size == 0 {
+        return Err(EvalError::Invalid {
+            field: "batch_size",
+            reason: "must be at least 1".into(),
+        });
+    }
+    for &e in eps {
+        advrob_attack::check_eps(e)?;
+    }
+    let start = Instant::now();
+    let n = data.len();
+    let total = n.div_ceil(batch_size);
+    let mut clean_correct = 0i64;
+    let mut accs = vec![Acc::default(); eps.len()];
+    for (bi, s) in (0..n).step_by(batch_size).enumerate() {
+        let (x, y) = range_tensors(data, s, batch_size, device);
+        let [b] = y.dims();
+        let clean_pred = model.logits(x.clone()).argmax(1).flatten::<1>(0, 1);
+        let clean_ok = clean_pred.equal(y.clone());
+        clean_correct += clean_ok.clone().int().sum().into_scalar::<i64>();
+        let advs = attack.perturb_grid(model, x.clone(), y.clone(), eps)?;
+        for (acc, adv) in accs.iter_mut().zip(advs) {
+            let adv = adv.without_autodiff();
+            let probs = softmax(model.logits(adv.clone()), 1);
+            let conf = probs.clone().max_dim(1).flatten::<1>(0, 1);
+            let pred = probs.argmax(1).flatten::<1>(0, 1);
+            let adv_ok = pred.equal(y.clone());
+            acc.adv_correct += adv_ok.clone().int().sum().into_scalar::<i64>();
+            acc.flipped += (clean_ok.clone().int() - adv_ok.int())
+                .clamp_min(0)
+                .sum()
+                .into_scalar::<i64>();
+            let delta: Tensor<2> = (adv - x.clone()).reshape([b as i64, -1]);
+            acc.linf += sum_f64(delta.clone().abs().max_dim(1).flatten::<1>(0, 1));
+            acc.l2 += sum_f64(delta.square().sum_dim(1).sqrt().flatten::<1>(0, 1));
+            acc.confidence += sum_f64(conf);
+        }
+        on_batch(bi + 1, total);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let nf = n.max(1) as f64;
+    Ok(eps
+        .iter()
+        .zip(accs)
+        .map(|(&e, a)| EvalRecord {
+            eps: e,
+            examples: n,
+            clean_correct: clean_correct as usize,
+            adversarial_correct: a.adv_correct as usize,
+            clean_accuracy: clean_correct as f64 / nf,
+            adversarial_accuracy: a.adv_correct as f64 / nf,
+            success_rate: (clean_correct > 0).then(|| a.flipped as f64 / clean_correct as f64),
+            mean_linf: a.linf / nf,
+            mean_l2: a.l2 / nf,
+            mean_confidence: a.confidence / nf,
+            seconds,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use advrob_attack::Fgsm;
+    use advrob_data::idx::IdxImages;
+    use advrob_model::backend::test_devices;
+    use burn::tensor::Int;
+
+    /// A classifier that says class 0 when the mean pixel is below 0.5, else class 1.
+    struct Threshold;
+    impl Classifier for Threshold {
+        fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+            let [b, _, _] = images.dims();
+            let m: Tensor<2> = images.reshape([b as i64, -1]).mean_dim(1);
+            // logits (0.5 − m, m − 0.5) · 100
+            Tensor::cat(vec![(m.clone().neg() + 0.5) * 100.0, (m - 0.5) * 100.0], 1)
+        }
+    }
+
+    /// Moves every pixel up by ε (a fixed "attack" whose effect is known in advance).
+    struct Brighten;
+    impl Attack for Brighten {
+        fn name(&self) -> String {
+            "brighten".into()
+        }
+        fn perturb(
+            &self,
+            _: &dyn Classifier,
+            images: Tensor<3>,
+            _: Tensor<1, Int>,
+            eps: f64,
+        ) -> advrob_attack::Result<Tensor<3>> {
+            Ok((images + eps).clamp(0.0, 1.0))
+        }
+    }
+
+    fn split() -> Split {
+        // four 1×2 images: means 0.2, 0.45, 0.8, 0.45 with labels 0, 0, 1, 1
+        let px = |v: f32| (v * 255.0).round() as u8;
+        Split {
+            images: IdxImages {
+                count: 4,
+                rows: 1,
+                cols: 2,
+                pixels: vec![
+                    px(0.2),
+                    px(0.2),
+                    px(0.45),
+                    px(0.45),
+                    px(0.8),
+                    px(0.8),
+                    px(0.45),
+                    px(0.45),
+                ],
+            },
+            labels: vec![0, 0, 1, 1],
+        }
+    }
+
+    #[test]
+    fn metrics_count_what_their_docs_say() {
+        for device in test_devices() {
+            let recs = evaluate(
+                &Threshold,
+                &Brighten,
+                &split(),
+                &[0.0, 0.1],
+                3,
+                &device,
+                &mut |_, _| {},
+            )
+            .expect("evaluate");
+            // clean: 0.2→0 ✓, 0.45→0 ✓, 0.8→1 ✓, 0.45→0 ✗ (label 1): 3 of 4
+            let r0 = &recs[0];
+            assert_eq!((r0.clean_correct, r0.adversarial_correct), (3, 3));
+            assert_eq!(r0.success_rate, Some(0.0));
+            assert!(r0.mean_linf.abs() < 1e-6);
+            // ε = 0.1: 0.3→0 ✓, 0.55→1 ✗, 0.9→1 ✓, 0.55→1 ✓ (the attack fixes the 4th)
+            let r1 = &recs[1];
+            assert_eq!(r1.adversarial_correct, 3);
+            assert!((r1.adversarial_accuracy - 0.75).abs() < 1e-12);
+            // success rate counts only the 3 clean-correct ones: 1 of them flipped
+            assert!((r1.success_rate.expect("defined") - 1.0 / 3.0).abs() < 1e-12);
+            // every pixel moved by 0.1 (none clipped): L∞ 0.1, L2 0.1·√2
+            assert!((r1.mean_linf - 0.1).abs() < 1e-5, "{}", r1.mean_linf);
+            assert!(
+                (r1.mean_l2 - 0.1 * 2f64.sqrt()).abs() < 1e-5,
+                "{}",
+                r1.mean_l2
+            );
+            assert!(r1.mean_confidence > 0.5 && r1.mean_confidence <= 1.0);
+        }
+    }
+
+    #[test]
+    fn fgsm_budget_is_respected_in_the_records() {
+        let device = &test_devices()[0];
+        let model = advrob_model::MlpConfig::new()
+            .with_hidden(vec![8])
+            .init(device)
+            .expect("init");
+        let (images, labels) = advrob_data::synthetic::make_split(20, 3);
+        let data = Split { images, labels };
+        let recs = evaluate(
+            &model,
+            &Fgsm::new(),
+            &data,
+            &[0.05, 0.2],
+            7,
+            device,
+            &mut |_, _| {},
+        )
+        .expect("evaluate");
+        for r in recs {
+            assert!(r.mean_linf <= r.eps + 1e-6, "{r:?}");
+            assert_eq!(r.examples, 20);
+        }
+    }
+
+    #[test]
+    fn negative_eps_is_refused() {
+        let device = &test_devices()[0];
+        let err = evaluate(
+            &Threshold,
+            &Brighten,
+            &split(),
+            &[-0.1],
+            2,
+            device,
+            &mut |_, _| {},
+        )
+        .expect_err("eps < 0");
+        assert!(err.to_string().contains("eps"), "{err}");
+    }
+}

@@ -1,0 +1,232 @@
+//! The multilayer perceptron of the study: Flatten → [Dense(h, ReLU) → Dropout(p)]* → Dense(classes).
+
+use advrob_data::rng::SplitMix64;
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::ModelError;
+
+/// Architecture of an [`Mlp`]. The default is the README model of the study: one hidden layer of 128
+/// units, dropout 0.2, 10 classes.
+#[derive(Config, Debug, PartialEq)]
+pub struct MlpConfig {
+    /// Input features after flattening (28 × 28 for MNIST).
+    #[config(default = 784)]
+    pub input: usize,
+    /// Width of each hidden layer, in order; empty gives a linear (softmax-regression) model.
+    #[config(default = "vec![128]")]
+    pub hidden: Vec<usize>,
+    /// Dropout probability after each hidden layer, in training only.
+    #[config(default = 0.2)]
+    pub dropout: f64,
+    /// Number of classes (logits).
+    #[config(default = 10)]
+    pub classes: usize,
+    /// Seed of the weight initialisation.
+    #[config(default = 42)]
+    pub seed: u64,
+}
+
+impl MlpConfig {
+    /// Refuses sizes of zero and a dropout outside [0, 1), naming the field.
+    pub fn check(&self) -> crate::Result<()> {
+        if self.input == 0 {
+            return Err(ModelError::invalid("input", "must be at least 1"));
+        }
+        if self.classes < 2 {
+            return Err(ModelError::invalid("classes", "must be at least 2"));
+        }
+        if let Some(i) = self.hidden.iter().position(|&h| h == 0) {
+            return Err(ModelError::invalid(
+                "hidden",
+                format!("layer {i} has width 0"),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ModelError::invalid(
+                "dropout",
+                format!("{} is outside [0, 1)", self.dropout),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds the model on `device` with Glorot-uniform weights and zero biases (Keras' defaults,
+    /// the framework of the study), drawn on the host from `seed` so that the same seed gives the
+    /// same weights on every backend.
+    pub fn init(&self, device: &Device) -> crate::Result<Mlp> {
+        self.check()?;
+        let mut rng = SplitMix64::new(self.seed);
+        let mut widths = vec![self.input];
+        widths.extend(&self.hidden);
+        widths.push(self.classes);
+        let layers = widths
+            .windows(2)
+            .map(|w| glorot_linear(w[0], w[1], &mut rng, device))
+            .collect();
+        Ok(Mlp {
+            layers,
+            dropout: self.dropout,
+        })
+    }
+}
+
+fn glorot_linear(fan_in: usize, fan_out: usize, rng: &mut SplitMix64, device: &Device) -> Linear {
+    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
+    let w: Vec<f32> = (0..fan_in * fan_out)
+        .map(|_| ((rng.next_f64() * 2.0 - 1.0) * limit) as f32)
+        .collect();
+    let weight = Tensor::<2>::from_data(TensorData::new(w, [fan_in, fan_out]), device);
+    let bias = Tensor::<1>::zeros([fan_out], device);
+    Linear {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(bias)),
+    }
+}
+
+/// A multilayer perceptron that returns logits. Dropout is applied only by
+/// [`forward_train`](Mlp::forward_train), with masks drawn from the caller's generator, so that
+/// training is reproducible from its seed; [`forward`](Mlp::forward) is inference mode.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// Dense layers; all but the last are followed by ReLU and dropout.
+    pub layers: Vec<Linear>,
+    /// Dropout probability (training only).
+    pub dropout: f64,
+}
+
+impl Mlp {
+    /// Inference-mode logits (no dropout).
+    ///
+    /// # Shapes
+    ///
+    /// - images: `[B, H, W]` with `H * W` = the config's `input`
+    /// - output: `[B, classes]`
+    pub fn forward(&self, images: Tensor<3>) -> Tensor<2> {
+        self.run(images, None)
+    }
+
+    /// Training-mode logits: inverted dropout after every hidden layer, masks from `rng`.
+    ///
+    /// # Shapes
+    ///
+    /// - images: `[B, H, W]`, output: `[B, classes]`
+    pub fn forward_train(&self, images: Tensor<3>, rng: &mut SplitMix64) -> Tensor<2> {
+        self.run(images, Some(rng))
+    }
+
+    fn run(&self, images: Tensor<3>, mut rng: Option<&mut SplitMix64>) -> Tensor<2> {
+        let mut x: Tensor<2> = images.flatten(1, 2);
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = relu(x);
+                if let Some(rng) = rng.as_deref_mut()
+                    && self.dropout > 0.0
+                {
+                    x = dropout(x, self.dropout, rng);
+                }
+            }
+        }
+        x
+    }
+}
+
+/// Inverted dropout: zero each unit with probability `p`, scale the rest by 1/(1-p).
+fn dropout(x: Tensor<2>, p: f64, rng: &mut SplitMix64) -> Tensor<2> {
+    let dims = x.dims();
+    let keep = 1.0 - p;
+    let scale = (1.0 / keep) as f32;
+    let mask: Vec<f32> = (0..dims[0] * dims[1])
+        .map(|_| if rng.next_f64() < keep { scale } else { 0.0 })
+        .collect();
+    let device = x.device().without_autodiff();
+    x * Tensor::<2>::from_data(TensorData::new(mask, dims), &device)
+}
+
+/// Anything that maps a batch of images to logits: what attacks and evaluations need of a model.
+/// Defenses that change the deployed function (input transforms, temperatures) implement it too.
+pub trait Classifier {
+    /// Inference-mode logits.
+    ///
+    /// # Shapes
+    ///
+    /// - images: `[B, H, W]` in [0, 1]
+    /// - output: `[B, classes]`
+    fn logits(&self, images: Tensor<3>) -> Tensor<2>;
+}
+
+impl Classifier for Mlp {
+    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+        self.forward(images)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::test_devices as devices;
+
+    #[test]
+    fn shapes_and_param_count() {
+        for device in devices() {
+            let m = MlpConfig::new().init(&device).expect("init");
+            // 784*128 + 128 + 128*10 + 10
+            assert_eq!(m.num_params(), 101_770);
+            let y = m.forward(Tensor::<3>::zeros([3, 28, 28], &device));
+            assert_eq!(y.dims(), [3, 10]);
+        }
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let err = MlpConfig::new()
+            .with_dropout(1.0)
+            .check()
+            .expect_err("dropout 1");
+        assert!(err.to_string().contains("dropout"), "{err}");
+        let err = MlpConfig::new()
+            .with_hidden(vec![5, 0])
+            .check()
+            .expect_err("width 0");
+        assert!(err.to_string().contains("hidden"), "{err}");
+    }
+
+    #[test]
+    fn same_seed_same_weights() {
+        for device in devices() {
+            let a = MlpConfig::new().with_seed(3).init(&device).expect("init");
+            let b = MlpConfig::new().with_seed(3).init(&device).expect("init");
+            let c = MlpConfig::new().with_seed(4).init(&device).expect("init");
+            let w = |m: &Mlp| {
+                m.layers[0]
+                    .weight
+                    .val()
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .expect("f32")
+            };
+            assert_eq!(w(&a), w(&b));
+            assert_ne!(w(&a), w(&c));
+        }
+    }
+
+    #[test]
+    fn dropout_keeps_expectation_and_inference_is_deterministic() {
+        for device in devices() {
+            let x = Tensor::<2>::ones([100, 100], &device);
+            let mut rng = SplitMix64::new(1);
+            let y = dropout(x, 0.2, &mut rng);
+            let v = y.into_data().try_into_vec_as::<f32>().expect("f32");
+            let zeros = v.iter().filter(|&&a| a == 0.0).count();
+            // 10_000 units, 20% dropped: 2000 ± a few standard deviations (40)
+            assert!((1800..2200).contains(&zeros), "{zeros}");
+            let mean: f32 = v.iter().sum::<f32>() / v.len() as f32;
+            assert!((mean - 1.0).abs() < 0.05, "{mean}");
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Records the exact burn version from the workspace lock file, for the provenance of every record.
+
+fn main() {
+    let lock = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let text = std::fs::read_to_string(&lock).unwrap_or_default();
+    let mut version = "unknown".to_string();
+    let mut in_burn = false;
+    for line in text.lines() {
+        if line == "name = \"burn\"" {
+            in_burn = true;
+        } else if in_burn && let Some(v) = line.strip_prefix("version = ") {
+            version = v.trim_matches('"').to_string();
+            break;
+        }
+    }
+    println!("cargo:rustc-env=ADVROB_BURN_VERSION={version}");
+}

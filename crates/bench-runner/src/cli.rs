@@ -1,0 +1,150 @@
+//! Command-line arguments shared by `bench-runner` and `cargo xtask`.
+
+use std::path::PathBuf;
+
+use advrob_attack::LabelMode;
+use advrob_data::Mirror;
+use advrob_model::LossKind;
+use clap::Args;
+
+use crate::matrix::{AttackSpec, Matrix, ModelSpec};
+
+/// Where the data comes from.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Directory that downloads go to (`<data-dir>/<dataset>/`).
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Mirror to fetch from instead of the public ones: a local directory holding the `.gz` files
+    /// or a base URL. Repeat or separate by commas to try several in order.
+    #[arg(long, env = "ADVROB_MIRROR", value_delimiter = ',')]
+    pub mirror: Vec<String>,
+}
+
+impl DataArgs {
+    /// The mirrors as parsed.
+    pub fn mirrors(&self) -> Vec<Mirror> {
+        self.mirror.iter().map(|m| Mirror::parse(m)).collect()
+    }
+}
+
+/// What to run: a TOML matrix, overridden by flags.
+#[derive(Debug, Clone, Args)]
+pub struct MatrixArgs {
+    /// TOML file describing the matrix (datasets, models, attacks, ε grid, seeds, backends).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Dataset: mnist or fashion-mnist.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Load IDX files from this directory as they are (no download, no canonical checksum).
+    #[arg(long)]
+    pub dataset_dir: Option<PathBuf>,
+    /// Backends, comma-separated, among those compiled in.
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Option<Vec<String>>,
+    /// Seeds, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<u64>>,
+    /// ε grid, comma-separated.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub eps: Option<Vec<f64>>,
+    /// Training epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Training batch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Training loss: cross-entropy or mse.
+    #[arg(long, value_parser = parse_loss)]
+    pub loss: Option<LossKind>,
+    /// Train on the first N training examples only.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first N test examples only.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Hidden widths of a single model named `baseline`, comma-separated (replaces the models).
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Labels of the FGSM attack: true or predicted (replaces the attacks).
+    #[arg(long, value_parser = parse_labels)]
+    pub attack_labels: Option<LabelMode>,
+}
+
+fn parse_loss(s: &str) -> Result<LossKind, String> {
+    match s {
+        "cross-entropy" => Ok(LossKind::CrossEntropy),
+        "mse" => Ok(LossKind::Mse),
+        _ => Err(format!("unknown loss {s:?}: cross-entropy or mse")),
+    }
+}
+
+fn parse_labels(s: &str) -> Result<LabelMode, String> {
+    match s {
+        "true" => Ok(LabelMode::True),
+        "predicted" => Ok(LabelMode::Predicted),
+        _ => Err(format!("unknown label mode {s:?}: true or predicted")),
+    }
+}
+
+impl MatrixArgs {
+    /// The matrix: the TOML file (or the default experiment), then each flag given.
+    pub fn matrix(&self) -> anyhow::Result<Matrix> {
+        let mut m = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                Matrix::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            }
+            None => Matrix::default(),
+        };
+        if let Some(v) = &self.name {
+            m.name = v.clone();
+        }
+        if let Some(v) = &self.dataset {
+            m.dataset = v.clone();
+        }
+        if let Some(v) = &self.dataset_dir {
+            m.dataset_dir = Some(v.clone());
+        }
+        if let Some(v) = &self.backends {
+            m.backends = v.clone();
+        }
+        if let Some(v) = &self.seeds {
+            m.seeds = v.clone();
+        }
+        if let Some(v) = &self.eps {
+            m.eps = v.clone();
+        }
+        if let Some(v) = self.epochs {
+            m.train.epochs = v;
+        }
+        if let Some(v) = self.batch_size {
+            m.train.batch_size = v;
+        }
+        if let Some(v) = self.loss {
+            m.train.loss = v;
+        }
+        if let Some(v) = self.train_limit {
+            m.train.train_limit = Some(v);
+        }
+        if let Some(v) = self.test_limit {
+            m.eval.test_limit = Some(v);
+        }
+        if let Some(v) = &self.hidden {
+            m.models = vec![ModelSpec {
+                hidden: v.clone(),
+                ..ModelSpec::default()
+            }];
+        }
+        if let Some(v) = self.attack_labels {
+            m.attacks = vec![AttackSpec::Fgsm { labels: v }];
+        }
+        m.check()?;
+        Ok(m)
+    }
+}

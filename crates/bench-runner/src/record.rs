@@ -1,0 +1,114 @@
+//! The JSON Lines records a run writes: one per (model, attack, ε), each with its provenance.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use advrob_data::FileDigest;
+use advrob_eval::EvalRecord;
+use serde::{Deserialize, Serialize};
+
+/// Versions of what produced a record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Versions {
+    /// advrob (every crate of the workspace shares it).
+    pub advrob: String,
+    /// burn, from the lock file.
+    pub burn: String,
+}
+
+impl Versions {
+    /// The versions of this build.
+    pub fn current() -> Self {
+        Self {
+            advrob: env!("CARGO_PKG_VERSION").to_string(),
+            burn: env!("ADVROB_BURN_VERSION").to_string(),
+        }
+    }
+}
+
+/// One result: a model, an attack, an ε, the metrics and where they came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Identity of this record within its run: model key, attack and ε.
+    pub key: String,
+    /// Run name.
+    pub run: String,
+    /// Model name in the matrix.
+    pub model: String,
+    /// Defense applied in training (`none` for plain training).
+    pub defense: String,
+    /// Attack name (`fgsm`, `fgsm-pred`).
+    pub attack: String,
+    /// Backend name.
+    pub backend: String,
+    /// Device as burn describes it.
+    pub device: String,
+    /// Seed of the model's initialisation and training.
+    pub seed: u64,
+    /// Dataset name (or the directory it was loaded from).
+    pub dataset: String,
+    /// Whether the dataset's checksums are the canonical ones.
+    pub dataset_verified: bool,
+    /// SHA-256 of each dataset file (decompressed).
+    pub dataset_files: Vec<FileDigest>,
+    /// Architecture config (JSON of `MlpConfig`).
+    pub model_config: serde_json::Value,
+    /// Training config (JSON of `TrainConfig`).
+    pub train_config: serde_json::Value,
+    /// Training examples used.
+    pub train_examples: usize,
+    /// SHA-256 of the checkpoint's weights file.
+    pub checkpoint_sha256: String,
+    /// Wall time of training (0 when the model came from the cache of an earlier run).
+    pub train_seconds: f64,
+    /// Whether the model was loaded from a checkpoint rather than trained in this invocation.
+    pub from_cache: bool,
+    /// The metrics.
+    #[serde(flatten)]
+    pub eval: EvalRecord,
+    /// Versions of advrob and burn.
+    pub versions: Versions,
+    /// Unix time the record was written.
+    pub unix_time: u64,
+}
+
+/// The key of a (model, attack, ε) result.
+pub fn record_key(model_key: &str, attack: &str, eps: f64) -> String {
+    format!("{model_key}/{attack}/{eps}")
+}
+
+/// Reads the records of a run; a line that does not parse (which atomic writes should make
+/// impossible) is reported and skipped rather than losing the rest.
+pub fn read_records(path: &Path) -> anyhow::Result<Vec<Record>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Record>(line) {
+            Ok(r) => out.push(r),
+            Err(e) => log::warn!(
+                "{}:{}: skipping unreadable record: {e}",
+                path.display(),
+                i + 1
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes all `records` to `path` atomically (temporary file, then rename).
+pub fn write_records(path: &Path, records: &BTreeMap<String, Record>) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for r in records.values() {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    advrob_data::atomic_write(path, text.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,345 @@
+//! `cargo xtask aggregate`: the records of one or more runs as polars tables — CSV, Parquet and a
+//! Markdown table of accuracy × ε per model, attack and backend.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use bench_runner::record::{Record, read_records};
+use bench_runner::run::RECORDS_FILE;
+use polars::prelude::*;
+
+/// What an aggregation read and wrote.
+#[derive(Debug)]
+pub struct Summary {
+    pub records: usize,
+    pub duplicates: usize,
+    pub written: Vec<PathBuf>,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "aggregated {} records ({} duplicates ignored) into {}",
+            self.records,
+            self.duplicates,
+            self.written
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// Reads every run directory's records; a record whose key was already seen (the same model,
+/// attack and ε from another directory) is counted as a duplicate and not used twice.
+pub fn collect(runs: &[PathBuf]) -> anyhow::Result<(Vec<Record>, usize)> {
+    let mut by_key: BTreeMap<String, Record> = BTreeMap::new();
+    let mut duplicates = 0;
+    for dir in runs {
+        let path = dir.join(RECORDS_FILE);
+        anyhow::ensure!(path.is_file(), "{}: no records here", path.display());
+        for r in read_records(&path)? {
+            if by_key.contains_key(&r.key) {
+                duplicates += 1;
+                log::warn!("{}: duplicate record {} ignored", path.display(), r.key);
+            } else {
+                by_key.insert(r.key.clone(), r);
+            }
+        }
+    }
+    Ok((by_key.into_values().collect(), duplicates))
+}
+
+/// One row per record, sorted by model, attack, backend, seed and ε.
+pub fn frame(records: &[Record]) -> PolarsResult<DataFrame> {
+    let s = |name: &str, f: &dyn Fn(&Record) -> String| {
+        Column::new(name.into(), records.iter().map(f).collect::<Vec<String>>())
+    };
+    let x = |name: &str, f: &dyn Fn(&Record) -> f64| {
+        Column::new(name.into(), records.iter().map(f).collect::<Vec<f64>>())
+    };
+    let u = |name: &str, f: &dyn Fn(&Record) -> u64| {
+        Column::new(name.into(), records.iter().map(f).collect::<Vec<u64>>())
+    };
+    let df = DataFrame::new(vec![
+        s("run", &|r| r.run.clone()),
+        s("dataset", &|r| r.dataset.clone()),
+        s("model", &|r| r.model.clone()),
+        s("defense", &|r| r.defense.clone()),
+        s("attack", &|r| r.attack.clone()),
+        s("backend", &|r| r.backend.clone()),
+        u("seed", &|r| r.seed),
+        x("eps", &|r| r.eval.eps),
+        u("examples", &|r| r.eval.examples as u64),
+        x("clean_accuracy", &|r| r.eval.clean_accuracy),
+        x("adversarial_accuracy", &|r| r.eval.adversarial_accuracy),
+        Column::new(
+            "success_rate".into(),
+            records
+                .iter()
+                .map(|r| r.eval.success_rate)
+                .collect::<Vec<Option<f64>>>(),
+        ),
+        x("mean_linf", &|r| r.eval.mean_linf),
+        x("mean_l2", &|r| r.eval.mean_l2),
+        x("mean_confidence", &|r| r.eval.mean_confidence),
+        x("eval_seconds", &|r| r.eval.seconds),
+        x("train_seconds", &|r| r.train_seconds),
+        s("checkpoint_sha256", &|r| r.checkpoint_sha256.clone()),
+        s("burn", &|r| r.versions.burn.clone()),
+    ])?;
+    df.sort(
+        ["model", "attack", "backend", "seed", "eps"],
+        SortMultipleOptions::default(),
+    )
+}
+
+/// Accuracy × ε: one row per (model, attack, backend), the mean over seeds, clean accuracy first.
+// polars deprecates eager group-by aggregations in favour of `lazy`, which with `parquet` pulls in
+// an HTTP/cloud stack (+11 minutes of build on 2 cores); the eager ones are still correct.
+#[allow(deprecated)]
+pub fn accuracy_table(df: &DataFrame) -> anyhow::Result<String> {
+    let keys = ["model", "attack", "backend"];
+    let means = df
+        .group_by(["model", "attack", "backend", "eps"])?
+        .select(["adversarial_accuracy"])
+        .mean()?;
+    let wide = polars_ops::frame::pivot::pivot(
+        &means,
+        ["eps"],
+        Some(keys),
+        Some(["adversarial_accuracy_mean"]),
+        false,
+        None,
+        None,
+    )?
+    .sort(keys, SortMultipleOptions::default())?;
+    let clean = df.group_by(keys)?.select(["clean_accuracy"]).mean()?;
+    let seeds = df.group_by(keys)?.select(["seed"]).n_unique()?;
+    let lookup = |t: &DataFrame,
+                  col: &str,
+                  key: &[Option<&str>; 3]|
+     -> anyhow::Result<Option<AnyValue<'static>>> {
+        for i in 0..t.height() {
+            let row: Vec<Option<&str>> = keys
+                .iter()
+                .map(|k| {
+                    t.column(k)
+                        .ok()
+                        .and_then(|c| c.str().ok())
+                        .and_then(|c| c.get(i))
+                })
+                .collect();
+            if row.as_slice() == key.as_slice() {
+                return Ok(Some(t.column(col)?.get(i)?.into_static()));
+            }
+        }
+        Ok(None)
+    };
+    let mut eps_cols: Vec<(f64, String)> = wide
+        .get_column_names()
+        .into_iter()
+        .filter(|n| !keys.contains(&n.as_str()))
+        .filter_map(|n| n.parse::<f64>().ok().map(|v| (v, n.to_string())))
+        .collect();
+    eps_cols.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = String::from("| model | attack | backend | seeds | clean |");
+    for (e, _) in &eps_cols {
+        out.push_str(&format!(" ε={e} |"));
+    }
+    out.push_str("\n|---|---|---|---:|---:|");
+    out.push_str(&"---:|".repeat(eps_cols.len()));
+    out.push('\n');
+    let pct = |v: Option<AnyValue>| match v.and_then(|v| v.extract::<f64>()) {
+        Some(x) => format!("{:.2}%", 100.0 * x),
+        None => "–".to_string(),
+    };
+    for i in 0..wide.height() {
+        let key: [Option<&str>; 3] = [0, 1, 2].map(|k| {
+            wide.column(keys[k])
+                .ok()
+                .and_then(|c| c.str().ok())
+                .and_then(|c| c.get(i))
+        });
+        let n_seeds = lookup(&seeds, "seed_n_unique", &key)?
+            .and_then(|v| v.extract::<u64>())
+            .unwrap_or(0);
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} |",
+            key[0].unwrap_or(""),
+            key[1].unwrap_or(""),
+            key[2].unwrap_or(""),
+            n_seeds,
+            pct(lookup(&clean, "clean_accuracy_mean", &key)?)
+        ));
+        for (_, name) in &eps_cols {
+            out.push_str(&format!(" {} |", pct(Some(wide.column(name)?.get(i)?))));
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    write(tmp.as_file_mut())?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+/// Reads the runs, writes `results.csv`, `results.parquet` and `results.md` into `reports`.
+pub fn aggregate(runs: &[PathBuf], reports: &Path) -> anyhow::Result<Summary> {
+    let (records, duplicates) = collect(runs)?;
+    anyhow::ensure!(!records.is_empty(), "no records in {runs:?}");
+    let mut df = frame(&records)?;
+    std::fs::create_dir_all(reports)?;
+    let csv = reports.join("results.csv");
+    write_atomic(&csv, |f| Ok(CsvWriter::new(f).finish(&mut df)?))?;
+    let parquet = reports.join("results.parquet");
+    write_atomic(&parquet, |f| {
+        ParquetWriter::new(f).finish(&mut df)?;
+        Ok(())
+    })?;
+    let md = reports.join("results.md");
+    let mut text = String::from(
+        "# advrob results\n\nAdversarial accuracy (share of all test examples classified correctly under attack), mean over seeds; `clean` is the accuracy without attack.\n\n",
+    );
+    for dataset in unique_strings(&df, "dataset")? {
+        let part = df.filter(&df.column("dataset")?.str()?.equal(dataset.as_str()))?;
+        let examples = part.column("examples")?.u64()?.max().unwrap_or(0);
+        text.push_str(&format!("## {dataset} ({examples} test examples)\n\n"));
+        text.push_str(&accuracy_table(&part)?);
+        text.push('\n');
+    }
+    advrob_data::atomic_write(&md, text.as_bytes())?;
+    Ok(Summary {
+        records: records.len(),
+        duplicates,
+        written: vec![csv, parquet, md],
+    })
+}
+
+fn unique_strings(df: &DataFrame, col: &str) -> anyhow::Result<Vec<String>> {
+    let mut v: Vec<String> = df
+        .column(col)?
+        .str()?
+        .into_iter()
+        .flatten()
+        .map(String::from)
+        .collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use advrob_eval::EvalRecord;
+    use bench_runner::record::Versions;
+
+    fn rec(model: &str, seed: u64, eps: f64, clean: f64, adv: f64) -> Record {
+        Record {
+            key: format!("{model}-{seed}/fgsm/{eps}"),
+            run: "t".into(),
+            model: model.into(),
+            defense: "none".into(),
+            attack: "fgsm".into(),
+            backend: "ndarray".into(),
+            device: "cpu".into(),
+            seed,
+            dataset: "mnist".into(),
+            dataset_verified: true,
+            dataset_files: vec![],
+            model_config: serde_json::Value::Null,
+            train_config: serde_json::Value::Null,
+            train_examples: 10,
+            checkpoint_sha256: "00".into(),
+            train_seconds: 1.0,
+            from_cache: false,
+            eval: EvalRecord {
+                eps,
+                examples: 100,
+                clean_correct: (clean * 100.0) as usize,
+                adversarial_correct: (adv * 100.0) as usize,
+                clean_accuracy: clean,
+                adversarial_accuracy: adv,
+                success_rate: Some(1.0 - adv / clean),
+                mean_linf: eps,
+                mean_l2: eps,
+                mean_confidence: 0.9,
+                seconds: 0.1,
+            },
+            versions: Versions::current(),
+            unix_time: 0,
+        }
+    }
+
+    #[test]
+    fn pivot_gives_means_over_seeds_per_eps() {
+        let records = vec![
+            rec("a", 1, 0.0, 0.9, 0.9),
+            rec("a", 1, 0.1, 0.9, 0.5),
+            rec("a", 2, 0.0, 0.8, 0.8),
+            rec("a", 2, 0.1, 0.8, 0.3),
+            rec("b", 1, 0.0, 0.7, 0.7),
+            rec("b", 1, 0.1, 0.7, 0.6),
+        ];
+        let df = frame(&records).expect("frame");
+        let table = accuracy_table(&df).expect("table");
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| model | attack | backend | seeds | clean | ε=0 | ε=0.1 |"
+        );
+        // model a: clean mean 0.85, ε=0.1 mean (0.5 + 0.3) / 2 = 0.4, two seeds
+        assert_eq!(
+            lines[2],
+            "| a | fgsm | ndarray | 2 | 85.00% | 85.00% | 40.00% |"
+        );
+        assert_eq!(
+            lines[3],
+            "| b | fgsm | ndarray | 1 | 70.00% | 70.00% | 60.00% |"
+        );
+    }
+
+    #[test]
+    fn duplicates_across_run_directories_count_once() {
+        let a = tempfile::tempdir().expect("temp");
+        let b = tempfile::tempdir().expect("temp");
+        let r1 = rec("a", 1, 0.0, 0.9, 0.9);
+        let r2 = rec("a", 1, 0.1, 0.9, 0.5);
+        let write = |dir: &Path, rs: &[&Record]| {
+            let map: BTreeMap<String, Record> =
+                rs.iter().map(|r| (r.key.clone(), (*r).clone())).collect();
+            bench_runner::record::write_records(&dir.join(RECORDS_FILE), &map).expect("write");
+        };
+        write(a.path(), &[&r1, &r2]);
+        write(b.path(), &[&r2]);
+        let (records, dups) =
+            collect(&[a.path().to_path_buf(), b.path().to_path_buf()]).expect("collect");
+        assert_eq!((records.len(), dups), (2, 1));
+        let out = tempfile::tempdir().expect("temp");
+        let s = aggregate(
+            &[a.path().to_path_buf(), b.path().to_path_buf()],
+            out.path(),
+        )
+        .expect("aggregate");
+        assert_eq!(s.records, 2);
+        for f in ["results.csv", "results.parquet", "results.md"] {
+            assert!(
+                out.path().join(f).metadata().expect("exists").len() > 0,
+                "{f}"
+            );
+        }
+        let csv = std::fs::read_to_string(out.path().join("results.csv")).expect("csv");
+        assert_eq!(csv.lines().count(), 3, "header and two rows:\n{csv}");
+    }
+}

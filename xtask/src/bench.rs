@@ -1,0 +1,44 @@
+//! `cargo xtask bench`: throughput of the default model per backend, printed and kept in reports/.
+
+use std::path::{Path, PathBuf};
+
+use bench_runner::bench::{BenchResult, bench as run_bench, format_table};
+use bench_runner::cli::DataArgs;
+
+pub fn bench(
+    backends: &[String],
+    dataset_dir: Option<PathBuf>,
+    data: &DataArgs,
+    reports: &Path,
+) -> anyhow::Result<()> {
+    let backends: Vec<String> = if backends.is_empty() {
+        advrob_model::backend::compiled_backends()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    } else {
+        backends.to_vec()
+    };
+    for b in &backends {
+        advrob_model::backend::device(b)?;
+    }
+    let m = bench_runner::Matrix {
+        dataset_dir,
+        ..Default::default()
+    };
+    let (ds, name) = bench_runner::run::load_data(&m, &data.data_dir, &data.mirrors())?;
+    let mut results: Vec<BenchResult> = Vec::new();
+    for b in &backends {
+        log::info!("bench on {b} ({name})");
+        results.push(run_bench(&ds, b)?);
+    }
+    let table = format_table(&results);
+    print!("{table}");
+    std::fs::create_dir_all(reports)?;
+    advrob_data::atomic_write(&reports.join("bench.md"), table.as_bytes())?;
+    advrob_data::atomic_write(
+        &reports.join("bench.json"),
+        serde_json::to_string_pretty(&results)?.as_bytes(),
+    )?;
+    Ok(())
+}

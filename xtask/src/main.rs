@@ -1,0 +1,111 @@
+//! `cargo xtask`: the project's tasks. One file per task.
+
+mod aggregate;
+mod bench;
+mod reproduce;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bench_runner::cli::{DataArgs, MatrixArgs};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "advrob project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Download and verify MNIST (or --dataset fashion-mnist) into data/.
+    Download {
+        /// mnist or fashion-mnist.
+        #[arg(long, default_value = "mnist")]
+        dataset: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Download MNIST (verified), run the experiment matrix on every compiled-in backend and write
+    /// tables to reports/.
+    Reproduce {
+        #[command(flatten)]
+        matrix: MatrixArgs,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Where the run's records and models go.
+        #[arg(long, default_value = "runs/reproduce")]
+        out: PathBuf,
+        /// Where the tables go.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+    },
+    /// Aggregate the records of one or more run directories into tables in reports/.
+    Aggregate {
+        /// Run directories (each holding records.jsonl).
+        #[arg(long = "run", default_value = "runs/reproduce")]
+        runs: Vec<PathBuf>,
+        /// Where the tables go.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+    },
+    /// Time training, FGSM and inference of the default model on each backend given.
+    Bench {
+        /// Backends, comma-separated (default: every compiled-in one).
+        #[arg(long, value_delimiter = ',')]
+        backend: Vec<String>,
+        /// Load IDX files from this directory instead of the verified MNIST download.
+        #[arg(long)]
+        dataset_dir: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Where bench.md and bench.json go.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match real_main(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.task {
+        Task::Download { dataset, data } => {
+            let kind = advrob_data::DatasetKind::from_name(&dataset)?;
+            let r = advrob_data::fetch(kind, &data.data_dir, &data.mirrors())?;
+            println!(
+                "{}: 4 files verified ({} fetched, {} already there)",
+                r.dir.display(),
+                r.fetched.len(),
+                r.cached.len()
+            );
+            Ok(())
+        }
+        Task::Reproduce {
+            matrix,
+            data,
+            out,
+            reports,
+        } => reproduce::reproduce(&matrix, &data, &out, &reports),
+        Task::Aggregate { runs, reports } => {
+            let s = aggregate::aggregate(&runs, &reports)?;
+            println!("{s}");
+            Ok(())
+        }
+        Task::Bench {
+            backend,
+            dataset_dir,
+            data,
+            reports,
+        } => bench::bench(&backend, dataset_dir, &data, &reports),
+    }
+}
