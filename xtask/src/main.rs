@@ -31,7 +31,7 @@ enum Task {
     /// tables to reports/.
     Reproduce {
         #[command(flatten)]
-        matrix: MatrixArgs,
+        matrix: Box<MatrixArgs>,
         #[command(flatten)]
         data: DataArgs,
         /// Where the run's records and models go.

@@ -169,10 +169,9 @@ pub fn train(
 ) -> crate::Result<(Mlp, TrainRecord)> {
     config.check()?;
     let start = Instant::now();
-    let classes = model.layers.last().map(|l| l.weight.dims()[1]).unwrap_or(0);
     let mut model = model.to_device(device).train();
     let mut optim = AdamConfig::new().with_epsilon(config.adam_epsilon).init();
-    let mut dropout_rng = SplitMix64::new(config.seed ^ 0xD209_0u64);
+    let mut dropout_rng = SplitMix64::new(config.seed ^ 0x00D2_0900_u64);
     let mut record = TrainRecord {
         epochs: Vec::with_capacity(config.epochs),
         seconds: 0.0,
@@ -240,7 +239,6 @@ pub fn train(
             correct / examples.max(1) as f64
         );
     }
-    let _ = classes;
     record.seconds = start.elapsed().as_secs_f64();
     Ok((model.valid(), record))
 }

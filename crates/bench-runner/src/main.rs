@@ -19,7 +19,7 @@ enum Cmd {
     /// Run a matrix; records go to `<out>/records.jsonl`, finished work is skipped on a rerun.
     Run {
         #[command(flatten)]
-        matrix: MatrixArgs,
+        matrix: Box<MatrixArgs>,
         #[command(flatten)]
         data: DataArgs,
         /// Run directory (default: runs/<name>).

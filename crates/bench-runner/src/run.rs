@@ -270,5 +270,5 @@ fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> anyhow::Result<()> {
 pub fn read_train_record(ckpt: &Path) -> anyhow::Result<(TrainConfig, TrainRecord)> {
     let p = ckpt.join("train.json");
     let text = std::fs::read_to_string(&p).with_context(|| p.display().to_string())?;
-    Ok(serde_json::from_str(&text).with_context(|| p.display().to_string())?)
+    serde_json::from_str(&text).with_context(|| p.display().to_string())
 }
