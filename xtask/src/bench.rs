@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use bench_runner::bench::{BenchResult, bench as run_bench, format_table};
 use bench_runner::cli::DataArgs;
+use bench_runner::run::{DataSource, load_data};
 
 pub fn bench(
     backends: &[String],
@@ -22,11 +23,11 @@ pub fn bench(
     for b in &backends {
         advrob_model::backend::device(b)?;
     }
-    let m = bench_runner::Matrix {
-        dataset_dir,
-        ..Default::default()
+    let source = match dataset_dir {
+        Some(d) => DataSource::Dir(d),
+        None => DataSource::Named("mnist".into()),
     };
-    let (ds, name) = bench_runner::run::load_data(&m, &data.data_dir, &data.mirrors())?;
+    let (ds, name) = load_data(&source, &data.data_dir, &data.mirrors())?;
     let mut results: Vec<BenchResult> = Vec::new();
     for b in &backends {
         log::info!("bench on {b} ({name})");

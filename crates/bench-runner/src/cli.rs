@@ -37,9 +37,9 @@ pub struct MatrixArgs {
     /// Run name.
     #[arg(long)]
     pub name: Option<String>,
-    /// Dataset: mnist or fashion-mnist.
-    #[arg(long)]
-    pub dataset: Option<String>,
+    /// Datasets, comma-separated: mnist, fashion-mnist.
+    #[arg(long, value_delimiter = ',')]
+    pub dataset: Option<Vec<String>>,
     /// Load IDX files from this directory as they are (no download, no canonical checksum).
     #[arg(long)]
     pub dataset_dir: Option<PathBuf>,
@@ -106,7 +106,7 @@ impl MatrixArgs {
             m.name = v.clone();
         }
         if let Some(v) = &self.dataset {
-            m.dataset = v.clone();
+            m.datasets = v.clone();
         }
         if let Some(v) = &self.dataset_dir {
             m.dataset_dir = Some(v.clone());

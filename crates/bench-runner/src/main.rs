@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bench_runner::cli::{DataArgs, MatrixArgs};
+use bench_runner::run::{DataSource, load_data};
 use bench_runner::{RunOptions, bench, run};
 use clap::{Parser, Subcommand};
 
@@ -98,11 +99,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             dataset_dir,
             data,
         } => {
-            let m = bench_runner::Matrix {
-                dataset_dir,
-                ..Default::default()
+            let source = match dataset_dir {
+                Some(d) => DataSource::Dir(d),
+                None => DataSource::Named("mnist".into()),
             };
-            let (ds, _) = bench_runner::run::load_data(&m, &data.data_dir, &data.mirrors())?;
+            let (ds, _) = load_data(&source, &data.data_dir, &data.mirrors())?;
             let r = bench::bench(&ds, &backend)?;
             print!("{}", bench::format_table(std::slice::from_ref(&r)));
             println!("{}", serde_json::to_string(&r)?);

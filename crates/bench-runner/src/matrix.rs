@@ -105,9 +105,10 @@ impl Default for EvalSpec {
 pub struct Matrix {
     /// Name of the run (its directory under `runs/` by default).
     pub name: String,
-    /// `mnist` or `fashion-mnist`.
-    pub dataset: String,
-    /// Load the IDX files from this directory as they are (no download, no canonical checksum).
+    /// Datasets, each `mnist` or `fashion-mnist`; every model is trained and attacked on each.
+    pub datasets: Vec<String>,
+    /// Load the IDX files from this directory as they are (no download, no canonical checksum),
+    /// instead of `datasets`.
     pub dataset_dir: Option<PathBuf>,
     /// Backends to run on, each compiled in.
     pub backends: Vec<String>,
@@ -129,7 +130,7 @@ impl Default for Matrix {
     fn default() -> Self {
         Self {
             name: "default".into(),
-            dataset: "mnist".into(),
+            datasets: vec!["mnist".into()],
             dataset_dir: None,
             backends: vec!["ndarray".into()],
             seeds: vec![42],
@@ -175,7 +176,10 @@ impl Matrix {
             advrob_model::backend::device(b)?;
         }
         if self.dataset_dir.is_none() {
-            advrob_data::DatasetKind::from_name(&self.dataset)?;
+            anyhow::ensure!(!self.datasets.is_empty(), "invalid datasets: none given");
+            for d in &self.datasets {
+                advrob_data::DatasetKind::from_name(d)?;
+            }
         }
         Ok(())
     }
@@ -193,10 +197,11 @@ mod tests {
     #[test]
     fn toml_overrides_and_typos_are_refused() {
         let m = Matrix::from_toml(
-            "name = \"x\"\neps = [0.0, 0.1]\n[train]\nepochs = 1\n[[models]]\nname = \"wide\"\nhidden = [300]\n[[attacks]]\nkind = \"fgsm\"\nlabels = \"predicted\"\n",
+            "name = \"x\"\ndatasets = [\"mnist\", \"fashion-mnist\"]\neps = [0.0, 0.1]\n[train]\nepochs = 1\n[[models]]\nname = \"wide\"\nhidden = [300]\n[[attacks]]\nkind = \"fgsm\"\nlabels = \"predicted\"\n",
         )
         .expect("parse");
         assert_eq!(m.train.epochs, 1);
+        assert_eq!(m.datasets, ["mnist", "fashion-mnist"]);
         assert_eq!(m.models[0].hidden, vec![300]);
         assert_eq!(
             m.attacks[0],

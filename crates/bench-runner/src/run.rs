@@ -42,17 +42,45 @@ pub struct RunSummary {
     pub loaded: usize,
 }
 
-/// The dataset of a matrix: from `dataset_dir` as it is, or fetched and verified into `data_dir`.
+/// Where one dataset of a matrix comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// A known dataset, fetched and verified into the data directory.
+    Named(String),
+    /// IDX files loaded from a directory as they are.
+    Dir(PathBuf),
+}
+
+impl DataSource {
+    /// The sources of a matrix: its `dataset_dir` if set, else each of its `datasets`.
+    pub fn of(matrix: &Matrix) -> Vec<DataSource> {
+        match &matrix.dataset_dir {
+            Some(d) => vec![DataSource::Dir(d.clone())],
+            None => matrix
+                .datasets
+                .iter()
+                .cloned()
+                .map(DataSource::Named)
+                .collect(),
+        }
+    }
+}
+
+/// Loads one dataset: from a directory as it is, or fetched and verified into `data_dir` (from
+/// `mirrors`, the public ones when empty). Returns it with its name for records.
 pub fn load_data(
-    matrix: &Matrix,
+    source: &DataSource,
     data_dir: &Path,
     mirrors: &[Mirror],
 ) -> anyhow::Result<(Dataset, String)> {
-    if let Some(dir) = &matrix.dataset_dir {
-        let ds = Dataset::load_dir(dir)?;
-        return Ok((ds, dir.display().to_string()));
-    }
-    let kind = DatasetKind::from_name(&matrix.dataset)?;
+    let name = match source {
+        DataSource::Dir(dir) => {
+            let ds = Dataset::load_dir(dir)?;
+            return Ok((ds, dir.display().to_string()));
+        }
+        DataSource::Named(n) => n,
+    };
+    let kind = DatasetKind::from_name(name)?;
     let report = advrob_data::fetch(kind, data_dir, mirrors)?;
     for (file, from) in &report.fetched {
         log::info!("fetched {file} from {from} (SHA-256 verified)");
@@ -95,15 +123,6 @@ fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<serde_json::Value> {
 /// Runs `matrix`, resuming from whatever `opts.out` already holds.
 pub fn run(matrix: &Matrix, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     matrix.check()?;
-    let (ds, ds_name) = load_data(matrix, &opts.data_dir, &opts.mirrors)?;
-    let train_split = match matrix.train.train_limit {
-        Some(n) => ds.train.take(n),
-        None => ds.train.clone(),
-    };
-    let test_split = match matrix.eval.test_limit {
-        Some(n) => ds.test.take(n),
-        None => ds.test.clone(),
-    };
     std::fs::create_dir_all(&opts.out).with_context(|| format!("{}", opts.out.display()))?;
     advrob_data::atomic_write(
         &opts.out.join("matrix.toml"),
@@ -114,8 +133,33 @@ pub fn run(matrix: &Matrix, opts: &RunOptions) -> anyhow::Result<RunSummary> {
         .into_iter()
         .map(|r| (r.key.clone(), r))
         .collect();
-    let attacks: Vec<Box<dyn Attack>> = matrix.attacks.iter().map(build_attack).collect();
     let mut summary = RunSummary::default();
+    for source in DataSource::of(matrix) {
+        let (ds, ds_name) = load_data(&source, &opts.data_dir, &opts.mirrors)?;
+        run_dataset(matrix, opts, &ds, &ds_name, &mut records, &mut summary)?;
+    }
+    Ok(summary)
+}
+
+/// Every backend, seed and model of `matrix` on one dataset.
+fn run_dataset(
+    matrix: &Matrix,
+    opts: &RunOptions,
+    ds: &Dataset,
+    ds_name: &str,
+    records: &mut BTreeMap<String, Record>,
+    summary: &mut RunSummary,
+) -> anyhow::Result<()> {
+    let records_path = opts.out.join(RECORDS_FILE);
+    let train_split = match matrix.train.train_limit {
+        Some(n) => ds.train.take(n),
+        None => ds.train.clone(),
+    };
+    let test_split = match matrix.eval.test_limit {
+        Some(n) => ds.test.take(n),
+        None => ds.test.clone(),
+    };
+    let attacks: Vec<Box<dyn Attack>> = matrix.attacks.iter().map(build_attack).collect();
     for backend_name in &matrix.backends {
         let device = backend::device(backend_name)?;
         for &seed in &matrix.seeds {
@@ -236,7 +280,7 @@ pub fn run(matrix: &Matrix, opts: &RunOptions) -> anyhow::Result<RunSummary> {
                                 backend: backend_name.clone(),
                                 device: format!("{device:?}"),
                                 seed,
-                                dataset: ds_name.clone(),
+                                dataset: ds_name.to_string(),
                                 dataset_verified: ds.verified.is_some(),
                                 dataset_files: ds.files.clone(),
                                 model_config: json(&mlp_cfg)?,
@@ -253,12 +297,12 @@ pub fn run(matrix: &Matrix, opts: &RunOptions) -> anyhow::Result<RunSummary> {
                         summary.new_records += 1;
                     }
                     // after every (model, attack): a kill loses at most the evaluation under way
-                    write_records(&records_path, &records)?;
+                    write_records(&records_path, records)?;
                 }
             }
         }
     }
-    Ok(summary)
+    Ok(())
 }
 
 fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> anyhow::Result<()> {
