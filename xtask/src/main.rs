@@ -10,6 +10,9 @@ use std::process::ExitCode;
 use bench_runner::cli::{DataArgs, MatrixArgs};
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "advrob project tasks")]
 struct Cli {

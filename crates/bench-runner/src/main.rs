@@ -8,6 +8,9 @@ use bench_runner::run::{DataSource, load_data};
 use bench_runner::{RunOptions, bench, run};
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "bench-runner", version, about)]
 struct Cli {
