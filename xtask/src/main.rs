@@ -84,7 +84,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
         Task::Download { dataset, data } => {
             let kind = advrob_data::DatasetKind::from_name(&dataset)?;
-            let r = advrob_data::fetch(kind, &data.data_dir, &data.mirrors())?;
+            let r = bench_runner::run::fetch_dataset(kind, &data.data_dir, &data.mirrors())?;
             println!(
                 "{}: 4 files verified ({} fetched, {} already there)",
                 r.dir.display(),

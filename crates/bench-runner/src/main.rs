@@ -88,7 +88,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Download { dataset, data } => {
             let kind = advrob_data::DatasetKind::from_name(&dataset)?;
-            let r = advrob_data::fetch(kind, &data.data_dir, &data.mirrors())?;
+            let r = bench_runner::run::fetch_dataset(kind, &data.data_dir, &data.mirrors())?;
             println!(
                 "{}: {} files verified ({} fetched, {} already there)",
                 r.dir.display(),

@@ -81,7 +81,7 @@ pub fn load_data(
         DataSource::Named(n) => n,
     };
     let kind = DatasetKind::from_name(name)?;
-    let report = advrob_data::fetch(kind, data_dir, mirrors)?;
+    let report = fetch_dataset(kind, data_dir, mirrors)?;
     for (file, from) in &report.fetched {
         log::info!("fetched {file} from {from} (SHA-256 verified)");
     }
@@ -92,6 +92,21 @@ pub fn load_data(
         report.dir.display()
     );
     Ok((ds, kind.name().to_string()))
+}
+
+/// [`advrob_data::fetch`] with a hint for the user when no mirror could be reached.
+pub fn fetch_dataset(
+    kind: DatasetKind,
+    data_dir: &Path,
+    mirrors: &[Mirror],
+) -> anyhow::Result<advrob_data::FetchReport> {
+    advrob_data::fetch(kind, data_dir, mirrors).map_err(|e| match e {
+        advrob_data::DataError::AllMirrorsFailed { .. } => anyhow::anyhow!(
+            "{e}\nhint: point --mirror (or ADVROB_MIRROR) at a directory or URL holding the {} .gz files",
+            kind.name()
+        ),
+        other => other.into(),
+    })
 }
 
 /// The attack an [`AttackSpec`] describes.
