@@ -153,7 +153,7 @@ pub fn fetch_verified(
         for m in mirrors {
             let source = m.describe(file);
             log::info!("fetching {source}");
-            let bytes = match m.get(file).and_then(|raw| decompress_if_gz(raw, &source)) {
+            let bytes = match m.get(file).and_then(decompress_if_gz) {
                 Ok(b) => b,
                 Err(reason) => {
                     attempts.push(format!("{source}: {reason}"));

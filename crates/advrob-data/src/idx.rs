@@ -32,14 +32,14 @@ pub struct IdxImages {
 /// Reads a whole file and decompresses it if it starts with the gzip magic bytes.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    decompress_if_gz(raw, &path.display().to_string()).map_err(|reason| DataError::Gzip {
+    decompress_if_gz(raw).map_err(|reason| DataError::Gzip {
         path: path.to_path_buf(),
         reason,
     })
 }
 
-/// Decompresses `raw` if it is a gzip stream, else returns it unchanged. `name` only labels errors.
-pub(crate) fn decompress_if_gz(raw: Vec<u8>, _name: &str) -> std::result::Result<Vec<u8>, String> {
+/// Decompresses `raw` if it is a gzip stream, else returns it unchanged.
+pub(crate) fn decompress_if_gz(raw: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
         GzDecoder::new(raw.as_slice())

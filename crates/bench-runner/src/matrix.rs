@@ -213,6 +213,16 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_parses_and_checks() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").expect("toml block") + 8;
+        let len = readme[start..].find("```").expect("end of block");
+        let m = Matrix::from_toml(&readme[start..start + len]).expect("README matrix parses");
+        assert_eq!(m.seeds, [42, 43]);
+        m.check().expect("README matrix is valid");
+    }
+
+    #[test]
     fn negative_eps_and_unknown_backend_fail_the_check() {
         let m = Matrix {
             eps: vec![0.1, -0.2],
