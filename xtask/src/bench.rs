@@ -23,10 +23,7 @@ pub fn bench(
     for b in &backends {
         advrob_model::backend::device(b)?;
     }
-    let source = match dataset_dir {
-        Some(d) => DataSource::Dir(d),
-        None => DataSource::Named("mnist".into()),
-    };
+    let source = DataSource::dir_or_mnist(dataset_dir);
     let (ds, name) = load_data(&source, &data.data_dir, &data.mirrors())?;
     let mut results: Vec<BenchResult> = Vec::new();
     for b in &backends {

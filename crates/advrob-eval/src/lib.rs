@@ -15,6 +15,9 @@ pub enum EvalError {
     /// The attack refused its parameters or failed.
     #[error(transparent)]
     Attack(#[from] AttackError),
+    /// A tensor could not be read back to the host.
+    #[error("reading a tensor back from the device: {0}")]
+    Readback(String),
     /// A nonsensical request.
     #[error("invalid {field}: {reason}")]
     Invalid {
@@ -93,8 +96,10 @@ fn perturbation_norms(adv: &[f32], x: &[f32], size: usize) -> (f64, f64) {
     (linf, l2)
 }
 
-fn host(t: Tensor<3>) -> Vec<f32> {
-    t.into_data().try_into_vec_as::<f32>().unwrap_or_default()
+fn host(t: Tensor<3>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| EvalError::Readback(format!("{e:?}")))
 }
 
 /// Evaluates `model` against `attack` at every ε of `eps` on `data`, in batches of `batch_size`.
@@ -126,8 +131,13 @@ pub fn evaluate(
     let mut accs = vec![Acc::default(); eps.len()];
     for (bi, s) in (0..n).step_by(batch_size).enumerate() {
         let (x, y) = range_tensors(data, s, batch_size, device);
-        let x_host = host(x.clone());
+        let [b] = y.dims();
         let size = data.image_size();
+        // the clean images on the host, exactly as `range_tensors` scaled them
+        let x_host: Vec<f32> = data.images.pixels[s * size..(s + b) * size]
+            .iter()
+            .map(|&p| f32::from(p) / 255.0)
+            .collect();
         let clean_pred = model.logits(x.clone()).argmax(1).flatten::<1>(0, 1);
         let clean_ok = clean_pred.equal(y.clone());
         clean_correct += clean_ok.clone().int().sum().into_scalar::<i64>();
@@ -143,7 +153,7 @@ pub fn evaluate(
                 .clamp_min(0)
                 .sum()
                 .into_scalar::<i64>();
-            let (linf, l2) = perturbation_norms(&host(adv), &x_host, size);
+            let (linf, l2) = perturbation_norms(&host(adv)?, &x_host, size);
             acc.linf += linf;
             acc.l2 += l2;
             acc.confidence += sum_f64(conf);

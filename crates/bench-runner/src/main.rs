@@ -102,10 +102,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             dataset_dir,
             data,
         } => {
-            let source = match dataset_dir {
-                Some(d) => DataSource::Dir(d),
-                None => DataSource::Named("mnist".into()),
-            };
+            let source = DataSource::dir_or_mnist(dataset_dir);
             let (ds, _) = load_data(&source, &data.data_dir, &data.mirrors())?;
             let r = bench::bench(&ds, &backend)?;
             print!("{}", bench::format_table(std::slice::from_ref(&r)));

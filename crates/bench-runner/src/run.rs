@@ -52,6 +52,11 @@ pub enum DataSource {
 }
 
 impl DataSource {
+    /// `dir` if given, else verified MNIST: the data of a benchmark.
+    pub fn dir_or_mnist(dir: Option<PathBuf>) -> DataSource {
+        dir.map_or_else(|| DataSource::Named("mnist".into()), DataSource::Dir)
+    }
+
     /// The sources of a matrix: its `dataset_dir` if set, else each of its `datasets`.
     pub fn of(matrix: &Matrix) -> Vec<DataSource> {
         match &matrix.dataset_dir {
@@ -151,7 +156,15 @@ pub fn run(matrix: &Matrix, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     let mut summary = RunSummary::default();
     for source in DataSource::of(matrix) {
         let (ds, ds_name) = load_data(&source, &opts.data_dir, &opts.mirrors)?;
-        run_dataset(matrix, opts, &ds, &ds_name, &mut records, &mut summary)?;
+        run_dataset(
+            matrix,
+            opts,
+            &ds,
+            &ds_name,
+            &records_path,
+            &mut records,
+            &mut summary,
+        )?;
     }
     Ok(summary)
 }
@@ -162,10 +175,10 @@ fn run_dataset(
     opts: &RunOptions,
     ds: &Dataset,
     ds_name: &str,
+    records_path: &Path,
     records: &mut BTreeMap<String, Record>,
     summary: &mut RunSummary,
 ) -> anyhow::Result<()> {
-    let records_path = opts.out.join(RECORDS_FILE);
     let train_split = match matrix.train.train_limit {
         Some(n) => ds.train.take(n),
         None => ds.train.clone(),
@@ -312,7 +325,7 @@ fn run_dataset(
                         summary.new_records += 1;
                     }
                     // after every (model, attack): a kill loses at most the evaluation under way
-                    write_records(&records_path, records)?;
+                    write_records(records_path, records)?;
                 }
             }
         }

@@ -39,6 +39,13 @@ const QUICK: &[&str] = &[
     "0,0.1,0.3",
 ];
 
+/// Runs the quick matrix, which must succeed and print `summary`.
+fn run_quick(dir: &Path, summary: &str) {
+    let o = bench_runner(QUICK, dir);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(summary), "{}", text(&o));
+}
+
 fn records(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("out/records.jsonl"))
         .expect("records")
@@ -52,12 +59,9 @@ fn run_writes_records_with_provenance_and_resumes() {
     let tmp = tempfile::tempdir().expect("temp");
     synthetic::write_dataset(&tmp.path().join("ds"), 400, 100, 7).expect("dataset");
 
-    let o = bench_runner(QUICK, tmp.path());
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("3 new records, 0 already there; 1 models trained"),
-        "{}",
-        text(&o)
+    run_quick(
+        tmp.path(),
+        "3 new records, 0 already there; 1 models trained",
     );
     let recs = records(tmp.path());
     assert_eq!(recs.len(), 3);
@@ -87,12 +91,9 @@ fn run_writes_records_with_provenance_and_resumes() {
     assert!(r["mean_linf"].as_f64().expect("number") <= r["eps"].as_f64().expect("eps") + 1e-6);
 
     // rerun: nothing to do
-    let o = bench_runner(QUICK, tmp.path());
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("0 new records, 3 already there; 0 models trained, 0 loaded"),
-        "{}",
-        text(&o)
+    run_quick(
+        tmp.path(),
+        "0 new records, 3 already there; 0 models trained, 0 loaded",
     );
 
     // a run killed after writing some records: the missing ones are made, from the cached model
@@ -104,12 +105,9 @@ fn run_writes_records_with_provenance_and_resumes() {
         .map(String::from)
         .collect();
     std::fs::write(&path, kept.join("\n") + "\n").expect("write");
-    let o = bench_runner(QUICK, tmp.path());
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("1 new records, 2 already there; 0 models trained, 1 loaded"),
-        "{}",
-        text(&o)
+    run_quick(
+        tmp.path(),
+        "1 new records, 2 already there; 0 models trained, 1 loaded",
     );
     assert_eq!(records(tmp.path()).len(), 3);
 }
