@@ -272,6 +272,7 @@ mod tests {
                 clean_accuracy: clean,
                 adversarial_accuracy: adv,
                 success_rate: Some(1.0 - adv / clean),
+                targeted_success: None,
                 mean_linf: eps,
                 mean_l2: eps,
                 mean_confidence: 0.9,

@@ -29,3 +29,13 @@ pub fn check_eps(eps: f64) -> Result<()> {
     }
     Ok(())
 }
+
+/// Lets a training hook (adversarial training) use `?` on an attack.
+impl From<AttackError> for advrob_model::ModelError {
+    fn from(e: AttackError) -> Self {
+        advrob_model::ModelError::Hook {
+            context: "attack".into(),
+            source: Box::new(e),
+        }
+    }
+}

@@ -1,35 +1,105 @@
-//! Fast Gradient Sign Method (Goodfellow, Shlens, Szegedy 2015).
+//! Fast Gradient Sign Method (Goodfellow, Shlens, Szegedy 2015), untargeted or targeted, on the
+//! cross-entropy or the squared error, with the seed-004 notebook's cumulative-ε bug available for
+//! faithful reproduction only.
 
-use advrob_model::Classifier;
+use advrob_model::{Classifier, LossKind};
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::Attack;
 use crate::error::{Result, check_eps};
-use crate::grad::{LabelMode, input_gradient, target_labels};
+use crate::grad::{LabelMode, loss_gradient, target_labels};
 
-/// FGSM: `x_adv = clip(x + ε · sign(∇ₓ CE(f(x), y)), 0, 1)`, one step, model in inference mode.
+/// How a targeted attack picks the class it pushes each example towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum TargetRule {
+    /// `(y + k) mod classes` (the seed-004 notebook uses k = 2).
+    Shift(u32),
+}
+
+impl TargetRule {
+    /// The target class of each example.
+    ///
+    /// # Shapes
+    ///
+    /// - labels: `[B]`, output: `[B]`
+    pub fn targets(&self, labels: Tensor<1, Int>, classes: usize) -> Tensor<1, Int> {
+        match *self {
+            TargetRule::Shift(k) => labels
+                .add_scalar(i64::from(k))
+                .remainder_scalar(classes as i64),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            TargetRule::Shift(k) => format!("shift{k}"),
+        }
+    }
+}
+
+/// FGSM, one step, model in inference mode:
 ///
-/// After clipping, `‖x_adv − x‖∞ ≤ ε` and every pixel stays in [0, 1].
+/// - untargeted: `x_adv = clip(x + ε · sign(∇ₓ J(f(x), y)), 0, 1)`, away from the label;
+/// - targeted: `x_adv = clip(x − ε · sign(∇ₓ J(f(x), t)), 0, 1)`, towards the target `t`.
+///
+/// `J` is the cross-entropy (default) or the squared error of the softmax (the loss of an
+/// MSE-trained model). After clipping, `‖x_adv − x‖∞ ≤ ε` and every pixel stays in [0, 1] —
+/// except with `cumulative`, which reproduces a bug and breaks the budget on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Fgsm {
-    /// Labels the loss is computed against.
+    /// Labels the untargeted loss is computed against.
     #[serde(default)]
     pub labels: LabelMode,
+    /// The loss whose gradient sign is followed.
+    #[serde(default)]
+    pub loss: LossKind,
+    /// Push towards a target class instead of away from the label.
+    #[serde(default)]
+    pub target: Option<TargetRule>,
+    /// The seed-004 notebook's bug, for faithful reproduction only: over an ε grid each step starts
+    /// from the previous ε's adversarial image (with its gradient recomputed there), so the
+    /// perturbation at the k-th ε is bounded by ε₁ + … + ε_k, not ε_k. A single
+    /// [`perturb`](Attack::perturb) is plain FGSM.
+    #[serde(default)]
+    pub cumulative: bool,
 }
 
 impl Fgsm {
-    /// FGSM against the true labels, as in the study.
+    /// FGSM against the true labels on the cross-entropy, as in the study.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// FGSM against labels chosen by `mode`.
     pub fn with_labels(mode: LabelMode) -> Self {
-        Self { labels: mode }
+        Self {
+            labels: mode,
+            ..Self::default()
+        }
     }
 
-    /// The sign of the input gradient, shared by every ε.
+    /// The same attack following the gradient of `loss`.
+    pub fn with_loss(mut self, loss: LossKind) -> Self {
+        self.loss = loss;
+        self
+    }
+
+    /// The same attack, targeted by `rule`.
+    pub fn with_target(mut self, rule: TargetRule) -> Self {
+        self.target = Some(rule);
+        self
+    }
+
+    /// The same attack with the cumulative-ε bug switched on or off.
+    pub fn with_cumulative(mut self, cumulative: bool) -> Self {
+        self.cumulative = cumulative;
+        self
+    }
+
+    /// The signed step direction, shared by every ε: `sign(∇J)` untargeted, `−sign(∇J)` targeted.
     ///
     /// # Shapes
     ///
@@ -40,8 +110,13 @@ impl Fgsm {
         images: Tensor<3>,
         labels: Tensor<1, Int>,
     ) -> Result<Tensor<3>> {
-        let y = target_labels(model, images.clone(), labels, self.labels);
-        Ok(input_gradient(model, images, y)?.sign())
+        match self.targets(model, images.clone(), labels.clone())? {
+            Some(t) => Ok(loss_gradient(model, images, t, self.loss)?.sign().neg()),
+            None => {
+                let y = target_labels(model, images.clone(), labels, self.labels);
+                Ok(loss_gradient(model, images, y, self.loss)?.sign())
+            }
+        }
     }
 }
 
@@ -51,10 +126,33 @@ fn step(images: &Tensor<3>, direction: &Tensor<3>, eps: f64) -> Tensor<3> {
 
 impl Attack for Fgsm {
     fn name(&self) -> String {
-        match self.labels {
-            LabelMode::True => "fgsm".into(),
-            LabelMode::Predicted => "fgsm-pred".into(),
+        let mut n = String::from("fgsm");
+        if let Some(t) = &self.target {
+            n.push_str("-targeted-");
+            n.push_str(&t.name());
+        } else if self.labels == LabelMode::Predicted {
+            n.push_str("-pred");
         }
+        if self.loss == LossKind::Mse {
+            n.push_str("-mse");
+        }
+        if self.cumulative {
+            n.push_str("-cumulative");
+        }
+        n
+    }
+
+    fn targets(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<3>,
+        labels: Tensor<1, Int>,
+    ) -> Result<Option<Tensor<1, Int>>> {
+        let Some(rule) = self.target else {
+            return Ok(None);
+        };
+        let classes = model.logits(images.without_autodiff().slice([0..1])).dims()[1];
+        Ok(Some(rule.targets(labels, classes)))
     }
 
     fn perturb(
@@ -81,6 +179,16 @@ impl Attack for Fgsm {
             check_eps(e)?;
         }
         let images = images.without_autodiff();
+        if self.cumulative {
+            let mut current = images;
+            let mut out = Vec::with_capacity(eps.len());
+            for &e in eps {
+                let dir = self.direction(model, current.clone(), labels.clone())?;
+                current = step(&current, &dir, e);
+                out.push(current.clone());
+            }
+            return Ok(out);
+        }
         // one gradient for the whole grid: FGSM's direction does not depend on ε
         let dir = self.direction(model, images.clone(), labels)?;
         Ok(eps.iter().map(|&e| step(&images, &dir, e)).collect())
@@ -199,5 +307,99 @@ mod tests {
             .perturb(&model, images, labels, -0.1)
             .expect_err("eps < 0");
         assert!(err.to_string().contains("eps"), "{err}");
+    }
+
+    /// A 2-class linear model and its weight difference W₁ − W₀ per pixel.
+    fn linear_two_class(device: &burn::tensor::Device) -> (advrob_model::Mlp, Vec<f32>) {
+        let model = MlpConfig::new()
+            .with_hidden(vec![])
+            .with_classes(2)
+            .init(device)
+            .expect("init");
+        let w = model.layers[0]
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .expect("f32");
+        let diff = (0..784).map(|i| w[i * 2 + 1] - w[i * 2]).collect();
+        (model, diff)
+    }
+
+    #[test]
+    fn targeted_fgsm_steps_towards_the_target() {
+        for device in test_devices() {
+            // with 2 classes, shift 1 targets the other class: for y = 0 the target is 1 and the
+            // step −ε·sign(∇CE(·, 1)) = −ε·sign(p₀ (W₀ − W₁)) = +ε·sign(W₁ − W₀), the same
+            // direction as the untargeted attack on label 0
+            let (model, diff) = linear_two_class(&device);
+            let images = Tensor::<3>::ones([1, 28, 28], &device) * 0.5;
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64], [1]), &device);
+            let attack = Fgsm::new().with_target(TargetRule::Shift(1));
+            assert_eq!(attack.name(), "fgsm-targeted-shift1");
+            let t = attack
+                .targets(&model, images.clone(), labels.clone())
+                .expect("targets")
+                .expect("targeted");
+            assert_eq!(t.into_data().try_into_vec_as::<i64>().expect("i64"), [1]);
+            let adv = to_vec(attack.perturb(&model, images, labels, 0.1).expect("attack"));
+            for (a, d) in adv.iter().zip(&diff) {
+                assert!((a - (0.5 + 0.1 * d.signum())).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn shift_targets_wrap_around() {
+        let device = &test_devices()[0];
+        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 7, 8, 9], [4]), device);
+        let t = TargetRule::Shift(2).targets(y, 10);
+        assert_eq!(
+            t.into_data().try_into_vec_as::<i64>().expect("i64"),
+            [2, 9, 0, 1]
+        );
+    }
+
+    #[test]
+    fn cumulative_mode_accumulates_and_plain_mode_does_not() {
+        for device in test_devices() {
+            // on a linear model the gradient sign never changes, so the cumulative bug's k-th image
+            // is x + (ε₁ + … + ε_k)·sign(W₁ − W₀) while plain FGSM's is x + ε_k·sign(W₁ − W₀)
+            let (model, diff) = linear_two_class(&device);
+            let images = Tensor::<3>::ones([1, 28, 28], &device) * 0.3;
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64], [1]), &device);
+            let grid = [0.01, 0.02, 0.04];
+            let buggy = Fgsm::new()
+                .with_cumulative(true)
+                .perturb_grid(&model, images.clone(), labels.clone(), &grid)
+                .expect("attack");
+            let plain = Fgsm::new()
+                .perturb_grid(&model, images, labels, &grid)
+                .expect("attack");
+            for ((b, p), total) in buggy.into_iter().zip(plain).zip([0.01, 0.03, 0.07]) {
+                let (b, p) = (to_vec(b), to_vec(p));
+                assert!((b[0] - (0.3 + total * diff[0].signum())).abs() < 1e-6);
+                assert!(p.iter().all(|v| (v - 0.3).abs() <= 0.04 + 1e-6));
+            }
+        }
+    }
+
+    #[test]
+    fn squared_error_fgsm_keeps_the_invariants() {
+        for device in test_devices() {
+            let model = MlpConfig::new()
+                .with_hidden(vec![16])
+                .init(&device)
+                .expect("init");
+            let x: Vec<f32> = (0..2 * 784).map(|i| (i % 11) as f32 / 10.0).collect();
+            let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [2, 28, 28]), &device);
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![4i64, 9], [2]), &device);
+            let attack = Fgsm::new().with_loss(LossKind::Mse);
+            assert_eq!(attack.name(), "fgsm-mse");
+            let adv = to_vec(attack.perturb(&model, images, labels, 0.2).expect("attack"));
+            for (p, q) in adv.iter().zip(&x) {
+                assert!((0.0..=1.0).contains(p) && (p - q).abs() <= 0.2 + 1e-6);
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The gradient of the loss with respect to the input, the one primitive gradient attacks share.
 
-use advrob_model::Classifier;
-use burn::tensor::activation::log_softmax;
+use advrob_model::{Classifier, LossKind};
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -51,13 +51,38 @@ pub fn input_gradient(
     images: Tensor<3>,
     labels: Tensor<1, Int>,
 ) -> Result<Tensor<3>> {
+    loss_gradient(model, images, labels, LossKind::CrossEntropy)
+}
+
+/// ∇ₓ of the per-example loss `kind`, summed over the batch:
+/// cross-entropy `−log softmax(f(x_b))_{y_b}`, or the squared error `Σ_k (softmax(f(x_b))_k −
+/// onehot(y_b)_k)²` that an MSE-trained model (the seed-000 notebook) is attacked with.
+///
+/// # Shapes
+///
+/// - images: `[B, H, W]`, labels: `[B]`, output: `[B, H, W]`
+pub fn loss_gradient(
+    model: &dyn Classifier,
+    images: Tensor<3>,
+    labels: Tensor<1, Int>,
+    kind: LossKind,
+) -> Result<Tensor<3>> {
     let [b] = labels.dims();
     let x = images.without_autodiff().autodiff().require_grad();
     let logits = model.logits(x.clone());
-    let loss = log_softmax(logits, 1)
-        .gather(1, labels.without_autodiff().autodiff().reshape([b, 1]))
-        .sum()
-        .neg();
+    let labels = labels.without_autodiff().autodiff();
+    let loss = match kind {
+        LossKind::CrossEntropy => log_softmax(logits, 1)
+            .gather(1, labels.reshape([b, 1]))
+            .sum()
+            .neg(),
+        LossKind::Mse => {
+            let classes = logits.dims()[1];
+            (softmax(logits, 1) - labels.one_hot(classes).float())
+                .square()
+                .sum()
+        }
+    };
     let grads = loss.backward();
     x.grad(&grads).ok_or(AttackError::NoGradient)
 }
@@ -77,14 +102,30 @@ mod tests {
         idx: usize,
         h: f32,
         device: &burn::tensor::Device,
+        kind: LossKind,
     ) -> f32 {
         let f = |v: Vec<f32>| {
             let t = Tensor::<3>::from_data(TensorData::new(v, [1, 28, 28]), device);
-            let l = log_softmax(model.forward(t), 1)
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .expect("f32");
-            -l[y as usize]
+            let z = model.forward(t);
+            match kind {
+                LossKind::CrossEntropy => {
+                    let l = log_softmax(z, 1)
+                        .into_data()
+                        .try_into_vec_as::<f32>()
+                        .expect("f32");
+                    -l[y as usize]
+                }
+                LossKind::Mse => {
+                    let p = softmax(z, 1)
+                        .into_data()
+                        .try_into_vec_as::<f32>()
+                        .expect("f32");
+                    p.iter()
+                        .enumerate()
+                        .map(|(k, q)| (q - if k == y as usize { 1.0 } else { 0.0 }).powi(2))
+                        .sum()
+                }
+            }
         };
         let mut plus = x.to_vec();
         plus[idx] += h;
@@ -110,10 +151,38 @@ mod tests {
                 .try_into_vec_as::<f32>()
                 .expect("f32");
             for idx in [0, 100, 391, 600, 783] {
-                let n = numeric(&model, &x, 3, idx, 1e-3, &device);
+                let n = numeric(&model, &x, 3, idx, 1e-3, &device, LossKind::CrossEntropy);
                 // f32 central differences at h = 1e-3: rounding error ~1e-4 on a loss of ~2
                 assert!(
                     (g[idx] - n).abs() < 2e-3 + 0.02 * n.abs(),
+                    "pixel {idx}: analytic {} numeric {n}",
+                    g[idx]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn squared_error_gradient_matches_finite_differences() {
+        for device in test_devices() {
+            let model = MlpConfig::new()
+                .with_hidden(vec![16])
+                .with_seed(8)
+                .init(&device)
+                .expect("init");
+            let x: Vec<f32> = (0..784).map(|i| ((i * 53) % 89) as f32 / 89.0).collect();
+            let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, 28, 28]), &device);
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![6i64], [1]), &device);
+            let g = loss_gradient(&model, images, labels, LossKind::Mse)
+                .expect("gradient")
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .expect("f32");
+            for idx in [5, 222, 400, 777] {
+                // h = 1e-2: the squared error is ~1 and smooth, so the truncation error is tiny
+                let n = numeric(&model, &x, 6, idx, 1e-2, &device, LossKind::Mse);
+                assert!(
+                    (g[idx] - n).abs() < 1e-3 + 0.02 * n.abs(),
                     "pixel {idx}: analytic {} numeric {n}",
                     g[idx]
                 );

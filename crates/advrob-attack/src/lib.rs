@@ -5,8 +5,8 @@ mod fgsm;
 mod grad;
 
 pub use error::{AttackError, Result, check_eps};
-pub use fgsm::Fgsm;
-pub use grad::{LabelMode, input_gradient, target_labels};
+pub use fgsm::{Fgsm, TargetRule};
+pub use grad::{LabelMode, input_gradient, loss_gradient, target_labels};
 
 use advrob_model::Classifier;
 use burn::tensor::{Int, Tensor};
@@ -33,6 +33,22 @@ pub trait Attack {
         labels: Tensor<1, Int>,
         eps: f64,
     ) -> Result<Tensor<3>>;
+
+    /// The class each example is pushed towards, for a targeted attack (`None`: untargeted). An
+    /// evaluation counts a targeted attack's success as "prediction equals this target".
+    ///
+    /// # Shapes
+    ///
+    /// - images: `[B, H, W]`, labels: `[B]`, output: `[B]`
+    fn targets(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<3>,
+        labels: Tensor<1, Int>,
+    ) -> Result<Option<Tensor<1, Int>>> {
+        let _ = (model, images, labels);
+        Ok(None)
+    }
 
     /// [`perturb`](Attack::perturb) for each ε of a grid. The default calls `perturb` once per ε;
     /// attacks whose work can be shared across budgets (FGSM's gradient) override it.

@@ -54,6 +54,11 @@ pub struct EvalRecord {
     /// notebooks' `1 − adv_acc / clean_acc`, which also credits examples that the attack happens
     /// to fix.)
     pub success_rate: Option<f64>,
+    /// Targeted attacks only: the share of all examples whose prediction on the adversarial input
+    /// equals the attack's target class (the success of a targeted attack; accuracy against the
+    /// true label does not measure it). `None` for untargeted attacks.
+    #[serde(default)]
+    pub targeted_success: Option<f64>,
     /// Mean over examples of ‖x_adv − x‖∞, measured after clipping.
     pub mean_linf: f64,
     /// Mean over examples of ‖x_adv − x‖₂, measured after clipping.
@@ -70,6 +75,7 @@ pub struct EvalRecord {
 struct Acc {
     adv_correct: i64,
     flipped: i64,
+    target_hits: i64,
     linf: f64,
     l2: f64,
     confidence: f64,
@@ -129,6 +135,7 @@ pub fn evaluate(
     let total = n.div_ceil(batch_size);
     let mut clean_correct = 0i64;
     let mut accs = vec![Acc::default(); eps.len()];
+    let mut targeted = false;
     for (bi, s) in (0..n).step_by(batch_size).enumerate() {
         let (x, y) = range_tensors(data, s, batch_size, device);
         let [b] = y.dims();
@@ -141,12 +148,22 @@ pub fn evaluate(
         let clean_pred = model.logits(x.clone()).argmax(1).flatten::<1>(0, 1);
         let clean_ok = clean_pred.equal(y.clone());
         clean_correct += clean_ok.clone().int().sum().into_scalar::<i64>();
+        let targets = attack.targets(model, x.clone(), y.clone())?;
+        targeted |= targets.is_some();
         let advs = attack.perturb_grid(model, x.clone(), y.clone(), eps)?;
         for (acc, adv) in accs.iter_mut().zip(advs) {
             let adv = adv.without_autodiff();
             let probs = softmax(model.logits(adv.clone()), 1);
             let conf = probs.clone().max_dim(1).flatten::<1>(0, 1);
             let pred = probs.argmax(1).flatten::<1>(0, 1);
+            if let Some(t) = &targets {
+                acc.target_hits += pred
+                    .clone()
+                    .equal(t.clone())
+                    .int()
+                    .sum()
+                    .into_scalar::<i64>();
+            }
             let adv_ok = pred.equal(y.clone());
             acc.adv_correct += adv_ok.clone().int().sum().into_scalar::<i64>();
             acc.flipped += (clean_ok.clone().int() - adv_ok.int())
@@ -162,6 +179,7 @@ pub fn evaluate(
     }
     let seconds = start.elapsed().as_secs_f64();
     let nf = n.max(1) as f64;
+
     Ok(eps
         .iter()
         .zip(accs)
@@ -173,6 +191,7 @@ pub fn evaluate(
             clean_accuracy: clean_correct as f64 / nf,
             adversarial_accuracy: a.adv_correct as f64 / nf,
             success_rate: (clean_correct > 0).then(|| a.flipped as f64 / clean_correct as f64),
+            targeted_success: targeted.then(|| a.target_hits as f64 / nf),
             mean_linf: a.linf / nf,
             mean_l2: a.l2 / nf,
             mean_confidence: a.confidence / nf,
@@ -272,6 +291,63 @@ mod tests {
                 r1.mean_l2
             );
             assert!(r1.mean_confidence > 0.5 && r1.mean_confidence <= 1.0);
+        }
+    }
+
+    /// [`Brighten`], declared as targeted at class 1.
+    struct BrightenTowardsOne;
+    impl Attack for BrightenTowardsOne {
+        fn name(&self) -> String {
+            "brighten-to-1".into()
+        }
+        fn targets(
+            &self,
+            _: &dyn Classifier,
+            _: Tensor<3>,
+            labels: Tensor<1, Int>,
+        ) -> advrob_attack::Result<Option<Tensor<1, Int>>> {
+            Ok(Some(labels.ones_like()))
+        }
+        fn perturb(
+            &self,
+            m: &dyn Classifier,
+            images: Tensor<3>,
+            y: Tensor<1, Int>,
+            eps: f64,
+        ) -> advrob_attack::Result<Tensor<3>> {
+            Brighten.perturb(m, images, y, eps)
+        }
+    }
+
+    #[test]
+    fn targeted_success_counts_predictions_equal_to_the_target() {
+        for device in test_devices() {
+            let recs = evaluate(
+                &Threshold,
+                &BrightenTowardsOne,
+                &split(),
+                &[0.0, 0.1],
+                4,
+                &device,
+                &mut |_, _| {},
+            )
+            .expect("evaluate");
+            // ε = 0: predictions 0, 0, 1, 0 → 1 of 4 equal the target 1
+            assert_eq!(recs[0].targeted_success, Some(0.25));
+            // ε = 0.1: predictions 0, 1, 1, 1 → 3 of 4
+            assert_eq!(recs[1].targeted_success, Some(0.75));
+            // untargeted attacks leave it empty
+            let plain = evaluate(
+                &Threshold,
+                &Brighten,
+                &split(),
+                &[0.1],
+                4,
+                &device,
+                &mut |_, _| {},
+            )
+            .expect("evaluate");
+            assert_eq!(plain[0].targeted_success, None);
         }
     }
 

@@ -9,6 +9,7 @@ use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 
+use crate::deploy::{DeployConfig, Deployed};
 use crate::error::{ModelError, Result};
 use crate::mlp::{Mlp, MlpConfig};
 
@@ -16,6 +17,8 @@ use crate::mlp::{Mlp, MlpConfig};
 pub const WEIGHTS_FILE: &str = "model.bpk";
 /// File name of the architecture config inside a checkpoint directory.
 pub const CONFIG_FILE: &str = "model.json";
+/// File name of the deployment wrapper inside a checkpoint directory (absent: nothing wraps).
+pub const DEPLOY_FILE: &str = "deploy.json";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
     move |source| ModelError::Io {
@@ -78,6 +81,47 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Mlp, MlpConfig, String)> {
         .try_load_record(record)
         .map_err(|e| bad(e.to_string()))?;
     Ok((model.valid(), config, digest))
+}
+
+/// [`save`] with the deployment wrapper written beside the weights (before them, so that a
+/// checkpoint whose weights exist is complete).
+pub fn save_deployed(model: &Deployed, config: &MlpConfig, dir: &Path) -> Result<String> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(DEPLOY_FILE);
+    let json = serde_json::to_string_pretty(&model.config).map_err(|e| ModelError::Checkpoint {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    atomic_write(&path, json.as_bytes()).map_err(data_err)?;
+    save(&model.mlp, config, dir)
+}
+
+/// [`load`] with the deployment wrapper (nothing wraps when the checkpoint has no
+/// [`DEPLOY_FILE`]).
+pub fn load_deployed(dir: &Path, device: &Device) -> Result<(Deployed, MlpConfig, String)> {
+    let (mlp, config, digest) = load(dir, device)?;
+    let path = dir.join(DEPLOY_FILE);
+    let deploy = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let d: DeployConfig =
+                serde_json::from_str(&text).map_err(|e| ModelError::Checkpoint {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            d.check()?;
+            d
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DeployConfig::new(),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    Ok((
+        Deployed {
+            mlp,
+            config: deploy,
+        },
+        config,
+        digest,
+    ))
 }
 
 /// Writes the weights as a safetensors file (`layers.{i}.weight` of shape `[in, out]` and
@@ -149,6 +193,27 @@ mod tests {
                 .expect("f32");
             assert_eq!(a, b);
         }
+    }
+
+    #[test]
+    fn deployed_round_trip_keeps_the_wrapper() {
+        let device = &test_devices()[0];
+        let dir = tempfile::tempdir().expect("temp");
+        let cfg = MlpConfig::new().with_hidden(vec![3]);
+        let model = Deployed {
+            mlp: cfg.init(device).expect("init"),
+            config: DeployConfig::new()
+                .with_quantize(Some(4))
+                .with_logit_scale(10.0),
+        };
+        save_deployed(&model, &cfg, dir.path()).expect("save");
+        let (back, _, _) = load_deployed(dir.path(), device).expect("load");
+        assert_eq!(back.config, model.config);
+        // a plain checkpoint loads with nothing around it
+        let plain = tempfile::tempdir().expect("temp");
+        save(&model.mlp, &cfg, plain.path()).expect("save");
+        let (back, _, _) = load_deployed(plain.path(), device).expect("load");
+        assert!(back.config.is_identity());
     }
 
     #[test]

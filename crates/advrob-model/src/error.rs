@@ -43,10 +43,20 @@ pub enum ModelError {
         /// The loss value.
         loss: f64,
     },
+    /// A failure inside a training hook or a defense (an attack that refused its parameters).
+    #[error("{context}: {source}")]
+    Hook {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl ModelError {
-    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    /// A config value outside its domain: `invalid {field}: {reason}`.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidConfig {
             field,
             reason: reason.into(),

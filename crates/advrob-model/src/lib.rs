@@ -2,11 +2,15 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod defense;
+pub mod deploy;
 mod error;
 mod loss;
 mod mlp;
 mod train;
 
+pub use defense::{Defense, Stage, TrainSetup, Trained, Undefended};
+pub use deploy::{DeployConfig, Deployed, quantize};
 pub use error::{ModelError, Result};
 pub use loss::{LossKind, Targets, loss};
 pub use mlp::{Classifier, Mlp, MlpConfig};

@@ -58,6 +58,14 @@ impl Targets {
         self.len() == 0
     }
 
+    /// The first `n` examples' targets.
+    pub fn head(&self, n: usize) -> Targets {
+        match self {
+            Targets::Labels(y) => Targets::Labels(y.clone().slice([0..n])),
+            Targets::Soft(p) => Targets::Soft(p.clone().slice([0..n])),
+        }
+    }
+
     /// Concatenation along the batch; mixed kinds become soft.
     pub fn cat(self, other: Targets, classes: usize) -> Targets {
         match (self, other) {

@@ -1,0 +1,127 @@
+//! The one trait every defense implements: a training setup in, a trained (deployed) classifier and
+//! the record of its training out. Defenses live in their own crates (`advrob-defense-*`); this
+//! crate only defines the contract and the undefended case.
+
+use std::path::Path;
+
+use advrob_data::Split;
+use burn::tensor::Device;
+
+use crate::deploy::Deployed;
+use crate::mlp::{Mlp, MlpConfig};
+use crate::train::{Plain, Progress, TrainConfig, TrainRecord, train};
+
+/// Everything a defense needs to train a model.
+#[derive(Debug, Clone)]
+pub struct TrainSetup<'a> {
+    /// Architecture (and initialisation seed) of the model to train.
+    pub model: MlpConfig,
+    /// Optimiser, epochs, batch size, loss and seed.
+    pub train: TrainConfig,
+    /// Training examples.
+    pub data: &'a Split,
+    /// Where to train.
+    pub device: Device,
+    /// Weights to start from (fine-tuning); `None` starts from `model`'s initialisation.
+    pub init: Option<Mlp>,
+}
+
+impl<'a> TrainSetup<'a> {
+    /// A setup that trains `model` from scratch with `train` on `data`.
+    pub fn new(model: MlpConfig, train: TrainConfig, data: &'a Split, device: &Device) -> Self {
+        Self {
+            model,
+            train,
+            data,
+            device: device.clone(),
+            init: None,
+        }
+    }
+
+    /// Fine-tune these weights instead of starting from scratch.
+    pub fn with_init(mut self, init: Mlp) -> Self {
+        self.init = Some(init);
+        self
+    }
+
+    /// Fine-tune the checkpoint in `dir` (written by [`crate::checkpoint::save`]); its
+    /// architecture replaces `model`'s.
+    pub fn fine_tune(mut self, dir: &Path) -> crate::Result<Self> {
+        let (mlp, config, _) = crate::checkpoint::load(dir, &self.device)?;
+        self.model = config;
+        self.init = Some(mlp);
+        Ok(self)
+    }
+
+    /// The starting weights: [`init`](Self::init) if set, else a fresh initialisation.
+    pub fn start(&self) -> crate::Result<Mlp> {
+        match &self.init {
+            Some(m) => Ok(m.clone()),
+            None => self.model.init(&self.device),
+        }
+    }
+}
+
+/// One training stage of a defense (distillation has two: teacher and student).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stage {
+    /// `train`, `teacher`, `student`, ...
+    pub name: String,
+    /// What the stage did.
+    pub record: TrainRecord,
+}
+
+/// What a defense returns: the deployed classifier and the record of every stage.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// The classifier as it is deployed (network plus any wrapper).
+    pub model: Deployed,
+    /// The training stages, in order.
+    pub stages: Vec<Stage>,
+}
+
+/// A defense: turns a training setup into a trained classifier. Object-safe, so that a runner can
+/// hold `Box<dyn Defense>` chosen from a config.
+pub trait Defense {
+    /// A short name for records and tables (`adversarial-training`, `distillation`).
+    fn name(&self) -> String;
+
+    /// Trains. `on_progress(stage, progress)` is called after every batch.
+    fn fit(
+        &self,
+        setup: &TrainSetup<'_>,
+        on_progress: &mut dyn FnMut(&str, Progress),
+    ) -> crate::Result<Trained>;
+}
+
+/// No defense: plain training of the setup's model, deployed as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Undefended;
+
+impl Defense for Undefended {
+    fn name(&self) -> String {
+        "none".into()
+    }
+
+    fn fit(
+        &self,
+        setup: &TrainSetup<'_>,
+        on_progress: &mut dyn FnMut(&str, Progress),
+    ) -> crate::Result<Trained> {
+        let (mlp, record) = train(
+            setup.start()?,
+            setup.data,
+            &setup.train,
+            &setup.device,
+            &mut Plain,
+            &mut |p| on_progress("train", p),
+        )?;
+        Ok(Trained {
+            model: Deployed::plain(mlp),
+            stages: vec![Stage {
+                name: "train".into(),
+                record,
+            }],
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! How a trained network is deployed: an optional input quantisation in front of it and a scale on
+//! its logits behind it. Both leave the plain network's weights untouched, and both are ways to
+//! mask gradients, which is why they live beside the network rather than inside a defense.
+
+use burn::config::Config;
+use burn::tensor::Tensor;
+
+use crate::error::ModelError;
+use crate::mlp::{Classifier, Mlp};
+
+/// What is wrapped around a network at deployment. The default wraps nothing.
+#[derive(Config, Debug, PartialEq)]
+pub struct DeployConfig {
+    /// Round every input pixel to one of this many evenly spaced levels in [0, 1] before the
+    /// network sees it. The rounding has a zero derivative almost everywhere, so a white-box
+    /// gradient through it is zero: a gradient-masking mechanism, not a robustness one.
+    #[config(default = "None")]
+    pub quantize: Option<u32>,
+    /// Multiply the logits by this factor. The predictions do not change (argmax is invariant to a
+    /// positive scale) but a large factor saturates the softmax, so the cross-entropy gradient
+    /// underflows to zero on confidently classified inputs: gradient masking again.
+    #[config(default = 1.0)]
+    pub logit_scale: f64,
+}
+
+impl DeployConfig {
+    /// Refuses fewer than two quantisation levels and a scale that is not positive and finite.
+    pub fn check(&self) -> crate::Result<()> {
+        if let Some(l) = self.quantize
+            && l < 2
+        {
+            return Err(ModelError::invalid(
+                "quantize",
+                format!("{l} levels: at least 2 are needed"),
+            ));
+        }
+        if !(self.logit_scale.is_finite() && self.logit_scale > 0.0) {
+            return Err(ModelError::invalid(
+                "logit_scale",
+                format!("{} is not a positive finite number", self.logit_scale),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this wraps nothing.
+    pub fn is_identity(&self) -> bool {
+        self.quantize.is_none() && self.logit_scale == 1.0
+    }
+
+    /// The input transform alone (identity without `quantize`).
+    ///
+    /// # Shapes
+    ///
+    /// `[B, H, W]` in and out
+    pub fn preprocess(&self, images: Tensor<3>) -> Tensor<3> {
+        match self.quantize {
+            Some(levels) => quantize(images, levels),
+            None => images,
+        }
+    }
+}
+
+/// `round(x · (L − 1)) / (L − 1)`, with a derivative of exactly zero with respect to `x`.
+///
+/// The result is built as `0 · x + q` with `q` detached, so the autodiff graph still reaches the
+/// input (an attack gets a zero gradient, not a missing one), as it would through a rounding
+/// implemented in any framework with a zero-derivative `round`.
+///
+/// # Shapes
+///
+/// `[B, H, W]` in and out
+pub fn quantize(images: Tensor<3>, levels: u32) -> Tensor<3> {
+    let steps = f64::from(levels.max(2) - 1);
+    let q = (images.clone().detach() * steps).round() / steps;
+    images * 0.0 + q.detach()
+}
+
+/// A network with its deployment wrapper: what attacks and evaluations see of a defended model.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// The network, in inference mode.
+    pub mlp: Mlp,
+    /// What wraps it.
+    pub config: DeployConfig,
+}
+
+impl Deployed {
+    /// The network with nothing around it.
+    pub fn plain(mlp: Mlp) -> Self {
+        Self {
+            mlp,
+            config: DeployConfig::new(),
+        }
+    }
+}
+
+impl From<Mlp> for Deployed {
+    fn from(mlp: Mlp) -> Self {
+        Self::plain(mlp)
+    }
+}
+
+impl Classifier for Deployed {
+    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+        let z = self.mlp.forward(self.config.preprocess(images));
+        if self.config.logit_scale == 1.0 {
+            z
+        } else {
+            z * self.config.logit_scale
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::test_devices;
+    use crate::mlp::MlpConfig;
+    use burn::tensor::TensorData;
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_into_vec_as::<f32>().expect("f32")
+    }
+
+    #[test]
+    fn quantize_rounds_to_levels() {
+        for d in test_devices() {
+            let x = Tensor::<3>::from_data(
+                TensorData::new(vec![0.0f32, 0.2, 0.26, 0.5, 0.74, 1.0], [1, 2, 3]),
+                &d,
+            );
+            // 3 levels {0, 0.5, 1}: 0.2 → 0, 0.26 → 0.5, 0.74 → 0.5
+            assert_eq!(host(quantize(x, 3)), [0.0, 0.0, 0.5, 0.5, 0.5, 1.0]);
+        }
+    }
+
+    #[test]
+    fn quantised_model_has_zero_input_gradient_almost_everywhere() {
+        for d in test_devices() {
+            let mlp = MlpConfig::new()
+                .with_hidden(vec![8])
+                .init(&d)
+                .expect("init");
+            let model = Deployed {
+                mlp: mlp.clone(),
+                config: DeployConfig::new().with_quantize(Some(16)),
+            };
+            let v: Vec<f32> = (0..2 * 784).map(|i| (i % 97) as f32 / 97.0).collect();
+            let gradient = |m: &dyn Classifier| {
+                let x = Tensor::<3>::from_data(TensorData::new(v.clone(), [2, 28, 28]), &d)
+                    .autodiff()
+                    .require_grad();
+                let grads = m.logits(x.clone()).sum().backward();
+                host(x.grad(&grads).expect("the graph reaches the input"))
+            };
+            // the plain network has a gradient; the quantised one has exactly none
+            assert!(gradient(&mlp).iter().any(|g| *g != 0.0));
+            assert!(gradient(&model).iter().all(|g| *g == 0.0));
+        }
+    }
+
+    #[test]
+    fn logit_scale_keeps_predictions() {
+        for d in test_devices() {
+            let mlp = MlpConfig::new()
+                .with_hidden(vec![8])
+                .init(&d)
+                .expect("init");
+            let x = Tensor::<3>::ones([4, 28, 28], &d) * 0.3;
+            let scaled = Deployed {
+                mlp: mlp.clone(),
+                config: DeployConfig::new().with_logit_scale(1000.0),
+            };
+            let a = host(mlp.logits(x.clone()));
+            let b = host(scaled.logits(x));
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p * 1000.0 - q).abs() <= 1e-3 * q.abs().max(1.0), "{p} {q}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_deploy_config_names_the_field() {
+        let e = DeployConfig::new().with_quantize(Some(1)).check();
+        assert!(e.expect_err("1 level").to_string().contains("quantize"));
+        let e = DeployConfig::new().with_logit_scale(0.0).check();
+        assert!(e.expect_err("scale 0").to_string().contains("logit_scale"));
+    }
+}
