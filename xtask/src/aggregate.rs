@@ -67,9 +67,12 @@ pub fn frame(records: &[Record]) -> PolarsResult<DataFrame> {
     let df = DataFrame::new(vec![
         s("run", &|r| r.run.clone()),
         s("dataset", &|r| r.dataset.clone()),
+        s("preset", &|r| r.preset.clone()),
         s("model", &|r| r.model.clone()),
         s("defense", &|r| r.defense.clone()),
+        s("loss", &|r| r.loss.clone()),
         s("attack", &|r| r.attack.clone()),
+        s("attack_labels", &|r| r.attack_labels.clone()),
         s("backend", &|r| r.backend.clone()),
         u("seed", &|r| r.seed),
         x("eps", &|r| r.eval.eps),
@@ -81,6 +84,13 @@ pub fn frame(records: &[Record]) -> PolarsResult<DataFrame> {
             records
                 .iter()
                 .map(|r| r.eval.success_rate)
+                .collect::<Vec<Option<f64>>>(),
+        ),
+        Column::new(
+            "targeted_success".into(),
+            records
+                .iter()
+                .map(|r| r.eval.targeted_success)
                 .collect::<Vec<Option<f64>>>(),
         ),
         x("mean_linf", &|r| r.eval.mean_linf),
@@ -97,43 +107,64 @@ pub fn frame(records: &[Record]) -> PolarsResult<DataFrame> {
     )
 }
 
-/// Accuracy × ε: one row per (model, attack, backend), the mean over seeds, clean accuracy first.
+/// The row keys of the ε tables.
+const KEYS: [&str; 4] = ["model", "defense", "attack", "backend"];
+
+/// Accuracy × ε: one row per (model, defense, attack, backend), the mean over seeds, clean
+/// accuracy first.
+pub fn accuracy_table(df: &DataFrame) -> anyhow::Result<String> {
+    eps_table(df, "adversarial_accuracy")
+}
+
+/// `value` × ε, as [`accuracy_table`]: the mean over seeds of `value` per key and ε, pivoted to one
+/// column per ε, undefended models first. Rows where `value` is missing everywhere are left out.
 // polars deprecates eager group-by aggregations in favour of `lazy`, which with `parquet` pulls in
 // an HTTP/cloud stack (+11 minutes of build on 2 cores); the eager ones are still correct.
 #[allow(deprecated)]
-pub fn accuracy_table(df: &DataFrame) -> anyhow::Result<String> {
-    let keys = ["model", "attack", "backend"];
-    let means = df
-        .group_by(["model", "attack", "backend", "eps"])?
-        .select(["adversarial_accuracy"])
-        .mean()?;
+pub fn eps_table(df: &DataFrame, value: &str) -> anyhow::Result<String> {
+    let mut group: Vec<&str> = KEYS.to_vec();
+    group.push("eps");
+    let means = df.group_by(group)?.select([value]).mean()?;
+    let mean_col = format!("{value}_mean");
     let wide = polars_ops::frame::pivot::pivot(
         &means,
         ["eps"],
-        Some(keys),
-        Some(["adversarial_accuracy_mean"]),
+        Some(KEYS),
+        Some([mean_col.as_str()]),
         false,
         None,
         None,
-    )?
-    .sort(keys, SortMultipleOptions::default())?;
-    let clean = df.group_by(keys)?.select(["clean_accuracy"]).mean()?;
-    let seeds = df.group_by(keys)?.select(["seed"]).n_unique()?;
+    )?;
+    let undefended_last = wide
+        .column("defense")?
+        .str()?
+        .not_equal("none")
+        .into_series()
+        .with_name("undefended_last".into());
+    let mut wide = wide;
+    wide.with_column(undefended_last)?;
+    let mut order: Vec<&str> = vec!["undefended_last"];
+    order.extend(KEYS);
+    let wide = wide.sort(order, SortMultipleOptions::default())?;
+    let clean = df.group_by(KEYS)?.select(["clean_accuracy"]).mean()?;
+    let seeds = df.group_by(KEYS)?.select(["seed"]).n_unique()?;
+    let key_of = |t: &DataFrame, i: usize| -> Vec<Option<String>> {
+        KEYS.iter()
+            .map(|k| {
+                t.column(k)
+                    .ok()
+                    .and_then(|c| c.str().ok())
+                    .and_then(|c| c.get(i))
+                    .map(String::from)
+            })
+            .collect()
+    };
     let lookup = |t: &DataFrame,
                   col: &str,
-                  key: &[Option<&str>; 3]|
+                  key: &[Option<String>]|
      -> anyhow::Result<Option<AnyValue<'static>>> {
         for i in 0..t.height() {
-            let row: Vec<Option<&str>> = keys
-                .iter()
-                .map(|k| {
-                    t.column(k)
-                        .ok()
-                        .and_then(|c| c.str().ok())
-                        .and_then(|c| c.get(i))
-                })
-                .collect();
-            if row.as_slice() == key.as_slice() {
+            if key_of(t, i).as_slice() == key {
                 return Ok(Some(t.column(col)?.get(i)?.into_static()));
             }
         }
@@ -142,45 +173,60 @@ pub fn accuracy_table(df: &DataFrame) -> anyhow::Result<String> {
     let mut eps_cols: Vec<(f64, String)> = wide
         .get_column_names()
         .into_iter()
-        .filter(|n| !keys.contains(&n.as_str()))
+        .filter(|n| !KEYS.contains(&n.as_str()))
         .filter_map(|n| n.parse::<f64>().ok().map(|v| (v, n.to_string())))
         .collect();
     eps_cols.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut out = String::from("| model | attack | backend | seeds | clean |");
+    let mut out = String::from("| model | defense | attack | backend | seeds | clean |");
     for (e, _) in &eps_cols {
-        out.push_str(&format!(" ε={e} |"));
+        out.push_str(&format!(" ε={} |", format_eps(*e)));
     }
-    out.push_str("\n|---|---|---|---:|---:|");
+    out.push_str("\n|---|---|---|---|---:|---:|");
     out.push_str(&"---:|".repeat(eps_cols.len()));
     out.push('\n');
-    let pct = |v: Option<AnyValue>| match v.and_then(|v| v.extract::<f64>()) {
+    let value_of = |v: Option<AnyValue>| v.and_then(|v| v.extract::<f64>());
+    let pct = |v: Option<f64>| match v {
         Some(x) => format!("{:.2}%", 100.0 * x),
         None => "–".to_string(),
     };
     for i in 0..wide.height() {
-        let key: [Option<&str>; 3] = [0, 1, 2].map(|k| {
-            wide.column(keys[k])
-                .ok()
-                .and_then(|c| c.str().ok())
-                .and_then(|c| c.get(i))
-        });
+        let key = key_of(&wide, i);
+        let cells: Vec<Option<f64>> = eps_cols
+            .iter()
+            .map(|(_, name)| Ok(value_of(Some(wide.column(name)?.get(i)?))))
+            .collect::<anyhow::Result<_>>()?;
+        if cells.iter().all(Option::is_none) {
+            continue;
+        }
         let n_seeds = lookup(&seeds, "seed_n_unique", &key)?
             .and_then(|v| v.extract::<u64>())
             .unwrap_or(0);
+        out.push_str("| ");
+        for k in &key {
+            out.push_str(k.as_deref().unwrap_or(""));
+            out.push_str(" | ");
+        }
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} |",
-            key[0].unwrap_or(""),
-            key[1].unwrap_or(""),
-            key[2].unwrap_or(""),
-            n_seeds,
-            pct(lookup(&clean, "clean_accuracy_mean", &key)?)
+            "{n_seeds} | {} |",
+            pct(value_of(lookup(&clean, "clean_accuracy_mean", &key)?))
         ));
-        for (_, name) in &eps_cols {
-            out.push_str(&format!(" {} |", pct(Some(wide.column(name)?.get(i)?))));
+        for c in cells {
+            out.push_str(&format!(" {} |", pct(c)));
         }
         out.push('\n');
     }
     Ok(out)
+}
+
+/// ε as a reader wants it: `0.1`, or `10/255` for the seed-004 notebook's grid.
+fn format_eps(e: f64) -> String {
+    let k = e * 255.0;
+    let short = format!("{e}");
+    if short.len() > 6 && (k - k.round()).abs() < 1e-9 {
+        format!("{}/255", k.round())
+    } else {
+        short
+    }
 }
 
 fn write_atomic(
@@ -217,6 +263,12 @@ pub fn aggregate(runs: &[PathBuf], reports: &Path) -> anyhow::Result<Summary> {
         text.push_str(&format!("## {dataset} ({examples} test examples)\n\n"));
         text.push_str(&accuracy_table(&part)?);
         text.push('\n');
+        let targeted = eps_table(&part, "targeted_success")?;
+        if targeted.lines().count() > 2 {
+            text.push_str("Targeted attacks: share of all test examples classified as the attack's target.\n\n");
+            text.push_str(&targeted);
+            text.push('\n');
+        }
     }
     advrob_data::atomic_write(&md, text.as_bytes())?;
     Ok(Summary {
@@ -249,9 +301,17 @@ mod tests {
         Record {
             key: format!("{model}-{seed}/fgsm/{eps}"),
             run: "t".into(),
+            preset: "default".into(),
             model: model.into(),
             defense: "none".into(),
+            defense_config: serde_json::Value::Null,
+            fine_tuned_from: None,
+            teacher: None,
+            deploy_config: serde_json::Value::Null,
             attack: "fgsm".into(),
+            attack_config: serde_json::Value::Null,
+            attack_labels: "true".into(),
+            loss: "cross-entropy".into(),
             backend: "ndarray".into(),
             device: "cpu".into(),
             seed,
@@ -264,6 +324,7 @@ mod tests {
             checkpoint_sha256: "00".into(),
             train_seconds: 1.0,
             from_cache: false,
+            stages: vec![],
             eval: EvalRecord {
                 eps,
                 examples: 100,
@@ -298,17 +359,41 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0],
-            "| model | attack | backend | seeds | clean | ε=0 | ε=0.1 |"
+            "| model | defense | attack | backend | seeds | clean | ε=0 | ε=0.1 |"
         );
         // model a: clean mean 0.85, ε=0.1 mean (0.5 + 0.3) / 2 = 0.4, two seeds
         assert_eq!(
             lines[2],
-            "| a | fgsm | ndarray | 2 | 85.00% | 85.00% | 40.00% |"
+            "| a | none | fgsm | ndarray | 2 | 85.00% | 85.00% | 40.00% |"
         );
         assert_eq!(
             lines[3],
-            "| b | fgsm | ndarray | 1 | 70.00% | 70.00% | 60.00% |"
+            "| b | none | fgsm | ndarray | 1 | 70.00% | 70.00% | 60.00% |"
         );
+        // no targeted attack: no row has a targeted success
+        assert_eq!(
+            eps_table(&df, "targeted_success")
+                .expect("table")
+                .lines()
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn undefended_models_come_first_and_seed_004_eps_reads_as_fractions_of_255() {
+        let mut defended = rec("a-defended", 1, 10.0 / 255.0, 0.9, 0.8);
+        defended.defense = "label-smoothing".into();
+        let records = vec![defended, rec("z-plain", 1, 10.0 / 255.0, 0.9, 0.5)];
+        let table = accuracy_table(&frame(&records).expect("frame")).expect("table");
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].ends_with("ε=10/255 |"), "{}", lines[0]);
+        assert!(lines[2].starts_with("| z-plain | none |"), "{table}");
+        assert!(
+            lines[3].starts_with("| a-defended | label-smoothing |"),
+            "{table}"
+        );
+        assert_eq!(format_eps(0.1), "0.1");
     }
 
     #[test]

@@ -30,19 +30,20 @@ enum Task {
         #[command(flatten)]
         data: DataArgs,
     },
-    /// Download MNIST (verified), run the experiment matrix on every compiled-in backend and write
-    /// tables to reports/.
+    /// Download MNIST (verified), run the experiment matrix (the default experiment: the baseline
+    /// and every defense; or --preset seed-000-notebook / seed-004-notebook) on every compiled-in
+    /// backend and write tables to reports/.
     Reproduce {
         #[command(flatten)]
         matrix: Box<MatrixArgs>,
         #[command(flatten)]
         data: DataArgs,
-        /// Where the run's records and models go.
-        #[arg(long, default_value = "runs/reproduce")]
-        out: PathBuf,
-        /// Where the tables go.
-        #[arg(long, default_value = "reports")]
-        reports: PathBuf,
+        /// Where the run's records and models go (default: runs/reproduce, or runs/<preset>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where the tables go (default: reports/, or reports/<preset>/).
+        #[arg(long)]
+        reports: Option<PathBuf>,
     },
     /// Aggregate the records of one or more run directories into tables in reports/.
     Aggregate {
@@ -98,7 +99,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             data,
             out,
             reports,
-        } => reproduce::reproduce(&matrix, &data, &out, &reports),
+        } => reproduce::reproduce(&matrix, &data, out.as_deref(), reports.as_deref()),
         Task::Aggregate { runs, reports } => {
             let s = aggregate::aggregate(&runs, &reports)?;
             println!("{s}");

@@ -1,21 +1,39 @@
 //! `cargo xtask reproduce`: the default experiment (or a given matrix) on every compiled-in backend,
 //! then the tables.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bench_runner::cli::{DataArgs, MatrixArgs};
 use bench_runner::{RunOptions, run};
 
+/// Runs the matrix and writes its tables. Without `--out`/`--reports`, the default preset goes to
+/// `runs/reproduce` and `reports/`, any other preset to `runs/<preset>` and `reports/<preset>/`.
 pub fn reproduce(
     matrix: &MatrixArgs,
     data: &DataArgs,
-    out: &Path,
-    reports: &Path,
+    out: Option<&Path>,
+    reports: Option<&Path>,
 ) -> anyhow::Result<()> {
     let mut m = matrix.matrix()?;
+    let default_preset = m.preset == "default";
     if matrix.name.is_none() {
-        m.name = "reproduce".into();
+        m.name = if default_preset {
+            "reproduce".into()
+        } else {
+            m.preset.clone()
+        };
     }
+    let out: PathBuf = match out {
+        Some(p) => p.to_path_buf(),
+        None if default_preset => "runs/reproduce".into(),
+        None => Path::new("runs").join(&m.preset),
+    };
+    let reports: PathBuf = match reports {
+        Some(p) => p.to_path_buf(),
+        None if default_preset => "reports".into(),
+        None => Path::new("reports").join(&m.preset),
+    };
+    let (out, reports) = (out.as_path(), reports.as_path());
     if matrix.backends.is_none() {
         m.backends = advrob_model::backend::compiled_backends()
             .into_iter()
@@ -24,8 +42,9 @@ pub fn reproduce(
     }
     m.check()?;
     log::info!(
-        "reproducing {} on {} ({} epochs, {} models, ε grid {:?})",
+        "reproducing {} (preset {}) on {} ({} epochs, {} models, ε grid {:?})",
         m.name,
+        m.preset,
         m.backends.join(", "),
         m.train.epochs,
         m.models.len(),

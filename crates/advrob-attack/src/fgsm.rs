@@ -151,7 +151,7 @@ impl Attack for Fgsm {
         let Some(rule) = self.target else {
             return Ok(None);
         };
-        let classes = model.logits(images.without_autodiff().slice([0..1])).dims()[1];
+        let classes = model.logits(images.without_autodiff().slice(0..1)).dims()[1];
         Ok(Some(rule.targets(labels, classes)))
     }
 

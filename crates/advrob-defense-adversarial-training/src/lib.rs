@@ -111,10 +111,10 @@ impl TrainHook for AdversarialHook {
             mlp: model.valid(),
             config: self.deploy.clone(),
         };
-        let labels = batch.labels.clone().slice([0..k]);
+        let labels = batch.labels.clone().slice(0..k);
         let adversarial = self.attack.perturb(
             &current,
-            batch.images.clone().slice([0..k]),
+            batch.images.clone().slice(0..k),
             labels.clone(),
             self.config.eps,
         )?;

@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 
-use advrob_attack::{Attack, Fgsm, LabelMode, input_gradient};
+use advrob_attack::{Fgsm, LabelMode, input_gradient};
 use advrob_defense_adversarial_training::{AdversarialHook, AdversarialTrainingConfig};
 use advrob_model::{
     Classifier, Defense, DeployConfig, Deployed, Mlp, ModelError, Progress, Stage, TrainBatch,
@@ -166,10 +166,10 @@ impl TrainHook for NotebookHook {
     fn prepare(&mut self, model: &Mlp, batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
         let [b] = batch.labels.dims();
         let k = self.config.adversarial().adversarial_count(b);
-        let labels = batch.labels.clone().slice([0..k]);
+        let labels = batch.labels.clone().slice(0..k);
         let adversarial = notebook_examples(
             &model.valid(),
-            batch.images.clone().slice([0..k]),
+            batch.images.clone().slice(0..k),
             labels.clone(),
             self.config.eps,
             self.config.alpha,
@@ -274,6 +274,7 @@ pub fn moved_share(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use advrob_attack::Attack;
     use advrob_data::{Dataset, synthetic};
     use advrob_model::backend::test_devices;
     use advrob_model::{MlpConfig, TrainConfig, accuracy};

@@ -61,8 +61,8 @@ impl Targets {
     /// The first `n` examples' targets.
     pub fn head(&self, n: usize) -> Targets {
         match self {
-            Targets::Labels(y) => Targets::Labels(y.clone().slice([0..n])),
-            Targets::Soft(p) => Targets::Soft(p.clone().slice([0..n])),
+            Targets::Labels(y) => Targets::Labels(y.clone().slice(0..n)),
+            Targets::Soft(p) => Targets::Soft(p.clone().slice(0..n)),
         }
     }
 

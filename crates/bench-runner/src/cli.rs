@@ -32,8 +32,15 @@ impl DataArgs {
 #[derive(Debug, Clone, Args)]
 pub struct MatrixArgs {
     /// TOML file describing the matrix (datasets, models, attacks, ε grid, seeds, backends).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "preset")]
     pub config: Option<PathBuf>,
+    /// A named matrix: default, seed-000-notebook, seed-004-notebook (see EXPERIMENTS.md).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Reproduce the seed-004 notebook's bug: over the ε grid, each FGSM step starts from the
+    /// previous ε's adversarial image, so perturbations accumulate (records say `-cumulative`).
+    #[arg(long)]
+    pub cumulative_eps: bool,
     /// Run name.
     #[arg(long)]
     pub name: Option<String>,
@@ -52,7 +59,7 @@ pub struct MatrixArgs {
     /// ε grid, comma-separated.
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub eps: Option<Vec<f64>>,
-    /// Training epochs.
+    /// Training epochs of every model (replaces per-model epochs too).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Training batch size.
@@ -100,7 +107,7 @@ impl MatrixArgs {
                     .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
                 Matrix::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
             }
-            None => Matrix::default(),
+            None => crate::presets::preset(self.preset.as_deref().unwrap_or("default"))?,
         };
         if let Some(v) = &self.name {
             m.name = v.clone();
@@ -122,6 +129,9 @@ impl MatrixArgs {
         }
         if let Some(v) = self.epochs {
             m.train.epochs = v;
+            for model in &mut m.models {
+                model.epochs = None;
+            }
         }
         if let Some(v) = self.batch_size {
             m.train.batch_size = v;
@@ -142,7 +152,13 @@ impl MatrixArgs {
             }];
         }
         if let Some(v) = self.attack_labels {
-            m.attacks = vec![AttackSpec::Fgsm { labels: v }];
+            m.attacks = vec![AttackSpec::Fgsm(advrob_attack::Fgsm::with_labels(v))];
+        }
+        if self.cumulative_eps {
+            for a in &mut m.attacks {
+                let AttackSpec::Fgsm(f) = a;
+                f.cumulative = true;
+            }
         }
         m.check()?;
         Ok(m)

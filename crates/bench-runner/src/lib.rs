@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cli;
 pub mod matrix;
+pub mod presets;
 pub mod progress;
 pub mod record;
 pub mod run;

@@ -2,25 +2,85 @@
 
 use std::path::PathBuf;
 
-use advrob_attack::LabelMode;
-use advrob_model::LossKind;
+use advrob_attack::Fgsm;
+use advrob_defense_adversarial_training::{AdversarialTrainingConfig, RetrainingConfig};
+use advrob_defense_distillation::DistillationConfig;
+use advrob_defense_gradient_masking::{GradientMaskingConfig, Mechanism};
+use advrob_defense_label_smoothing::LabelSmoothingConfig;
+use advrob_model::{Defense, LossKind};
 use serde::{Deserialize, Serialize};
 
 /// The ε grid of the default experiment.
 pub const DEFAULT_EPS: [f64; 8] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4];
 
-/// One model of the matrix.
+/// The defense a model of the matrix is trained with. In TOML: `defense = { kind = "...", ... }`
+/// with the fields of the defense crate's config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DefenseSpec {
+    /// Plain training.
+    #[default]
+    None,
+    /// FGSM adversarial training (`advrob-defense-adversarial-training`).
+    AdversarialTraining(AdversarialTrainingConfig),
+    /// Adversarial training with gradient masking (`advrob-defense-gradient-masking`).
+    GradientMasking(GradientMaskingConfig),
+    /// Label smoothing (`advrob-defense-label-smoothing`).
+    LabelSmoothing(LabelSmoothingConfig),
+    /// Defensive distillation (`advrob-defense-distillation`); with the model's `teacher` set, that
+    /// trained model is the teacher, else one is trained.
+    Distillation(DistillationConfig),
+    /// Static adversarial retraining from the model named by `teacher` (the seed-004 notebook).
+    AdversarialRetraining(RetrainingConfig),
+}
+
+impl DefenseSpec {
+    /// The name recorded with every result (`none` for plain training).
+    pub fn kind(&self) -> String {
+        match self {
+            DefenseSpec::None => "none".into(),
+            DefenseSpec::AdversarialTraining(_) => "adversarial-training".into(),
+            DefenseSpec::GradientMasking(c) => {
+                advrob_defense_gradient_masking::GradientMasking::new(c.clone()).name()
+            }
+            DefenseSpec::LabelSmoothing(_) => "label-smoothing".into(),
+            DefenseSpec::Distillation(_) => "distillation".into(),
+            DefenseSpec::AdversarialRetraining(_) => "adversarial-retraining".into(),
+        }
+    }
+}
+
+/// One model of the matrix: an architecture, a defense and, optionally, training settings of its
+/// own and the models it builds on (which must come earlier in the list).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// Name in records and tables.
     pub name: String,
-    /// Hidden layer widths.
+    /// Hidden layer widths (ignored with `from`: a fine-tuned model keeps its architecture).
     #[serde(default = "default_hidden")]
     pub hidden: Vec<usize>,
     /// Dropout after each hidden layer.
     #[serde(default = "default_dropout")]
     pub dropout: f64,
+    /// How it is trained.
+    #[serde(default)]
+    pub defense: DefenseSpec,
+    /// Fine-tune this earlier model's trained weights instead of starting from scratch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The earlier model a defense learns from: distillation's teacher, retraining's source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<String>,
+    /// Epochs for this model (default: the matrix's `train.epochs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// Batch size for this model (default: the matrix's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Loss for this model (default: the matrix's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossKind>,
 }
 
 fn default_hidden() -> Vec<usize> {
@@ -36,8 +96,93 @@ impl Default for ModelSpec {
             name: "baseline".into(),
             hidden: default_hidden(),
             dropout: default_dropout(),
+            defense: DefenseSpec::None,
+            from: None,
+            teacher: None,
+            epochs: None,
+            batch_size: None,
+            loss: None,
         }
     }
+}
+
+impl ModelSpec {
+    /// A model named `name` trained with `defense`, otherwise the default.
+    pub fn defended(name: &str, defense: DefenseSpec) -> Self {
+        Self {
+            name: name.into(),
+            defense,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the defense's config and that `teacher` is given exactly where a defense needs it.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let ctx = |e: advrob_model::ModelError| anyhow::anyhow!("model {}: {e}", self.name);
+        match &self.defense {
+            DefenseSpec::None => {}
+            DefenseSpec::AdversarialTraining(c) => c.check().map_err(ctx)?,
+            DefenseSpec::GradientMasking(c) => c.check().map_err(ctx)?,
+            DefenseSpec::LabelSmoothing(c) => c.check().map_err(ctx)?,
+            DefenseSpec::Distillation(c) => c.check().map_err(ctx)?,
+            DefenseSpec::AdversarialRetraining(c) => {
+                c.check().map_err(ctx)?;
+                anyhow::ensure!(
+                    self.teacher.is_some(),
+                    "model {}: invalid teacher: adversarial retraining needs the model to attack",
+                    self.name
+                );
+            }
+        }
+        if self.teacher.is_some() {
+            anyhow::ensure!(
+                matches!(
+                    self.defense,
+                    DefenseSpec::Distillation(_) | DefenseSpec::AdversarialRetraining(_)
+                ),
+                "model {}: invalid teacher: only distillation and adversarial retraining use one",
+                self.name
+            );
+        }
+        anyhow::ensure!(
+            self.epochs != Some(0),
+            "model {}: invalid epochs: must be at least 1",
+            self.name
+        );
+        Ok(())
+    }
+}
+
+/// Adversarial training with gradient masking by `mechanism`, otherwise the defaults.
+pub fn masking(mechanism: Mechanism) -> DefenseSpec {
+    DefenseSpec::GradientMasking(GradientMaskingConfig {
+        mechanism,
+        ..Default::default()
+    })
+}
+
+/// The models of the default experiment: the README MLP undefended and with each defense of the
+/// study, all from scratch with the same training settings, plus two real gradient-masking
+/// mechanisms.
+pub fn default_models() -> Vec<ModelSpec> {
+    vec![
+        ModelSpec::default(),
+        ModelSpec::defended(
+            "adversarial-training",
+            DefenseSpec::AdversarialTraining(AdversarialTrainingConfig::default()),
+        ),
+        ModelSpec::defended("gm-notebook", masking(Mechanism::Notebook)),
+        ModelSpec::defended("gm-quantize", masking(Mechanism::Quantize)),
+        ModelSpec::defended("gm-saturated-logits", masking(Mechanism::SaturatedLogits)),
+        ModelSpec::defended(
+            "label-smoothing",
+            DefenseSpec::LabelSmoothing(LabelSmoothingConfig::default()),
+        ),
+        ModelSpec::defended(
+            "distillation",
+            DefenseSpec::Distillation(DistillationConfig::default()),
+        ),
+    ]
 }
 
 /// How every model of the matrix is trained.
@@ -68,16 +213,20 @@ impl Default for TrainSpec {
     }
 }
 
-/// One attack of the matrix.
+/// One attack of the matrix. In TOML: `kind = "fgsm"` with the attack's fields (`labels`, `loss`,
+/// `target = { shift = 2 }`, `cumulative`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "kebab-case")]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum AttackSpec {
     /// Fast Gradient Sign Method.
-    Fgsm {
-        /// Labels the attack's loss uses.
-        #[serde(default)]
-        labels: LabelMode,
-    },
+    Fgsm(Fgsm),
+}
+
+impl AttackSpec {
+    /// FGSM against the true labels on the cross-entropy.
+    pub fn fgsm() -> Self {
+        AttackSpec::Fgsm(Fgsm::new())
+    }
 }
 
 /// How models are evaluated.
@@ -105,6 +254,9 @@ impl Default for EvalSpec {
 pub struct Matrix {
     /// Name of the run (its directory under `runs/` by default).
     pub name: String,
+    /// The preset this matrix started from (`default`, `seed-000-notebook`, ...), recorded with
+    /// every result.
+    pub preset: String,
     /// Datasets, each `mnist` or `fashion-mnist`; every model is trained and attacked on each.
     pub datasets: Vec<String>,
     /// Load the IDX files from this directory as they are (no download, no canonical checksum),
@@ -116,7 +268,7 @@ pub struct Matrix {
     pub seeds: Vec<u64>,
     /// The ε grid.
     pub eps: Vec<f64>,
-    /// Models.
+    /// Models, in training order (a model's `from` and `teacher` come before it).
     pub models: Vec<ModelSpec>,
     /// Training settings.
     pub train: TrainSpec,
@@ -130,16 +282,15 @@ impl Default for Matrix {
     fn default() -> Self {
         Self {
             name: "default".into(),
+            preset: "default".into(),
             datasets: vec!["mnist".into()],
             dataset_dir: None,
             backends: vec!["ndarray".into()],
             seeds: vec![42],
             eps: DEFAULT_EPS.to_vec(),
-            models: vec![ModelSpec::default()],
+            models: default_models(),
             train: TrainSpec::default(),
-            attacks: vec![AttackSpec::Fgsm {
-                labels: LabelMode::True,
-            }],
+            attacks: vec![AttackSpec::fgsm()],
             eval: EvalSpec::default(),
         }
     }
@@ -165,12 +316,27 @@ impl Matrix {
             self.eval.batch_size > 0,
             "invalid eval.batch_size: must be at least 1"
         );
-        let mut names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
-        names.sort();
-        names.dedup();
+        for (i, m) in self.models.iter().enumerate() {
+            m.check()?;
+            let earlier = &self.models[..i];
+            anyhow::ensure!(
+                !earlier.iter().any(|e| e.name == m.name),
+                "invalid models: two models are named {}",
+                m.name
+            );
+            for (field, dep) in [("from", &m.from), ("teacher", &m.teacher)] {
+                if let Some(d) = dep {
+                    anyhow::ensure!(
+                        earlier.iter().any(|e| &e.name == d),
+                        "model {}: invalid {field}: no model named {d} comes before it",
+                        m.name
+                    );
+                }
+            }
+        }
         anyhow::ensure!(
-            names.len() == self.models.len(),
-            "invalid models: two models share a name"
+            self.train.epochs > 0 && self.train.batch_size > 0,
+            "invalid train: epochs and batch_size must be at least 1"
         );
         for b in &self.backends {
             advrob_model::backend::device(b)?;
@@ -205,9 +371,7 @@ mod tests {
         assert_eq!(m.models[0].hidden, vec![300]);
         assert_eq!(
             m.attacks[0],
-            AttackSpec::Fgsm {
-                labels: LabelMode::Predicted
-            }
+            AttackSpec::Fgsm(Fgsm::with_labels(advrob_attack::LabelMode::Predicted))
         );
         assert!(Matrix::from_toml("epoch = 3").is_err());
     }
@@ -220,6 +384,65 @@ mod tests {
         let m = Matrix::from_toml(&readme[start..start + len]).expect("README matrix parses");
         assert_eq!(m.seeds, [42, 43]);
         m.check().expect("README matrix is valid");
+    }
+
+    #[test]
+    fn defenses_parse_from_toml_and_bad_values_name_the_field() {
+        let m = Matrix::from_toml(
+            r#"
+[[models]]
+name = "base"
+[[models]]
+name = "at"
+from = "base"
+epochs = 2
+defense = { kind = "adversarial-training", eps = 0.2 }
+[[models]]
+name = "ls"
+defense = { kind = "label-smoothing" }
+[[models]]
+name = "kd"
+teacher = "base"
+defense = { kind = "distillation", temperature = 1.0 }
+[[attacks]]
+kind = "fgsm"
+loss = "mse"
+target = { shift = 2 }
+"#,
+        )
+        .expect("parse");
+        m.check().expect("valid");
+        let DefenseSpec::AdversarialTraining(at) = &m.models[1].defense else {
+            panic!("{:?}", m.models[1].defense)
+        };
+        assert_eq!((at.eps, at.ratio), (0.2, 1.0));
+        assert_eq!(m.models[2].defense.kind(), "label-smoothing");
+        let AttackSpec::Fgsm(f) = &m.attacks[0];
+        assert_eq!(f.target, Some(advrob_attack::TargetRule::Shift(2)));
+        // a typo inside a defense is refused, not ignored
+        let typo =
+            "[[models]]\nname = \"x\"\ndefense = { kind = \"label-smoothing\", alpah = 0.2 }\n";
+        assert!(Matrix::from_toml(typo).is_err());
+        // bad values and dangling references name what is wrong
+        let bad = |toml: &str| {
+            Matrix::from_toml(toml)
+                .expect("parse")
+                .check()
+                .expect_err("invalid")
+                .to_string()
+        };
+        let e = bad(
+            "[[models]]\nname = \"x\"\ndefense = { kind = \"label-smoothing\", alpha = 1.5 }\n",
+        );
+        assert!(e.contains("alpha") && e.contains('x'), "{e}");
+        let e = bad(
+            "[[models]]\nname = \"x\"\ndefense = { kind = \"distillation\", temperature = 0.0 }\n",
+        );
+        assert!(e.contains("temperature"), "{e}");
+        let e = bad("[[models]]\nname = \"x\"\nfrom = \"y\"\n");
+        assert!(e.contains("from") && e.contains('y'), "{e}");
+        let e = bad("[[models]]\nname = \"x\"\ndefense = { kind = \"adversarial-retraining\" }\n");
+        assert!(e.contains("teacher"), "{e}");
     }
 
     #[test]

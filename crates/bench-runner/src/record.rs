@@ -33,12 +33,36 @@ pub struct Record {
     pub key: String,
     /// Run name.
     pub run: String,
+    /// Preset the matrix started from (`default`, `seed-000-notebook`, ...).
+    #[serde(default)]
+    pub preset: String,
     /// Model name in the matrix.
     pub model: String,
     /// Defense applied in training (`none` for plain training).
     pub defense: String,
-    /// Attack name (`fgsm`, `fgsm-pred`).
+    /// The defense's settings as the matrix gave them.
+    #[serde(default)]
+    pub defense_config: serde_json::Value,
+    /// The model whose weights this one was fine-tuned from.
+    #[serde(default)]
+    pub fine_tuned_from: Option<String>,
+    /// The model this one learned from (distillation teacher, retraining's attack source).
+    #[serde(default)]
+    pub teacher: Option<String>,
+    /// What wraps the network at deployment (input quantisation, logit scale).
+    #[serde(default)]
+    pub deploy_config: serde_json::Value,
+    /// Attack name (`fgsm`, `fgsm-pred`, `fgsm-mse`, `fgsm-targeted-shift2`, ...).
     pub attack: String,
+    /// The attack's settings.
+    #[serde(default)]
+    pub attack_config: serde_json::Value,
+    /// Labels the attack's loss used: `true` or `predicted`.
+    #[serde(default)]
+    pub attack_labels: String,
+    /// The training loss (`cross-entropy`, `mse`).
+    #[serde(default)]
+    pub loss: String,
     /// Backend name.
     pub backend: String,
     /// Device as burn describes it.
@@ -63,6 +87,9 @@ pub struct Record {
     pub train_seconds: f64,
     /// Whether the model was loaded from a checkpoint rather than trained in this invocation.
     pub from_cache: bool,
+    /// The model's training stages with per-epoch loss and accuracy.
+    #[serde(default)]
+    pub stages: Vec<advrob_model::Stage>,
     /// The metrics.
     #[serde(flatten)]
     pub eval: EvalRecord,

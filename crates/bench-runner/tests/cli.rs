@@ -186,3 +186,162 @@ fn backends_lists_ndarray() {
             .any(|l| l == "ndarray")
     );
 }
+
+const DEFENSES: &str = r#"
+name = "defenses"
+eps = [0.0, 0.2]
+[train]
+epochs = 2
+batch_size = 20
+[[models]]
+name = "base"
+hidden = [16]
+[[models]]
+name = "at"
+from = "base"
+epochs = 1
+defense = { kind = "adversarial-training", eps = 0.1 }
+[[models]]
+name = "quantized"
+hidden = [16]
+defense = { kind = "gradient-masking", mechanism = "quantize", levels = 8 }
+[[models]]
+name = "kd"
+hidden = [16]
+teacher = "base"
+defense = { kind = "distillation", temperature = 1.0 }
+[[attacks]]
+kind = "fgsm"
+[[attacks]]
+kind = "fgsm"
+target = { shift = 2 }
+"#;
+
+fn run_defenses(dir: &Path, summary: &str) {
+    let o = bench_runner(
+        &[
+            "run",
+            "--config",
+            "m.toml",
+            "--dataset-dir",
+            "ds",
+            "--out",
+            "out",
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(summary), "{}", text(&o));
+}
+
+#[test]
+fn defenses_train_in_order_record_their_settings_and_resume() {
+    let tmp = tempfile::tempdir().expect("temp");
+    synthetic::write_dataset(&tmp.path().join("ds"), 400, 100, 3).expect("dataset");
+    std::fs::write(tmp.path().join("m.toml"), DEFENSES).expect("matrix");
+
+    // 4 models × 2 attacks × 2 ε
+    run_defenses(
+        tmp.path(),
+        "16 new records, 0 already there; 4 models trained, 0 loaded",
+    );
+    let recs = records(tmp.path());
+    let find = |model: &str, attack: &str, eps: f64| {
+        recs.iter()
+            .find(|r| r["model"] == model && r["attack"] == attack && r["eps"] == eps)
+            .unwrap_or_else(|| panic!("no record {model} {attack} {eps}"))
+            .clone()
+    };
+    let at = find("at", "fgsm", 0.2);
+    assert_eq!(at["defense"], "adversarial-training");
+    assert_eq!(at["defense_config"]["eps"], 0.1);
+    assert_eq!(at["fine_tuned_from"], "base");
+    assert_eq!(at["attack_labels"], "true");
+    assert_eq!(at["loss"], "cross-entropy");
+    assert_eq!(
+        at["stages"][0]["record"]["epochs"].as_array().map(Vec::len),
+        Some(1)
+    );
+    // the quantised model is deployed with its rounding, which leaves FGSM nothing to follow
+    let q = find("quantized", "fgsm", 0.2);
+    assert_eq!(q["deploy_config"]["quantize"], 8);
+    assert_eq!(q["mean_linf"], 0.0);
+    assert_eq!(q["adversarial_accuracy"], q["clean_accuracy"]);
+    // distillation learned from the given teacher: one stage, no teacher training
+    let kd = find("kd", "fgsm", 0.0);
+    assert_eq!(kd["teacher"], "base");
+    assert_eq!(kd["stages"].as_array().map(Vec::len), Some(1));
+    // targeted records carry their success; untargeted ones do not
+    let t = find("base", "fgsm-targeted-shift2", 0.2);
+    assert!(t["targeted_success"].as_f64().is_some(), "{t}");
+    assert!(find("base", "fgsm", 0.2)["targeted_success"].is_null());
+
+    run_defenses(
+        tmp.path(),
+        "0 new records, 16 already there; 0 models trained, 0 loaded",
+    );
+
+    // lose the fine-tuned model's records and checkpoint: it is trained again from the cached
+    // base model, which is loaded (not retrained) because it is needed
+    let path = tmp.path().join("out/records.jsonl");
+    let kept: Vec<String> = std::fs::read_to_string(&path)
+        .expect("read")
+        .lines()
+        .filter(|l| !l.contains("\"model\":\"at\""))
+        .map(String::from)
+        .collect();
+    assert_eq!(kept.len(), 12);
+    std::fs::write(&path, kept.join("\n") + "\n").expect("write");
+    for entry in std::fs::read_dir(tmp.path().join("out/models")).expect("models") {
+        let p = entry.expect("entry").path();
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("at-"))
+        {
+            std::fs::remove_dir_all(&p).expect("remove");
+        }
+    }
+    run_defenses(
+        tmp.path(),
+        "4 new records, 12 already there; 1 models trained, 1 loaded",
+    );
+}
+
+#[test]
+fn presets_are_selectable_by_name_and_unknown_ones_are_refused() {
+    let tmp = tempfile::tempdir().expect("temp");
+    synthetic::write_dataset(&tmp.path().join("ds"), 60, 20, 3).expect("dataset");
+    let o = bench_runner(
+        &["run", "--preset", "seed-005", "--dataset-dir", "ds"],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("unknown preset \"seed-005\"") && text(&o).contains("seed-004-notebook"),
+        "{}",
+        text(&o)
+    );
+    // the seed-004 preset on a sliver of data: 4 models, 2 attacks, 8 ε
+    let o = bench_runner(
+        &[
+            "run",
+            "--preset",
+            "seed-004-notebook",
+            "--dataset-dir",
+            "ds",
+            "--out",
+            "out",
+            "--epochs",
+            "1",
+            "--cumulative-eps",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("64 new records"), "{}", text(&o));
+    let recs = records(tmp.path());
+    assert!(recs.iter().all(|r| r["preset"] == "seed-004-notebook"));
+    assert!(
+        recs.iter()
+            .any(|r| r["attack"] == "fgsm-targeted-shift2-cumulative")
+    );
+}
