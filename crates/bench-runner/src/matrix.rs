@@ -383,6 +383,8 @@ mod tests {
         let len = readme[start..].find("```").expect("end of block");
         let m = Matrix::from_toml(&readme[start..start + len]).expect("README matrix parses");
         assert_eq!(m.seeds, [42, 43]);
+        assert_eq!(m.models.len(), 4);
+        assert_eq!(m.attacks.len(), 2);
         m.check().expect("README matrix is valid");
     }
 
