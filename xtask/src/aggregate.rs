@@ -26,7 +26,9 @@ impl fmt::Display for Summary {
             self.duplicates,
             self.written
                 .iter()
-                .map(|p| p.display().to_string())
+                .map(|p| p
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().to_string()))
                 .collect::<Vec<_>>()
                 .join(", ")
         )
@@ -113,15 +115,35 @@ const KEYS: [&str; 4] = ["model", "defense", "attack", "backend"];
 /// Accuracy × ε: one row per (model, defense, attack, backend), the mean over seeds, clean
 /// accuracy first.
 pub fn accuracy_table(df: &DataFrame) -> anyhow::Result<String> {
-    eps_table(df, "adversarial_accuracy")
+    eps_table(df, "adversarial_accuracy", &[])
+}
+
+/// The summary of one preset: [`accuracy_table`] followed by the mean over the attacked budgets
+/// (ε > 0) of the success rate and of the perturbation norms.
+pub fn summary_table(df: &DataFrame) -> anyhow::Result<String> {
+    eps_table(
+        df,
+        "adversarial_accuracy",
+        &[
+            ("mean success rate", "success_rate", true),
+            ("mean L∞", "mean_linf", false),
+            ("mean L2", "mean_l2", false),
+        ],
+    )
 }
 
 /// `value` × ε, as [`accuracy_table`]: the mean over seeds of `value` per key and ε, pivoted to one
 /// column per ε, undefended models first. Rows where `value` is missing everywhere are left out.
+/// Each of `extra` (header, column, as a percentage) adds a column with that column's mean over
+/// the records with ε > 0.
 // polars deprecates eager group-by aggregations in favour of `lazy`, which with `parquet` pulls in
 // an HTTP/cloud stack (+11 minutes of build on 2 cores); the eager ones are still correct.
 #[allow(deprecated)]
-pub fn eps_table(df: &DataFrame, value: &str) -> anyhow::Result<String> {
+pub fn eps_table(
+    df: &DataFrame,
+    value: &str,
+    extra: &[(&str, &str, bool)],
+) -> anyhow::Result<String> {
     let mut group: Vec<&str> = KEYS.to_vec();
     group.push("eps");
     let means = df.group_by(group)?.select([value]).mean()?;
@@ -148,6 +170,11 @@ pub fn eps_table(df: &DataFrame, value: &str) -> anyhow::Result<String> {
     let wide = wide.sort(order, SortMultipleOptions::default())?;
     let clean = df.group_by(KEYS)?.select(["clean_accuracy"]).mean()?;
     let seeds = df.group_by(KEYS)?.select(["seed"]).n_unique()?;
+    let attacked = df.filter(&df.column("eps")?.f64()?.gt(0.0))?;
+    let extras: Vec<DataFrame> = extra
+        .iter()
+        .map(|(_, col, _)| Ok(attacked.group_by(KEYS)?.select([*col]).mean()?))
+        .collect::<anyhow::Result<_>>()?;
     let key_of = |t: &DataFrame, i: usize| -> Vec<Option<String>> {
         KEYS.iter()
             .map(|k| {
@@ -181,8 +208,11 @@ pub fn eps_table(df: &DataFrame, value: &str) -> anyhow::Result<String> {
     for (e, _) in &eps_cols {
         out.push_str(&format!(" ε={} |", format_eps(*e)));
     }
+    for (header, _, _) in extra {
+        out.push_str(&format!(" {header} |"));
+    }
     out.push_str("\n|---|---|---|---|---:|---:|");
-    out.push_str(&"---:|".repeat(eps_cols.len()));
+    out.push_str(&"---:|".repeat(eps_cols.len() + extra.len()));
     out.push('\n');
     let value_of = |v: Option<AnyValue>| v.and_then(|v| v.extract::<f64>());
     let pct = |v: Option<f64>| match v {
@@ -213,6 +243,13 @@ pub fn eps_table(df: &DataFrame, value: &str) -> anyhow::Result<String> {
         for c in cells {
             out.push_str(&format!(" {} |", pct(c)));
         }
+        for ((_, col, as_pct), t) in extra.iter().zip(&extras) {
+            let v = value_of(lookup(t, &format!("{col}_mean"), &key)?);
+            out.push_str(&match (v, as_pct) {
+                (Some(x), false) => format!(" {x:.4} |"),
+                (v, _) => format!(" {} |", pct(v)),
+            });
+        }
         out.push('\n');
     }
     Ok(out)
@@ -240,12 +277,21 @@ fn write_atomic(
     Ok(())
 }
 
-/// Reads the runs, writes `results.csv`, `results.parquet` and `results.md` into `reports`.
-pub fn aggregate(runs: &[PathBuf], reports: &Path) -> anyhow::Result<Summary> {
+/// Reads the runs and writes the report into `reports`: `results.csv`, `results.parquet`,
+/// `results.md` (accuracy × ε per dataset), `summary.md` (one table per preset with the mean
+/// success rate and norms), `accuracy_vs_eps.{png,svg}`, `success_rate_vs_eps.{png,svg}`,
+/// `training_<model>.png`, `examples_<model>.png` (when the test set is found under `data_dir` and
+/// the checkpoints in the runs) and `index.html`, which holds all of it in one self-contained page.
+pub fn aggregate(
+    runs: &[PathBuf],
+    reports: &Path,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<Summary> {
     let (records, duplicates) = collect(runs)?;
     anyhow::ensure!(!records.is_empty(), "no records in {runs:?}");
     let mut df = frame(&records)?;
     std::fs::create_dir_all(reports)?;
+    let mut written = Vec::new();
     let csv = reports.join("results.csv");
     write_atomic(&csv, |f| Ok(CsvWriter::new(f).finish(&mut df)?))?;
     let parquet = reports.join("results.parquet");
@@ -263,7 +309,7 @@ pub fn aggregate(runs: &[PathBuf], reports: &Path) -> anyhow::Result<Summary> {
         text.push_str(&format!("## {dataset} ({examples} test examples)\n\n"));
         text.push_str(&accuracy_table(&part)?);
         text.push('\n');
-        let targeted = eps_table(&part, "targeted_success")?;
+        let targeted = eps_table(&part, "targeted_success", &[])?;
         if targeted.lines().count() > 2 {
             text.push_str("Targeted attacks: share of all test examples classified as the attack's target.\n\n");
             text.push_str(&targeted);
@@ -271,11 +317,116 @@ pub fn aggregate(runs: &[PathBuf], reports: &Path) -> anyhow::Result<Summary> {
         }
     }
     advrob_data::atomic_write(&md, text.as_bytes())?;
+    written.extend([csv, parquet, md]);
+
+    let summary = summary_markdown(&df)?;
+    let summary_path = reports.join("summary.md");
+    advrob_data::atomic_write(&summary_path, summary.as_bytes())?;
+    written.push(summary_path);
+
+    let mut figures = Vec::new();
+    let acc = crate::plots::panels(&df, "adversarial_accuracy", true)?;
+    figures.extend(crate::plots::curves(
+        &acc,
+        "accuracy under attack",
+        &reports.join("accuracy_vs_eps"),
+    )?);
+    let sr = crate::plots::panels(&df, "success_rate", false)?;
+    if !sr.is_empty() {
+        figures.extend(crate::plots::curves(
+            &sr,
+            "attack success rate",
+            &reports.join("success_rate_vs_eps"),
+        )?);
+    }
+    if let Some(data_dir) = data_dir {
+        figures.extend(example_figures(runs, &records, data_dir, reports)?);
+    }
+    for model in unique_strings(&df, "model")? {
+        let of_model: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.model == model && !r.stages.is_empty())
+            .collect();
+        if of_model.is_empty() {
+            continue;
+        }
+        let path = reports.join(format!("training_{model}.png"));
+        crate::plots::training(&of_model, &model, &path)?;
+        figures.push(path);
+    }
+    let html = crate::report::html("advrob report", &summary, &figures, &records)?;
+    let index = reports.join("index.html");
+    advrob_data::atomic_write(&index, html.as_bytes())?;
+    written.extend(figures);
+    written.push(index);
     Ok(Summary {
         records: records.len(),
         duplicates,
-        written: vec![csv, parquet, md],
+        written,
     })
+}
+
+/// `summary.md`: one section per (preset, dataset) with [`summary_table`].
+pub fn summary_markdown(df: &DataFrame) -> anyhow::Result<String> {
+    let mut text = String::from(
+        "# advrob summary\n\nPer preset: clean accuracy, accuracy under each attack at each ε (share of all test examples), and the means over ε > 0 of the attack success rate (among clean-correct examples) and of the perturbation norms actually applied.\n\n",
+    );
+    for preset in unique_strings(df, "preset")? {
+        let of_preset = df.filter(&df.column("preset")?.str()?.equal(preset.as_str()))?;
+        for dataset in unique_strings(&of_preset, "dataset")? {
+            let part =
+                of_preset.filter(&of_preset.column("dataset")?.str()?.equal(dataset.as_str()))?;
+            let examples = part.column("examples")?.u64()?.max().unwrap_or(0);
+            let name = if preset.is_empty() {
+                "(no preset)"
+            } else {
+                &preset
+            };
+            text.push_str(&format!(
+                "## {name} — {dataset} ({examples} test examples)\n\n"
+            ));
+            text.push_str(&summary_table(&part)?);
+            text.push('\n');
+        }
+    }
+    Ok(text)
+}
+
+/// Example grids for the first dataset whose test set is under `data_dir` (verified, never
+/// downloaded here), from the checkpoints of each run.
+fn example_figures(
+    runs: &[PathBuf],
+    records: &[Record],
+    data_dir: &Path,
+    reports: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let Some(first) = records.first() else {
+        return Ok(Vec::new());
+    };
+    let dir = match advrob_data::DatasetKind::from_name(&first.dataset) {
+        Ok(kind) => data_dir.join(kind.name()),
+        Err(_) => PathBuf::from(&first.dataset),
+    };
+    let ds = match advrob_data::Dataset::load_dir(&dir) {
+        Ok(ds) => ds,
+        Err(e) => {
+            log::warn!("no example grids: {e}");
+            return Ok(Vec::new());
+        }
+    };
+    let mut done = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for run in runs {
+        let of_run: Vec<Record> = read_records(&run.join(RECORDS_FILE))?
+            .into_iter()
+            .filter(|r| r.dataset == first.dataset && !done.contains(&r.model))
+            .collect();
+        for p in crate::report::example_grids(run, &of_run, &ds.test, reports)? {
+            out.push(p);
+        }
+        done.extend(of_run.into_iter().map(|r| r.model));
+    }
+    Ok(out)
 }
 
 fn unique_strings(df: &DataFrame, col: &str) -> anyhow::Result<Vec<String>> {
@@ -292,12 +443,12 @@ fn unique_strings(df: &DataFrame, col: &str) -> anyhow::Result<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use advrob_eval::EvalRecord;
     use bench_runner::record::Versions;
 
-    fn rec(model: &str, seed: u64, eps: f64, clean: f64, adv: f64) -> Record {
+    pub(crate) fn rec(model: &str, seed: u64, eps: f64, clean: f64, adv: f64) -> Record {
         Record {
             key: format!("{model}-{seed}/fgsm/{eps}"),
             run: "t".into(),
@@ -372,11 +523,19 @@ mod tests {
         );
         // no targeted attack: no row has a targeted success
         assert_eq!(
-            eps_table(&df, "targeted_success")
+            eps_table(&df, "targeted_success", &[])
                 .expect("table")
                 .lines()
                 .count(),
             2
+        );
+        // the summary adds the means over ε > 0: for a, success 1 − 0.5/0.9 and 1 − 0.3/0.8
+        let summary = summary_table(&df).expect("summary");
+        let a = summary.lines().nth(2).expect("row a");
+        let want = 100.0 * ((1.0 - 0.5 / 0.9) + (1.0 - 0.3 / 0.8)) / 2.0;
+        assert!(
+            a.ends_with(&format!(" {want:.2}% | 0.1000 | 0.1000 |")),
+            "{a}"
         );
     }
 
@@ -416,10 +575,20 @@ mod tests {
         let s = aggregate(
             &[a.path().to_path_buf(), b.path().to_path_buf()],
             out.path(),
+            None,
         )
         .expect("aggregate");
         assert_eq!(s.records, 2);
-        for f in ["results.csv", "results.parquet", "results.md"] {
+        for f in [
+            "results.csv",
+            "results.parquet",
+            "results.md",
+            "summary.md",
+            "accuracy_vs_eps.png",
+            "accuracy_vs_eps.svg",
+            "success_rate_vs_eps.png",
+            "index.html",
+        ] {
             assert!(
                 out.path().join(f).metadata().expect("exists").len() > 0,
                 "{f}"
@@ -427,5 +596,78 @@ mod tests {
         }
         let csv = std::fs::read_to_string(out.path().join("results.csv")).expect("csv");
         assert_eq!(csv.lines().count(), 3, "header and two rows:\n{csv}");
+    }
+
+    /// The headless browser the report test uses: `ADVROB_CHROMIUM`, else `chromium` or
+    /// `chromium-browser` on the PATH.
+    fn chromium() -> String {
+        if let Ok(c) = std::env::var("ADVROB_CHROMIUM") {
+            return c;
+        }
+        for c in ["chromium", "chromium-browser", "google-chrome"] {
+            let found = std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {c}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if found {
+                return c.to_string();
+            }
+        }
+        panic!(
+            "the report test needs a headless Chromium: install Debian's `chromium` \
+             (apt-get install chromium) or point ADVROB_CHROMIUM at one"
+        );
+    }
+
+    #[test]
+    fn index_html_has_the_tables_and_images_in_headless_chromium() {
+        let run = tempfile::tempdir().expect("temp");
+        let records: BTreeMap<String, Record> = [
+            rec("a", 1, 0.0, 0.9, 0.9),
+            rec("a", 1, 0.1, 0.9, 0.5),
+            rec("b", 1, 0.0, 0.7, 0.7),
+            rec("b", 1, 0.1, 0.7, 0.6),
+        ]
+        .into_iter()
+        .map(|r| (r.key.clone(), r))
+        .collect();
+        bench_runner::record::write_records(&run.path().join(RECORDS_FILE), &records)
+            .expect("write");
+        let out = tempfile::tempdir().expect("temp");
+        aggregate(&[run.path().to_path_buf()], out.path(), None).expect("aggregate");
+        let page = out.path().join("index.html");
+        let html = std::fs::read_to_string(&page).expect("html");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no network"
+        );
+        let o = std::process::Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+            ])
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium runs");
+        let dom = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // the summary table and the provenance table, with the models in them
+        assert!(dom.matches("<table").count() >= 2, "{dom:.2000}");
+        assert!(
+            dom.contains("<td>a</td>") && dom.contains("<td>b</td>"),
+            "{dom:.2000}"
+        );
+        // accuracy, success rate and no training curves (these records have no stages): two
+        // images, both decoded by the browser
+        assert!(
+            dom.contains("data-images=\"2\"") && dom.contains("data-decoded=\"2\""),
+            "{}",
+            dom.lines()
+                .find(|l| l.contains("<body"))
+                .unwrap_or_default()
+        );
     }
 }

@@ -2,6 +2,8 @@
 
 mod aggregate;
 mod bench;
+mod plots;
+mod report;
 mod reproduce;
 
 use std::path::PathBuf;
@@ -53,6 +55,9 @@ enum Task {
         /// Where the tables go.
         #[arg(long, default_value = "reports")]
         reports: PathBuf,
+        /// Where datasets were downloaded (for the example grids; nothing is downloaded here).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
     },
     /// Time training, FGSM and inference of the default model on each backend given.
     Bench {
@@ -100,8 +105,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             out,
             reports,
         } => reproduce::reproduce(&matrix, &data, out.as_deref(), reports.as_deref()),
-        Task::Aggregate { runs, reports } => {
-            let s = aggregate::aggregate(&runs, &reports)?;
+        Task::Aggregate {
+            runs,
+            reports,
+            data_dir,
+        } => {
+            let s = aggregate::aggregate(&runs, &reports, Some(&data_dir))?;
             println!("{s}");
             Ok(())
         }

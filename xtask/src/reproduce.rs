@@ -66,7 +66,7 @@ pub fn reproduce(
         s.trained,
         s.loaded
     );
-    let summary = crate::aggregate::aggregate(&[out.to_path_buf()], reports)?;
+    let summary = crate::aggregate::aggregate(&[out.to_path_buf()], reports, Some(&data.data_dir))?;
     println!("{summary}");
     Ok(())
 }
