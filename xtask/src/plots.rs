@@ -170,6 +170,7 @@ fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
     y_label: &str,
+    legend: SeriesLabelPosition,
 ) -> DrawResult<()>
 where
     DB::ErrorType: 'static,
@@ -220,7 +221,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend)
         .label_font(("sans-serif", 15))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
@@ -232,6 +233,7 @@ fn draw_panels<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     panels: &[Panel],
     y_label: &str,
+    legend: &SeriesLabelPosition,
 ) -> DrawResult<()>
 where
     DB::ErrorType: 'static,
@@ -241,7 +243,7 @@ where
     let rows = panels.len().div_ceil(cols).max(1);
     let areas = root.split_evenly((rows, cols));
     for (area, panel) in areas.iter().zip(panels) {
-        draw_panel(area, panel, y_label)?;
+        draw_panel(area, panel, y_label, legend.clone())?;
     }
     root.present()?;
     Ok(())
@@ -254,8 +256,21 @@ pub fn figure_size(n: usize) -> (u32, u32) {
     (900 * cols, 600 * rows)
 }
 
-/// Draws `panels` into `<stem>.png` and `<stem>.svg`; returns both paths.
+/// Draws `panels` into `<stem>.png` and `<stem>.svg`; returns both paths. Curves that fall with ε
+/// (accuracy) leave the lower left corner free for the legend, rising ones (success rate) the upper
+/// left.
 pub fn curves(panels: &[Panel], y_label: &str, stem: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let rising = panels
+        .iter()
+        .flat_map(|p| &p.curves)
+        .filter_map(|(_, pts)| Some(pts.last()?.mean - pts.first()?.mean))
+        .sum::<f64>()
+        > 0.0;
+    let legend = if rising {
+        SeriesLabelPosition::UpperLeft
+    } else {
+        SeriesLabelPosition::LowerLeft
+    };
     fonts();
     let size = figure_size(panels.len());
     let png = stem.with_extension("png");
@@ -265,12 +280,14 @@ pub fn curves(panels: &[Panel], y_label: &str, stem: &Path) -> anyhow::Result<Ve
         BitMapBackend::new(&png, size).into_drawing_area(),
         panels,
         y_label,
+        &legend,
     )
     .map_err(err)?;
     draw_panels(
         SVGBackend::new(&svg, size).into_drawing_area(),
         panels,
         y_label,
+        &legend,
     )
     .map_err(err)?;
     Ok(vec![png, svg])
