@@ -452,4 +452,19 @@ mod tests {
         training(&refs, "a", &t).expect("training");
         assert_eq!(png_size(&t), (1200, 450));
     }
+
+    #[test]
+    fn several_backends_get_one_panel_each() {
+        let mut other = rec("a", 1, 0.1, 0.9, 0.4);
+        other.backend = "wgpu".into();
+        other.key = "wgpu-key/fgsm/0.1".into();
+        let records = vec![rec("a", 1, 0.1, 0.9, 0.5), other];
+        let df = frame(&records).expect("frame");
+        let p = panels(&df, "adversarial_accuracy", true).expect("panels");
+        let backends: Vec<&str> = p.iter().map(|x| x.backend.as_str()).collect();
+        assert_eq!(backends, ["ndarray", "wgpu"]);
+        let dir = tempfile::tempdir().expect("temp");
+        let files = curves(&p, "accuracy", &dir.path().join("acc")).expect("draw");
+        assert_eq!(png_size(&files[0]), (1800, 600));
+    }
 }
