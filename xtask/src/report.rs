@@ -227,7 +227,11 @@ pub fn example_grids(
             .get("target")
             .is_none_or(serde_json::Value::is_null);
         if untargeted {
-            first.entry(r.model.as_str()).or_insert(r);
+            // the study's attack when there, else the first untargeted one
+            let e = first.entry(r.model.as_str()).or_insert(r);
+            if r.attack == "fgsm" {
+                *e = r;
+            }
         }
     }
     let indices = example_indices(test.len(), 6, 42);

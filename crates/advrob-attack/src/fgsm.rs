@@ -2,13 +2,13 @@
 //! cross-entropy or the squared error, with the seed-004 notebook's cumulative-ε bug available for
 //! faithful reproduction only.
 
-use advrob_model::{Classifier, LossKind};
+use advrob_model::Classifier;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::Attack;
 use crate::error::{Result, check_eps};
-use crate::grad::{LabelMode, loss_gradient, target_labels};
+use crate::grad::{AttackLoss, LabelMode, loss_gradient, target_labels};
 
 /// How a targeted attack picks the class it pushes each example towards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -55,7 +55,7 @@ pub struct Fgsm {
     pub labels: LabelMode,
     /// The loss whose gradient sign is followed.
     #[serde(default)]
-    pub loss: LossKind,
+    pub loss: AttackLoss,
     /// Push towards a target class instead of away from the label.
     #[serde(default)]
     pub target: Option<TargetRule>,
@@ -82,8 +82,8 @@ impl Fgsm {
     }
 
     /// The same attack following the gradient of `loss`.
-    pub fn with_loss(mut self, loss: LossKind) -> Self {
-        self.loss = loss;
+    pub fn with_loss(mut self, loss: impl Into<AttackLoss>) -> Self {
+        self.loss = loss.into();
         self
     }
 
@@ -133,8 +133,10 @@ impl Attack for Fgsm {
         } else if self.labels == LabelMode::Predicted {
             n.push_str("-pred");
         }
-        if self.loss == LossKind::Mse {
-            n.push_str("-mse");
+        match self.loss {
+            AttackLoss::CrossEntropy => {}
+            AttackLoss::Mse => n.push_str("-mse"),
+            AttackLoss::Margin => n.push_str("-margin"),
         }
         if self.cumulative {
             n.push_str("-cumulative");
@@ -394,7 +396,7 @@ mod tests {
             let x: Vec<f32> = (0..2 * 784).map(|i| (i % 11) as f32 / 10.0).collect();
             let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [2, 28, 28]), &device);
             let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![4i64, 9], [2]), &device);
-            let attack = Fgsm::new().with_loss(LossKind::Mse);
+            let attack = Fgsm::new().with_loss(advrob_model::LossKind::Mse);
             assert_eq!(attack.name(), "fgsm-mse");
             let adv = to_vec(attack.perturb(&model, images, labels, 0.2).expect("attack"));
             for (p, q) in adv.iter().zip(&x) {

@@ -54,9 +54,55 @@ pub fn input_gradient(
     loss_gradient(model, images, labels, LossKind::CrossEntropy)
 }
 
-/// ∇ₓ of the per-example loss `kind`, summed over the batch:
-/// cross-entropy `−log softmax(f(x_b))_{y_b}`, or the squared error `Σ_k (softmax(f(x_b))_k −
-/// onehot(y_b)_k)²` that an MSE-trained model (the seed-000 notebook) is attacked with.
+/// The loss an attack ascends (or, targeted, descends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackLoss {
+    /// `−log softmax(f(x))_y`.
+    #[default]
+    CrossEntropy,
+    /// `Σ_k (softmax(f(x))_k − onehot(y)_k)²`, the loss of an MSE-trained model (seed-000 notebook).
+    Mse,
+    /// `max_{j≠y} f(x)_j − f(x)_y` on the logits (Carlini & Wagner): no softmax, so a saturated
+    /// softmax (distillation, scaled logits) cannot starve its gradient.
+    Margin,
+}
+
+impl From<LossKind> for AttackLoss {
+    fn from(k: LossKind) -> Self {
+        match k {
+            LossKind::CrossEntropy => AttackLoss::CrossEntropy,
+            LossKind::Mse => AttackLoss::Mse,
+        }
+    }
+}
+
+/// The loss of each example.
+///
+/// # Shapes
+///
+/// - logits: `[B, classes]`, labels: `[B]`, output: `[B]`
+pub fn per_example_loss(logits: Tensor<2>, labels: Tensor<1, Int>, kind: AttackLoss) -> Tensor<1> {
+    let [b, classes] = logits.dims();
+    match kind {
+        AttackLoss::CrossEntropy => log_softmax(logits, 1)
+            .gather(1, labels.reshape([b, 1]))
+            .flatten::<1>(0, 1)
+            .neg(),
+        AttackLoss::Mse => (softmax(logits, 1) - labels.one_hot(classes).float())
+            .square()
+            .sum_dim(1)
+            .flatten::<1>(0, 1),
+        AttackLoss::Margin => {
+            let own = logits.clone().gather(1, labels.clone().reshape([b, 1]));
+            let is_label = labels.one_hot(classes).equal_elem(1);
+            let other = logits.mask_fill(is_label, f32::NEG_INFINITY).max_dim(1);
+            (other - own).flatten::<1>(0, 1)
+        }
+    }
+}
+
+/// ∇ₓ of the per-example loss `kind` ([`per_example_loss`]), summed over the batch.
 ///
 /// # Shapes
 ///
@@ -65,24 +111,11 @@ pub fn loss_gradient(
     model: &dyn Classifier,
     images: Tensor<3>,
     labels: Tensor<1, Int>,
-    kind: LossKind,
+    kind: impl Into<AttackLoss>,
 ) -> Result<Tensor<3>> {
-    let [b] = labels.dims();
     let x = images.without_autodiff().autodiff().require_grad();
     let logits = model.logits(x.clone());
-    let labels = labels.without_autodiff().autodiff();
-    let loss = match kind {
-        LossKind::CrossEntropy => log_softmax(logits, 1)
-            .gather(1, labels.reshape([b, 1]))
-            .sum()
-            .neg(),
-        LossKind::Mse => {
-            let classes = logits.dims()[1];
-            (softmax(logits, 1) - labels.one_hot(classes).float())
-                .square()
-                .sum()
-        }
-    };
+    let loss = per_example_loss(logits, labels.without_autodiff().autodiff(), kind.into()).sum();
     let grads = loss.backward();
     x.grad(&grads).ok_or(AttackError::NoGradient)
 }

@@ -3,10 +3,14 @@
 mod error;
 mod fgsm;
 mod grad;
+mod pgd;
 
 pub use error::{AttackError, Result, check_eps};
 pub use fgsm::{Fgsm, TargetRule};
-pub use grad::{LabelMode, input_gradient, loss_gradient, target_labels};
+pub use grad::{
+    AttackLoss, LabelMode, input_gradient, loss_gradient, per_example_loss, target_labels,
+};
+pub use pgd::{Norm, Pgd};
 
 use advrob_model::Classifier;
 use burn::tensor::{Int, Tensor};

@@ -101,14 +101,37 @@ impl From<Mlp> for Deployed {
     }
 }
 
-impl Classifier for Deployed {
-    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        let z = self.mlp.forward(self.config.preprocess(images));
+impl Deployed {
+    fn scaled(&self, z: Tensor<2>) -> Tensor<2> {
         if self.config.logit_scale == 1.0 {
             z
         } else {
             z * self.config.logit_scale
         }
+    }
+}
+
+impl Classifier for Deployed {
+    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+        self.scaled(self.mlp.forward(self.config.preprocess(images)))
+    }
+
+    fn straight_through(&self) -> Option<Box<dyn Classifier + '_>> {
+        self.config
+            .quantize
+            .map(|_| Box::new(StraightThrough(self)) as Box<dyn Classifier + '_>)
+    }
+}
+
+/// A [`Deployed`] model whose quantisation passes gradients straight through:
+/// `x + (q(x) − x)` with the difference detached, so the forward value is `q(x)` and `∂/∂x` is 1.
+struct StraightThrough<'a>(&'a Deployed);
+
+impl Classifier for StraightThrough<'_> {
+    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+        let q = self.0.config.preprocess(images.clone()).detach();
+        let through = images.clone() + (q - images.detach()).detach();
+        self.0.scaled(self.0.mlp.forward(through))
     }
 }
 
@@ -157,6 +180,37 @@ mod tests {
             // the plain network has a gradient; the quantised one has exactly none
             assert!(gradient(&mlp).iter().any(|g| *g != 0.0));
             assert!(gradient(&model).iter().all(|g| *g == 0.0));
+        }
+    }
+
+    #[test]
+    fn straight_through_keeps_the_values_and_restores_the_gradient() {
+        for d in test_devices() {
+            let mlp = MlpConfig::new()
+                .with_hidden(vec![8])
+                .init(&d)
+                .expect("init");
+            let model = Deployed {
+                mlp,
+                config: DeployConfig::new().with_quantize(Some(4)),
+            };
+            let bpda = model.straight_through().expect("quantised");
+            let v: Vec<f32> = (0..784).map(|i| (i % 13) as f32 / 13.0).collect();
+            let x = || Tensor::<3>::from_data(TensorData::new(v.clone(), [1, 28, 28]), &d);
+            let (a, b) = (host(model.logits(x())), host(bpda.logits(x())));
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() < 1e-5, "{p} {q}");
+            }
+            let xa = x().autodiff().require_grad();
+            let grads = bpda.logits(xa.clone()).sum().backward();
+            let g = host(xa.grad(&grads).expect("gradient"));
+            assert!(g.iter().any(|v| *v != 0.0));
+            // a model with nothing to go around has no straight-through view
+            assert!(
+                Deployed::plain(model.mlp.clone())
+                    .straight_through()
+                    .is_none()
+            );
         }
     }
 

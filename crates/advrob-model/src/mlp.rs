@@ -158,6 +158,13 @@ pub trait Classifier {
     /// - images: `[B, H, W]` in [0, 1]
     /// - output: `[B, classes]`
     fn logits(&self, images: Tensor<3>) -> Tensor<2>;
+
+    /// The same function with every non-differentiable input transform replaced, for gradients
+    /// only, by the identity (BPDA's straight-through estimator, Athalye et al. 2018): the forward
+    /// values are unchanged. `None` when the model has no such transform.
+    fn straight_through(&self) -> Option<Box<dyn Classifier + '_>> {
+        None
+    }
 }
 
 impl Classifier for Mlp {

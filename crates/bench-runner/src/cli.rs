@@ -156,8 +156,9 @@ impl MatrixArgs {
         }
         if self.cumulative_eps {
             for a in &mut m.attacks {
-                let AttackSpec::Fgsm(f) = a;
-                f.cumulative = true;
+                if let AttackSpec::Fgsm(f) = a {
+                    f.cumulative = true;
+                }
             }
         }
         m.check()?;

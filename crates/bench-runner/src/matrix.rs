@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use advrob_attack::Fgsm;
+use advrob_attack::{Fgsm, LabelMode, Pgd};
 use advrob_defense_adversarial_training::{AdversarialTrainingConfig, RetrainingConfig};
 use advrob_defense_distillation::DistillationConfig;
 use advrob_defense_gradient_masking::{GradientMaskingConfig, Mechanism};
@@ -185,6 +185,22 @@ pub fn default_models() -> Vec<ModelSpec> {
     ]
 }
 
+/// The attacks of the default experiment: the study's white-box FGSM, 10-step L∞ PGD with a
+/// random start on the cross-entropy, and the same PGD made adaptive — margin loss on the logits
+/// (immune to a saturated softmax) with straight-through gradients around input quantisation
+/// (BPDA) — so that masked gradients are seen through.
+pub fn default_attacks() -> Vec<AttackSpec> {
+    vec![
+        AttackSpec::fgsm(),
+        AttackSpec::Pgd(Pgd::linf(10)),
+        AttackSpec::Pgd(Pgd {
+            loss: advrob_attack::AttackLoss::Margin,
+            bpda: true,
+            ..Pgd::linf(10)
+        }),
+    ]
+}
+
 /// How every model of the matrix is trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -220,12 +236,31 @@ impl Default for TrainSpec {
 pub enum AttackSpec {
     /// Fast Gradient Sign Method.
     Fgsm(Fgsm),
+    /// Iterative attacks: PGD (L∞ or L2), BIM, MI-FGSM; with `bpda = true` gradients go around
+    /// input quantisation, with `loss = "margin"` they are taken on the logits.
+    Pgd(Pgd),
 }
 
 impl AttackSpec {
     /// FGSM against the true labels on the cross-entropy.
     pub fn fgsm() -> Self {
         AttackSpec::Fgsm(Fgsm::new())
+    }
+
+    /// The labels the attack's loss uses.
+    pub fn labels(&self) -> LabelMode {
+        match self {
+            AttackSpec::Fgsm(f) => f.labels,
+            AttackSpec::Pgd(p) => p.labels,
+        }
+    }
+
+    /// Checks the attack's settings.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self {
+            AttackSpec::Fgsm(_) => Ok(()),
+            AttackSpec::Pgd(p) => Ok(p.check()?),
+        }
     }
 }
 
@@ -290,7 +325,7 @@ impl Default for Matrix {
             eps: DEFAULT_EPS.to_vec(),
             models: default_models(),
             train: TrainSpec::default(),
-            attacks: vec![AttackSpec::fgsm()],
+            attacks: default_attacks(),
             eval: EvalSpec::default(),
         }
     }
@@ -310,6 +345,9 @@ impl Matrix {
         anyhow::ensure!(!self.eps.is_empty(), "invalid eps: the grid is empty");
         anyhow::ensure!(!self.models.is_empty(), "invalid models: none given");
         anyhow::ensure!(!self.attacks.is_empty(), "invalid attacks: none given");
+        for a in &self.attacks {
+            a.check()?;
+        }
         anyhow::ensure!(!self.seeds.is_empty(), "invalid seeds: none given");
         anyhow::ensure!(!self.backends.is_empty(), "invalid backends: none given");
         anyhow::ensure!(
@@ -371,7 +409,7 @@ mod tests {
         assert_eq!(m.models[0].hidden, vec![300]);
         assert_eq!(
             m.attacks[0],
-            AttackSpec::Fgsm(Fgsm::with_labels(advrob_attack::LabelMode::Predicted))
+            AttackSpec::Fgsm(Fgsm::with_labels(LabelMode::Predicted))
         );
         assert!(Matrix::from_toml("epoch = 3").is_err());
     }
@@ -419,7 +457,9 @@ target = { shift = 2 }
         };
         assert_eq!((at.eps, at.ratio), (0.2, 1.0));
         assert_eq!(m.models[2].defense.kind(), "label-smoothing");
-        let AttackSpec::Fgsm(f) = &m.attacks[0];
+        let AttackSpec::Fgsm(f) = &m.attacks[0] else {
+            panic!("{:?}", m.attacks[0])
+        };
         assert_eq!(f.target, Some(advrob_attack::TargetRule::Shift(2)));
         // a typo inside a defense is refused, not ignored
         let typo =

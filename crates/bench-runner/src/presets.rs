@@ -187,7 +187,9 @@ mod tests {
         );
         let m = seed_004_notebook();
         assert!((m.eps[3] - 10.0 / 255.0).abs() < 1e-12);
-        let AttackSpec::Fgsm(targeted) = &m.attacks[1];
+        let AttackSpec::Fgsm(targeted) = &m.attacks[1] else {
+            panic!("{:?}", m.attacks[1])
+        };
         assert_eq!(targeted.target, Some(TargetRule::Shift(2)));
         assert!(!targeted.cumulative, "the bug is off unless asked for");
     }

@@ -125,6 +125,7 @@ pub fn fetch_dataset(
 pub fn build_attack(spec: &AttackSpec) -> Box<dyn Attack> {
     match spec {
         AttackSpec::Fgsm(f) => Box::new(*f),
+        AttackSpec::Pgd(p) => Box::new(*p),
     }
 }
 
@@ -507,7 +508,6 @@ impl EvalContext<'_> {
                 .unwrap_or(0);
             let clean = evals.first().map(|e| e.clean_accuracy).unwrap_or(0.0);
             phase.finish(&format!("clean accuracy {clean:.4}"));
-            let AttackSpec::Fgsm(fgsm) = &matrix.attacks[ai];
             for ev in evals {
                 let key = record_key(&model_key, &attack.name(), ev.eps);
                 self.records.insert(
@@ -524,7 +524,10 @@ impl EvalContext<'_> {
                         deploy_config: json(&model.config)?,
                         attack: attack.name(),
                         attack_config: json(&matrix.attacks[ai])?,
-                        attack_labels: json(&fgsm.labels)?.as_str().unwrap_or_default().to_string(),
+                        attack_labels: json(&matrix.attacks[ai].labels())?
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
                         loss: json(&train_cfg.loss)?
                             .as_str()
                             .unwrap_or_default()

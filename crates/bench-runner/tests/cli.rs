@@ -37,6 +37,8 @@ const QUICK: &[&str] = &[
     "16",
     "--eps",
     "0,0.1,0.3",
+    "--attack-labels",
+    "true",
 ];
 
 /// Runs the quick matrix, which must succeed and print `summary`.
