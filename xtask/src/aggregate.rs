@@ -324,23 +324,58 @@ pub fn aggregate(
     advrob_data::atomic_write(&summary_path, summary.as_bytes())?;
     written.push(summary_path);
 
+    let test = data_dir.and_then(|d| local_test_set(&records, d));
+    let mut zero_gradients = BTreeMap::new();
     let mut figures = Vec::new();
-    let acc = crate::plots::panels(&df, "adversarial_accuracy", true)?;
+    if let Some(ds) = &test {
+        figures.extend(example_figures(runs, &records, &ds.test, reports)?);
+        for run in runs {
+            let of_run = read_records(&run.join(RECORDS_FILE))?;
+            for (k, v) in crate::report::zero_gradient_shares(run, &of_run, &ds.test)? {
+                zero_gradients.entry(k).or_insert(v);
+            }
+        }
+    }
+    let verdicts = crate::verdict::verdicts(&records, &zero_gradients);
+    let mut verdict_md = crate::verdict::markdown(&verdicts);
+    verdict_md.push_str("## Robust accuracy: the worst attack at each ε\n\nThe lowest accuracy over every untargeted attack run, per ε: an upper bound on the accuracy under the per-example worst case.\n\n");
+    verdict_md.push_str(&eps_table(&worst_case(&df)?, "adversarial_accuracy", &[])?);
+    let verdict_path = reports.join("verdict.md");
+    advrob_data::atomic_write(&verdict_path, verdict_md.as_bytes())?;
+    written.push(verdict_path);
+    let labels: BTreeMap<(String, String), String> = verdicts
+        .iter()
+        .filter(|v| !v.failing().is_empty())
+        .map(|v| {
+            (
+                (v.model.clone(), v.backend.clone()),
+                format!("{} (robustness not established)", v.model),
+            )
+        })
+        .collect();
+    let relabel = |mut panels: Vec<crate::plots::Panel>| {
+        for p in &mut panels {
+            for (name, _) in &mut p.curves {
+                if let Some(l) = labels.get(&(name.clone(), p.backend.clone())) {
+                    *name = l.clone();
+                }
+            }
+        }
+        panels
+    };
+    let acc = relabel(crate::plots::panels(&df, "adversarial_accuracy", true)?);
     figures.extend(crate::plots::curves(
         &acc,
         "accuracy under attack",
         &reports.join("accuracy_vs_eps"),
     )?);
-    let sr = crate::plots::panels(&df, "success_rate", false)?;
+    let sr = relabel(crate::plots::panels(&df, "success_rate", false)?);
     if !sr.is_empty() {
         figures.extend(crate::plots::curves(
             &sr,
             "attack success rate",
             &reports.join("success_rate_vs_eps"),
         )?);
-    }
-    if let Some(data_dir) = data_dir {
-        figures.extend(example_figures(runs, &records, data_dir, reports)?);
     }
     for model in unique_strings(&df, "model")? {
         let of_model: Vec<&Record> = records
@@ -354,7 +389,8 @@ pub fn aggregate(
         crate::plots::training(&of_model, &model, &path)?;
         figures.push(path);
     }
-    let html = crate::report::html("advrob report", &summary, &figures, &records)?;
+    let page_md = format!("{summary}\n{verdict_md}");
+    let html = crate::report::html("advrob report", &page_md, &figures, &records)?;
     let index = reports.join("index.html");
     advrob_data::atomic_write(&index, html.as_bytes())?;
     written.extend(figures);
@@ -392,27 +428,59 @@ pub fn summary_markdown(df: &DataFrame) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// Example grids for the first dataset whose test set is under `data_dir` (verified, never
-/// downloaded here), from the checkpoints of each run.
-fn example_figures(
-    runs: &[PathBuf],
-    records: &[Record],
-    data_dir: &Path,
-    reports: &Path,
-) -> anyhow::Result<Vec<PathBuf>> {
-    let Some(first) = records.first() else {
-        return Ok(Vec::new());
-    };
+/// The test set of the first record's dataset, if it is under `data_dir` (or is a directory
+/// itself): verified as it loads, never downloaded here.
+fn local_test_set(records: &[Record], data_dir: &Path) -> Option<advrob_data::Dataset> {
+    let first = records.first()?;
     let dir = match advrob_data::DatasetKind::from_name(&first.dataset) {
         Ok(kind) => data_dir.join(kind.name()),
         Err(_) => PathBuf::from(&first.dataset),
     };
-    let ds = match advrob_data::Dataset::load_dir(&dir) {
-        Ok(ds) => ds,
+    match advrob_data::Dataset::load_dir(&dir) {
+        Ok(ds) => Some(ds),
         Err(e) => {
-            log::warn!("no example grids: {e}");
-            return Ok(Vec::new());
+            log::warn!("no example grids or gradient check: {e}");
+            None
         }
+    }
+}
+
+/// The records of untargeted attacks reduced to the lowest accuracy per (model, defense, backend,
+/// seed, ε), as records of one attack named `worst of N attacks`.
+// eager group-by: see `eps_table`
+#[allow(deprecated)]
+pub fn worst_case(df: &DataFrame) -> anyhow::Result<DataFrame> {
+    let attack = df.column("attack")?.str()?;
+    let mask: BooleanChunked = attack
+        .into_iter()
+        .map(|a| Some(!a.unwrap_or_default().contains("targeted")))
+        .collect();
+    let untargeted = df.filter(&mask)?;
+    let n = unique_strings(&untargeted, "attack")?.len();
+    let keys = ["model", "defense", "backend", "seed", "eps"];
+    let mut worst = untargeted
+        .group_by(keys)?
+        .select(["adversarial_accuracy", "clean_accuracy"])
+        .min()?;
+    worst.rename("adversarial_accuracy_min", "adversarial_accuracy".into())?;
+    worst.rename("clean_accuracy_min", "clean_accuracy".into())?;
+    let label = format!("worst of {n} attacks");
+    worst.with_column(Column::new(
+        "attack".into(),
+        vec![label.as_str(); worst.height()],
+    ))?;
+    Ok(worst)
+}
+
+/// Example grids for the test set `test`, from the checkpoints of each run.
+fn example_figures(
+    runs: &[PathBuf],
+    records: &[Record],
+    test: &advrob_data::Split,
+    reports: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let Some(first) = records.first() else {
+        return Ok(Vec::new());
     };
     let mut done = std::collections::BTreeSet::new();
     let mut out = Vec::new();
@@ -421,9 +489,7 @@ fn example_figures(
             .into_iter()
             .filter(|r| r.dataset == first.dataset && !done.contains(&r.model))
             .collect();
-        for p in crate::report::example_grids(run, &of_run, &ds.test, reports)? {
-            out.push(p);
-        }
+        out.extend(crate::report::example_grids(run, &of_run, test, reports)?);
         done.extend(of_run.into_iter().map(|r| r.model));
     }
     Ok(out)
@@ -536,6 +602,28 @@ pub(crate) mod tests {
         assert!(
             a.ends_with(&format!(" {want:.2}% | 0.1000 | 0.1000 |")),
             "{a}"
+        );
+    }
+
+    #[test]
+    fn worst_case_takes_the_lowest_untargeted_accuracy() {
+        let mut pgd = rec("a", 1, 0.1, 0.9, 0.2);
+        pgd.attack = "pgd-linf-10".into();
+        pgd.key = "a-1/pgd/0.1".into();
+        let mut targeted = rec("a", 1, 0.1, 0.9, 0.05);
+        targeted.attack = "fgsm-targeted-shift2".into();
+        targeted.key = "a-1/t/0.1".into();
+        let df = frame(&[rec("a", 1, 0.1, 0.9, 0.5), pgd, targeted]).expect("frame");
+        let table = eps_table(
+            &worst_case(&df).expect("worst"),
+            "adversarial_accuracy",
+            &[],
+        )
+        .expect("table");
+        // min(0.5, 0.2); the targeted attack's accuracy is not a robustness bound
+        assert_eq!(
+            table.lines().nth(2).expect("row"),
+            "| a | none | worst of 2 attacks | ndarray | 1 | 90.00% | 20.00% |"
         );
     }
 

@@ -5,6 +5,7 @@ mod bench;
 mod plots;
 mod report;
 mod reproduce;
+mod verdict;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

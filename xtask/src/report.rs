@@ -275,6 +275,46 @@ pub fn example_grids(
     Ok(written)
 }
 
+/// Per (model, backend): the share of test examples whose cross-entropy input gradient (against
+/// the true label, through the deployed model) is all zero or not finite — from each model's first
+/// checkpoint found in `run`.
+pub fn zero_gradient_shares(
+    run: &Path,
+    records: &[Record],
+    test: &Split,
+) -> anyhow::Result<BTreeMap<(String, String), f64>> {
+    let mut first: BTreeMap<(String, String), &Record> = BTreeMap::new();
+    for r in records {
+        first
+            .entry((r.model.clone(), r.backend.clone()))
+            .or_insert(r);
+    }
+    let mut out = BTreeMap::new();
+    for (key, r) in first {
+        let dir = checkpoint_dir(run, r);
+        if !checkpoint::exists(&dir) {
+            continue;
+        }
+        let device = backend::device(&r.backend)?;
+        let (m, _, _) = checkpoint::load_deployed(&dir, &device)?;
+        let size = test.image_size();
+        let mut flat = 0usize;
+        for start in (0..test.len()).step_by(1000) {
+            let (x, y) = advrob_data::range_tensors(test, start, 1000, &device);
+            let g = advrob_attack::input_gradient(&m, x, y)?
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            flat += g
+                .chunks(size)
+                .filter(|ex| ex.iter().all(|v| *v == 0.0) || ex.iter().any(|v| !v.is_finite()))
+                .count();
+        }
+        out.insert(key, flat as f64 / test.len().max(1) as f64);
+    }
+    Ok(out)
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
