@@ -133,11 +133,7 @@ impl Attack for Fgsm {
         } else if self.labels == LabelMode::Predicted {
             n.push_str("-pred");
         }
-        match self.loss {
-            AttackLoss::CrossEntropy => {}
-            AttackLoss::Mse => n.push_str("-mse"),
-            AttackLoss::Margin => n.push_str("-margin"),
-        }
+        n.push_str(self.loss.suffix());
         if self.cumulative {
             n.push_str("-cumulative");
         }

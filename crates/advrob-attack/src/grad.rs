@@ -68,6 +68,17 @@ pub enum AttackLoss {
     Margin,
 }
 
+impl AttackLoss {
+    /// What an attack's name gets for this loss: nothing for the cross-entropy, `-mse`, `-margin`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            AttackLoss::CrossEntropy => "",
+            AttackLoss::Mse => "-mse",
+            AttackLoss::Margin => "-margin",
+        }
+    }
+}
+
 impl From<LossKind> for AttackLoss {
     fn from(k: LossKind) -> Self {
         match k {

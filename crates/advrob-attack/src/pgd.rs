@@ -198,11 +198,7 @@ impl Attack for Pgd {
         if self.restarts > 1 {
             n.push_str(&format!("x{}", self.restarts));
         }
-        match self.loss {
-            AttackLoss::CrossEntropy => {}
-            AttackLoss::Mse => n.push_str("-mse"),
-            AttackLoss::Margin => n.push_str("-margin"),
-        }
+        n.push_str(self.loss.suffix());
         if self.labels == LabelMode::Predicted {
             n.push_str("-pred");
         }

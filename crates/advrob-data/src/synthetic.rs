@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::dataset::{FILE_NAMES, NUM_CLASSES};
+use crate::dataset::{Dataset, FILE_NAMES, NUM_CLASSES, Split};
 use crate::error::Result;
 use crate::idx::{self, IdxImages};
 use crate::rng::SplitMix64;
@@ -40,6 +40,21 @@ pub fn make_split(n: usize, seed: u64) -> (IdxImages, Vec<u8>) {
         },
         labels,
     )
+}
+
+/// A synthetic dataset in memory, the same examples [`write_dataset`] writes (for tests that do
+/// not need the files).
+pub fn dataset(n_train: usize, n_test: usize, seed: u64) -> Dataset {
+    let split = |n, seed| {
+        let (images, labels) = make_split(n, seed);
+        Split { images, labels }
+    };
+    Dataset {
+        train: split(n_train, seed),
+        test: split(n_test, seed.wrapping_add(1)),
+        files: Vec::new(),
+        verified: None,
+    }
 }
 
 /// Writes the four gzip IDX files of a synthetic dataset (`n_train` and `n_test` examples) into

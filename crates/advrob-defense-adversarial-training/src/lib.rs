@@ -285,28 +285,18 @@ impl Defense for AdversarialRetraining {
             .extend_from_slice(&adversarial.images.pixels);
         both.images.count += adversarial.images.count;
         both.labels.extend_from_slice(&adversarial.labels);
-        let (mlp, record) = train(
-            setup.start()?,
-            &both,
-            &setup.train,
-            &setup.device,
-            &mut Plain,
-            &mut |p| on_progress("train", p),
-        )?;
-        Ok(Trained {
-            model: Deployed::plain(mlp),
-            stages: vec![Stage {
-                name: "train".into(),
-                record,
-            }],
-        })
+        let doubled = TrainSetup {
+            data: &both,
+            ..setup.clone()
+        };
+        doubled.train_with(&mut Plain, DeployConfig::new(), on_progress)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use advrob_data::{Dataset, synthetic};
+    use advrob_data::synthetic;
     use advrob_model::backend::test_devices;
     use advrob_model::{MlpConfig, Targets, TrainConfig, accuracy};
     use burn::tensor::{Int, TensorData};
@@ -387,9 +377,7 @@ mod tests {
 
     #[test]
     fn adversarial_training_learns_and_fine_tunes() {
-        let dir = tempfile::tempdir().expect("temp");
-        synthetic::write_dataset(dir.path(), 400, 100, 3).expect("write");
-        let data = Dataset::load_dir(dir.path()).expect("load");
+        let data = synthetic::dataset(400, 100, 3);
         let device = &test_devices()[0];
         let setup = TrainSetup::new(
             MlpConfig::new().with_hidden(vec![16]),

@@ -202,7 +202,7 @@ impl Defense for Distillation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use advrob_data::{Dataset, synthetic};
+    use advrob_data::synthetic;
     use advrob_model::backend::test_devices;
     use advrob_model::{TrainConfig, accuracy};
     use burn::tensor::TensorData;
@@ -255,9 +255,7 @@ mod tests {
 
     #[test]
     fn distillation_trains_teacher_and_student_and_deploys_at_t1() {
-        let dir = tempfile::tempdir().expect("temp");
-        synthetic::write_dataset(dir.path(), 400, 100, 6).expect("write");
-        let data = Dataset::load_dir(dir.path()).expect("load");
+        let data = synthetic::dataset(400, 100, 6);
         let device = &test_devices()[0];
         let setup = TrainSetup::new(
             MlpConfig::new().with_hidden(vec![16]),

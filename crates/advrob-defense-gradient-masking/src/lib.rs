@@ -3,8 +3,8 @@
 use advrob_attack::{Fgsm, LabelMode, input_gradient};
 use advrob_defense_adversarial_training::{AdversarialHook, AdversarialTrainingConfig};
 use advrob_model::{
-    Classifier, Defense, DeployConfig, Deployed, Mlp, ModelError, Progress, Stage, TrainBatch,
-    TrainHook, TrainSetup, Trained, train,
+    Classifier, Defense, DeployConfig, Mlp, ModelError, Progress, TrainBatch, TrainHook,
+    TrainSetup, Trained,
 };
 use burn::module::Module;
 use burn::tensor::activation::softmax;
@@ -233,24 +233,7 @@ impl Defense for GradientMasking {
                 &mut adversarial
             }
         };
-        let (mlp, record) = train(
-            setup.start()?,
-            setup.data,
-            &setup.train,
-            &setup.device,
-            hook,
-            &mut |p| on_progress("train", p),
-        )?;
-        Ok(Trained {
-            model: Deployed {
-                mlp,
-                config: deploy,
-            },
-            stages: vec![Stage {
-                name: "train".into(),
-                record,
-            }],
-        })
+        setup.train_with(hook, deploy, on_progress)
     }
 }
 
@@ -275,7 +258,8 @@ pub fn moved_share(
 mod tests {
     use super::*;
     use advrob_attack::Attack;
-    use advrob_data::{Dataset, synthetic};
+    use advrob_data::synthetic;
+    use advrob_model::Deployed;
     use advrob_model::backend::test_devices;
     use advrob_model::{MlpConfig, TrainConfig, accuracy};
     use burn::tensor::TensorData;
@@ -385,9 +369,7 @@ mod tests {
 
     #[test]
     fn masked_training_keeps_clean_accuracy_and_deploys_the_mask() {
-        let dir = tempfile::tempdir().expect("temp");
-        synthetic::write_dataset(dir.path(), 400, 100, 9).expect("write");
-        let data = Dataset::load_dir(dir.path()).expect("load");
+        let data = synthetic::dataset(400, 100, 9);
         let device = &test_devices()[0];
         let setup = TrainSetup::new(
             MlpConfig::new().with_hidden(vec![16]),

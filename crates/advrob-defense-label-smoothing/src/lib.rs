@@ -1,8 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 use advrob_model::{
-    Defense, Deployed, Mlp, ModelError, Progress, Stage, TrainBatch, TrainHook, TrainSetup,
-    Trained, train,
+    Defense, DeployConfig, Mlp, ModelError, Progress, TrainBatch, TrainHook, TrainSetup, Trained,
 };
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -90,28 +89,14 @@ impl Defense for LabelSmoothing {
         let mut hook = SmoothingHook {
             alpha: self.config.alpha,
         };
-        let (mlp, record) = train(
-            setup.start()?,
-            setup.data,
-            &setup.train,
-            &setup.device,
-            &mut hook,
-            &mut |p| on_progress("train", p),
-        )?;
-        Ok(Trained {
-            model: Deployed::plain(mlp),
-            stages: vec![Stage {
-                name: "train".into(),
-                record,
-            }],
-        })
+        setup.train_with(&mut hook, DeployConfig::new(), on_progress)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use advrob_data::{Dataset, synthetic};
+    use advrob_data::synthetic;
     use advrob_model::backend::test_devices;
     use advrob_model::{LossKind, MlpConfig, TrainConfig, accuracy};
     use burn::tensor::TensorData;
@@ -147,9 +132,7 @@ mod tests {
 
     #[test]
     fn smoothing_trains_and_lowers_confidence() {
-        let dir = tempfile::tempdir().expect("temp");
-        synthetic::write_dataset(dir.path(), 400, 100, 2).expect("write");
-        let data = Dataset::load_dir(dir.path()).expect("load");
+        let data = synthetic::dataset(400, 100, 2);
         let device = &test_devices()[0];
         let setup = TrainSetup::new(
             MlpConfig::new().with_hidden(vec![16]),

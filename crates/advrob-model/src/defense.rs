@@ -7,9 +7,9 @@ use std::path::Path;
 use advrob_data::Split;
 use burn::tensor::Device;
 
-use crate::deploy::Deployed;
+use crate::deploy::{DeployConfig, Deployed};
 use crate::mlp::{Mlp, MlpConfig};
-use crate::train::{Plain, Progress, TrainConfig, TrainRecord, train};
+use crate::train::{Plain, Progress, TrainConfig, TrainHook, TrainRecord, train};
 
 /// Everything a defense needs to train a model.
 #[derive(Debug, Clone)]
@@ -51,6 +51,34 @@ impl<'a> TrainSetup<'a> {
         self.model = config;
         self.init = Some(mlp);
         Ok(self)
+    }
+
+    /// One training stage, `train`, of the starting weights with `hook`, the result deployed as
+    /// `deploy`: what most defenses are.
+    pub fn train_with(
+        &self,
+        hook: &mut dyn TrainHook,
+        deploy: DeployConfig,
+        on_progress: &mut dyn FnMut(&str, Progress),
+    ) -> crate::Result<Trained> {
+        let (mlp, record) = train(
+            self.start()?,
+            self.data,
+            &self.train,
+            &self.device,
+            hook,
+            &mut |p| on_progress("train", p),
+        )?;
+        Ok(Trained {
+            model: Deployed {
+                mlp,
+                config: deploy,
+            },
+            stages: vec![Stage {
+                name: "train".into(),
+                record,
+            }],
+        })
     }
 
     /// The starting weights: [`init`](Self::init) if set, else a fresh initialisation.
@@ -108,20 +136,6 @@ impl Defense for Undefended {
         setup: &TrainSetup<'_>,
         on_progress: &mut dyn FnMut(&str, Progress),
     ) -> crate::Result<Trained> {
-        let (mlp, record) = train(
-            setup.start()?,
-            setup.data,
-            &setup.train,
-            &setup.device,
-            &mut Plain,
-            &mut |p| on_progress("train", p),
-        )?;
-        Ok(Trained {
-            model: Deployed::plain(mlp),
-            stages: vec![Stage {
-                name: "train".into(),
-                record,
-            }],
-        })
+        setup.train_with(&mut Plain, DeployConfig::new(), on_progress)
     }
 }
