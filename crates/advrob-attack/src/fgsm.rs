@@ -2,8 +2,9 @@
 //! cross-entropy or the squared error, with the seed-004 notebook's cumulative-ε bug available for
 //! faithful reproduction only.
 
+use advrob_data::rng::SplitMix64;
 use advrob_model::Classifier;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::Attack;
@@ -16,6 +17,11 @@ use crate::grad::{AttackLoss, LabelMode, loss_gradient, target_labels};
 pub enum TargetRule {
     /// `(y + k) mod classes` (the seed-004 notebook uses k = 2).
     Shift(u32),
+    /// The class the model finds least likely on the clean image (Kurakin et al. 2017).
+    LeastLikely,
+    /// A class other than the label, drawn uniformly from this seed (the same draws for every
+    /// batch of the same labels).
+    Random(u64),
 }
 
 impl TargetRule {
@@ -23,18 +29,46 @@ impl TargetRule {
     ///
     /// # Shapes
     ///
-    /// - labels: `[B]`, output: `[B]`
-    pub fn targets(&self, labels: Tensor<1, Int>, classes: usize) -> Tensor<1, Int> {
+    /// - images: `[B, H, W]`, labels: `[B]`, output: `[B]`
+    pub fn targets(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<3>,
+        labels: Tensor<1, Int>,
+    ) -> Tensor<1, Int> {
+        let logits = model.logits(images.without_autodiff());
+        let classes = logits.dims()[1];
         match *self {
             TargetRule::Shift(k) => labels
                 .add_scalar(i64::from(k))
                 .remainder_scalar(classes as i64),
+            TargetRule::LeastLikely => logits.argmin(1).flatten::<1>(0, 1),
+            TargetRule::Random(seed) => {
+                let device = labels.device();
+                let y = labels
+                    .into_data()
+                    .try_into_vec_as::<i64>()
+                    .unwrap_or_default();
+                let mut rng = SplitMix64::new(seed);
+                let t: Vec<i64> = y
+                    .iter()
+                    .map(|&l| {
+                        // a uniform draw among the classes − 1 others, skipping the label
+                        let r = rng.below(classes as u64 - 1) as i64;
+                        if r >= l { r + 1 } else { r }
+                    })
+                    .collect();
+                let n = t.len();
+                Tensor::from_data(TensorData::new(t, [n]), &device)
+            }
         }
     }
 
     fn name(&self) -> String {
         match self {
             TargetRule::Shift(k) => format!("shift{k}"),
+            TargetRule::LeastLikely => "least-likely".into(),
+            TargetRule::Random(seed) => format!("random{seed}"),
         }
     }
 }
@@ -149,8 +183,7 @@ impl Attack for Fgsm {
         let Some(rule) = self.target else {
             return Ok(None);
         };
-        let classes = model.logits(images.without_autodiff().slice(0..1)).dims()[1];
-        Ok(Some(rule.targets(labels, classes)))
+        Ok(Some(rule.targets(model, images, labels)))
     }
 
     fn perturb(
@@ -348,14 +381,34 @@ mod tests {
     }
 
     #[test]
-    fn shift_targets_wrap_around() {
+    fn target_rules_pick_what_they_say() {
         let device = &test_devices()[0];
+        let model = MlpConfig::new()
+            .with_hidden(vec![8])
+            .init(device)
+            .expect("init");
+        let x = Tensor::<3>::ones([4, 28, 28], device) * 0.3;
         let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 7, 8, 9], [4]), device);
-        let t = TargetRule::Shift(2).targets(y, 10);
-        assert_eq!(
-            t.into_data().try_into_vec_as::<i64>().expect("i64"),
-            [2, 9, 0, 1]
-        );
+        let ints = |t: Tensor<1, Int>| t.into_data().try_into_vec_as::<i64>().expect("i64");
+        let shift = TargetRule::Shift(2).targets(&model, x.clone(), y.clone());
+        assert_eq!(ints(shift), [2, 9, 0, 1]);
+        // least likely: the argmin of the clean logits
+        let z = model
+            .logits(x.clone())
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .expect("f32");
+        let ll = ints(TargetRule::LeastLikely.targets(&model, x.clone(), y.clone()));
+        for (row, t) in z.chunks(10).zip(ll) {
+            let min = row.iter().cloned().fold(f32::INFINITY, f32::min);
+            assert_eq!(row[t as usize], min);
+        }
+        // random: never the label, always a class, repeatable
+        let r = ints(TargetRule::Random(5).targets(&model, x.clone(), y.clone()));
+        assert_eq!(r, ints(TargetRule::Random(5).targets(&model, x, y.clone())));
+        for (t, l) in r.iter().zip(ints(y)) {
+            assert!(*t != l && (0..10).contains(t), "{t} {l}");
+        }
     }
 
     #[test]
