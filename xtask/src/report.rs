@@ -222,10 +222,12 @@ pub fn example_grids(
 ) -> anyhow::Result<Vec<PathBuf>> {
     let mut first: BTreeMap<&str, &Record> = BTreeMap::new();
     for r in records {
+        // white-box, untargeted attacks only (a transfer attack would need its surrogate here)
         let untargeted = r
             .attack_config
             .get("target")
-            .is_none_or(serde_json::Value::is_null);
+            .is_none_or(serde_json::Value::is_null)
+            && !r.attack.starts_with("transfer-");
         if untargeted {
             // the study's attack when there, else the first untargeted one
             let e = first.entry(r.model.as_str()).or_insert(r);
@@ -249,7 +251,9 @@ pub fn example_grids(
         let (m, _, _) = checkpoint::load_deployed(&dir, &device)?;
         let spec: AttackSpec = serde_json::from_value(r.attack_config.clone())
             .map_err(|e| anyhow::anyhow!("{}: attack config: {e}", r.key))?;
-        let attack = bench_runner::run::build_attack(&spec);
+        let attack = bench_runner::run::build_attack(&spec, &mut |name| {
+            anyhow::bail!("{name}: transfer attacks are not drawn")
+        })?;
         let grid: Vec<f64> = {
             let mut g: Vec<f64> = records
                 .iter()

@@ -63,8 +63,12 @@ fn is_iterative(attack: &str) -> bool {
         .any(|p| attack.starts_with(p))
 }
 
+fn is_transfer(attack: &str) -> bool {
+    attack.starts_with("transfer-")
+}
+
 fn is_adaptive(attack: &str) -> bool {
-    attack.contains("-margin") || attack.contains("-bpda")
+    !is_transfer(attack) && (attack.contains("-margin") || attack.contains("-bpda"))
 }
 
 fn is_targeted(attack: &str) -> bool {
@@ -129,6 +133,7 @@ pub fn verdicts(
             .iter()
             .filter(|(a, _)| is_iterative(a) && !is_adaptive(a))
             .collect();
+        // (transfer attacks are not white-box: is_iterative is false for them by their prefix)
         checks.push(match (single, iterative.is_empty()) {
             (Some(f), false) => {
                 let mut worst: Option<(f64, f64, f64, &str)> = None;
@@ -163,10 +168,40 @@ pub fn verdicts(
         });
 
         // 2. white-box at least as strong as transfer
-        checks.push(not_run(
-            "white-box ≥ transfer",
-            "no transfer attack in this run",
-        ));
+        let transfers: Vec<_> = untargeted.iter().filter(|(a, _)| is_transfer(a)).collect();
+        let white: Vec<_> = untargeted.iter().filter(|(a, _)| !is_transfer(a)).collect();
+        checks.push(if transfers.is_empty() || white.is_empty() {
+            not_run("white-box ≥ transfer", "no transfer attack in this run")
+        } else {
+            let mut worst: Option<(f64, f64, f64, f64, &str)> = None;
+            for (tname, tcurve) in &transfers {
+                for &(eps, tacc) in tcurve.iter() {
+                    let best_white = white
+                        .iter()
+                        .filter_map(|(_, c)| at(c, eps))
+                        .fold(f64::INFINITY, f64::min);
+                    if best_white.is_finite() {
+                        let gap = best_white - tacc;
+                        if worst.is_none_or(|w| gap > w.0) {
+                            worst = Some((gap, eps, best_white, tacc, tname.as_str()));
+                        }
+                    }
+                }
+            }
+            match worst {
+                Some((gap, eps, w, t, name)) => Check {
+                    name: "white-box ≥ transfer",
+                    passed: Some(gap <= TOLERANCE),
+                    detail: format!(
+                        "{name} beats the best white-box attack by {} at ε {eps} ({} vs {})",
+                        pct(gap.max(0.0)),
+                        pct(t),
+                        pct(w)
+                    ),
+                },
+                None => not_run("white-box ≥ transfer", "no common ε"),
+            }
+        });
 
         // 3. accuracy falls monotonically with ε
         let mut rises: Vec<String> = Vec::new();
@@ -415,6 +450,27 @@ mod tests {
             md.contains("| masked | ndarray | robustness not established ("),
             "{md}"
         );
+    }
+
+    #[test]
+    fn a_transfer_attack_stronger_than_white_box_is_masking() {
+        let records = vec![
+            with("m", "fgsm", 0.1, 0.90),
+            with("m", "transfer-pgd-linf-10-from-s", 0.1, 0.40),
+            with("h", "fgsm", 0.1, 0.30),
+            with("h", "transfer-pgd-linf-10-from-s", 0.1, 0.60),
+        ];
+        let v = verdicts(&records, &BTreeMap::new());
+        let check = |i: usize| {
+            v[i].checks
+                .iter()
+                .find(|c| c.name == "white-box ≥ transfer")
+                .cloned()
+                .expect("check")
+        };
+        assert_eq!(check(0).passed, Some(true), "{:?}", check(0));
+        assert_eq!(check(1).passed, Some(false), "{:?}", check(1));
+        assert!(check(1).detail.contains("50.0%"), "{}", check(1).detail);
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod error;
 mod fgsm;
 mod grad;
 mod pgd;
+mod transfer;
 
 pub use error::{AttackError, Result, check_eps};
 pub use fgsm::{Fgsm, TargetRule};
@@ -11,6 +12,7 @@ pub use grad::{
     AttackLoss, LabelMode, input_gradient, loss_gradient, per_example_loss, target_labels,
 };
 pub use pgd::{Norm, Pgd};
+pub use transfer::Transfer;
 
 use advrob_model::Classifier;
 use burn::tensor::{Int, Tensor};

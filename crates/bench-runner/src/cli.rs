@@ -150,6 +150,9 @@ impl MatrixArgs {
                 hidden: v.clone(),
                 ..ModelSpec::default()
             }];
+            // a transfer attack's surrogate went with the other models
+            m.attacks
+                .retain(|a| !matches!(a, AttackSpec::Transfer { .. }));
         }
         if let Some(v) = self.attack_labels {
             m.attacks = vec![AttackSpec::Fgsm(advrob_attack::Fgsm::with_labels(v))];

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use advrob_attack::{Fgsm, LabelMode, Pgd};
+use advrob_attack::{Attack, Fgsm, LabelMode, Pgd};
 use advrob_defense_adversarial_training::{AdversarialTrainingConfig, RetrainingConfig};
 use advrob_defense_distillation::DistillationConfig;
 use advrob_defense_gradient_masking::{GradientMaskingConfig, Mechanism};
@@ -81,6 +81,14 @@ pub struct ModelSpec {
     /// Loss for this model (default: the matrix's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<LossKind>,
+    /// Added to the matrix seed for this model: an independently initialised and shuffled model
+    /// (a transfer attack's surrogate) has a non-zero offset.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seed_offset: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn default_hidden() -> Vec<usize> {
@@ -102,6 +110,7 @@ impl Default for ModelSpec {
             epochs: None,
             batch_size: None,
             loss: None,
+            seed_offset: 0,
         }
     }
 }
@@ -182,13 +191,21 @@ pub fn default_models() -> Vec<ModelSpec> {
             "distillation",
             DefenseSpec::Distillation(DistillationConfig::default()),
         ),
+        // the transfer attack's surrogate: the baseline again, independently initialised and
+        // shuffled
+        ModelSpec {
+            name: "surrogate".into(),
+            seed_offset: 1000,
+            ..ModelSpec::default()
+        },
     ]
 }
 
 /// The attacks of the default experiment: the study's white-box FGSM, 10-step L∞ PGD with a
-/// random start on the cross-entropy, and the same PGD made adaptive — margin loss on the logits
+/// random start on the cross-entropy, the same PGD made adaptive — margin loss on the logits
 /// (immune to a saturated softmax) with straight-through gradients around input quantisation
-/// (BPDA) — so that masked gradients are seen through.
+/// (BPDA) — so that masked gradients are seen through, and that PGD transferred from an
+/// independently trained undefended model.
 pub fn default_attacks() -> Vec<AttackSpec> {
     vec![
         AttackSpec::fgsm(),
@@ -198,6 +215,10 @@ pub fn default_attacks() -> Vec<AttackSpec> {
             bpda: true,
             ..Pgd::linf(10)
         }),
+        AttackSpec::Transfer {
+            surrogate: "surrogate".into(),
+            attack: Box::new(AttackSpec::Pgd(Pgd::linf(10))),
+        },
     ]
 }
 
@@ -239,6 +260,14 @@ pub enum AttackSpec {
     /// Iterative attacks: PGD (L∞ or L2), BIM, MI-FGSM; with `bpda = true` gradients go around
     /// input quantisation, with `loss = "margin"` they are taken on the logits.
     Pgd(Pgd),
+    /// A transfer (black-box) attack: `attack` crafted on the model named `surrogate` and
+    /// evaluated on each model.
+    Transfer {
+        /// The model of the matrix the examples are crafted on.
+        surrogate: String,
+        /// The white-box attack run on it.
+        attack: Box<AttackSpec>,
+    },
 }
 
 impl AttackSpec {
@@ -252,6 +281,18 @@ impl AttackSpec {
         match self {
             AttackSpec::Fgsm(f) => f.labels,
             AttackSpec::Pgd(p) => p.labels,
+            AttackSpec::Transfer { attack, .. } => attack.labels(),
+        }
+    }
+
+    /// The name of the attack in records (as its [`Attack::name`]).
+    pub fn name(&self) -> String {
+        match self {
+            AttackSpec::Fgsm(f) => f.name(),
+            AttackSpec::Pgd(p) => p.name(),
+            AttackSpec::Transfer { surrogate, attack } => {
+                format!("transfer-{}-from-{surrogate}", attack.name())
+            }
         }
     }
 
@@ -260,6 +301,13 @@ impl AttackSpec {
         match self {
             AttackSpec::Fgsm(_) => Ok(()),
             AttackSpec::Pgd(p) => Ok(p.check()?),
+            AttackSpec::Transfer { attack, .. } => {
+                anyhow::ensure!(
+                    !matches!(**attack, AttackSpec::Transfer { .. }),
+                    "invalid attack: a transfer attack of a transfer attack"
+                );
+                attack.check()
+            }
         }
     }
 }
@@ -334,7 +382,20 @@ impl Default for Matrix {
 impl Matrix {
     /// Parses a TOML matrix; unknown keys are errors (a typo must not silently run the default).
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(text)
+        let mut m: Matrix = toml::from_str(text)?;
+        // the default attacks transfer from the default `surrogate` model: a matrix that lists
+        // its own models and no attacks keeps the white-box ones only
+        let table: toml::Table = toml::from_str(text)?;
+        if !table.contains_key("attacks") {
+            let models = m.models.clone();
+            m.attacks.retain(|a| match a {
+                AttackSpec::Transfer { surrogate, .. } => {
+                    models.iter().any(|x| &x.name == surrogate)
+                }
+                _ => true,
+            });
+        }
+        Ok(m)
     }
 
     /// Checks everything that can be checked before any work: ε values, sizes, names.
@@ -347,6 +408,12 @@ impl Matrix {
         anyhow::ensure!(!self.attacks.is_empty(), "invalid attacks: none given");
         for a in &self.attacks {
             a.check()?;
+            if let AttackSpec::Transfer { surrogate, .. } = a {
+                anyhow::ensure!(
+                    self.models.iter().any(|m| &m.name == surrogate),
+                    "invalid attacks: the transfer surrogate {surrogate} is not a model of the matrix"
+                );
+            }
         }
         anyhow::ensure!(!self.seeds.is_empty(), "invalid seeds: none given");
         anyhow::ensure!(!self.backends.is_empty(), "invalid backends: none given");

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use advrob_attack::Attack;
+use advrob_attack::{Attack, Transfer};
 use advrob_data::{Dataset, DatasetKind, Mirror, Split, sha256_hex};
 use advrob_defense_adversarial_training::{AdversarialRetraining, AdversarialTraining};
 use advrob_defense_distillation::Distillation;
@@ -121,12 +121,24 @@ pub fn fetch_dataset(
     })
 }
 
-/// The attack an [`AttackSpec`] describes.
-pub fn build_attack(spec: &AttackSpec) -> Box<dyn Attack> {
-    match spec {
+/// The attack an [`AttackSpec`] describes; `surrogate` gives the trained model a transfer attack
+/// names (an error for a transfer attack without one).
+pub fn build_attack(
+    spec: &AttackSpec,
+    surrogate: &mut dyn FnMut(&str) -> anyhow::Result<Deployed>,
+) -> anyhow::Result<Box<dyn Attack>> {
+    Ok(match spec {
         AttackSpec::Fgsm(f) => Box::new(*f),
         AttackSpec::Pgd(p) => Box::new(*p),
-    }
+        AttackSpec::Transfer {
+            surrogate: name,
+            attack,
+        } => Box::new(Transfer {
+            surrogate_name: name.clone(),
+            surrogate: Box::new(surrogate(name)?),
+            attack: build_attack(attack, surrogate)?,
+        }),
+    })
 }
 
 /// The defense a model of the matrix is trained with; `teacher` is the trained model its spec
@@ -171,8 +183,8 @@ pub fn model_configs(spec: &ModelSpec, matrix: &Matrix, seed: u64) -> (MlpConfig
         .with_batch_size(spec.batch_size.unwrap_or(matrix.train.batch_size))
         .with_lr(matrix.train.lr)
         .with_loss(spec.loss.unwrap_or(matrix.train.loss))
-        .with_seed(seed);
-    (mlp, train)
+        .with_seed(seed.wrapping_add(spec.seed_offset));
+    (mlp.with_seed(seed.wrapping_add(spec.seed_offset)), train)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<serde_json::Value> {
@@ -456,8 +468,8 @@ impl EvalContext<'_> {
         let spec = &matrix.models[i];
         let (model_key, _, mlp_cfg, train_cfg) = models.plans[i].clone();
         let (backend_name, seed, device) = (models.backend, models.seed, models.device);
-        let attacks: Vec<Box<dyn Attack>> = matrix.attacks.iter().map(build_attack).collect();
-        let todo: Vec<(usize, Vec<f64>)> = attacks
+        let names: Vec<String> = matrix.attacks.iter().map(AttackSpec::name).collect();
+        let todo: Vec<(usize, Vec<f64>)> = names
             .iter()
             .enumerate()
             .map(|(ai, a)| {
@@ -465,18 +477,14 @@ impl EvalContext<'_> {
                     .eps
                     .iter()
                     .copied()
-                    .filter(|&e| {
-                        !self
-                            .records
-                            .contains_key(&record_key(&model_key, &a.name(), e))
-                    })
+                    .filter(|&e| !self.records.contains_key(&record_key(&model_key, a, e)))
                     .collect();
                 (ai, eps)
             })
             .filter(|(_, eps)| !eps.is_empty())
             .collect();
         let done =
-            attacks.len() * matrix.eps.len() - todo.iter().map(|(_, e)| e.len()).sum::<usize>();
+            names.len() * matrix.eps.len() - todo.iter().map(|(_, e)| e.len()).sum::<usize>();
         self.summary.skipped_records += done;
         if todo.is_empty() {
             log::info!(
@@ -487,7 +495,10 @@ impl EvalContext<'_> {
         }
         let (model, info) = models.get(i)?;
         for (ai, eps) in todo {
-            let attack = &attacks[ai];
+            let attack = build_attack(&matrix.attacks[ai], &mut |name| {
+                let i = models.index(name)?;
+                Ok(models.get(i)?.0)
+            })?;
             let batches = self.test_split.len().div_ceil(matrix.eval.batch_size) as u64;
             let mut phase = Phase::new(
                 format!("{} vs {} ({backend_name})", spec.name, attack.name()),
