@@ -555,6 +555,56 @@ target = { shift = 2 }
     }
 
     #[test]
+    fn iterative_and_transfer_attacks_parse_and_name_themselves() {
+        let m = Matrix::from_toml(
+            r#"
+[[models]]
+name = "base"
+[[models]]
+name = "other"
+seed_offset = 7
+[[attacks]]
+kind = "pgd"
+steps = 20
+loss = "margin"
+bpda = true
+[[attacks]]
+kind = "transfer"
+surrogate = "other"
+attack = { kind = "fgsm" }
+"#,
+        )
+        .expect("parse");
+        m.check().expect("valid");
+        let names: Vec<String> = m.attacks.iter().map(AttackSpec::name).collect();
+        assert_eq!(
+            names,
+            ["pgd-linf-20-margin-bpda", "transfer-fgsm-from-other"]
+        );
+        assert_eq!(m.models[1].seed_offset, 7);
+        // a surrogate that is not a model of the matrix is refused by name
+        let bad = Matrix::from_toml(
+            "[[attacks]]\nkind = \"transfer\"\nsurrogate = \"ghost\"\nattack = { kind = \"fgsm\" }\n",
+        )
+        .expect("parse");
+        assert!(
+            bad.check()
+                .expect_err("ghost")
+                .to_string()
+                .contains("ghost")
+        );
+        // without [[attacks]] and without a model named surrogate, the default transfer attack is
+        // dropped rather than failing
+        let own = Matrix::from_toml("[[models]]\nname = \"solo\"\n").expect("parse");
+        own.check().expect("valid");
+        assert!(
+            own.attacks
+                .iter()
+                .all(|a| !matches!(a, AttackSpec::Transfer { .. }))
+        );
+    }
+
+    #[test]
     fn negative_eps_and_unknown_backend_fail_the_check() {
         let m = Matrix {
             eps: vec![0.1, -0.2],
