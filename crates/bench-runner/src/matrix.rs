@@ -202,7 +202,7 @@ pub fn default_models() -> Vec<ModelSpec> {
 }
 
 /// The attacks of the default experiment: the study's white-box FGSM, 10-step L∞ PGD with a
-/// random start on the cross-entropy, the same PGD made adaptive — margin loss on the logits
+/// random start on the cross-entropy (and 20-step, to check that 10 steps have converged), the same PGD made adaptive — margin loss on the logits
 /// (immune to a saturated softmax) with straight-through gradients around input quantisation
 /// (BPDA) — so that masked gradients are seen through, and that PGD transferred from an
 /// independently trained undefended model.
@@ -210,6 +210,8 @@ pub fn default_attacks() -> Vec<AttackSpec> {
     vec![
         AttackSpec::fgsm(),
         AttackSpec::Pgd(Pgd::linf(10)),
+        // the same attack with twice the steps: the verdict's convergence check
+        AttackSpec::Pgd(Pgd::linf(20)),
         AttackSpec::Pgd(Pgd {
             loss: advrob_attack::AttackLoss::Margin,
             bpda: true,
