@@ -36,14 +36,16 @@ impl TargetRule {
         images: Tensor<3>,
         labels: Tensor<1, Int>,
     ) -> Tensor<1, Int> {
-        let logits = model.logits(images.without_autodiff());
-        let classes = logits.dims()[1];
+        let images = images.without_autodiff();
+        // the number of classes is all the other rules need of the model: one image's logits
+        let classes = || model.logits(images.clone().slice(0..1)).dims()[1];
         match *self {
             TargetRule::Shift(k) => labels
                 .add_scalar(i64::from(k))
-                .remainder_scalar(classes as i64),
-            TargetRule::LeastLikely => logits.argmin(1).flatten::<1>(0, 1),
+                .remainder_scalar(classes() as i64),
+            TargetRule::LeastLikely => model.logits(images).argmin(1).flatten::<1>(0, 1),
             TargetRule::Random(seed) => {
+                let classes = classes();
                 let device = labels.device();
                 let y = labels
                     .into_data()
