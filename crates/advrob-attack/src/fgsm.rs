@@ -232,7 +232,7 @@ impl Attack for Fgsm {
 mod tests {
     use super::*;
     use advrob_model::MlpConfig;
-    use advrob_model::backend::test_devices;
+    use advrob_model::backend::on_test_backends;
     use burn::tensor::TensorData;
 
     fn to_vec(t: Tensor<3>) -> Vec<f32> {
@@ -241,7 +241,8 @@ mod tests {
 
     #[test]
     fn budget_and_pixel_range_hold() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let model = MlpConfig::new()
                 .with_hidden(vec![32])
                 .init(&device)
@@ -271,12 +272,13 @@ mod tests {
                     }
                 }
             }
-        }
+        });
     }
 
     #[test]
     fn grid_equals_one_call_per_eps() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let model = MlpConfig::new()
                 .with_hidden(vec![8])
                 .init(&device)
@@ -292,12 +294,13 @@ mod tests {
                     .expect("single");
                 assert_eq!(to_vec(g), to_vec(single));
             }
-        }
+        });
     }
 
     #[test]
     fn on_a_linear_two_class_model_fgsm_is_the_sign_of_the_weight_difference() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             // logits z = xW + b with no hidden layer; for true class 0 the cross-entropy gradient is
             // p₁ (W₁ − W₀), so FGSM moves every pixel by ε · sign(W₁ − W₀)
             let model = MlpConfig::new()
@@ -324,22 +327,23 @@ mod tests {
             for (a, e) in adv.iter().zip(&expected) {
                 assert!((a - e).abs() < 1e-6, "{a} vs {e}");
             }
-        }
+        });
     }
 
     #[test]
     fn negative_eps_is_refused_by_name() {
-        let device = &test_devices()[0];
-        let model = MlpConfig::new()
-            .with_hidden(vec![4])
-            .init(device)
-            .expect("init");
-        let images = Tensor::<3>::zeros([1, 28, 28], device);
-        let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64], [1]), device);
-        let err = Fgsm::new()
-            .perturb(&model, images, labels, -0.1)
-            .expect_err("eps < 0");
-        assert!(err.to_string().contains("eps"), "{err}");
+        on_test_backends(|device| {
+            let model = MlpConfig::new()
+                .with_hidden(vec![4])
+                .init(device)
+                .expect("init");
+            let images = Tensor::<3>::zeros([1, 28, 28], device);
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64], [1]), device);
+            let err = Fgsm::new()
+                .perturb(&model, images, labels, -0.1)
+                .expect_err("eps < 0");
+            assert!(err.to_string().contains("eps"), "{err}");
+        });
     }
 
     /// A 2-class linear model and its weight difference W₁ − W₀ per pixel.
@@ -361,7 +365,8 @@ mod tests {
 
     #[test]
     fn targeted_fgsm_steps_towards_the_target() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             // with 2 classes, shift 1 targets the other class: for y = 0 the target is 1 and the
             // step −ε·sign(∇CE(·, 1)) = −ε·sign(p₀ (W₀ − W₁)) = +ε·sign(W₁ − W₀), the same
             // direction as the untargeted attack on label 0
@@ -379,43 +384,45 @@ mod tests {
             for (a, d) in adv.iter().zip(&diff) {
                 assert!((a - (0.5 + 0.1 * d.signum())).abs() < 1e-6);
             }
-        }
+        });
     }
 
     #[test]
     fn target_rules_pick_what_they_say() {
-        let device = &test_devices()[0];
-        let model = MlpConfig::new()
-            .with_hidden(vec![8])
-            .init(device)
-            .expect("init");
-        let x = Tensor::<3>::ones([4, 28, 28], device) * 0.3;
-        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 7, 8, 9], [4]), device);
-        let ints = |t: Tensor<1, Int>| t.into_data().try_into_vec_as::<i64>().expect("i64");
-        let shift = TargetRule::Shift(2).targets(&model, x.clone(), y.clone());
-        assert_eq!(ints(shift), [2, 9, 0, 1]);
-        // least likely: the argmin of the clean logits
-        let z = model
-            .logits(x.clone())
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .expect("f32");
-        let ll = ints(TargetRule::LeastLikely.targets(&model, x.clone(), y.clone()));
-        for (row, t) in z.chunks(10).zip(ll) {
-            let min = row.iter().cloned().fold(f32::INFINITY, f32::min);
-            assert_eq!(row[t as usize], min);
-        }
-        // random: never the label, always a class, repeatable
-        let r = ints(TargetRule::Random(5).targets(&model, x.clone(), y.clone()));
-        assert_eq!(r, ints(TargetRule::Random(5).targets(&model, x, y.clone())));
-        for (t, l) in r.iter().zip(ints(y)) {
-            assert!(*t != l && (0..10).contains(t), "{t} {l}");
-        }
+        on_test_backends(|device| {
+            let model = MlpConfig::new()
+                .with_hidden(vec![8])
+                .init(device)
+                .expect("init");
+            let x = Tensor::<3>::ones([4, 28, 28], device) * 0.3;
+            let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 7, 8, 9], [4]), device);
+            let ints = |t: Tensor<1, Int>| t.into_data().try_into_vec_as::<i64>().expect("i64");
+            let shift = TargetRule::Shift(2).targets(&model, x.clone(), y.clone());
+            assert_eq!(ints(shift), [2, 9, 0, 1]);
+            // least likely: the argmin of the clean logits
+            let z = model
+                .logits(x.clone())
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .expect("f32");
+            let ll = ints(TargetRule::LeastLikely.targets(&model, x.clone(), y.clone()));
+            for (row, t) in z.chunks(10).zip(ll) {
+                let min = row.iter().cloned().fold(f32::INFINITY, f32::min);
+                assert_eq!(row[t as usize], min);
+            }
+            // random: never the label, always a class, repeatable
+            let r = ints(TargetRule::Random(5).targets(&model, x.clone(), y.clone()));
+            assert_eq!(r, ints(TargetRule::Random(5).targets(&model, x, y.clone())));
+            for (t, l) in r.iter().zip(ints(y)) {
+                assert!(*t != l && (0..10).contains(t), "{t} {l}");
+            }
+        });
     }
 
     #[test]
     fn cumulative_mode_accumulates_and_plain_mode_does_not() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             // on a linear model the gradient sign never changes, so the cumulative bug's k-th image
             // is x + (ε₁ + … + ε_k)·sign(W₁ − W₀) while plain FGSM's is x + ε_k·sign(W₁ − W₀)
             let (model, diff) = linear_two_class(&device);
@@ -434,12 +441,13 @@ mod tests {
                 assert!((b[0] - (0.3 + total * diff[0].signum())).abs() < 1e-6);
                 assert!(p.iter().all(|v| (v - 0.3).abs() <= 0.04 + 1e-6));
             }
-        }
+        });
     }
 
     #[test]
     fn squared_error_fgsm_keeps_the_invariants() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let model = MlpConfig::new()
                 .with_hidden(vec![16])
                 .init(&device)
@@ -453,6 +461,6 @@ mod tests {
             for (p, q) in adv.iter().zip(&x) {
                 assert!((0.0..=1.0).contains(p) && (p - q).abs() <= 0.2 + 1e-6);
             }
-        }
+        });
     }
 }

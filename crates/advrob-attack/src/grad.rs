@@ -134,7 +134,7 @@ pub fn loss_gradient(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use advrob_model::backend::test_devices;
+    use advrob_model::backend::on_test_backends;
     use advrob_model::{Mlp, MlpConfig};
     use burn::tensor::TensorData;
 
@@ -180,7 +180,8 @@ mod tests {
 
     #[test]
     fn input_gradient_matches_finite_differences() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let model = MlpConfig::new()
                 .with_hidden(vec![16])
                 .with_seed(5)
@@ -203,12 +204,13 @@ mod tests {
                     g[idx]
                 );
             }
-        }
+        });
     }
 
     #[test]
     fn squared_error_gradient_matches_finite_differences() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let model = MlpConfig::new()
                 .with_hidden(vec![16])
                 .with_seed(8)
@@ -231,6 +233,6 @@ mod tests {
                     g[idx]
                 );
             }
-        }
+        });
     }
 }

@@ -284,7 +284,7 @@ impl Attack for Pgd {
 mod tests {
     use super::*;
     use crate::Fgsm;
-    use advrob_model::backend::test_devices;
+    use advrob_model::backend::on_test_backends;
     use advrob_model::{DeployConfig, Deployed, MlpConfig};
 
     fn host(t: Tensor<3>) -> Vec<f32> {
@@ -307,7 +307,8 @@ mod tests {
 
     #[test]
     fn budgets_and_pixel_range_hold_for_every_variant() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let (model, images, labels, x) = setup(&device);
             let eps = 0.2;
             for attack in [
@@ -347,12 +348,13 @@ mod tests {
                 assert!(n <= eps2 as f32 + 1e-4, "‖δ‖₂ = {n}");
                 assert!(a.iter().all(|p| (0.0..=1.0).contains(p)));
             }
-        }
+        });
     }
 
     #[test]
     fn one_step_without_random_start_is_fgsm() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let (model, images, labels, _) = setup(&device);
             let pgd = Pgd {
                 steps: 1,
@@ -369,12 +371,13 @@ mod tests {
                     .expect("fgsm"),
             );
             assert_eq!(a, b);
-        }
+        });
     }
 
     #[test]
     fn more_steps_never_lower_the_per_example_loss() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let (model, images, labels, _) = setup(&device);
             let loss = |steps: usize| -> Vec<f32> {
                 let attack = Pgd {
@@ -403,12 +406,13 @@ mod tests {
             .try_into_vec_as::<f32>()
             .expect("f32");
             assert!(more.iter().zip(&clean).all(|(a, c)| a > c));
-        }
+        });
     }
 
     #[test]
     fn bpda_goes_around_a_quantisation_that_stops_plain_pgd() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let (mlp, images, labels, x) = setup(&device);
             let model = Deployed {
                 mlp,
@@ -427,7 +431,7 @@ mod tests {
             assert_eq!(through.name(), "bim-5-bpda");
             let adv = host(through.perturb(&model, images, labels, 0.2).expect("bpda"));
             assert!(adv != x, "BPDA moves the pixels");
-        }
+        });
     }
 
     #[test]

@@ -62,13 +62,14 @@ impl Attack for Transfer {
 mod tests {
     use super::*;
     use crate::Fgsm;
-    use advrob_model::backend::test_devices;
+    use advrob_model::backend::on_test_backends;
     use advrob_model::{Deployed, MlpConfig};
     use burn::tensor::TensorData;
 
     #[test]
     fn crafts_on_the_surrogate_not_on_the_target() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let net = |seed| {
                 MlpConfig::new()
                     .with_hidden(vec![8])
@@ -99,6 +100,6 @@ mod tests {
             let on_target = host(Fgsm::new().perturb(&target, x, y, 0.1).expect("fgsm"));
             assert_eq!(a, on_surrogate);
             assert_ne!(a, on_target);
-        }
+        });
     }
 }

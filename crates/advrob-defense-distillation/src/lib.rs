@@ -203,7 +203,7 @@ impl Defense for Distillation {
 mod tests {
     use super::*;
     use advrob_data::synthetic;
-    use advrob_model::backend::test_devices;
+    use advrob_model::backend::on_test_backends;
     use advrob_model::{TrainConfig, accuracy};
     use burn::tensor::TensorData;
 
@@ -218,7 +218,8 @@ mod tests {
 
     #[test]
     fn soft_labels_are_the_softmax_at_temperature() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let mut x = vec![0.0f32; 784];
             x[..3].copy_from_slice(&[1.0, 0.5, 0.0]);
             let images = Tensor::<3>::from_data(TensorData::new(x, [1, 28, 28]), &device);
@@ -237,7 +238,7 @@ mod tests {
                     );
                 }
             }
-        }
+        });
     }
 
     #[test]
@@ -256,43 +257,44 @@ mod tests {
     #[test]
     fn distillation_trains_teacher_and_student_and_deploys_at_t1() {
         let data = synthetic::dataset(400, 100, 6);
-        let device = &test_devices()[0];
-        let setup = TrainSetup::new(
-            MlpConfig::new().with_hidden(vec![16]),
-            TrainConfig::new().with_epochs(6).with_batch_size(10),
-            &data.train,
-            device,
-        );
-        // a low temperature: at T = 20 the logits must grow 20-fold, more steps than a unit test
-        let config = DistillationConfig {
-            temperature: 3.0,
-            teacher_hidden: Some(vec![24]),
-            teacher_epochs: Some(5),
-            ..Default::default()
-        };
-        let trained = Distillation::new(config)
+        on_test_backends(|device| {
+            let setup = TrainSetup::new(
+                MlpConfig::new().with_hidden(vec![16]),
+                TrainConfig::new().with_epochs(6).with_batch_size(10),
+                &data.train,
+                device,
+            );
+            // a low temperature: at T = 20 the logits must grow 20-fold, more steps than a unit test
+            let config = DistillationConfig {
+                temperature: 3.0,
+                teacher_hidden: Some(vec![24]),
+                teacher_epochs: Some(5),
+                ..Default::default()
+            };
+            let trained = Distillation::new(config)
+                .fit(&setup, &mut |_, _| {})
+                .expect("fit");
+            let names: Vec<&str> = trained.stages.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names, ["teacher", "student"]);
+            assert_eq!(trained.stages[0].record.epochs.len(), 5);
+            assert_eq!(trained.stages[1].record.epochs.len(), 6);
+            assert!(trained.model.config.is_identity(), "deployed at T = 1");
+            assert_eq!(trained.model.mlp.layers[0].weight.dims(), [784, 16]);
+            let acc = accuracy(&trained.model, &data.test, 50, device);
+            assert!(acc > 0.9, "{acc}");
+            // a given teacher is used as it is: one stage only
+            let teacher = MlpConfig::new()
+                .with_hidden(vec![8])
+                .init(device)
+                .expect("init");
+            let trained = Distillation::new(DistillationConfig {
+                temperature: 1.0,
+                ..Default::default()
+            })
+            .with_teacher(teacher)
             .fit(&setup, &mut |_, _| {})
             .expect("fit");
-        let names: Vec<&str> = trained.stages.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["teacher", "student"]);
-        assert_eq!(trained.stages[0].record.epochs.len(), 5);
-        assert_eq!(trained.stages[1].record.epochs.len(), 6);
-        assert!(trained.model.config.is_identity(), "deployed at T = 1");
-        assert_eq!(trained.model.mlp.layers[0].weight.dims(), [784, 16]);
-        let acc = accuracy(&trained.model, &data.test, 50, device);
-        assert!(acc > 0.9, "{acc}");
-        // a given teacher is used as it is: one stage only
-        let teacher = MlpConfig::new()
-            .with_hidden(vec![8])
-            .init(device)
-            .expect("init");
-        let trained = Distillation::new(DistillationConfig {
-            temperature: 1.0,
-            ..Default::default()
-        })
-        .with_teacher(teacher)
-        .fit(&setup, &mut |_, _| {})
-        .expect("fit");
-        assert_eq!(trained.stages.len(), 1);
+            assert_eq!(trained.stages.len(), 1);
+        });
     }
 }

@@ -75,6 +75,7 @@ impl GradientMaskingConfig {
             ratio: self.ratio,
             labels: self.labels,
             attack_loss: None,
+            pgd_steps: 0,
         }
     }
 
@@ -260,7 +261,7 @@ mod tests {
     use advrob_attack::Attack;
     use advrob_data::synthetic;
     use advrob_model::Deployed;
-    use advrob_model::backend::test_devices;
+    use advrob_model::backend::on_test_backends;
     use advrob_model::{MlpConfig, TrainConfig, accuracy};
     use burn::tensor::TensorData;
 
@@ -281,7 +282,8 @@ mod tests {
 
     #[test]
     fn notebook_recipe_is_a_near_no_op() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let model = MlpConfig::new()
                 .with_hidden(vec![16])
                 .init(&device)
@@ -299,12 +301,13 @@ mod tests {
                 .map(|(a, c)| (a - c).abs())
                 .fold(0.0f32, f32::max);
             assert!(max <= 0.001 + 1e-5 && max > 0.0005, "{max}");
-        }
+        });
     }
 
     #[test]
     fn quantised_model_gives_fgsm_nothing_to_follow() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let mlp = MlpConfig::new()
                 .with_hidden(vec![16])
                 .init(&device)
@@ -329,12 +332,13 @@ mod tests {
                 .perturb(&masked, x.clone(), y, 0.3)
                 .expect("fgsm");
             assert_eq!(host(adv), host(x));
-        }
+        });
     }
 
     #[test]
     fn saturated_logits_zero_the_gradient_of_confident_predictions() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             // a linear model whose weights make class 0 win by a wide margin on every input
             let mut mlp = MlpConfig::new()
                 .with_hidden(vec![])
@@ -364,33 +368,34 @@ mod tests {
             // 1000 the softmax of the other classes, e^(−2000), is 0 in f32
             assert!(moved_share(&plain, x.clone(), y.clone()).expect("plain") > 0.5);
             assert_eq!(moved_share(&masked, x, y).expect("masked"), 0.0);
-        }
+        });
     }
 
     #[test]
     fn masked_training_keeps_clean_accuracy_and_deploys_the_mask() {
         let data = synthetic::dataset(400, 100, 9);
-        let device = &test_devices()[0];
-        let setup = TrainSetup::new(
-            MlpConfig::new().with_hidden(vec![16]),
-            TrainConfig::new().with_epochs(3).with_batch_size(20),
-            &data.train,
-            device,
-        );
-        for mechanism in [
-            Mechanism::Notebook,
-            Mechanism::Quantize,
-            Mechanism::SaturatedLogits,
-        ] {
-            let defense = GradientMasking::new(GradientMaskingConfig {
-                mechanism,
-                ..Default::default()
-            });
-            let trained = defense.fit(&setup, &mut |_, _| {}).expect("fit");
-            assert_eq!(trained.model.config, defense.config.deploy());
-            let acc = accuracy(&trained.model, &data.test, 50, device);
-            assert!(acc > 0.9, "{mechanism:?}: {acc}");
-        }
+        on_test_backends(|device| {
+            let setup = TrainSetup::new(
+                MlpConfig::new().with_hidden(vec![16]),
+                TrainConfig::new().with_epochs(3).with_batch_size(20),
+                &data.train,
+                device,
+            );
+            for mechanism in [
+                Mechanism::Notebook,
+                Mechanism::Quantize,
+                Mechanism::SaturatedLogits,
+            ] {
+                let defense = GradientMasking::new(GradientMaskingConfig {
+                    mechanism,
+                    ..Default::default()
+                });
+                let trained = defense.fit(&setup, &mut |_, _| {}).expect("fit");
+                assert_eq!(trained.model.config, defense.config.deploy());
+                let acc = accuracy(&trained.model, &data.test, 50, device);
+                assert!(acc > 0.9, "{mechanism:?}: {acc}");
+            }
+        });
     }
 
     #[test]

@@ -97,13 +97,14 @@ impl Defense for LabelSmoothing {
 mod tests {
     use super::*;
     use advrob_data::synthetic;
-    use advrob_model::backend::test_devices;
+    use advrob_model::backend::on_test_backends;
     use advrob_model::{LossKind, MlpConfig, TrainConfig, accuracy};
     use burn::tensor::TensorData;
 
     #[test]
     fn smoothed_targets_sum_to_one_with_the_study_values() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 9, 4], [3]), &device);
             let t = smooth(y, 10, 0.1)
                 .into_data()
@@ -117,7 +118,7 @@ mod tests {
                     assert!((v - want).abs() < 1e-6, "{k}: {v}");
                 }
             }
-        }
+        });
     }
 
     #[test]
@@ -133,23 +134,24 @@ mod tests {
     #[test]
     fn smoothing_trains_and_lowers_confidence() {
         let data = synthetic::dataset(400, 100, 2);
-        let device = &test_devices()[0];
-        let setup = TrainSetup::new(
-            MlpConfig::new().with_hidden(vec![16]),
-            TrainConfig::new()
-                .with_epochs(3)
-                .with_batch_size(20)
-                .with_loss(LossKind::CrossEntropy),
-            &data.train,
-            device,
-        );
-        let trained = LabelSmoothing::new(LabelSmoothingConfig { alpha: 0.3 })
-            .fit(&setup, &mut |_, _| {})
-            .expect("fit");
-        assert!(accuracy(&trained.model, &data.test, 50, device) > 0.9);
-        // cross-entropy against targets with 0.3 spread is bounded below by their entropy
-        // (0.73·ln(1/0.73) + 9·0.03·ln(1/0.03) ≈ 1.18), far above a plain model's loss
-        let last = trained.stages[0].record.epochs.last().expect("epochs").loss;
-        assert!(last > 1.1, "{last}");
+        on_test_backends(|device| {
+            let setup = TrainSetup::new(
+                MlpConfig::new().with_hidden(vec![16]),
+                TrainConfig::new()
+                    .with_epochs(3)
+                    .with_batch_size(20)
+                    .with_loss(LossKind::CrossEntropy),
+                &data.train,
+                device,
+            );
+            let trained = LabelSmoothing::new(LabelSmoothingConfig { alpha: 0.3 })
+                .fit(&setup, &mut |_, _| {})
+                .expect("fit");
+            assert!(accuracy(&trained.model, &data.test, 50, device) > 0.9);
+            // cross-entropy against targets with 0.3 spread is bounded below by their entropy
+            // (0.73·ln(1/0.73) + 9·0.03·ln(1/0.03) ≈ 1.18), far above a plain model's loss
+            let last = trained.stages[0].record.epochs.last().expect("epochs").loss;
+            assert!(last > 1.1, "{last}");
+        });
     }
 }

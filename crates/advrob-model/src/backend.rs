@@ -34,7 +34,10 @@ pub fn device(name: &str) -> Result<Device> {
         #[cfg(feature = "flex")]
         "flex" => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        "wgpu" => {
+            wgpu_adapter()?;
+            Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+        }
         _ => {
             let known = ["ndarray", "flex", "wgpu"];
             let reason = if known.contains(&name) {
@@ -52,6 +55,53 @@ pub fn device(name: &str) -> Result<Device> {
     }
 }
 
+/// What runs backend `name`: the CPU for ndarray and flex, the graphics adapter for wgpu (its
+/// name, kind and graphics API, e.g. `llvmpipe (LLVM 15.0.6, 256 bits), Cpu, Vulkan` for Mesa's
+/// software Vulkan driver). For tables that compare backends.
+pub fn describe(name: &str) -> Result<String> {
+    device(name)?;
+    Ok(match name {
+        #[cfg(feature = "wgpu")]
+        "wgpu" => wgpu_adapter()?,
+        _ => format!(
+            "CPU, {} threads",
+            std::thread::available_parallelism().map_or(1, usize::from)
+        ),
+    })
+}
+
+/// The adapter wgpu will run on, probed once per process: an error naming the driver to install
+/// when there is none, instead of a panic deep inside the backend at the first tensor operation.
+#[cfg(feature = "wgpu")]
+fn wgpu_adapter() -> Result<String> {
+    static PROBE: std::sync::OnceLock<std::result::Result<String, String>> =
+        std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            let instance = wgpu::Instance::new(
+                wgpu::InstanceDescriptor::new_without_display_handle_from_env(),
+            );
+            let adapters =
+                futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+            // burn prefers a real GPU and falls back to any adapter, as this does
+            let best = adapters
+                .iter()
+                .map(wgpu::Adapter::get_info)
+                .min_by_key(|i| i.device_type == wgpu::DeviceType::Cpu);
+            match best {
+                Some(i) => Ok(format!("{}, {:?}, {:?}", i.name, i.device_type, i.backend)),
+                None => Err(
+                    "no graphics adapter found (Vulkan, Metal, DX12 or OpenGL). Install \
+                     your GPU's driver; on a machine without a GPU, a software Vulkan driver \
+                     runs wgpu on the CPU (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`)"
+                        .to_string(),
+                ),
+            }
+        })
+        .clone()
+        .map_err(|reason| ModelError::invalid("backend wgpu", reason))
+}
+
 /// The devices tests run on: every compiled-in backend, or those named in the comma-separated
 /// environment variable `ADVROB_TEST_BACKENDS`.
 ///
@@ -60,17 +110,41 @@ pub fn device(name: &str) -> Result<Device> {
 /// On a name in `ADVROB_TEST_BACKENDS` that is not compiled in: a test run must not silently test
 /// less than it was asked to.
 pub fn test_devices() -> Vec<Device> {
-    let names: Vec<String> = match std::env::var("ADVROB_TEST_BACKENDS") {
-        Ok(v) if !v.trim().is_empty() => v.split(',').map(|s| s.trim().to_string()).collect(),
-        _ => compiled_backends().iter().map(|s| s.to_string()).collect(),
-    };
-    names
+    test_backend_names()
         .iter()
         .map(|n| match device(n) {
             Ok(d) => d,
             Err(e) => panic!("ADVROB_TEST_BACKENDS: {e}"),
         })
         .collect()
+}
+
+/// Runs `test` once on each of [`test_devices`] (the pattern of candle's `test_device!`: one test
+/// body, every compiled-in backend). A failure names the backend it happened on.
+///
+/// # Panics
+///
+/// When `test` panics on any backend, with the backend's name and the original message.
+pub fn on_test_backends(mut test: impl FnMut(&Device)) {
+    for (name, device) in test_backend_names().iter().zip(test_devices()) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&device)));
+        if let Err(payload) = r {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("on backend {name}: {msg}");
+        }
+    }
+}
+
+/// The names of [`test_devices`]: every compiled-in backend, or those of `ADVROB_TEST_BACKENDS`.
+pub fn test_backend_names() -> Vec<String> {
+    match std::env::var("ADVROB_TEST_BACKENDS") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').map(|s| s.trim().to_string()).collect(),
+        _ => compiled_backends().iter().map(|s| s.to_string()).collect(),
+    }
 }
 
 #[cfg(test)]

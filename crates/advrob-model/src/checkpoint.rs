@@ -166,12 +166,13 @@ pub fn export_safetensors(model: &Mlp, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::test_devices;
+    use crate::backend::on_test_backends;
     use burn::tensor::Tensor;
 
     #[test]
     fn save_load_round_trip_gives_the_same_function() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let dir = tempfile::tempdir().expect("temp");
             let cfg = MlpConfig::new().with_hidden(vec![7, 5]).with_seed(9);
             let model = cfg.init(&device).expect("init");
@@ -192,62 +193,65 @@ mod tests {
                 .try_into_vec_as::<f32>()
                 .expect("f32");
             assert_eq!(a, b);
-        }
+        });
     }
 
     #[test]
     fn deployed_round_trip_keeps_the_wrapper() {
-        let device = &test_devices()[0];
-        let dir = tempfile::tempdir().expect("temp");
-        let cfg = MlpConfig::new().with_hidden(vec![3]);
-        let model = Deployed {
-            mlp: cfg.init(device).expect("init"),
-            config: DeployConfig::new()
-                .with_quantize(Some(4))
-                .with_logit_scale(10.0),
-        };
-        save_deployed(&model, &cfg, dir.path()).expect("save");
-        let (back, _, _) = load_deployed(dir.path(), device).expect("load");
-        assert_eq!(back.config, model.config);
-        // a plain checkpoint loads with nothing around it
-        let plain = tempfile::tempdir().expect("temp");
-        save(&model.mlp, &cfg, plain.path()).expect("save");
-        let (back, _, _) = load_deployed(plain.path(), device).expect("load");
-        assert!(back.config.is_identity());
+        on_test_backends(|device| {
+            let dir = tempfile::tempdir().expect("temp");
+            let cfg = MlpConfig::new().with_hidden(vec![3]);
+            let model = Deployed {
+                mlp: cfg.init(device).expect("init"),
+                config: DeployConfig::new()
+                    .with_quantize(Some(4))
+                    .with_logit_scale(10.0),
+            };
+            save_deployed(&model, &cfg, dir.path()).expect("save");
+            let (back, _, _) = load_deployed(dir.path(), device).expect("load");
+            assert_eq!(back.config, model.config);
+            // a plain checkpoint loads with nothing around it
+            let plain = tempfile::tempdir().expect("temp");
+            save(&model.mlp, &cfg, plain.path()).expect("save");
+            let (back, _, _) = load_deployed(plain.path(), device).expect("load");
+            assert!(back.config.is_identity());
+        });
     }
 
     #[test]
     fn corrupt_weights_are_a_named_error() {
-        let device = &test_devices()[0];
-        let dir = tempfile::tempdir().expect("temp");
-        let cfg = MlpConfig::new().with_hidden(vec![3]);
-        save(&cfg.init(device).expect("init"), &cfg, dir.path()).expect("save");
-        std::fs::write(dir.path().join(WEIGHTS_FILE), b"not burnpack").expect("write");
-        let err = load(dir.path(), device).expect_err("corrupt");
-        assert!(err.to_string().contains(WEIGHTS_FILE), "{err}");
+        on_test_backends(|device| {
+            let dir = tempfile::tempdir().expect("temp");
+            let cfg = MlpConfig::new().with_hidden(vec![3]);
+            save(&cfg.init(device).expect("init"), &cfg, dir.path()).expect("save");
+            std::fs::write(dir.path().join(WEIGHTS_FILE), b"not burnpack").expect("write");
+            let err = load(dir.path(), device).expect_err("corrupt");
+            assert!(err.to_string().contains(WEIGHTS_FILE), "{err}");
+        });
     }
 
     #[test]
     fn safetensors_export_holds_every_layer() {
-        let device = &test_devices()[0];
-        let dir = tempfile::tempdir().expect("temp");
-        let cfg = MlpConfig::new().with_hidden(vec![4]);
-        let model = cfg.init(device).expect("init");
-        let p = dir.path().join("w.safetensors");
-        export_safetensors(&model, &p).expect("export");
-        let bytes = std::fs::read(&p).expect("read");
-        let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse");
-        let mut names = st.names();
-        names.sort();
-        assert_eq!(
-            names,
-            [
-                "layers.0.bias",
-                "layers.0.weight",
-                "layers.1.bias",
-                "layers.1.weight"
-            ]
-        );
-        assert_eq!(st.tensor("layers.0.weight").expect("w").shape(), &[784, 4]);
+        on_test_backends(|device| {
+            let dir = tempfile::tempdir().expect("temp");
+            let cfg = MlpConfig::new().with_hidden(vec![4]);
+            let model = cfg.init(device).expect("init");
+            let p = dir.path().join("w.safetensors");
+            export_safetensors(&model, &p).expect("export");
+            let bytes = std::fs::read(&p).expect("read");
+            let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse");
+            let mut names = st.names();
+            names.sort();
+            assert_eq!(
+                names,
+                [
+                    "layers.0.bias",
+                    "layers.0.weight",
+                    "layers.1.bias",
+                    "layers.1.weight"
+                ]
+            );
+            assert_eq!(st.tensor("layers.0.weight").expect("w").shape(), &[784, 4]);
+        });
     }
 }

@@ -138,7 +138,7 @@ impl Classifier for StraightThrough<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::test_devices;
+    use crate::backend::on_test_backends;
     use crate::mlp::MlpConfig;
     use burn::tensor::TensorData;
 
@@ -148,19 +148,21 @@ mod tests {
 
     #[test]
     fn quantize_rounds_to_levels() {
-        for d in test_devices() {
+        on_test_backends(|d| {
+            let d = d.clone();
             let x = Tensor::<3>::from_data(
                 TensorData::new(vec![0.0f32, 0.2, 0.26, 0.5, 0.74, 1.0], [1, 2, 3]),
                 &d,
             );
             // 3 levels {0, 0.5, 1}: 0.2 → 0, 0.26 → 0.5, 0.74 → 0.5
             assert_eq!(host(quantize(x, 3)), [0.0, 0.0, 0.5, 0.5, 0.5, 1.0]);
-        }
+        });
     }
 
     #[test]
     fn quantised_model_has_zero_input_gradient_almost_everywhere() {
-        for d in test_devices() {
+        on_test_backends(|d| {
+            let d = d.clone();
             let mlp = MlpConfig::new()
                 .with_hidden(vec![8])
                 .init(&d)
@@ -180,12 +182,13 @@ mod tests {
             // the plain network has a gradient; the quantised one has exactly none
             assert!(gradient(&mlp).iter().any(|g| *g != 0.0));
             assert!(gradient(&model).iter().all(|g| *g == 0.0));
-        }
+        });
     }
 
     #[test]
     fn straight_through_keeps_the_values_and_restores_the_gradient() {
-        for d in test_devices() {
+        on_test_backends(|d| {
+            let d = d.clone();
             let mlp = MlpConfig::new()
                 .with_hidden(vec![8])
                 .init(&d)
@@ -211,12 +214,13 @@ mod tests {
                     .straight_through()
                     .is_none()
             );
-        }
+        });
     }
 
     #[test]
     fn logit_scale_keeps_predictions() {
-        for d in test_devices() {
+        on_test_backends(|d| {
+            let d = d.clone();
             let mlp = MlpConfig::new()
                 .with_hidden(vec![8])
                 .init(&d)
@@ -231,7 +235,7 @@ mod tests {
             for (p, q) in a.iter().zip(&b) {
                 assert!((p * 1000.0 - q).abs() <= 1e-3 * q.abs().max(1.0), "{p} {q}");
             }
-        }
+        });
     }
 
     #[test]

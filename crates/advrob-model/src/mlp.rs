@@ -176,17 +176,18 @@ impl Classifier for Mlp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::test_devices as devices;
+    use crate::backend::on_test_backends;
 
     #[test]
     fn shapes_and_param_count() {
-        for device in devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let m = MlpConfig::new().init(&device).expect("init");
             // 784*128 + 128 + 128*10 + 10
             assert_eq!(m.num_params(), 101_770);
             let y = m.forward(Tensor::<3>::zeros([3, 28, 28], &device));
             assert_eq!(y.dims(), [3, 10]);
-        }
+        });
     }
 
     #[test]
@@ -205,7 +206,8 @@ mod tests {
 
     #[test]
     fn same_seed_same_weights() {
-        for device in devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let a = MlpConfig::new().with_seed(3).init(&device).expect("init");
             let b = MlpConfig::new().with_seed(3).init(&device).expect("init");
             let c = MlpConfig::new().with_seed(4).init(&device).expect("init");
@@ -219,12 +221,13 @@ mod tests {
             };
             assert_eq!(w(&a), w(&b));
             assert_ne!(w(&a), w(&c));
-        }
+        });
     }
 
     #[test]
     fn dropout_keeps_expectation_and_inference_is_deterministic() {
-        for device in devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let x = Tensor::<2>::ones([100, 100], &device);
             let mut rng = SplitMix64::new(1);
             let y = dropout(x, 0.2, &mut rng);
@@ -234,6 +237,6 @@ mod tests {
             assert!((1800..2200).contains(&zeros), "{zeros}");
             let mean: f32 = v.iter().sum::<f32>() / v.len() as f32;
             assert!((mean - 1.0).abs() < 0.05, "{mean}");
-        }
+        });
     }
 }

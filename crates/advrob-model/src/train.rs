@@ -262,7 +262,7 @@ pub fn accuracy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::test_devices;
+    use crate::backend::on_test_backends;
     use crate::mlp::MlpConfig;
     use advrob_data::{Dataset, synthetic};
 
@@ -284,7 +284,8 @@ mod tests {
     #[test]
     fn learns_the_synthetic_task() {
         let ds = tiny_data();
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let cfg = TrainConfig::new().with_epochs(2).with_batch_size(32);
             let model = MlpConfig::new()
                 .with_hidden(vec![32])
@@ -300,13 +301,14 @@ mod tests {
                 after > 0.9 && after > before,
                 "before {before}, after {after}"
             );
-        }
+        });
     }
 
     #[test]
     fn same_seed_same_weights_after_training() {
         let ds = tiny_data();
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let run = |seed| {
                 let cfg = TrainConfig::new()
                     .with_epochs(1)
@@ -322,7 +324,7 @@ mod tests {
             };
             assert_eq!(weights(&run(1)), weights(&run(1)));
             assert_ne!(weights(&run(1)), weights(&run(2)));
-        }
+        });
     }
 
     #[test]
@@ -338,17 +340,19 @@ mod tests {
             }
         }
         let ds = tiny_data();
-        let device = &test_devices()[0];
-        let cfg = TrainConfig::new().with_epochs(1).with_batch_size(100);
-        let m = MlpConfig::new()
-            .with_hidden(vec![8])
-            .init(device)
-            .expect("init");
-        let mut hook = Counting(0);
-        let (_, rec) = train(m, &ds.train, &cfg, device, &mut hook, &mut |_| {}).expect("train");
-        assert_eq!(hook.0, 6);
-        // cross-entropy against uniform targets is at least log(10) = 2.3026
-        assert!(rec.epochs[0].loss >= 2.30, "{rec:?}");
+        on_test_backends(|device| {
+            let cfg = TrainConfig::new().with_epochs(1).with_batch_size(100);
+            let m = MlpConfig::new()
+                .with_hidden(vec![8])
+                .init(device)
+                .expect("init");
+            let mut hook = Counting(0);
+            let (_, rec) =
+                train(m, &ds.train, &cfg, device, &mut hook, &mut |_| {}).expect("train");
+            assert_eq!(hook.0, 6);
+            // cross-entropy against uniform targets is at least log(10) = 2.3026
+            assert!(rec.epochs[0].loss >= 2.30, "{rec:?}");
+        });
     }
 
     #[test]

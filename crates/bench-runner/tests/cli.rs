@@ -41,9 +41,14 @@ const QUICK: &[&str] = &[
     "true",
 ];
 
-/// Runs the quick matrix, which must succeed and print `summary`.
-fn run_quick(dir: &Path, summary: &str) {
-    let o = bench_runner(QUICK, dir);
+/// The backends the end-to-end runs use: every compiled-in one, or `ADVROB_TEST_BACKENDS`.
+fn backends() -> Vec<String> {
+    advrob_model::backend::test_backend_names()
+}
+
+/// Runs the quick matrix on `backend`, which must succeed and print `summary`.
+fn run_quick(dir: &Path, backend: &str, summary: &str) {
+    let o = bench_runner(&[QUICK, &["--backends", backend]].concat(), dir);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains(summary), "{}", text(&o));
 }
@@ -58,11 +63,18 @@ fn records(dir: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn run_writes_records_with_provenance_and_resumes() {
+    for backend in backends() {
+        run_writes_records_on(&backend);
+    }
+}
+
+fn run_writes_records_on(backend: &str) {
     let tmp = tempfile::tempdir().expect("temp");
     synthetic::write_dataset(&tmp.path().join("ds"), 400, 100, 7).expect("dataset");
 
     run_quick(
         tmp.path(),
+        backend,
         "3 new records, 0 already there; 1 models trained",
     );
     let recs = records(tmp.path());
@@ -86,6 +98,7 @@ fn run_writes_records_with_provenance_and_resumes() {
         assert!(r.get(field).is_some(), "record lacks {field}: {r}");
     }
     assert_eq!(r["dataset_verified"], false);
+    assert_eq!(r["backend"], backend);
     assert!(
         r["clean_accuracy"].as_f64().expect("number") > 0.8,
         "learns the synthetic task: {r}"
@@ -95,6 +108,7 @@ fn run_writes_records_with_provenance_and_resumes() {
     // rerun: nothing to do
     run_quick(
         tmp.path(),
+        backend,
         "0 new records, 3 already there; 0 models trained, 0 loaded",
     );
 
@@ -109,6 +123,7 @@ fn run_writes_records_with_provenance_and_resumes() {
     std::fs::write(&path, kept.join("\n") + "\n").expect("write");
     run_quick(
         tmp.path(),
+        backend,
         "1 new records, 2 already there; 0 models trained, 1 loaded",
     );
     assert_eq!(records(tmp.path()).len(), 3);
@@ -219,7 +234,7 @@ kind = "fgsm"
 target = { shift = 2 }
 "#;
 
-fn run_defenses(dir: &Path, summary: &str) {
+fn run_defenses(dir: &Path, backend: &str, summary: &str) {
     let o = bench_runner(
         &[
             "run",
@@ -229,6 +244,8 @@ fn run_defenses(dir: &Path, summary: &str) {
             "ds",
             "--out",
             "out",
+            "--backends",
+            backend,
         ],
         dir,
     );
@@ -238,6 +255,12 @@ fn run_defenses(dir: &Path, summary: &str) {
 
 #[test]
 fn defenses_train_in_order_record_their_settings_and_resume() {
+    for backend in backends() {
+        defenses_on(&backend);
+    }
+}
+
+fn defenses_on(backend: &str) {
     let tmp = tempfile::tempdir().expect("temp");
     synthetic::write_dataset(&tmp.path().join("ds"), 400, 100, 3).expect("dataset");
     std::fs::write(tmp.path().join("m.toml"), DEFENSES).expect("matrix");
@@ -245,6 +268,7 @@ fn defenses_train_in_order_record_their_settings_and_resume() {
     // 4 models × 2 attacks × 2 ε
     run_defenses(
         tmp.path(),
+        backend,
         "16 new records, 0 already there; 4 models trained, 0 loaded",
     );
     let recs = records(tmp.path());
@@ -280,6 +304,7 @@ fn defenses_train_in_order_record_their_settings_and_resume() {
 
     run_defenses(
         tmp.path(),
+        backend,
         "0 new records, 16 already there; 0 models trained, 0 loaded",
     );
 
@@ -304,6 +329,7 @@ fn defenses_train_in_order_record_their_settings_and_resume() {
     }
     run_defenses(
         tmp.path(),
+        backend,
         "4 new records, 12 already there; 1 models trained, 1 loaded",
     );
 }
