@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 
-use advrob_attack::{Attack, Fgsm, LabelMode};
+use advrob_attack::{Attack, Fgsm, LabelMode, Pgd};
 use advrob_data::Split;
 use advrob_data::idx::IdxImages;
 use advrob_model::{
@@ -11,8 +11,9 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-/// FGSM adversarial training (Goodfellow et al. 2015): every batch is extended with FGSM versions
-/// of (a share of) itself, made from the current model.
+/// Adversarial training: every batch is extended with adversarial versions of (a share of)
+/// itself, made from the current model — by FGSM (Goodfellow et al. 2015, the study's recipe) or,
+/// with `pgd_steps > 0`, by L∞ PGD with a random start (Madry et al. 2018).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdversarialTrainingConfig {
@@ -23,8 +24,19 @@ pub struct AdversarialTrainingConfig {
     pub ratio: f64,
     /// Labels FGSM's loss is computed against.
     pub labels: LabelMode,
-    /// Loss whose gradient FGSM follows; `None`: the training loss.
+    /// Loss whose gradient the attack follows; `None`: the training loss.
     pub attack_loss: Option<LossKind>,
+    /// 0: FGSM. Otherwise Madry et al.'s PGD adversarial training: this many L∞ steps of
+    /// 2.5·ε/steps from a random start in the ε-ball (a fresh one per batch), keeping each
+    /// example's highest-loss iterate.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pgd_steps: usize,
+}
+
+// not serialised when 0, so that the configurations (and cache keys) of FGSM training are those
+// written before PGD training existed
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for AdversarialTrainingConfig {
@@ -34,11 +46,21 @@ impl Default for AdversarialTrainingConfig {
             ratio: 1.0,
             labels: LabelMode::True,
             attack_loss: None,
+            pgd_steps: 0,
         }
     }
 }
 
 impl AdversarialTrainingConfig {
+    /// Madry et al.'s PGD adversarial training at `eps` with `steps` steps.
+    pub fn pgd(eps: f64, steps: usize) -> Self {
+        Self {
+            eps,
+            pgd_steps: steps,
+            ..Self::default()
+        }
+    }
+
     /// Refuses ε < 0 (or not finite) and a ratio outside (0, 1], naming the field.
     pub fn check(&self) -> advrob_model::Result<()> {
         if !(self.eps.is_finite() && self.eps >= 0.0) {
@@ -61,9 +83,18 @@ impl AdversarialTrainingConfig {
         ((batch as f64 * self.ratio).round() as usize).clamp(1, batch.max(1))
     }
 
-    /// The FGSM attack used for a model trained with `train_loss`.
+    /// The FGSM attack used for a model trained with `train_loss` (`pgd_steps = 0`).
     pub fn attack(&self, train_loss: LossKind) -> Fgsm {
         Fgsm::with_labels(self.labels).with_loss(self.attack_loss.unwrap_or(train_loss))
+    }
+
+    /// The PGD attack used for a model trained with `train_loss`, when `pgd_steps > 0`.
+    pub fn pgd_attack(&self, train_loss: LossKind) -> Option<Pgd> {
+        (self.pgd_steps > 0).then(|| Pgd {
+            loss: self.attack_loss.unwrap_or(train_loss).into(),
+            labels: self.labels,
+            ..Pgd::linf(self.pgd_steps)
+        })
     }
 }
 
@@ -74,7 +105,9 @@ impl AdversarialTrainingConfig {
 pub struct AdversarialHook {
     config: AdversarialTrainingConfig,
     attack: Fgsm,
+    pgd: Option<Pgd>,
     deploy: DeployConfig,
+    batches: u64,
 }
 
 impl AdversarialHook {
@@ -86,10 +119,15 @@ impl AdversarialHook {
     ) -> advrob_model::Result<Self> {
         config.check()?;
         deploy.check()?;
+        if let Some(p) = config.pgd_attack(train_loss) {
+            p.check()?;
+        }
         Ok(Self {
             attack: config.attack(train_loss),
+            pgd: config.pgd_attack(train_loss),
             config,
             deploy,
+            batches: 0,
         })
     }
 }
@@ -98,7 +136,9 @@ impl TrainHook for AdversarialHook {
     fn describe(&self) -> String {
         format!(
             "adversarial training: {} at ε {} on {} of each batch",
-            self.attack.name(),
+            self.pgd
+                .as_ref()
+                .map_or_else(|| self.attack.name(), Attack::name),
             self.config.eps,
             self.config.ratio
         )
@@ -112,12 +152,21 @@ impl TrainHook for AdversarialHook {
             config: self.deploy.clone(),
         };
         let labels = batch.labels.clone().slice(0..k);
-        let adversarial = self.attack.perturb(
-            &current,
-            batch.images.clone().slice(0..k),
-            labels.clone(),
-            self.config.eps,
-        )?;
+        let clean = batch.images.clone().slice(0..k);
+        let adversarial = match &self.pgd {
+            Some(pgd) => {
+                // a fresh random start per batch
+                let pgd = Pgd {
+                    seed: pgd.seed.wrapping_add(self.batches),
+                    ..*pgd
+                };
+                pgd.perturb(&current, clean, labels.clone(), self.config.eps)?
+            }
+            None => self
+                .attack
+                .perturb(&current, clean, labels.clone(), self.config.eps)?,
+        };
+        self.batches += 1;
         let classes = model.layers.last().map_or(10, |l| l.weight.dims()[1]);
         let targets = batch.targets.head(k);
         Ok(TrainBatch {
@@ -297,7 +346,7 @@ impl Defense for AdversarialRetraining {
 mod tests {
     use super::*;
     use advrob_data::synthetic;
-    use advrob_model::backend::test_devices;
+    use advrob_model::backend::on_test_backends;
     use advrob_model::{MlpConfig, Targets, TrainConfig, accuracy};
     use burn::tensor::{Int, TensorData};
 
@@ -319,7 +368,8 @@ mod tests {
 
     #[test]
     fn batch_has_the_configured_ratio_and_budget() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let model = MlpConfig::new()
                 .with_hidden(vec![8])
                 .init(&device)
@@ -354,7 +404,50 @@ mod tests {
                 // and they are actually perturbed
                 assert!(y[10 * 784..].iter().zip(&x).any(|(a, c)| a != c));
             }
-        }
+        });
+    }
+
+    #[test]
+    fn pgd_training_stays_in_budget_and_draws_a_fresh_start_per_batch() {
+        on_test_backends(|device| {
+            let device = device.clone();
+            let model = MlpConfig::new()
+                .with_hidden(vec![8])
+                .init(&device)
+                .expect("init");
+            let config = AdversarialTrainingConfig::pgd(0.1, 3);
+            let mut hook =
+                AdversarialHook::new(config, LossKind::CrossEntropy, DeployConfig::new())
+                    .expect("hook");
+            assert!(
+                hook.describe().contains("pgd-linf-3"),
+                "{}",
+                hook.describe()
+            );
+            let clean = batch(&device, 10);
+            let x = host(clean.images.clone());
+            let first = host(hook.prepare(&model, clean.clone()).expect("prepare").images);
+            let second = host(hook.prepare(&model, clean).expect("prepare").images);
+            for y in [&first, &second] {
+                assert_eq!(&y[..10 * 784], &x[..], "the clean half is untouched");
+                for (a, c) in y[10 * 784..].iter().zip(&x) {
+                    assert!((0.0..=1.0).contains(a) && (a - c).abs() <= 0.1 + 1e-6);
+                }
+            }
+            assert_ne!(first, second, "the same random start twice");
+        });
+    }
+
+    #[test]
+    fn fgsm_training_configs_serialise_as_before_pgd_training_existed() {
+        // the cache keys of trained models hash this serialisation
+        let v = serde_json::to_value(AdversarialTrainingConfig::default()).expect("json");
+        assert!(v.get("pgd_steps").is_none(), "{v}");
+        let v = serde_json::to_value(AdversarialTrainingConfig::pgd(0.1, 7)).expect("json");
+        assert_eq!(v["pgd_steps"], 7);
+        let back: AdversarialTrainingConfig =
+            serde_json::from_value(serde_json::json!({ "eps": 0.2 })).expect("parse");
+        assert_eq!(back.pgd_steps, 0);
     }
 
     #[test]
@@ -378,60 +471,64 @@ mod tests {
     #[test]
     fn adversarial_training_learns_and_fine_tunes() {
         let data = synthetic::dataset(400, 100, 3);
-        let device = &test_devices()[0];
-        let setup = TrainSetup::new(
-            MlpConfig::new().with_hidden(vec![16]),
-            TrainConfig::new().with_epochs(3).with_batch_size(20),
-            &data.train,
-            device,
-        );
-        let defense = AdversarialTraining::default();
-        let trained = defense.fit(&setup, &mut |_, _| {}).expect("fit");
-        // every epoch saw the 400 clean examples and 400 adversarial ones
-        assert_eq!(trained.stages[0].record.epochs[0].examples, 800);
-        let acc = accuracy(&trained.model, &data.test, 50, device);
-        assert!(acc > 0.9, "{acc}");
-        // fine-tuning starts from the given weights
-        let tuned = defense
-            .fit(
-                &setup.clone().with_init(trained.model.mlp.clone()),
-                &mut |_, _| {},
-            )
-            .expect("fine-tune");
-        assert!(tuned.stages[0].record.epochs[0].loss < trained.stages[0].record.epochs[0].loss);
+        on_test_backends(|device| {
+            let setup = TrainSetup::new(
+                MlpConfig::new().with_hidden(vec![16]),
+                TrainConfig::new().with_epochs(3).with_batch_size(20),
+                &data.train,
+                device,
+            );
+            let defense = AdversarialTraining::default();
+            let trained = defense.fit(&setup, &mut |_, _| {}).expect("fit");
+            // every epoch saw the 400 clean examples and 400 adversarial ones
+            assert_eq!(trained.stages[0].record.epochs[0].examples, 800);
+            let acc = accuracy(&trained.model, &data.test, 50, device);
+            assert!(acc > 0.9, "{acc}");
+            // fine-tuning starts from the given weights
+            let tuned = defense
+                .fit(
+                    &setup.clone().with_init(trained.model.mlp.clone()),
+                    &mut |_, _| {},
+                )
+                .expect("fine-tune");
+            assert!(
+                tuned.stages[0].record.epochs[0].loss < trained.stages[0].record.epochs[0].loss
+            );
+        });
     }
 
     #[test]
     fn retraining_doubles_the_data_with_exact_8_bit_perturbations() {
-        let device = &test_devices()[0];
-        let (images, labels) = synthetic::make_split(30, 4);
-        let data = Split { images, labels };
-        let source = Deployed::plain(
-            MlpConfig::new()
-                .with_hidden(vec![8])
-                .init(device)
-                .expect("init"),
-        );
-        let config = RetrainingConfig {
-            attack_batch: 7,
-            ..Default::default()
-        };
-        let adv = adversarial_split(&source, &data, &config, device).expect("attack");
-        assert_eq!(adv.len(), 30);
-        for (a, c) in adv.images.pixels.iter().zip(&data.images.pixels) {
-            // ε = 10/255 is exactly 10 steps of 8 bits
-            assert!(a.abs_diff(*c) <= 10, "{a} {c}");
-        }
-        assert!(adv.images.pixels != data.images.pixels);
-        let setup = TrainSetup::new(
-            MlpConfig::new().with_hidden(vec![8]),
-            TrainConfig::new().with_epochs(1).with_batch_size(10),
-            &data,
-            device,
-        );
-        let trained = AdversarialRetraining { config, source }
-            .fit(&setup, &mut |_, _| {})
-            .expect("fit");
-        assert_eq!(trained.stages[0].record.epochs[0].examples, 60);
+        on_test_backends(|device| {
+            let (images, labels) = synthetic::make_split(30, 4);
+            let data = Split { images, labels };
+            let source = Deployed::plain(
+                MlpConfig::new()
+                    .with_hidden(vec![8])
+                    .init(device)
+                    .expect("init"),
+            );
+            let config = RetrainingConfig {
+                attack_batch: 7,
+                ..Default::default()
+            };
+            let adv = adversarial_split(&source, &data, &config, device).expect("attack");
+            assert_eq!(adv.len(), 30);
+            for (a, c) in adv.images.pixels.iter().zip(&data.images.pixels) {
+                // ε = 10/255 is exactly 10 steps of 8 bits
+                assert!(a.abs_diff(*c) <= 10, "{a} {c}");
+            }
+            assert!(adv.images.pixels != data.images.pixels);
+            let setup = TrainSetup::new(
+                MlpConfig::new().with_hidden(vec![8]),
+                TrainConfig::new().with_epochs(1).with_batch_size(10),
+                &data,
+                device,
+            );
+            let trained = AdversarialRetraining { config, source }
+                .fit(&setup, &mut |_, _| {})
+                .expect("fit");
+            assert_eq!(trained.stages[0].record.epochs[0].examples, 60);
+        });
     }
 }

@@ -180,6 +180,12 @@ pub fn default_models() -> Vec<ModelSpec> {
             "adversarial-training",
             DefenseSpec::AdversarialTraining(AdversarialTrainingConfig::default()),
         ),
+        // Madry et al.: PGD in the training loop (10 L∞ steps from a random start), the defense the
+        // verdict should not flag
+        ModelSpec::defended(
+            "pgd-adversarial-training",
+            DefenseSpec::AdversarialTraining(AdversarialTrainingConfig::pgd(0.1, 10)),
+        ),
         ModelSpec::defended("gm-notebook", masking(Mechanism::Notebook)),
         ModelSpec::defended("gm-quantize", masking(Mechanism::Quantize)),
         ModelSpec::defended("gm-saturated-logits", masking(Mechanism::SaturatedLogits)),
