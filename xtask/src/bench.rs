@@ -10,6 +10,7 @@ pub fn bench(
     backends: &[String],
     dataset_dir: Option<PathBuf>,
     data: &DataArgs,
+    train_limit: Option<usize>,
     reports: &Path,
 ) -> anyhow::Result<()> {
     let backends: Vec<String> = if backends.is_empty() {
@@ -24,7 +25,10 @@ pub fn bench(
         advrob_model::backend::device(b)?;
     }
     let source = DataSource::dir_or_mnist(dataset_dir);
-    let (ds, name) = load_data(&source, &data.data_dir, &data.mirrors())?;
+    let (mut ds, name) = load_data(&source, &data.data_dir, &data.mirrors())?;
+    if let Some(n) = train_limit {
+        ds.train = ds.train.take(n);
+    }
     let mut results: Vec<BenchResult> = Vec::new();
     for b in &backends {
         log::info!("bench on {b} ({name})");

@@ -1,5 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+pub mod agreement;
+
+pub use agreement::{Agreement, EpsAgreement, OnBackend, agreement};
+
 use std::time::Instant;
 
 use advrob_attack::{Attack, AttackError};
@@ -69,11 +73,86 @@ pub struct EvalRecord {
     /// Wall time of evaluating the whole ε grid this record belongs to (attack and inference);
     /// the same in every record of one grid, since work such as FGSM's gradient is shared.
     pub seconds: f64,
+    /// Per example, in the order evaluated: whether its prediction on the adversarial input
+    /// equals the label. What per-example statistics need (the worst case over attacks, paired
+    /// tests between models, bootstrap intervals). Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adversarial_correct_examples: Option<Bits>,
+}
+
+/// A vector of booleans, serialised as a hexadecimal string (4 examples per character, first
+/// example in the highest bit of the first character) followed by `:` and the length.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Bits(pub Vec<bool>);
+
+impl Bits {
+    /// Number of set entries.
+    pub fn count(&self) -> usize {
+        self.0.iter().filter(|b| **b).count()
+    }
+
+    /// The hexadecimal form.
+    pub fn encode(&self) -> String {
+        let mut s = String::with_capacity(self.0.len() / 4 + 8);
+        for chunk in self.0.chunks(4) {
+            let mut v = 0u32;
+            for (i, b) in chunk.iter().enumerate() {
+                if *b {
+                    v |= 8 >> i;
+                }
+            }
+            s.push(char::from_digit(v, 16).unwrap_or('0'));
+        }
+        s.push(':');
+        s.push_str(&self.0.len().to_string());
+        s
+    }
+
+    /// Parses [`Bits::encode`]'s form; an error says what is wrong.
+    pub fn decode(s: &str) -> std::result::Result<Self, String> {
+        let (hex, len) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("no ':length' at the end of {:.20}…", s))?;
+        let len: usize = len.parse().map_err(|e| format!("length {len:?}: {e}"))?;
+        if hex.len() != len.div_ceil(4) {
+            return Err(format!(
+                "{} hexadecimal digits for {len} entries (expected {})",
+                hex.len(),
+                len.div_ceil(4)
+            ));
+        }
+        let mut out = Vec::with_capacity(len);
+        for c in hex.chars() {
+            let v = c
+                .to_digit(16)
+                .ok_or_else(|| format!("{c:?} is not a hexadecimal digit"))?;
+            for i in 0..4 {
+                if out.len() < len {
+                    out.push(v & (8 >> i) != 0);
+                }
+            }
+        }
+        Ok(Self(out))
+    }
+}
+
+impl Serialize for Bits {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for Bits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Bits::decode(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Default, Clone)]
 struct Acc {
     adv_correct: i64,
+    per_example: Vec<bool>,
     flipped: i64,
     target_hits: i64,
     linf: f64,
@@ -165,7 +244,14 @@ pub fn evaluate(
                     .into_scalar::<i64>();
             }
             let adv_ok = pred.equal(y.clone());
-            acc.adv_correct += adv_ok.clone().int().sum().into_scalar::<i64>();
+            let ok_host = adv_ok
+                .clone()
+                .int()
+                .into_data()
+                .try_into_vec_as::<i64>()
+                .map_err(|e| EvalError::Readback(format!("{e:?}")))?;
+            acc.adv_correct += ok_host.iter().sum::<i64>();
+            acc.per_example.extend(ok_host.iter().map(|v| *v != 0));
             acc.flipped += (clean_ok.clone().int() - adv_ok.int())
                 .clamp_min(0)
                 .sum()
@@ -196,6 +282,7 @@ pub fn evaluate(
             mean_l2: a.l2 / nf,
             mean_confidence: a.confidence / nf,
             seconds,
+            adversarial_correct_examples: Some(Bits(a.per_example)),
         })
         .collect())
 }
@@ -205,7 +292,7 @@ mod tests {
     use super::*;
     use advrob_attack::Fgsm;
     use advrob_data::idx::IdxImages;
-    use advrob_model::backend::test_devices;
+    use advrob_model::backend::on_test_backends;
     use burn::tensor::Int;
 
     /// A classifier that says class 0 when the mean pixel is below 0.5, else class 1.
@@ -236,6 +323,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn bits_round_trip_and_bad_strings_are_explained() {
+        for n in [0usize, 1, 3, 4, 5, 17] {
+            let b = Bits((0..n).map(|i| i % 3 == 0).collect());
+            let s = b.encode();
+            assert_eq!(Bits::decode(&s).expect("decode"), b, "{s}");
+        }
+        assert_eq!(Bits(vec![true, false, false, true, true]).encode(), "98:5");
+        assert!(Bits::decode("9g:5").expect_err("digit").contains("'g'"));
+        assert!(
+            Bits::decode("98:9")
+                .expect_err("length")
+                .contains("expected 3")
+        );
+        assert!(
+            Bits::decode("98")
+                .expect_err("no length")
+                .contains("length")
+        );
+    }
+
     fn split() -> Split {
         // four 1×2 images: means 0.2, 0.45, 0.8, 0.45 with labels 0, 0, 1, 1
         let px = |v: f32| (v * 255.0).round() as u8;
@@ -261,7 +369,8 @@ mod tests {
 
     #[test]
     fn metrics_count_what_their_docs_say() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let recs = evaluate(
                 &Threshold,
                 &Brighten,
@@ -280,6 +389,15 @@ mod tests {
             // ε = 0.1: 0.3→0 ✓, 0.55→1 ✗, 0.9→1 ✓, 0.55→1 ✓ (the attack fixes the 4th)
             let r1 = &recs[1];
             assert_eq!(r1.adversarial_correct, 3);
+            // per example, across the batches of 3 and 1
+            assert_eq!(
+                r1.adversarial_correct_examples,
+                Some(Bits(vec![true, false, true, true]))
+            );
+            assert_eq!(
+                r0.adversarial_correct_examples,
+                Some(Bits(vec![true, true, true, false]))
+            );
             assert!((r1.adversarial_accuracy - 0.75).abs() < 1e-12);
             // success rate counts only the 3 clean-correct ones: 1 of them flipped
             assert!((r1.success_rate.expect("defined") - 1.0 / 3.0).abs() < 1e-12);
@@ -291,7 +409,7 @@ mod tests {
                 r1.mean_l2
             );
             assert!(r1.mean_confidence > 0.5 && r1.mean_confidence <= 1.0);
-        }
+        });
     }
 
     /// [`Brighten`], declared as targeted at class 1.
@@ -321,7 +439,8 @@ mod tests {
 
     #[test]
     fn targeted_success_counts_predictions_equal_to_the_target() {
-        for device in test_devices() {
+        on_test_backends(|device| {
+            let device = device.clone();
             let recs = evaluate(
                 &Threshold,
                 &BrightenTowardsOne,
@@ -348,32 +467,33 @@ mod tests {
             )
             .expect("evaluate");
             assert_eq!(plain[0].targeted_success, None);
-        }
+        });
     }
 
     #[test]
     fn fgsm_budget_is_respected_in_the_records() {
-        let device = &test_devices()[0];
-        let model = advrob_model::MlpConfig::new()
-            .with_hidden(vec![8])
-            .init(device)
-            .expect("init");
-        let (images, labels) = advrob_data::synthetic::make_split(20, 3);
-        let data = Split { images, labels };
-        let recs = evaluate(
-            &model,
-            &Fgsm::new(),
-            &data,
-            &[0.05, 0.2],
-            7,
-            device,
-            &mut |_, _| {},
-        )
-        .expect("evaluate");
-        for r in recs {
-            assert!(r.mean_linf <= r.eps + 1e-6, "{r:?}");
-            assert_eq!(r.examples, 20);
-        }
+        on_test_backends(|device| {
+            let model = advrob_model::MlpConfig::new()
+                .with_hidden(vec![8])
+                .init(device)
+                .expect("init");
+            let (images, labels) = advrob_data::synthetic::make_split(20, 3);
+            let data = Split { images, labels };
+            let recs = evaluate(
+                &model,
+                &Fgsm::new(),
+                &data,
+                &[0.05, 0.2],
+                7,
+                device,
+                &mut |_, _| {},
+            )
+            .expect("evaluate");
+            for r in recs {
+                assert!(r.mean_linf <= r.eps + 1e-6, "{r:?}");
+                assert_eq!(r.examples, 20);
+            }
+        });
     }
 
     #[test]
@@ -386,17 +506,18 @@ mod tests {
 
     #[test]
     fn negative_eps_is_refused() {
-        let device = &test_devices()[0];
-        let err = evaluate(
-            &Threshold,
-            &Brighten,
-            &split(),
-            &[-0.1],
-            2,
-            device,
-            &mut |_, _| {},
-        )
-        .expect_err("eps < 0");
-        assert!(err.to_string().contains("eps"), "{err}");
+        on_test_backends(|device| {
+            let err = evaluate(
+                &Threshold,
+                &Brighten,
+                &split(),
+                &[-0.1],
+                2,
+                device,
+                &mut |_, _| {},
+            )
+            .expect_err("eps < 0");
+            assert!(err.to_string().contains("eps"), "{err}");
+        });
     }
 }

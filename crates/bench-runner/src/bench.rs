@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 pub struct BenchResult {
     /// Backend name.
     pub backend: String,
+    /// What ran it: the CPU and its threads, or the wgpu adapter (name, kind, graphics API).
+    #[serde(default)]
+    pub device: String,
     /// Training examples in the timed epoch.
     pub train_examples: usize,
     /// Wall time of one training epoch (batch 128).
@@ -76,6 +79,7 @@ pub fn bench(ds: &Dataset, backend_name: &str) -> anyhow::Result<BenchResult> {
     let inference_seconds = t.elapsed().as_secs_f64();
     Ok(BenchResult {
         backend: backend_name.to_string(),
+        device: backend::describe(backend_name)?,
         train_examples: ds.train.len(),
         train_epoch_seconds,
         train_samples_per_second: ds.train.len() as f64 / train_epoch_seconds,
@@ -90,12 +94,13 @@ pub fn bench(ds: &Dataset, backend_name: &str) -> anyhow::Result<BenchResult> {
 /// A Markdown table of bench results, one row per backend.
 pub fn format_table(results: &[BenchResult]) -> String {
     let mut s = String::from(
-        "| backend | train samples/s (batch 128) | FGSM images/s (batch 1000) | inference images/s |\n|---|---:|---:|---:|\n",
+        "| backend | device | train samples/s (batch 128) | FGSM images/s (batch 1000) | inference images/s |\n|---|---|---:|---:|---:|\n",
     );
     for r in results {
         s.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.0} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.0} |\n",
             r.backend,
+            r.device,
             r.train_samples_per_second,
             r.fgsm_images_per_second,
             r.inference_images_per_second

@@ -1,0 +1,284 @@
+//! `cargo xtask agree`: cross-backend agreement of a run's models. Each model's checkpoint (trained
+//! on one backend) is loaded on every other compiled-in backend, and the clean logits and FGSM at
+//! every ε of the run are compared example by example (`advrob_eval::agreement`). The weights are
+//! the same on both sides, so the table measures the backends' numerics, not training noise.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use advrob_eval::{OnBackend, agreement};
+use advrob_model::{backend, checkpoint};
+use bench_runner::matrix::AttackSpec;
+use bench_runner::record::{Record, read_records};
+use bench_runner::run::RECORDS_FILE;
+use polars::prelude::*;
+
+/// Tolerances of the table's "agrees" column: the largest clean logit difference and the largest
+/// accuracy difference at any ε, in points.
+pub const MAX_LOGIT_DIFF: f64 = 1e-3;
+/// See [`MAX_LOGIT_DIFF`].
+pub const MAX_ACCURACY_POINTS: f64 = 0.5;
+
+/// One row: one model, one pair of backends, one ε.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub model: String,
+    pub defense: String,
+    pub backend_a: String,
+    pub backend_b: String,
+    pub adapter_b: String,
+    pub examples: usize,
+    pub max_logit_diff: f64,
+    pub mean_logit_diff: f64,
+    pub max_abs_logit: f64,
+    pub eps: f64,
+    pub accuracy_a: f64,
+    pub accuracy_b: f64,
+    pub prediction_differs: usize,
+    pub input_differs: usize,
+}
+
+/// The first FGSM record (untargeted, white-box) per model of `records`, else the first
+/// untargeted white-box record: whose checkpoint and attack the comparison uses.
+fn reference_records(records: &[Record]) -> BTreeMap<&str, &Record> {
+    let mut first: BTreeMap<&str, &Record> = BTreeMap::new();
+    for r in records {
+        let untargeted = r
+            .attack_config
+            .get("target")
+            .is_none_or(serde_json::Value::is_null)
+            && !r.attack.starts_with("transfer-");
+        if untargeted {
+            let e = first.entry(r.model.as_str()).or_insert(r);
+            if r.attack == "fgsm" && e.attack != "fgsm" {
+                *e = r;
+            }
+        }
+    }
+    first
+}
+
+/// Compares every model of `run` between the backend it was trained on and each of `backends`
+/// (other than that one) on the run's test set, found under `data_dir`.
+pub fn agree(run: &Path, data_dir: &Path, backends: &[String]) -> anyhow::Result<Vec<Row>> {
+    let records = read_records(&run.join(RECORDS_FILE))?;
+    anyhow::ensure!(
+        !records.is_empty(),
+        "{}: no records",
+        run.join(RECORDS_FILE).display()
+    );
+    let ds = crate::aggregate::local_test_set(&records, data_dir).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: the run's test set is not there (download it first)",
+            data_dir.display()
+        )
+    })?;
+    let mut rows = Vec::new();
+    for (model, r) in reference_records(&records) {
+        let dir = crate::report::checkpoint_dir(run, r);
+        if !checkpoint::exists(&dir) {
+            log::warn!("{}: no checkpoint, {model} not compared", dir.display());
+            continue;
+        }
+        let mut eps: Vec<f64> = records
+            .iter()
+            .filter(|x| x.model == r.model && x.attack == r.attack)
+            .map(|x| x.eval.eps)
+            .collect();
+        eps.sort_by(f64::total_cmp);
+        eps.dedup();
+        let spec: AttackSpec = serde_json::from_value(r.attack_config.clone())
+            .map_err(|e| anyhow::anyhow!("{}: attack config: {e}", r.key))?;
+        let attack = bench_runner::run::build_attack(&spec, &mut |name| {
+            anyhow::bail!("{name}: transfer attacks are not compared")
+        })?;
+        let device_a = backend::device(&r.backend)?;
+        let (model_a, _, _) = checkpoint::load_deployed(&dir, &device_a)?;
+        for b in backends.iter().filter(|b| **b != r.backend) {
+            log::info!("agreement of {model}: {} vs {b}", r.backend);
+            let device_b = backend::device(b)?;
+            let (model_b, _, _) = checkpoint::load_deployed(&dir, &device_b)?;
+            let a = agreement(
+                OnBackend {
+                    model: &model_a,
+                    device: &device_a,
+                },
+                OnBackend {
+                    model: &model_b,
+                    device: &device_b,
+                },
+                attack.as_ref(),
+                &ds.test,
+                &eps,
+                1000,
+            )?;
+            let adapter_b = backend::describe(b)?;
+            for e in &a.eps {
+                rows.push(Row {
+                    model: model.to_string(),
+                    defense: r.defense.clone(),
+                    backend_a: r.backend.clone(),
+                    backend_b: b.clone(),
+                    adapter_b: adapter_b.clone(),
+                    examples: a.examples,
+                    max_logit_diff: a.max_logit_diff,
+                    mean_logit_diff: a.mean_logit_diff,
+                    max_abs_logit: a.max_abs_logit,
+                    eps: e.eps,
+                    accuracy_a: e.accuracy_a,
+                    accuracy_b: e.accuracy_b,
+                    prediction_differs: e.prediction_differs,
+                    input_differs: e.input_differs,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// The rows as a polars frame, one row per (model, backend pair, ε).
+pub fn frame(rows: &[Row]) -> PolarsResult<DataFrame> {
+    let s = |f: &dyn Fn(&Row) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    let f = |f: &dyn Fn(&Row) -> f64| rows.iter().map(f).collect::<Vec<_>>();
+    let u = |f: &dyn Fn(&Row) -> u64| rows.iter().map(f).collect::<Vec<_>>();
+    DataFrame::new(vec![
+        Column::new("model".into(), s(&|r| r.model.clone())),
+        Column::new("defense".into(), s(&|r| r.defense.clone())),
+        Column::new("backend_a".into(), s(&|r| r.backend_a.clone())),
+        Column::new("backend_b".into(), s(&|r| r.backend_b.clone())),
+        Column::new("adapter_b".into(), s(&|r| r.adapter_b.clone())),
+        Column::new("examples".into(), u(&|r| r.examples as u64)),
+        Column::new("max_logit_diff".into(), f(&|r| r.max_logit_diff)),
+        Column::new("mean_logit_diff".into(), f(&|r| r.mean_logit_diff)),
+        Column::new("max_abs_logit".into(), f(&|r| r.max_abs_logit)),
+        Column::new("eps".into(), f(&|r| r.eps)),
+        Column::new("accuracy_a".into(), f(&|r| r.accuracy_a)),
+        Column::new("accuracy_b".into(), f(&|r| r.accuracy_b)),
+        Column::new(
+            "prediction_differs".into(),
+            u(&|r| r.prediction_differs as u64),
+        ),
+        Column::new("input_differs".into(), u(&|r| r.input_differs as u64)),
+    ])
+}
+
+/// One line per (model, backend pair): the largest logit difference, the clean and worst-ε
+/// prediction disagreement, the largest accuracy difference over ε and whether that is within
+/// [`MAX_LOGIT_DIFF`] and [`MAX_ACCURACY_POINTS`].
+pub fn markdown(rows: &[Row]) -> String {
+    let mut groups: BTreeMap<(String, String, String), Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        groups
+            .entry((r.model.clone(), r.backend_a.clone(), r.backend_b.clone()))
+            .or_default()
+            .push(r);
+    }
+    let mut out = format!(
+        "## Cross-backend agreement\n\nThe same weights (trained on the first backend) loaded on the other; each backend crafts FGSM from its own gradients at every ε of the run. \"agrees\": largest clean logit difference below {MAX_LOGIT_DIFF:e} and accuracies within {MAX_ACCURACY_POINTS} points at every ε. Disagreement counts are shares of all test examples.\n\n| model | backends | adapter | examples | max \\|Δlogit\\| (of max \\|logit\\|) | clean pred. differ | adv. pred. differ (worst ε) | adv. inputs differ (worst ε) | max \\|Δacc\\| (pts) at ε | agrees |\n|---|---|---|---:|---:|---:|---:|---:|---:|---|\n"
+    );
+    for ((model, a, b), rs) in groups {
+        let Some(first) = rs.first() else { continue };
+        let n = first.examples.max(1) as f64;
+        let clean = rs
+            .iter()
+            .find(|r| r.eps == 0.0)
+            .map_or(0, |r| r.prediction_differs);
+        let worst_pred = rs.iter().map(|r| r.prediction_differs).max().unwrap_or(0);
+        let worst_input = rs.iter().map(|r| r.input_differs).max().unwrap_or(0);
+        let (dacc, at) = rs
+            .iter()
+            .map(|r| ((r.accuracy_a - r.accuracy_b).abs() * 100.0, r.eps))
+            .fold((0.0f64, 0.0f64), |m, x| if x.0 > m.0 { x } else { m });
+        let ok = first.max_logit_diff < MAX_LOGIT_DIFF && dacc <= MAX_ACCURACY_POINTS;
+        out.push_str(&format!(
+            "| {model} | {a} → {b} | {} | {} | {:.2e} (of {:.0}) | {:.2}% | {:.2}% | {:.2}% | {dacc:.2} at {} | {} |\n",
+            first.adapter_b,
+            first.examples,
+            first.max_logit_diff,
+            first.max_abs_logit,
+            100.0 * clean as f64 / n,
+            100.0 * worst_pred as f64 / n,
+            100.0 * worst_input as f64 / n,
+            crate::aggregate::format_eps(at),
+            if ok { "✓" } else { "✗" }
+        ));
+    }
+    out
+}
+
+/// Runs [`agree`] over `run` and writes `agreement.csv` and `agreement.md` into `reports`;
+/// returns the Markdown. Nothing is written when there is nothing to compare (one backend).
+pub fn write(
+    run: &Path,
+    data_dir: &Path,
+    backends: &[String],
+    reports: &Path,
+) -> anyhow::Result<Option<String>> {
+    let rows = agree(run, data_dir, backends)?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(reports)?;
+    let mut df = frame(&rows)?;
+    let csv: PathBuf = reports.join("agreement.csv");
+    let mut buf = Vec::new();
+    CsvWriter::new(&mut buf).finish(&mut df)?;
+    advrob_data::atomic_write(&csv, &buf)?;
+    let md = markdown(&rows);
+    advrob_data::atomic_write(&reports.join("agreement.md"), md.as_bytes())?;
+    Ok(Some(md))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(model: &str, eps: f64, acc_a: f64, acc_b: f64, logit: f64) -> Row {
+        Row {
+            model: model.into(),
+            defense: "none".into(),
+            backend_a: "ndarray".into(),
+            backend_b: "wgpu".into(),
+            adapter_b: "llvmpipe, Cpu, Vulkan".into(),
+            examples: 1000,
+            max_logit_diff: logit,
+            mean_logit_diff: logit / 10.0,
+            max_abs_logit: 20.0,
+            eps,
+            accuracy_a: acc_a,
+            accuracy_b: acc_b,
+            prediction_differs: if acc_a == acc_b { 0 } else { 7 },
+            input_differs: if eps == 0.0 { 0 } else { 20 },
+        }
+    }
+
+    #[test]
+    fn markdown_marks_disagreement_beyond_the_tolerances() {
+        let rows = vec![
+            row("baseline", 0.0, 0.97, 0.97, 2e-6),
+            row("baseline", 0.1, 0.215, 0.216, 2e-6),
+            row("wide", 0.0, 0.97, 0.97, 2e-6),
+            row("wide", 0.1, 0.20, 0.21, 2e-6),
+            row("hot", 0.0, 0.97, 0.97, 5e-3),
+        ];
+        let md = markdown(&rows);
+        let line = |m: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| {m} |")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(line("baseline").ends_with("| ✓ |"), "{md}");
+        assert!(line("baseline").contains("0.10 at 0.1"), "{md}");
+        // one point apart at ε = 0.1
+        assert!(
+            line("wide").ends_with("| ✗ |") && line("wide").contains("1.00 at 0.1"),
+            "{md}"
+        );
+        // logits too far apart
+        assert!(line("hot").ends_with("| ✗ |"), "{md}");
+        assert!(line("wide").contains("| 0.70% |"), "{md}");
+        let df = frame(&rows).expect("frame");
+        assert_eq!(df.height(), 5);
+    }
+}
