@@ -256,7 +256,7 @@ pub fn eps_table(
 }
 
 /// ε as a reader wants it: `0.1`, or `10/255` for the seed-004 notebook's grid.
-fn format_eps(e: f64) -> String {
+pub fn format_eps(e: f64) -> String {
     let k = e * 255.0;
     let short = format!("{e}");
     if short.len() > 6 && (k - k.round()).abs() < 1e-9 {
@@ -322,24 +322,39 @@ pub fn aggregate(
     let summary = summary_markdown(&df)?;
     let summary_path = reports.join("summary.md");
     advrob_data::atomic_write(&summary_path, summary.as_bytes())?;
-    written.push(summary_path);
+    written.push(summary_path.clone());
 
     let test = data_dir.and_then(|d| local_test_set(&records, d));
-    let mut zero_gradients = BTreeMap::new();
+    let mut probes = BTreeMap::new();
     let mut figures = Vec::new();
     if let Some(ds) = &test {
         figures.extend(example_figures(runs, &records, &ds.test, reports)?);
         for run in runs {
             let of_run = read_records(&run.join(RECORDS_FILE))?;
-            for (k, v) in crate::report::zero_gradient_shares(run, &of_run, &ds.test)? {
-                zero_gradients.entry(k).or_insert(v);
+            for (k, v) in crate::report::probes(run, &of_run, &ds.test)? {
+                probes.entry(k).or_insert(v);
             }
         }
     }
-    let verdicts = crate::verdict::verdicts(&records, &zero_gradients);
+    let verdicts = crate::verdict::verdicts(&records, &probes);
     let mut verdict_md = crate::verdict::markdown(&verdicts);
-    verdict_md.push_str("## Robust accuracy: the worst attack at each ε\n\nThe lowest accuracy over every untargeted attack run, per ε: an upper bound on the accuracy under the per-example worst case.\n\n");
-    verdict_md.push_str(&eps_table(&worst_case(&df)?, "adversarial_accuracy", &[])?);
+    let worst = crate::stats::worst_case(&records);
+    verdict_md.push_str("## Robust accuracy: the worst case over all attacks, per example\n\nThe share of test examples that every untargeted attack of the run (white-box, adaptive and transfer) left correctly classified, per ε; in brackets the bootstrap 95% interval over test examples (and min–max over seeds when there are several). A row marked `min over attacks` comes from records without per-example results: the lowest accuracy of any one attack, an upper bound.\n\n");
+    verdict_md.push_str(&crate::stats::worst_markdown(&worst));
+    let mut intervals = crate::stats::intervals(&records, &worst)?;
+    let intervals_path = reports.join("intervals.csv");
+    write_atomic(&intervals_path, |f| {
+        Ok(CsvWriter::new(f).finish(&mut intervals)?)
+    })?;
+    written.push(intervals_path);
+    let paired = crate::stats::mcnemar_markdown(&records, &worst);
+    let summary = if paired.is_empty() {
+        summary
+    } else {
+        let s = format!("{summary}## Paired comparisons (McNemar)\n\n{paired}");
+        advrob_data::atomic_write(&summary_path, s.as_bytes())?;
+        s
+    };
     let verdict_path = reports.join("verdict.md");
     advrob_data::atomic_write(&verdict_path, verdict_md.as_bytes())?;
     written.push(verdict_path);
@@ -363,7 +378,14 @@ pub fn aggregate(
         }
         panels
     };
-    let acc = relabel(crate::plots::panels(&df, "adversarial_accuracy", true)?);
+    // one panel per attack, and one for the per-example worst case over all of them
+    let mut acc = crate::plots::panels(&df, "adversarial_accuracy", true)?;
+    acc.extend(crate::plots::panels(
+        &crate::stats::worst_frame(&worst)?,
+        "adversarial_accuracy",
+        true,
+    )?);
+    let acc = relabel(acc);
     figures.extend(crate::plots::curves(
         &acc,
         "accuracy under attack",
@@ -389,7 +411,9 @@ pub fn aggregate(
         crate::plots::training(&of_model, &model, &path)?;
         figures.push(path);
     }
-    let page_md = format!("{summary}\n{verdict_md}");
+    // the cross-backend agreement `cargo xtask agree` (or reproduce) left here
+    let agreement = std::fs::read_to_string(reports.join("agreement.md")).unwrap_or_default();
+    let page_md = format!("{summary}\n{verdict_md}\n{agreement}");
     let html = crate::report::html("advrob report", &page_md, &figures, &records)?;
     let index = reports.join("index.html");
     advrob_data::atomic_write(&index, html.as_bytes())?;
@@ -430,7 +454,7 @@ pub fn summary_markdown(df: &DataFrame) -> anyhow::Result<String> {
 
 /// The test set of the first record's dataset, if it is under `data_dir` (or is a directory
 /// itself): verified as it loads, never downloaded here.
-fn local_test_set(records: &[Record], data_dir: &Path) -> Option<advrob_data::Dataset> {
+pub fn local_test_set(records: &[Record], data_dir: &Path) -> Option<advrob_data::Dataset> {
     let first = records.first()?;
     let dir = match advrob_data::DatasetKind::from_name(&first.dataset) {
         Ok(kind) => data_dir.join(kind.name()),
@@ -445,34 +469,6 @@ fn local_test_set(records: &[Record], data_dir: &Path) -> Option<advrob_data::Da
     }
 }
 
-/// The records of untargeted attacks reduced to the lowest accuracy per (model, defense, backend,
-/// seed, ε), as records of one attack named `worst of N attacks`.
-// eager group-by: see `eps_table`
-#[allow(deprecated)]
-pub fn worst_case(df: &DataFrame) -> anyhow::Result<DataFrame> {
-    let attack = df.column("attack")?.str()?;
-    let mask: BooleanChunked = attack
-        .into_iter()
-        .map(|a| Some(!a.unwrap_or_default().contains("targeted")))
-        .collect();
-    let untargeted = df.filter(&mask)?;
-    let n = unique_strings(&untargeted, "attack")?.len();
-    let keys = ["model", "defense", "backend", "seed", "eps"];
-    let mut worst = untargeted
-        .group_by(keys)?
-        .select(["adversarial_accuracy", "clean_accuracy"])
-        .min()?;
-    worst.rename("adversarial_accuracy_min", "adversarial_accuracy".into())?;
-    worst.rename("clean_accuracy_min", "clean_accuracy".into())?;
-    let label = format!("worst of {n} attacks");
-    worst.with_column(Column::new(
-        "attack".into(),
-        vec![label.as_str(); worst.height()],
-    ))?;
-    Ok(worst)
-}
-
-/// Example grids for the test set `test`, from the checkpoints of each run.
 fn example_figures(
     runs: &[PathBuf],
     records: &[Record],
@@ -555,6 +551,7 @@ pub(crate) mod tests {
                 mean_l2: eps,
                 mean_confidence: 0.9,
                 seconds: 0.1,
+                adversarial_correct_examples: None,
             },
             versions: Versions::current(),
             unix_time: 0,
@@ -613,17 +610,14 @@ pub(crate) mod tests {
         let mut targeted = rec("a", 1, 0.1, 0.9, 0.05);
         targeted.attack = "fgsm-targeted-shift2".into();
         targeted.key = "a-1/t/0.1".into();
-        let df = frame(&[rec("a", 1, 0.1, 0.9, 0.5), pgd, targeted]).expect("frame");
-        let table = eps_table(
-            &worst_case(&df).expect("worst"),
-            "adversarial_accuracy",
-            &[],
-        )
-        .expect("table");
-        // min(0.5, 0.2); the targeted attack's accuracy is not a robustness bound
+        let records = [rec("a", 1, 0.1, 0.9, 0.5), pgd, targeted];
+        let worst = crate::stats::worst_frame(&crate::stats::worst_case(&records)).expect("worst");
+        let table = eps_table(&worst, "adversarial_accuracy", &[]).expect("table");
+        // min(0.5, 0.2) without per-example results; the targeted attack's accuracy is not a
+        // robustness bound
         assert_eq!(
             table.lines().nth(2).expect("row"),
-            "| a | none | worst of 2 attacks | ndarray | 1 | 90.00% | 20.00% |"
+            "| a | none | worst of 2 attacks, min over attacks | ndarray | 1 | 90.00% | 20.00% |"
         );
     }
 

@@ -1,10 +1,12 @@
 //! `cargo xtask`: the project's tasks. One file per task.
 
 mod aggregate;
+mod agree;
 mod bench;
 mod plots;
 mod report;
 mod reproduce;
+mod stats;
 mod verdict;
 
 use std::path::PathBuf;
@@ -60,6 +62,22 @@ enum Task {
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
     },
+    /// Cross-backend agreement: each model of a run loaded on every other backend given, clean
+    /// logits and FGSM compared example by example; writes agreement.{csv,md} to reports/.
+    Agree {
+        /// The run directory (records.jsonl and models/).
+        #[arg(long = "run", default_value = "runs/reproduce")]
+        run: PathBuf,
+        /// Backends to compare with, comma-separated (default: every compiled-in one).
+        #[arg(long, value_delimiter = ',')]
+        backends: Vec<String>,
+        /// Where the run's dataset was downloaded (nothing is downloaded here).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Where the tables go.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+    },
     /// Time training, FGSM and inference of the default model on each backend given.
     Bench {
         /// Backends, comma-separated (default: every compiled-in one).
@@ -70,6 +88,10 @@ enum Task {
         dataset_dir: Option<PathBuf>,
         #[command(flatten)]
         data: DataArgs,
+        /// Time the training epoch on the first N training images only (for slow backends such as
+        /// wgpu on a software driver; the throughputs stay comparable).
+        #[arg(long)]
+        train_limit: Option<usize>,
         /// Where bench.md and bench.json go.
         #[arg(long, default_value = "reports")]
         reports: PathBuf,
@@ -115,11 +137,35 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("{s}");
             Ok(())
         }
+        Task::Agree {
+            run,
+            backends,
+            data_dir,
+            reports,
+        } => {
+            let backends = if backends.is_empty() {
+                advrob_model::backend::compiled_backends()
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            } else {
+                backends
+            };
+            match agree::write(&run, &data_dir, &backends, &reports)? {
+                Some(md) => print!("{md}"),
+                None => println!(
+                    "nothing to compare: the run's models were trained on the only backend given ({})",
+                    backends.join(", ")
+                ),
+            }
+            Ok(())
+        }
         Task::Bench {
             backend,
             dataset_dir,
             data,
+            train_limit,
             reports,
-        } => bench::bench(&backend, dataset_dir, &data, &reports),
+        } => bench::bench(&backend, dataset_dir, &data, train_limit, &reports),
     }
 }

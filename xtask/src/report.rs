@@ -279,20 +279,25 @@ pub fn example_grids(
     Ok(written)
 }
 
-/// Per (model, backend): the share of test examples whose cross-entropy input gradient (against
-/// the true label, through the deployed model) is all zero or not finite — from each model's first
-/// checkpoint found in `run`.
-pub fn zero_gradient_shares(
+/// Examples the unbounded-ε attack of [`probes`] runs on (the first of the test set).
+pub const UNBOUNDED_EXAMPLES: usize = 1000;
+
+/// Per (model, backend), measured on each model's first checkpoint found in `run`: the share of
+/// test examples whose cross-entropy input gradient (against the true label, through the deployed
+/// model) is all zero or not finite, and the accuracy under plain L∞ PGD (20 steps, random start)
+/// at ε = 1 on the first [`UNBOUNDED_EXAMPLES`] test examples.
+pub fn probes(
     run: &Path,
     records: &[Record],
     test: &Split,
-) -> anyhow::Result<BTreeMap<(String, String), f64>> {
+) -> anyhow::Result<BTreeMap<(String, String), crate::verdict::Probe>> {
     let mut first: BTreeMap<(String, String), &Record> = BTreeMap::new();
     for r in records {
         first
             .entry((r.model.clone(), r.backend.clone()))
             .or_insert(r);
     }
+    let unbounded = advrob_attack::Pgd::linf(20);
     let mut out = BTreeMap::new();
     for (key, r) in first {
         let dir = checkpoint_dir(run, r);
@@ -300,7 +305,7 @@ pub fn zero_gradient_shares(
             continue;
         }
         let device = backend::device(&r.backend)?;
-        let (m, _, _) = checkpoint::load_deployed(&dir, &device)?;
+        let (m, config, _) = checkpoint::load_deployed(&dir, &device)?;
         let size = test.image_size();
         let mut flat = 0usize;
         for start in (0..test.len()).step_by(1000) {
@@ -314,7 +319,23 @@ pub fn zero_gradient_shares(
                 .filter(|ex| ex.iter().all(|v| *v == 0.0) || ex.iter().any(|v| !v.is_finite()))
                 .count();
         }
-        out.insert(key, flat as f64 / test.len().max(1) as f64);
+        let n = test.len().min(UNBOUNDED_EXAMPLES);
+        let mut correct = 0i64;
+        for start in (0..n).step_by(500) {
+            let (x, y) = advrob_data::range_tensors(test, start, 500.min(n - start), &device);
+            let adv = unbounded.perturb(&m, x, y.clone(), 1.0)?;
+            let pred = m.logits(adv).argmax(1).flatten::<1>(0, 1);
+            correct += pred.equal(y).int().sum().into_scalar::<i64>();
+        }
+        out.insert(
+            key,
+            crate::verdict::Probe {
+                zero_gradient_share: flat as f64 / test.len().max(1) as f64,
+                unbounded_accuracy: correct as f64 / n.max(1) as f64,
+                unbounded_examples: n,
+                classes: config.classes,
+            },
+        );
     }
     Ok(out)
 }

@@ -66,6 +66,17 @@ pub fn reproduce(
         s.trained,
         s.loaded
     );
+    // every compiled-in backend against the one the models were trained on, whichever backends
+    // the matrix itself ran on
+    let compiled: Vec<String> = advrob_model::backend::compiled_backends()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if compiled.len() > 1
+        && let Some(md) = crate::agree::write(out, &data.data_dir, &compiled, reports)?
+    {
+        print!("{md}");
+    }
     let summary = crate::aggregate::aggregate(&[out.to_path_buf()], reports, Some(&data.data_dir))?;
     println!("{summary}");
     Ok(())

@@ -17,6 +17,20 @@ pub const ADAPTIVE_GAP: f64 = 0.02;
 /// count as masked.
 pub const ZERO_GRADIENT_SHARE: f64 = 0.01;
 
+/// What was measured on a model's checkpoint (not in the records): see
+/// [`crate::report::probes`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Probe {
+    /// Share of test examples whose cross-entropy input gradient is all zero or not finite.
+    pub zero_gradient_share: f64,
+    /// Accuracy under plain L∞ PGD at ε = 1 (the whole input space), on `unbounded_examples`.
+    pub unbounded_accuracy: f64,
+    /// Examples of the unbounded attack.
+    pub unbounded_examples: usize,
+    /// Classes of the model: chance accuracy is 1 / classes.
+    pub classes: usize,
+}
+
 /// One check on one model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
@@ -106,13 +120,9 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
 
-/// The verdict of every (model, backend) of `records`. `zero_gradients` gives, per (model,
-/// backend), the share of test examples whose cross-entropy input gradient is all zero or not
-/// finite, where it could be measured.
-pub fn verdicts(
-    records: &[Record],
-    zero_gradients: &BTreeMap<(String, String), f64>,
-) -> Vec<Verdict> {
+/// The verdict of every (model, backend) of `records`. `probes` gives, per (model, backend), what
+/// was measured on its checkpoint, where it could be.
+pub fn verdicts(records: &[Record], probes: &BTreeMap<(String, String), Probe>) -> Vec<Verdict> {
     let mut groups: BTreeMap<(String, String), Vec<&Record>> = BTreeMap::new();
     for r in records {
         groups
@@ -231,26 +241,42 @@ pub fn verdicts(
             name: "falls with ε",
             passed: Some(rises.is_empty()),
             detail: if rises.is_empty() {
-                format!("non-increasing up to ε {top} (the grid stops there: unbounded ε not run)")
+                format!("non-increasing up to ε {top}")
             } else {
                 rises.join("; ")
             },
         });
+        // … and an unbounded budget leaves no more than chance
+        let probe = probes.get(&(model.clone(), backend.clone()));
+        checks.push(match probe {
+            Some(p) if p.unbounded_examples > 0 => {
+                let chance = 1.0 / p.classes.max(1) as f64;
+                Check {
+                    name: "unbounded ε → chance",
+                    passed: Some(p.unbounded_accuracy <= chance + TOLERANCE),
+                    detail: format!(
+                        "plain PGD-L∞ (20 steps) at ε 1 leaves {} of {} examples correct (chance {})",
+                        pct(p.unbounded_accuracy),
+                        p.unbounded_examples,
+                        pct(chance)
+                    ),
+                }
+            }
+            _ => not_run("unbounded ε → chance", "checkpoint or test set not found"),
+        });
 
         // 4. the input gradient exists
-        checks.push(
-            match zero_gradients.get(&(model.clone(), backend.clone())) {
-                Some(&share) => Check {
-                    name: "gradients present",
-                    passed: Some(share <= ZERO_GRADIENT_SHARE),
-                    detail: format!(
-                        "{} of test examples have an all-zero or non-finite input gradient",
-                        pct(share)
-                    ),
-                },
-                None => not_run("gradients present", "checkpoint or test set not found"),
+        checks.push(match probe {
+            Some(p) => Check {
+                name: "gradients present",
+                passed: Some(p.zero_gradient_share <= ZERO_GRADIENT_SHARE),
+                detail: format!(
+                    "{} of test examples have an all-zero or non-finite input gradient",
+                    pct(p.zero_gradient_share)
+                ),
             },
-        );
+            None => not_run("gradients present", "checkpoint or test set not found"),
+        });
 
         // 5. adaptive attacks (logits, BPDA) no stronger than the plain one
         let plain: Vec<_> = untargeted
@@ -420,13 +446,25 @@ mod tests {
             with("masked", "pgd-linf-10-margin-bpda", 0.1, 0.10),
             with("masked", "pgd-linf-10-margin-bpda", 0.2, 0.00),
         ];
-        let zero: BTreeMap<(String, String), f64> = [
-            (("honest".to_string(), "ndarray".to_string()), 0.0),
-            (("masked".to_string(), "ndarray".to_string()), 1.0),
+        let probe = |zero: f64, unbounded: f64| Probe {
+            zero_gradient_share: zero,
+            unbounded_accuracy: unbounded,
+            unbounded_examples: 1000,
+            classes: 10,
+        };
+        let probes: BTreeMap<(String, String), Probe> = [
+            (
+                ("honest".to_string(), "ndarray".to_string()),
+                probe(0.0, 0.0),
+            ),
+            (
+                ("masked".to_string(), "ndarray".to_string()),
+                probe(1.0, 0.95),
+            ),
         ]
         .into_iter()
         .collect();
-        let v = verdicts(&records, &zero);
+        let v = verdicts(&records, &probes);
         assert_eq!(v[0].model, "honest");
         assert!(v[0].failing().is_empty(), "{:?}", v[0]);
         assert_eq!(v[0].label(), "no masking detected");
@@ -435,6 +473,7 @@ mod tests {
             [
                 "iterative ≥ single-step",
                 "falls with ε",
+                "unbounded ε → chance",
                 "gradients present",
                 "adaptive ≈ plain"
             ]
@@ -447,9 +486,11 @@ mod tests {
         assert_eq!(iterative.passed, Some(false), "{iterative:?}");
         assert!(iterative.detail.contains("1.0%"), "{}", iterative.detail);
         assert!(
-            v[0].checks[3].passed.is_none(),
-            "no gradient measurement given"
+            v[0].checks[3].passed.is_none() && v[0].checks[4].passed.is_none(),
+            "no checkpoint measurement given"
         );
+        let unbounded = &verdicts(&records, &probes)[1].checks[3];
+        assert!(unbounded.detail.contains("95.0% of 1000"), "{unbounded:?}");
         let md = markdown(&v);
         assert!(
             md.contains("| masked | ndarray | robustness not established ("),
