@@ -92,6 +92,8 @@ pub fn agree(run: &Path, data_dir: &Path, backends: &[String]) -> anyhow::Result
         let attack = bench_runner::run::build_attack(&spec, &mut |name| {
             anyhow::bail!("{name}: transfer attacks are not compared")
         })?;
+        // the examples the run evaluated (a `--test-limit` run: the first N)
+        let test = ds.test.take(r.eval.examples);
         let device_a = backend::device(&r.backend)?;
         let (model_a, _, _) = checkpoint::load_deployed(&dir, &device_a)?;
         for b in backends.iter().filter(|b| **b != r.backend) {
@@ -108,7 +110,7 @@ pub fn agree(run: &Path, data_dir: &Path, backends: &[String]) -> anyhow::Result
                     device: &device_b,
                 },
                 attack.as_ref(),
-                &ds.test,
+                &test,
                 &eps,
                 1000,
             )?;

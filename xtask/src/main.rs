@@ -99,7 +99,12 @@ enum Task {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // wgpu's adapter search also tries OpenGL, whose EGL logs an error on machines without a display
+    // even when Vulkan is used; RUST_LOG overrides this
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,wgpu_hal::gles::egl=off"),
+    )
+    .init();
     match real_main(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

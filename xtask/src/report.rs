@@ -306,6 +306,8 @@ pub fn probes(
         }
         let device = backend::device(&r.backend)?;
         let (m, config, _) = checkpoint::load_deployed(&dir, &device)?;
+        // the examples the run evaluated (a `--test-limit` run: the first N)
+        let test = &test.take(r.eval.examples);
         let size = test.image_size();
         let mut flat = 0usize;
         for start in (0..test.len()).step_by(1000) {

@@ -78,11 +78,19 @@ fn wgpu_adapter() -> Result<String> {
         std::sync::OnceLock::new();
     PROBE
         .get_or_init(|| {
-            let instance = wgpu::Instance::new(
-                wgpu::InstanceDescriptor::new_without_display_handle_from_env(),
-            );
-            let adapters =
-                futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+            // Vulkan, Metal, DX12 first, OpenGL only when none of them has an adapter: an
+            // instance with OpenGL makes EGL log errors on machines without a display even when
+            // Vulkan is there. `WGPU_BACKEND` narrows the choice as it does for burn.
+            let adapters_of = |backends: wgpu::Backends| {
+                let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+                desc.backends &= backends;
+                let instance = wgpu::Instance::new(desc);
+                futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            };
+            let mut adapters = adapters_of(wgpu::Backends::PRIMARY);
+            if adapters.is_empty() {
+                adapters = adapters_of(wgpu::Backends::SECONDARY);
+            }
             // burn prefers a real GPU and falls back to any adapter, as this does
             let best = adapters
                 .iter()
