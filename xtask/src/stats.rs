@@ -496,6 +496,26 @@ mod tests {
     }
 
     #[test]
+    fn several_seeds_give_a_mean_an_interval_and_a_min_max() {
+        let mut second = with_bits("m", "fgsm", 0.1, &[true, false, false, false]);
+        second.seed = 2;
+        second.key = "m-2/fgsm/0.1".into();
+        let records = vec![
+            with_bits("m", "fgsm", 0.1, &[true, true, true, false]),
+            second,
+        ];
+        let worst = worst_case(&records);
+        assert_eq!(worst.len(), 2, "one row per seed");
+        let md = worst_markdown(&worst);
+        // mean of 75% and 25%; min–max 25–75
+        assert!(md.contains("| 2 | 50.00% ["), "{md}");
+        assert!(md.contains("(25.0–75.0) |"), "{md}");
+        let df = intervals(&records, &worst).expect("intervals");
+        let mean = df.column("mean").expect("mean").f64().expect("f64").get(0);
+        assert_eq!(mean, Some(0.5));
+    }
+
+    #[test]
     fn bootstrap_interval_brackets_the_mean_and_shrinks_with_n() {
         let make = |n: usize| Bits((0..n).map(|i| i % 4 != 0).collect()); // 75%
         let small = make(40);

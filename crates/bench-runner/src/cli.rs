@@ -56,6 +56,10 @@ pub struct MatrixArgs {
     /// Seeds, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<u64>>,
+    /// Number of seeds: the matrix's first seed and the ones after it (`--num-seeds 3`: 42, 43,
+    /// 44), for the statistics over seeds.
+    #[arg(long, conflicts_with = "seeds")]
+    pub num_seeds: Option<u64>,
     /// ε grid, comma-separated.
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub eps: Option<Vec<f64>>,
@@ -123,6 +127,11 @@ impl MatrixArgs {
         }
         if let Some(v) = &self.seeds {
             m.seeds = v.clone();
+        }
+        if let Some(n) = self.num_seeds {
+            anyhow::ensure!(n >= 1, "invalid --num-seeds: must be at least 1");
+            let first = m.seeds.first().copied().unwrap_or(42);
+            m.seeds = (0..n).map(|i| first + i).collect();
         }
         if let Some(v) = &self.eps {
             m.eps = v.clone();

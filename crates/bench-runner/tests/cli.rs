@@ -373,3 +373,28 @@ fn presets_are_selectable_by_name_and_unknown_ones_are_refused() {
             .any(|r| r["attack"] == "fgsm-targeted-shift2-cumulative")
     );
 }
+
+#[test]
+fn num_seeds_trains_one_model_per_seed() {
+    let tmp = tempfile::tempdir().expect("temp");
+    synthetic::write_dataset(&tmp.path().join("ds"), 200, 50, 5).expect("dataset");
+    let o = bench_runner(&[QUICK, &["--num-seeds", "2"]].concat(), tmp.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("6 new records, 0 already there; 2 models trained"),
+        "{}",
+        text(&o)
+    );
+    let mut seeds: Vec<u64> = records(tmp.path())
+        .iter()
+        .map(|r| r["seed"].as_u64().expect("seed"))
+        .collect();
+    seeds.dedup();
+    assert_eq!(seeds, [42, 43]);
+    let o = bench_runner(&[QUICK, &["--num-seeds", "0"]].concat(), tmp.path());
+    assert!(
+        !o.status.success() && text(&o).contains("--num-seeds"),
+        "{}",
+        text(&o)
+    );
+}
