@@ -14,6 +14,9 @@ pub enum AttackError {
     /// The model gave no gradient with respect to its input (not differentiable, or detached).
     #[error("the model returned no gradient with respect to its input")]
     NoGradient,
+    /// A tensor could not be read back to the host.
+    #[error("reading a tensor back from the device: {0}")]
+    Readback(String),
 }
 
 /// Result alias of this crate.

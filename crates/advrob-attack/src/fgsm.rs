@@ -8,7 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::Attack;
-use crate::error::{Result, check_eps};
+use crate::error::{AttackError, Result, check_eps};
 use crate::grad::{AttackLoss, LabelMode, loss_gradient, target_labels};
 
 /// How a targeted attack picks the class it pushes each example towards.
@@ -25,7 +25,8 @@ pub enum TargetRule {
 }
 
 impl TargetRule {
-    /// The target class of each example.
+    /// The target class of each example; an error only when the labels cannot be read back
+    /// (the random rule draws on the host).
     ///
     /// # Shapes
     ///
@@ -35,11 +36,11 @@ impl TargetRule {
         model: &dyn Classifier,
         images: Tensor<3>,
         labels: Tensor<1, Int>,
-    ) -> Tensor<1, Int> {
+    ) -> Result<Tensor<1, Int>> {
         let images = images.without_autodiff();
         // the number of classes is all the other rules need of the model: one image's logits
         let classes = || model.logits(images.clone().slice(0..1)).dims()[1];
-        match *self {
+        Ok(match *self {
             TargetRule::Shift(k) => labels
                 .add_scalar(i64::from(k))
                 .remainder_scalar(classes() as i64),
@@ -50,7 +51,7 @@ impl TargetRule {
                 let y = labels
                     .into_data()
                     .try_into_vec_as::<i64>()
-                    .unwrap_or_default();
+                    .map_err(|e| AttackError::Readback(format!("{e:?}")))?;
                 let mut rng = SplitMix64::new(seed);
                 let t: Vec<i64> = y
                     .iter()
@@ -63,7 +64,7 @@ impl TargetRule {
                 let n = t.len();
                 Tensor::from_data(TensorData::new(t, [n]), &device)
             }
-        }
+        })
     }
 
     fn name(&self) -> String {
@@ -185,7 +186,7 @@ impl Attack for Fgsm {
         let Some(rule) = self.target else {
             return Ok(None);
         };
-        Ok(Some(rule.targets(model, images, labels)))
+        Ok(Some(rule.targets(model, images, labels)?))
     }
 
     fn perturb(
@@ -397,7 +398,9 @@ mod tests {
             let x = Tensor::<3>::ones([4, 28, 28], device) * 0.3;
             let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 7, 8, 9], [4]), device);
             let ints = |t: Tensor<1, Int>| t.into_data().try_into_vec_as::<i64>().expect("i64");
-            let shift = TargetRule::Shift(2).targets(&model, x.clone(), y.clone());
+            let shift = TargetRule::Shift(2)
+                .targets(&model, x.clone(), y.clone())
+                .expect("targets");
             assert_eq!(ints(shift), [2, 9, 0, 1]);
             // least likely: the argmin of the clean logits
             let z = model
@@ -405,14 +408,29 @@ mod tests {
                 .into_data()
                 .try_into_vec_as::<f32>()
                 .expect("f32");
-            let ll = ints(TargetRule::LeastLikely.targets(&model, x.clone(), y.clone()));
+            let ll = ints(
+                TargetRule::LeastLikely
+                    .targets(&model, x.clone(), y.clone())
+                    .expect("targets"),
+            );
             for (row, t) in z.chunks(10).zip(ll) {
                 let min = row.iter().cloned().fold(f32::INFINITY, f32::min);
                 assert_eq!(row[t as usize], min);
             }
             // random: never the label, always a class, repeatable
-            let r = ints(TargetRule::Random(5).targets(&model, x.clone(), y.clone()));
-            assert_eq!(r, ints(TargetRule::Random(5).targets(&model, x, y.clone())));
+            let r = ints(
+                TargetRule::Random(5)
+                    .targets(&model, x.clone(), y.clone())
+                    .expect("targets"),
+            );
+            assert_eq!(
+                r,
+                ints(
+                    TargetRule::Random(5)
+                        .targets(&model, x, y.clone())
+                        .expect("targets")
+                )
+            );
             for (t, l) in r.iter().zip(ints(y)) {
                 assert!(*t != l && (0..10).contains(t), "{t} {l}");
             }
