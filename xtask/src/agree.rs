@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use advrob_eval::{OnBackend, agreement};
 use advrob_model::{backend, checkpoint};
 use bench_runner::matrix::AttackSpec;
-use bench_runner::record::{Record, read_records};
+use bench_runner::record::read_records;
 use bench_runner::run::RECORDS_FILE;
 use polars::prelude::*;
 
@@ -38,26 +38,6 @@ pub struct Row {
     pub input_differs: usize,
 }
 
-/// The first FGSM record (untargeted, white-box) per model of `records`, else the first
-/// untargeted white-box record: whose checkpoint and attack the comparison uses.
-fn reference_records(records: &[Record]) -> BTreeMap<&str, &Record> {
-    let mut first: BTreeMap<&str, &Record> = BTreeMap::new();
-    for r in records {
-        let untargeted = r
-            .attack_config
-            .get("target")
-            .is_none_or(serde_json::Value::is_null)
-            && !r.attack.starts_with("transfer-");
-        if untargeted {
-            let e = first.entry(r.model.as_str()).or_insert(r);
-            if r.attack == "fgsm" && e.attack != "fgsm" {
-                *e = r;
-            }
-        }
-    }
-    first
-}
-
 /// Compares every model of `run` between the backend it was trained on and each of `backends`
 /// (other than that one) on the run's test set, found under `data_dir`.
 pub fn agree(run: &Path, data_dir: &Path, backends: &[String]) -> anyhow::Result<Vec<Row>> {
@@ -74,7 +54,7 @@ pub fn agree(run: &Path, data_dir: &Path, backends: &[String]) -> anyhow::Result
         )
     })?;
     let mut rows = Vec::new();
-    for (model, r) in reference_records(&records) {
+    for (model, r) in crate::report::reference_records(&records) {
         let dir = crate::report::checkpoint_dir(run, r);
         if !checkpoint::exists(&dir) {
             log::warn!("{}: no checkpoint, {model} not compared", dir.display());

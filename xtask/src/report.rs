@@ -211,6 +211,27 @@ fn draw_grid(
     draw().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// Per model of `records`, the record whose checkpoint and attack stand for it when a model is
+/// drawn or compared: its first FGSM record (the study's attack), else its first untargeted
+/// white-box one (a transfer attack would need its surrogate).
+pub fn reference_records(records: &[Record]) -> BTreeMap<&str, &Record> {
+    let mut first: BTreeMap<&str, &Record> = BTreeMap::new();
+    for r in records {
+        let untargeted = r
+            .attack_config
+            .get("target")
+            .is_none_or(serde_json::Value::is_null)
+            && !r.attack.starts_with("transfer-");
+        if untargeted {
+            let e = first.entry(r.model.as_str()).or_insert(r);
+            if r.attack == "fgsm" && e.attack != "fgsm" {
+                *e = r;
+            }
+        }
+    }
+    first
+}
+
 /// Draws `examples_<model>.png` for every model of `records` (first backend and seed, first
 /// untargeted attack) from its checkpoint in `run`; returns what was written. Models whose
 /// checkpoint is missing are skipped with a warning.
@@ -220,22 +241,7 @@ pub fn example_grids(
     test: &Split,
     reports: &Path,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let mut first: BTreeMap<&str, &Record> = BTreeMap::new();
-    for r in records {
-        // white-box, untargeted attacks only (a transfer attack would need its surrogate here)
-        let untargeted = r
-            .attack_config
-            .get("target")
-            .is_none_or(serde_json::Value::is_null)
-            && !r.attack.starts_with("transfer-");
-        if untargeted {
-            // the study's attack when there, else the first untargeted one
-            let e = first.entry(r.model.as_str()).or_insert(r);
-            if r.attack == "fgsm" {
-                *e = r;
-            }
-        }
-    }
+    let first = reference_records(records);
     let indices = example_indices(test.len(), 6, 42);
     let mut written = Vec::new();
     for (model, r) in first {

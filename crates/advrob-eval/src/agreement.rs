@@ -81,15 +81,7 @@ pub fn agreement(
     eps: &[f64],
     batch_size: usize,
 ) -> Result<Agreement> {
-    if batch_size == 0 {
-        return Err(EvalError::Invalid {
-            field: "batch_size",
-            reason: "must be at least 1".into(),
-        });
-    }
-    for &e in eps {
-        advrob_attack::check_eps(e)?;
-    }
+    crate::check_request(eps, batch_size)?;
     let n = data.len();
     let (mut max_logit, mut sum_logit, mut logit_count) = (0.0f64, 0.0f64, 0usize);
     let mut max_abs_logit = 0.0f64;

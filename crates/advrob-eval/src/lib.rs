@@ -187,6 +187,20 @@ fn host(t: Tensor<3>) -> Result<Vec<f32>> {
         .map_err(|e| EvalError::Readback(format!("{e:?}")))
 }
 
+/// Refuses a batch size of 0 and an ε that is negative or not finite.
+fn check_request(eps: &[f64], batch_size: usize) -> Result<()> {
+    if batch_size == 0 {
+        return Err(EvalError::Invalid {
+            field: "batch_size",
+            reason: "must be at least 1".into(),
+        });
+    }
+    for &e in eps {
+        advrob_attack::check_eps(e)?;
+    }
+    Ok(())
+}
+
 /// Evaluates `model` against `attack` at every ε of `eps` on `data`, in batches of `batch_size`.
 /// `on_batch(done, total)` is called after each batch, for progress bars.
 ///
@@ -200,15 +214,7 @@ pub fn evaluate(
     device: &Device,
     on_batch: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<EvalRecord>> {
-    if batch_size == 0 {
-        return Err(EvalError::Invalid {
-            field: "batch_size",
-            reason: "must be at least 1".into(),
-        });
-    }
-    for &e in eps {
-        advrob_attack::check_eps(e)?;
-    }
+    check_request(eps, batch_size)?;
     let start = Instant::now();
     let n = data.len();
     let total = n.div_ceil(batch_size);
