@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use bench_runner::bench::{BenchResult, bench as run_bench, format_table};
-use bench_runner::cli::DataArgs;
-use bench_runner::run::{DataSource, load_data};
+use advrob_experiment::bench::{BenchResult, bench as run_bench, format_table};
+use advrob_experiment::{DataSource, load_data};
+use bench_runner::cli::{DataArgs, backends_or_compiled};
 
 pub fn bench(
     backends: &[String],
@@ -13,14 +13,7 @@ pub fn bench(
     train_limit: Option<usize>,
     reports: &Path,
 ) -> anyhow::Result<()> {
-    let backends: Vec<String> = if backends.is_empty() {
-        advrob_model::backend::compiled_backends()
-            .into_iter()
-            .map(String::from)
-            .collect()
-    } else {
-        backends.to_vec()
-    };
+    let backends = backends_or_compiled(backends.to_vec());
     for b in &backends {
         advrob_model::backend::device(b)?;
     }

@@ -1,13 +1,8 @@
-//! `cargo xtask`: the project's tasks. One file per task.
+//! `cargo xtask`: the project's chores — reproduce the study into reports/, and time it. Everything
+//! a user runs on their own data is `bench-runner`; this calls the same libraries.
 
-mod aggregate;
-mod agree;
 mod bench;
-mod plots;
-mod report;
 mod reproduce;
-mod stats;
-mod verdict;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,17 +22,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Download and verify MNIST (or --dataset fashion-mnist) into data/.
-    Download {
-        /// mnist or fashion-mnist.
-        #[arg(long, default_value = "mnist")]
-        dataset: String,
-        #[command(flatten)]
-        data: DataArgs,
-    },
     /// Download MNIST (verified), run the experiment matrix (the default experiment: the baseline
     /// and every defense; or --preset seed-000-notebook / seed-004-notebook) on every compiled-in
-    /// backend and write tables to reports/.
+    /// backend, compare backends and write the report to reports/.
     Reproduce {
         #[command(flatten)]
         matrix: Box<MatrixArgs>,
@@ -49,34 +36,6 @@ enum Task {
         /// Where the tables go (default: reports/, or reports/<preset>/).
         #[arg(long)]
         reports: Option<PathBuf>,
-    },
-    /// Aggregate the records of one or more run directories into tables in reports/.
-    Aggregate {
-        /// Run directories (each holding records.jsonl).
-        #[arg(long = "run", default_value = "runs/reproduce")]
-        runs: Vec<PathBuf>,
-        /// Where the tables go.
-        #[arg(long, default_value = "reports")]
-        reports: PathBuf,
-        /// Where datasets were downloaded (for the example grids; nothing is downloaded here).
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
-    },
-    /// Cross-backend agreement: each model of a run loaded on every other backend given, clean
-    /// logits and FGSM compared example by example; writes agreement.{csv,md} to reports/.
-    Agree {
-        /// The run directory (records.jsonl and models/).
-        #[arg(long = "run", default_value = "runs/reproduce")]
-        run: PathBuf,
-        /// Backends to compare with, comma-separated (default: every compiled-in one).
-        #[arg(long, value_delimiter = ',')]
-        backends: Vec<String>,
-        /// Where the run's dataset was downloaded (nothing is downloaded here).
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
-        /// Where the tables go.
-        #[arg(long, default_value = "reports")]
-        reports: PathBuf,
     },
     /// Time training, FGSM and inference of the default model on each backend given.
     Bench {
@@ -116,55 +75,12 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
-        Task::Download { dataset, data } => {
-            let kind = advrob_data::DatasetKind::from_name(&dataset)?;
-            let r = bench_runner::run::fetch_dataset(kind, &data.data_dir, &data.mirrors())?;
-            println!(
-                "{}: 4 files verified ({} fetched, {} already there)",
-                r.dir.display(),
-                r.fetched.len(),
-                r.cached.len()
-            );
-            Ok(())
-        }
         Task::Reproduce {
             matrix,
             data,
             out,
             reports,
         } => reproduce::reproduce(&matrix, &data, out.as_deref(), reports.as_deref()),
-        Task::Aggregate {
-            runs,
-            reports,
-            data_dir,
-        } => {
-            let s = aggregate::aggregate(&runs, &reports, Some(&data_dir))?;
-            println!("{s}");
-            Ok(())
-        }
-        Task::Agree {
-            run,
-            backends,
-            data_dir,
-            reports,
-        } => {
-            let backends = if backends.is_empty() {
-                advrob_model::backend::compiled_backends()
-                    .into_iter()
-                    .map(String::from)
-                    .collect()
-            } else {
-                backends
-            };
-            match agree::write(&run, &data_dir, &backends, &reports)? {
-                Some(md) => print!("{md}"),
-                None => println!(
-                    "nothing to compare: the run's models were trained on the only backend given ({})",
-                    backends.join(", ")
-                ),
-            }
-            Ok(())
-        }
         Task::Bench {
             backend,
             dataset_dir,

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use bench_runner::cli::{DataArgs, MatrixArgs};
-use bench_runner::{RunOptions, run};
+use advrob_experiment::{Registry, RunDir, RunOptions, run};
+use bench_runner::cli::{DataArgs, MatrixArgs, backends_or_compiled};
+use bench_runner::progress::Bars;
 
 /// Runs the matrix and writes its tables. Without `--out`/`--reports`, the default preset goes to
 /// `runs/reproduce` and `reports/`, any other preset to `runs/<preset>` and `reports/<preset>/`.
@@ -14,7 +15,8 @@ pub fn reproduce(
     out: Option<&Path>,
     reports: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let mut m = matrix.matrix()?;
+    let registry = Registry::default();
+    let mut m = matrix.matrix(&registry)?;
     let default_preset = m.preset == "default";
     if matrix.name.is_none() {
         m.name = if default_preset {
@@ -35,12 +37,9 @@ pub fn reproduce(
     };
     let (out, reports) = (out.as_path(), reports.as_path());
     if matrix.backends.is_none() {
-        m.backends = advrob_model::backend::compiled_backends()
-            .into_iter()
-            .map(String::from)
-            .collect();
+        m.backends = backends_or_compiled(Vec::new());
     }
-    m.check()?;
+    m.check(&registry)?;
     log::info!(
         "reproducing {} (preset {}) on {} ({} epochs, {} models, ε grid {:?})",
         m.name,
@@ -57,6 +56,8 @@ pub fn reproduce(
             data_dir: data.data_dir.clone(),
             mirrors: data.mirrors(),
         },
+        &registry,
+        &mut Bars::default(),
     )?;
     println!(
         "{}: {} new records, {} already there; {} models trained, {} loaded",
@@ -68,16 +69,24 @@ pub fn reproduce(
     );
     // every compiled-in backend against the one the models were trained on, whichever backends
     // the matrix itself ran on
-    let compiled: Vec<String> = advrob_model::backend::compiled_backends()
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let compiled = backends_or_compiled(Vec::new());
     if compiled.len() > 1
-        && let Some(md) = crate::agree::write(out, &data.data_dir, &compiled, reports)?
+        && let Some(md) = advrob_report::agreement::write(
+            &RunDir::new(out),
+            &data.data_dir,
+            &compiled,
+            reports,
+            &registry,
+        )?
     {
         print!("{md}");
     }
-    let summary = crate::aggregate::aggregate(&[out.to_path_buf()], reports, Some(&data.data_dir))?;
+    let summary = advrob_report::report_with(
+        &[out.to_path_buf()],
+        reports,
+        Some(&data.data_dir),
+        &registry,
+    )?;
     println!("{summary}");
     Ok(())
 }

@@ -7,9 +7,10 @@ use advrob_model::Classifier;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::Attack;
 use crate::error::{AttackError, Result, check_eps};
 use crate::grad::{AttackLoss, LabelMode, loss_gradient, target_labels};
+use crate::info::{AttackInfo, Family, Norm};
+use crate::{Attack, AttackConfig};
 
 /// How a targeted attack picks the class it pushes each example towards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -161,7 +162,29 @@ fn step(images: &Tensor<3>, direction: &Tensor<3>, eps: f64) -> Tensor<3> {
     (images.clone() + direction.clone() * eps).clamp(0.0, 1.0)
 }
 
+impl AttackConfig for Fgsm {
+    fn build(&self) -> Result<Box<dyn Attack>> {
+        if self.target == Some(TargetRule::Shift(0)) {
+            return Err(AttackError::Invalid {
+                field: "target",
+                reason: "a shift of 0 targets the true label".into(),
+            });
+        }
+        Ok(Box::new(*self))
+    }
+}
+
 impl Attack for Fgsm {
+    fn info(&self) -> AttackInfo {
+        AttackInfo {
+            targeted: self.target.is_some(),
+            labels: self.labels,
+            adaptive: self.loss == AttackLoss::Margin,
+            bounded: !self.cumulative,
+            ..AttackInfo::white_box(Family::Fgsm, Norm::Linf, self.loss, 1)
+        }
+    }
+
     fn name(&self) -> String {
         let mut n = String::from("fgsm");
         if let Some(t) = &self.target {

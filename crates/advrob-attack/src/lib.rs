@@ -3,6 +3,7 @@
 mod error;
 mod fgsm;
 mod grad;
+mod info;
 mod pgd;
 mod transfer;
 
@@ -11,11 +12,25 @@ pub use fgsm::{Fgsm, TargetRule};
 pub use grad::{
     AttackLoss, LabelMode, input_gradient, loss_gradient, per_example_loss, target_labels,
 };
-pub use pgd::{Norm, Pgd};
+pub use info::{Access, AttackInfo, Family, Norm};
+pub use pgd::{Pgd, PgdConfig};
 pub use transfer::Transfer;
 
 use advrob_model::Classifier;
 use burn::tensor::{Int, Tensor};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The settings of an attack as a matrix or a record holds them (serde, every field named), and
+/// the one place they are checked: [`build`](AttackConfig::build) refuses bad values, naming the
+/// field, and returns the attack, which then never checks them again (linfa's `ParamGuard`).
+///
+/// Implementing it is what makes an attack selectable by name in an experiment matrix (the
+/// experiment crate's registry maps a `kind` to a config type).
+pub trait AttackConfig: Serialize + DeserializeOwned + 'static {
+    /// Checks the settings and builds the attack they describe.
+    fn build(&self) -> Result<Box<dyn Attack>>;
+}
 
 /// An evasion attack: from clean images, their labels and a budget ε, adversarial images.
 ///
@@ -23,7 +38,12 @@ use burn::tensor::{Int, Tensor};
 /// keep the result a valid image (pixels in [0, 1]) within the budget in their norm.
 pub trait Attack {
     /// A short name for records and tables, with the settings that matter (`fgsm`, `fgsm-pred`).
+    /// For people: code that needs to know what the attack is reads [`info`](Attack::info).
     fn name(&self) -> String;
+
+    /// What the attack is: family, norm, loss, steps, restarts, targeted, adaptive, whether it
+    /// respects its budget, what it sees of the model.
+    fn info(&self) -> AttackInfo;
 
     /// Adversarial versions of `images` under budget `eps`. The model is used in inference mode.
     ///

@@ -1,34 +1,22 @@
 //! Iterative attacks: projected gradient descent under L∞ or L2 (Madry et al. 2018) with random
 //! starts and restarts, BIM / I-FGSM (Kurakin et al. 2017) and MI-FGSM (Dong et al. 2018), all one
-//! configurable [`Pgd`].
+//! configurable [`Pgd`], built from a [`PgdConfig`] that is checked once.
 
 use advrob_data::rng::SplitMix64;
 use advrob_model::Classifier;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::Attack;
 use crate::error::{AttackError, Result, check_eps};
 use crate::grad::{AttackLoss, LabelMode, loss_gradient, per_example_loss, target_labels};
+use crate::info::{AttackInfo, Family, Norm};
+use crate::{Attack, AttackConfig};
 
-/// The norm of the budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Norm {
-    /// ‖δ‖∞ ≤ ε: sign steps, projection by clamping.
-    #[default]
-    Linf,
-    /// ‖δ‖₂ ≤ ε per example: normalised-gradient steps, projection by rescaling.
-    L2,
-}
-
-/// Iterated gradient steps of size `step_size` on the loss, each followed by a projection onto
-/// the ε-ball around the clean image and onto [0, 1]. The result is, per example, the iterate
-/// with the highest loss over all steps and restarts (the first iterate is always a candidate, so
-/// one step from the clean image with `step_size = ε` is FGSM).
+/// The settings of a [`Pgd`]: iterated gradient steps of size `step_size` on the loss, each
+/// followed by a projection onto the ε-ball around the clean image and onto [0, 1].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Pgd {
+pub struct PgdConfig {
     /// Budget norm.
     pub norm: Norm,
     /// Gradient steps per restart.
@@ -52,7 +40,7 @@ pub struct Pgd {
     pub bpda: bool,
 }
 
-impl Default for Pgd {
+impl Default for PgdConfig {
     fn default() -> Self {
         Self {
             norm: Norm::Linf,
@@ -69,7 +57,7 @@ impl Default for Pgd {
     }
 }
 
-impl Pgd {
+impl PgdConfig {
     /// L∞ PGD with a random start and `steps` steps of 2.5·ε/steps.
     pub fn linf(steps: usize) -> Self {
         Self {
@@ -104,8 +92,9 @@ impl Pgd {
         }
     }
 
-    /// Refuses zero steps or restarts, and step sizes or momenta that are negative.
-    pub fn check(&self) -> Result<()> {
+    /// Checks the settings once: refuses zero steps or restarts, and step sizes or momenta that
+    /// are not positive (momentum: not ≥ 0), naming the field.
+    pub fn check(self) -> Result<Pgd> {
         let bad = |field: &'static str, reason: String| AttackError::Invalid { field, reason };
         if self.steps == 0 {
             return Err(bad("steps", "must be at least 1".into()));
@@ -123,21 +112,47 @@ impl Pgd {
         {
             return Err(bad("momentum", format!("{m} is not a number ≥ 0")));
         }
-        Ok(())
+        Ok(Pgd(self))
+    }
+}
+
+impl AttackConfig for PgdConfig {
+    fn build(&self) -> Result<Box<dyn Attack>> {
+        Ok(Box::new(self.check()?))
+    }
+}
+
+/// PGD, BIM or MI-FGSM with checked settings ([`PgdConfig::check`]). The result is, per example,
+/// the iterate with the highest loss over all steps and restarts (the first iterate is always a
+/// candidate, so one step from the clean image with `step_size = ε` is FGSM).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pgd(PgdConfig);
+
+impl Pgd {
+    /// The settings.
+    pub fn config(&self) -> &PgdConfig {
+        &self.0
+    }
+
+    /// The same attack with another seed for its random starts (the settings stay valid).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.0.seed = seed;
+        self
     }
 
     fn alpha(&self, eps: f64) -> f64 {
-        self.step_size.unwrap_or(if self.random_start {
-            2.5 * eps / self.steps as f64
+        let c = &self.0;
+        c.step_size.unwrap_or(if c.random_start {
+            2.5 * eps / c.steps as f64
         } else {
-            eps / self.steps as f64
+            eps / c.steps as f64
         })
     }
 
     fn random_delta(&self, dims: [usize; 3], eps: f64, restart: usize) -> Vec<f32> {
-        let mut rng = SplitMix64::new(self.seed ^ (restart as u64).wrapping_mul(0x9E37_79B9));
+        let mut rng = SplitMix64::new(self.0.seed ^ (restart as u64).wrapping_mul(0x9E37_79B9));
         let n = dims[0] * dims[1] * dims[2];
-        match self.norm {
+        match self.0.norm {
             Norm::Linf => (0..n)
                 .map(|_| ((rng.next_f64() * 2.0 - 1.0) * eps) as f32)
                 .collect(),
@@ -166,7 +181,7 @@ impl Pgd {
 /// # Shapes
 ///
 /// - t: `[B, H, W]`, output: `[B, 1, 1]`
-fn l2_norms(t: Tensor<3>) -> Tensor<3> {
+pub(crate) fn l2_norms(t: Tensor<3>) -> Tensor<3> {
     let [b, _, _] = t.dims();
     t.square()
         .reshape([b as i64, -1])
@@ -176,7 +191,7 @@ fn l2_norms(t: Tensor<3>) -> Tensor<3> {
 }
 
 /// `δ` projected onto the ε-ball of `norm`.
-fn project(delta: Tensor<3>, norm: Norm, eps: f64) -> Tensor<3> {
+pub(crate) fn project(delta: Tensor<3>, norm: Norm, eps: f64) -> Tensor<3> {
     match norm {
         Norm::Linf => delta.clamp(-eps, eps),
         Norm::L2 => {
@@ -189,23 +204,39 @@ fn project(delta: Tensor<3>, norm: Norm, eps: f64) -> Tensor<3> {
 
 impl Attack for Pgd {
     fn name(&self) -> String {
-        let mut n = match (self.momentum, self.random_start, self.norm) {
-            (Some(_), _, _) => format!("mi-fgsm-{}", self.steps),
-            (None, false, Norm::Linf) => format!("bim-{}", self.steps),
-            (None, _, Norm::Linf) => format!("pgd-linf-{}", self.steps),
-            (None, _, Norm::L2) => format!("pgd-l2-{}", self.steps),
+        let c = &self.0;
+        let mut n = match (c.momentum, c.random_start, c.norm) {
+            (Some(_), _, _) => format!("mi-fgsm-{}", c.steps),
+            (None, false, Norm::Linf) => format!("bim-{}", c.steps),
+            (None, _, Norm::Linf) => format!("pgd-linf-{}", c.steps),
+            (None, _, Norm::L2) => format!("pgd-l2-{}", c.steps),
         };
-        if self.restarts > 1 {
-            n.push_str(&format!("x{}", self.restarts));
+        if c.restarts > 1 {
+            n.push_str(&format!("x{}", c.restarts));
         }
-        n.push_str(self.loss.suffix());
-        if self.labels == LabelMode::Predicted {
+        n.push_str(c.loss.suffix());
+        if c.labels == LabelMode::Predicted {
             n.push_str("-pred");
         }
-        if self.bpda {
+        if c.bpda {
             n.push_str("-bpda");
         }
         n
+    }
+
+    fn info(&self) -> AttackInfo {
+        let c = &self.0;
+        let family = match (c.momentum, c.random_start) {
+            (Some(_), _) => Family::MiFgsm,
+            (None, false) => Family::Bim,
+            (None, true) => Family::Pgd,
+        };
+        AttackInfo {
+            restarts: c.restarts,
+            labels: c.labels,
+            adaptive: c.bpda || c.loss == AttackLoss::Margin,
+            ..AttackInfo::white_box(family, c.norm, c.loss, c.steps)
+        }
     }
 
     fn perturb(
@@ -216,21 +247,21 @@ impl Attack for Pgd {
         eps: f64,
     ) -> Result<Tensor<3>> {
         check_eps(eps)?;
-        self.check()?;
+        let c = &self.0;
         let x = images.without_autodiff();
         let dims = x.dims();
         let device = x.device();
-        let view = if self.bpda {
+        let view = if c.bpda {
             model.straight_through()
         } else {
             None
         };
         let grad_model: &dyn Classifier = view.as_deref().unwrap_or(model);
-        let y = target_labels(model, x.clone(), labels, self.labels);
+        let y = target_labels(model, x.clone(), labels, c.labels);
         let alpha = self.alpha(eps);
         let mut best: Option<(Tensor<3>, Tensor<1>)> = None;
-        for restart in 0..self.restarts {
-            let mut adv = if self.random_start && eps > 0.0 {
+        for restart in 0..c.restarts {
+            let mut adv = if c.random_start && eps > 0.0 {
                 let d = self.random_delta(dims, eps, restart);
                 (x.clone() + Tensor::<3>::from_data(TensorData::new(d, dims), &device))
                     .clamp(0.0, 1.0)
@@ -238,9 +269,9 @@ impl Attack for Pgd {
                 x.clone()
             };
             let mut velocity: Option<Tensor<3>> = None;
-            for _ in 0..self.steps {
-                let mut g = loss_gradient(grad_model, adv.clone(), y.clone(), self.loss)?;
-                if let Some(mu) = self.momentum {
+            for _ in 0..c.steps {
+                let mut g = loss_gradient(grad_model, adv.clone(), y.clone(), c.loss)?;
+                if let Some(mu) = c.momentum {
                     let l1 = g
                         .clone()
                         .abs()
@@ -255,16 +286,16 @@ impl Attack for Pgd {
                     };
                     velocity = Some(g.clone());
                 }
-                let step = match self.norm {
+                let step = match c.norm {
                     Norm::Linf => g.sign() * alpha,
                     Norm::L2 => {
                         let n = l2_norms(g.clone()).clamp_min(1e-12);
                         g / n * alpha
                     }
                 };
-                let delta = project(adv + step - x.clone(), self.norm, eps);
+                let delta = project(adv + step - x.clone(), c.norm, eps);
                 adv = (x.clone() + delta).clamp(0.0, 1.0);
-                let loss = per_example_loss(model.logits(adv.clone()), y.clone(), self.loss);
+                let loss = per_example_loss(model.logits(adv.clone()), y.clone(), c.loss);
                 best = Some(match best {
                     None => (adv.clone(), loss),
                     Some((b_adv, b_loss)) => {
@@ -286,6 +317,10 @@ mod tests {
     use crate::Fgsm;
     use advrob_model::backend::on_test_backends;
     use advrob_model::{DeployConfig, Deployed, MlpConfig};
+
+    fn pgd(c: PgdConfig) -> Pgd {
+        c.check().expect("valid settings")
+    }
 
     fn host(t: Tensor<3>) -> Vec<f32> {
         t.into_data().try_into_vec_as::<f32>().expect("f32")
@@ -312,14 +347,14 @@ mod tests {
             let (model, images, labels, x) = setup(&device);
             let eps = 0.2;
             for attack in [
-                Pgd::linf(5),
-                Pgd::bim(4),
-                Pgd::mi_fgsm(4, 1.0),
-                Pgd {
+                pgd(PgdConfig::linf(5)),
+                pgd(PgdConfig::bim(4)),
+                pgd(PgdConfig::mi_fgsm(4, 1.0)),
+                pgd(PgdConfig {
                     restarts: 2,
                     loss: AttackLoss::Margin,
-                    ..Pgd::linf(3)
-                },
+                    ..PgdConfig::linf(3)
+                }),
             ] {
                 let adv = host(
                     attack
@@ -334,7 +369,7 @@ mod tests {
             // L2: per example ‖δ‖₂ ≤ ε
             let eps2 = 1.5;
             let adv = host(
-                Pgd::l2(5)
+                pgd(PgdConfig::l2(5))
                     .perturb(&model, images.clone(), labels.clone(), eps2)
                     .expect("attack"),
             );
@@ -356,13 +391,13 @@ mod tests {
         on_test_backends(|device| {
             let device = device.clone();
             let (model, images, labels, _) = setup(&device);
-            let pgd = Pgd {
+            let one = pgd(PgdConfig {
                 steps: 1,
                 random_start: false,
-                ..Pgd::default()
-            };
+                ..PgdConfig::default()
+            });
             let a = host(
-                pgd.perturb(&model, images.clone(), labels.clone(), 0.1)
+                one.perturb(&model, images.clone(), labels.clone(), 0.1)
                     .expect("pgd"),
             );
             let b = host(
@@ -380,10 +415,10 @@ mod tests {
             let device = device.clone();
             let (model, images, labels, _) = setup(&device);
             let loss = |steps: usize| -> Vec<f32> {
-                let attack = Pgd {
+                let attack = pgd(PgdConfig {
                     step_size: Some(0.02),
-                    ..Pgd::linf(steps)
-                };
+                    ..PgdConfig::linf(steps)
+                });
                 let adv = attack
                     .perturb(&model, images.clone(), labels.clone(), 0.1)
                     .expect("attack");
@@ -419,15 +454,15 @@ mod tests {
                 config: DeployConfig::new().with_quantize(Some(16)),
             };
             let plain = host(
-                Pgd::bim(5)
+                pgd(PgdConfig::bim(5))
                     .perturb(&model, images.clone(), labels.clone(), 0.2)
                     .expect("pgd"),
             );
             assert_eq!(plain, x, "zero gradient: plain BIM cannot move");
-            let through = Pgd {
+            let through = pgd(PgdConfig {
                 bpda: true,
-                ..Pgd::bim(5)
-            };
+                ..PgdConfig::bim(5)
+            });
             assert_eq!(through.name(), "bim-5-bpda");
             let adv = host(through.perturb(&model, images, labels, 0.2).expect("bpda"));
             assert!(adv != x, "BPDA moves the pixels");
@@ -436,16 +471,16 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_field() {
-        let e = Pgd {
+        let e = PgdConfig {
             steps: 0,
-            ..Pgd::default()
+            ..PgdConfig::default()
         }
         .check()
         .expect_err("steps");
         assert!(e.to_string().contains("steps"));
-        let e = Pgd {
+        let e = PgdConfig {
             restarts: 0,
-            ..Pgd::default()
+            ..PgdConfig::default()
         }
         .check()
         .expect_err("restarts");

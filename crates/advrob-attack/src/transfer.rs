@@ -6,6 +6,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::Attack;
 use crate::error::Result;
+use crate::info::{Access, AttackInfo};
 
 /// `attack` run against `surrogate`; the model it is evaluated on is ignored while crafting.
 pub struct Transfer {
@@ -18,6 +19,13 @@ pub struct Transfer {
 }
 
 impl Attack for Transfer {
+    fn info(&self) -> AttackInfo {
+        AttackInfo {
+            access: Access::Transfer,
+            ..self.attack.info()
+        }
+    }
+
     fn name(&self) -> String {
         format!(
             "transfer-{}-from-{}",

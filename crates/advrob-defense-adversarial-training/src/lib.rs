@@ -1,11 +1,11 @@
 #![doc = include_str!("../README.md")]
 
-use advrob_attack::{Attack, Fgsm, LabelMode, Pgd};
+use advrob_attack::{Attack, Fgsm, LabelMode, Pgd, PgdConfig};
 use advrob_data::Split;
 use advrob_data::idx::IdxImages;
 use advrob_model::{
-    Defense, DeployConfig, Deployed, LossKind, Mlp, ModelError, Plain, Progress, Stage, TrainBatch,
-    TrainHook, TrainSetup, Trained, train,
+    Defense, DefenseConfig, DeployConfig, Deployed, LossKind, Mlp, ModelError, Plain, Progress,
+    Stage, TeacherUse, TrainBatch, TrainHook, TrainSetup, Trained, train,
 };
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -89,12 +89,16 @@ impl AdversarialTrainingConfig {
     }
 
     /// The PGD attack used for a model trained with `train_loss`, when `pgd_steps > 0`.
-    pub fn pgd_attack(&self, train_loss: LossKind) -> Option<Pgd> {
-        (self.pgd_steps > 0).then(|| Pgd {
+    pub fn pgd_attack(&self, train_loss: LossKind) -> advrob_model::Result<Option<Pgd>> {
+        if self.pgd_steps == 0 {
+            return Ok(None);
+        }
+        let config = PgdConfig {
             loss: self.attack_loss.unwrap_or(train_loss).into(),
             labels: self.labels,
-            ..Pgd::linf(self.pgd_steps)
-        })
+            ..PgdConfig::linf(self.pgd_steps)
+        };
+        Ok(Some(config.check()?))
     }
 }
 
@@ -119,12 +123,9 @@ impl AdversarialHook {
     ) -> advrob_model::Result<Self> {
         config.check()?;
         deploy.check()?;
-        if let Some(p) = config.pgd_attack(train_loss) {
-            p.check()?;
-        }
         Ok(Self {
             attack: config.attack(train_loss),
-            pgd: config.pgd_attack(train_loss),
+            pgd: config.pgd_attack(train_loss)?,
             config,
             deploy,
             batches: 0,
@@ -156,10 +157,7 @@ impl TrainHook for AdversarialHook {
         let adversarial = match &self.pgd {
             Some(pgd) => {
                 // a fresh random start per batch
-                let pgd = Pgd {
-                    seed: pgd.seed.wrapping_add(self.batches),
-                    ..*pgd
-                };
+                let pgd = pgd.with_seed(pgd.config().seed.wrapping_add(self.batches));
                 pgd.perturb(&current, clean, labels.clone(), self.config.eps)?
             }
             None => self
@@ -176,6 +174,49 @@ impl TrainHook for AdversarialHook {
             targets: batch.targets.cat(targets, classes),
             labels: Tensor::cat(vec![batch.labels, labels], 0),
         })
+    }
+}
+
+impl DefenseConfig for AdversarialTrainingConfig {
+    fn defense_name(&self) -> String {
+        "adversarial-training".into()
+    }
+
+    fn validate(&self) -> advrob_model::Result<()> {
+        self.check()
+    }
+
+    fn build(&self, _teacher: Option<Deployed>) -> advrob_model::Result<Box<dyn Defense>> {
+        self.check()?;
+        Ok(Box::new(AdversarialTraining::new(self.clone())))
+    }
+}
+
+impl DefenseConfig for RetrainingConfig {
+    fn defense_name(&self) -> String {
+        "adversarial-retraining".into()
+    }
+
+    fn teacher_use(&self) -> TeacherUse {
+        TeacherUse::Required
+    }
+
+    fn validate(&self) -> advrob_model::Result<()> {
+        self.check()
+    }
+
+    fn build(&self, teacher: Option<Deployed>) -> advrob_model::Result<Box<dyn Defense>> {
+        self.check()?;
+        let source = teacher.ok_or_else(|| {
+            ModelError::invalid(
+                "teacher",
+                "adversarial retraining needs the model to attack",
+            )
+        })?;
+        Ok(Box::new(AdversarialRetraining {
+            config: self.clone(),
+            source,
+        }))
     }
 }
 

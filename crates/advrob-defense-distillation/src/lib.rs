@@ -1,8 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 use advrob_model::{
-    Classifier, Defense, Deployed, Mlp, MlpConfig, ModelError, Progress, Stage, Targets,
-    TrainBatch, TrainHook, TrainSetup, Trained, train,
+    Classifier, Defense, DefenseConfig, Deployed, Mlp, MlpConfig, ModelError, Progress, Stage,
+    Targets, TeacherUse, TrainBatch, TrainHook, TrainSetup, Trained, train,
 };
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -133,6 +133,29 @@ impl Distillation {
     pub fn with_teacher(mut self, teacher: Mlp) -> Self {
         self.teacher = Some(teacher);
         self
+    }
+}
+
+impl DefenseConfig for DistillationConfig {
+    fn defense_name(&self) -> String {
+        "distillation".into()
+    }
+
+    fn teacher_use(&self) -> TeacherUse {
+        TeacherUse::Optional
+    }
+
+    fn validate(&self) -> advrob_model::Result<()> {
+        self.check()
+    }
+
+    fn build(&self, teacher: Option<Deployed>) -> advrob_model::Result<Box<dyn Defense>> {
+        self.check()?;
+        let d = Distillation::new(self.clone());
+        Ok(Box::new(match teacher {
+            Some(t) => d.with_teacher(t.mlp),
+            None => d,
+        }))
     }
 }
 

@@ -3,8 +3,8 @@
 use advrob_attack::{Fgsm, LabelMode, input_gradient};
 use advrob_defense_adversarial_training::{AdversarialHook, AdversarialTrainingConfig};
 use advrob_model::{
-    Classifier, Defense, DeployConfig, Mlp, ModelError, Progress, TrainBatch, TrainHook,
-    TrainSetup, Trained,
+    Classifier, Defense, DefenseConfig, DeployConfig, Deployed, Mlp, ModelError, Progress,
+    TrainBatch, TrainHook, TrainSetup, Trained,
 };
 use burn::module::Module;
 use burn::tensor::activation::softmax;
@@ -200,13 +200,28 @@ impl GradientMasking {
     }
 }
 
-impl Defense for GradientMasking {
-    fn name(&self) -> String {
-        match self.config.mechanism {
+impl DefenseConfig for GradientMaskingConfig {
+    fn defense_name(&self) -> String {
+        match self.mechanism {
             Mechanism::Notebook => "gradient-masking-notebook".into(),
             Mechanism::Quantize => "gradient-masking-quantize".into(),
             Mechanism::SaturatedLogits => "gradient-masking-saturated-logits".into(),
         }
+    }
+
+    fn validate(&self) -> advrob_model::Result<()> {
+        self.check()
+    }
+
+    fn build(&self, _teacher: Option<Deployed>) -> advrob_model::Result<Box<dyn Defense>> {
+        self.check()?;
+        Ok(Box::new(GradientMasking::new(self.clone())))
+    }
+}
+
+impl Defense for GradientMasking {
+    fn name(&self) -> String {
+        self.config.defense_name()
     }
 
     fn fit(

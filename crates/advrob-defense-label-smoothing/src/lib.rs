@@ -1,7 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 use advrob_model::{
-    Defense, DeployConfig, Mlp, ModelError, Progress, TrainBatch, TrainHook, TrainSetup, Trained,
+    Defense, DefenseConfig, DeployConfig, Deployed, Mlp, ModelError, Progress, TrainBatch,
+    TrainHook, TrainSetup, Trained,
 };
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,21 @@ impl LabelSmoothing {
     /// The defense with `config`.
     pub fn new(config: LabelSmoothingConfig) -> Self {
         Self { config }
+    }
+}
+
+impl DefenseConfig for LabelSmoothingConfig {
+    fn defense_name(&self) -> String {
+        "label-smoothing".into()
+    }
+
+    fn validate(&self) -> advrob_model::Result<()> {
+        self.check()
+    }
+
+    fn build(&self, _teacher: Option<Deployed>) -> advrob_model::Result<Box<dyn Defense>> {
+        self.check()?;
+        Ok(Box::new(LabelSmoothing::new(self.clone())))
     }
 }
 

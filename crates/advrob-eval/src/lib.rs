@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
 pub mod agreement;
+pub mod probes;
 
 pub use agreement::{Agreement, EpsAgreement, OnBackend, agreement};
+pub use probes::{Probe, probe};
 
 use std::time::Instant;
 
@@ -318,6 +320,14 @@ mod tests {
         fn name(&self) -> String {
             "brighten".into()
         }
+        fn info(&self) -> advrob_attack::AttackInfo {
+            advrob_attack::AttackInfo::white_box(
+                advrob_attack::Family::Other,
+                advrob_attack::Norm::Linf,
+                advrob_attack::AttackLoss::CrossEntropy,
+                1,
+            )
+        }
         fn perturb(
             &self,
             _: &dyn Classifier,
@@ -423,6 +433,12 @@ mod tests {
     impl Attack for BrightenTowardsOne {
         fn name(&self) -> String {
             "brighten-to-1".into()
+        }
+        fn info(&self) -> advrob_attack::AttackInfo {
+            advrob_attack::AttackInfo {
+                targeted: true,
+                ..Brighten.info()
+            }
         }
         fn targets(
             &self,

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use advrob_data::Split;
 use burn::tensor::Device;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::deploy::{DeployConfig, Deployed};
 use crate::mlp::{Mlp, MlpConfig};
@@ -137,5 +139,58 @@ impl Defense for Undefended {
         on_progress: &mut dyn FnMut(&str, Progress),
     ) -> crate::Result<Trained> {
         setup.train_with(&mut Plain, DeployConfig::new(), on_progress)
+    }
+}
+
+/// Whether a defense learns from another trained model (distillation's teacher, retraining's
+/// source of adversarial examples).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TeacherUse {
+    /// Never.
+    Never,
+    /// When one is given (distillation trains its own teacher otherwise).
+    Optional,
+    /// Always.
+    Required,
+}
+
+/// The settings of a defense as a matrix or a record holds them (serde, every field named), the
+/// one place they are checked, and the way to the [`Defense`] they describe.
+///
+/// Implementing it is what makes a defense selectable by name in an experiment matrix (the
+/// experiment crate's registry maps a `kind` to a config type).
+pub trait DefenseConfig: Serialize + DeserializeOwned + 'static {
+    /// The name recorded with every result of a model it trained (`adversarial-training`).
+    fn defense_name(&self) -> String;
+
+    /// Whether it learns from another trained model.
+    fn teacher_use(&self) -> TeacherUse {
+        TeacherUse::Never
+    }
+
+    /// Refuses values outside their domain, naming the field.
+    fn validate(&self) -> crate::Result<()>;
+
+    /// Checks the settings and builds the defense; `teacher` is the trained model named as the
+    /// model's teacher, given exactly when [`teacher_use`](DefenseConfig::teacher_use) allows one.
+    fn build(&self, teacher: Option<Deployed>) -> crate::Result<Box<dyn Defense>>;
+}
+
+/// The settings of [`Undefended`]: there are none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoDefense {}
+
+impl DefenseConfig for NoDefense {
+    fn defense_name(&self) -> String {
+        Undefended.name()
+    }
+
+    fn validate(&self) -> crate::Result<()> {
+        Ok(())
+    }
+
+    fn build(&self, _teacher: Option<Deployed>) -> crate::Result<Box<dyn Defense>> {
+        Ok(Box::new(Undefended))
     }
 }

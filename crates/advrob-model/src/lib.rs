@@ -9,7 +9,9 @@ mod loss;
 mod mlp;
 mod train;
 
-pub use defense::{Defense, Stage, TrainSetup, Trained, Undefended};
+pub use defense::{
+    Defense, DefenseConfig, NoDefense, Stage, TeacherUse, TrainSetup, Trained, Undefended,
+};
 pub use deploy::{DeployConfig, Deployed, quantize};
 pub use error::{ModelError, Result};
 pub use loss::{LossKind, Targets, loss};

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use advrob_attack::LabelMode;
+use advrob_attack::{Fgsm, LabelMode};
 use advrob_data::Mirror;
+use advrob_experiment::registry::TRANSFER;
+use advrob_experiment::{AttackSpec, Matrix, ModelSpec, Registry};
 use advrob_model::LossKind;
 use clap::Args;
-
-use crate::matrix::{AttackSpec, Matrix, ModelSpec};
 
 /// Where the data comes from.
 #[derive(Debug, Clone, Args)]
@@ -103,15 +103,18 @@ fn parse_labels(s: &str) -> Result<LabelMode, String> {
 }
 
 impl MatrixArgs {
-    /// The matrix: the TOML file (or the default experiment), then each flag given.
-    pub fn matrix(&self) -> anyhow::Result<Matrix> {
+    /// The matrix: the TOML file (or the default experiment), then each flag given; checked
+    /// against `registry`.
+    pub fn matrix(&self, registry: &Registry) -> anyhow::Result<Matrix> {
         let mut m = match &self.config {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
                 Matrix::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
             }
-            None => crate::presets::preset(self.preset.as_deref().unwrap_or("default"))?,
+            None => {
+                advrob_experiment::presets::preset(self.preset.as_deref().unwrap_or("default"))?
+            }
         };
         if let Some(v) = &self.name {
             m.name = v.clone();
@@ -160,20 +163,30 @@ impl MatrixArgs {
                 ..ModelSpec::default()
             }];
             // a transfer attack's surrogate went with the other models
-            m.attacks
-                .retain(|a| !matches!(a, AttackSpec::Transfer { .. }));
+            m.attacks.retain(|a| a.kind != TRANSFER);
         }
         if let Some(v) = self.attack_labels {
-            m.attacks = vec![AttackSpec::Fgsm(advrob_attack::Fgsm::with_labels(v))];
+            m.attacks = vec![AttackSpec::new("fgsm", &Fgsm::with_labels(v))];
         }
         if self.cumulative_eps {
-            for a in &mut m.attacks {
-                if let AttackSpec::Fgsm(f) = a {
-                    f.cumulative = true;
-                }
+            for a in m.attacks.iter_mut().filter(|a| a.kind == "fgsm") {
+                a.params
+                    .insert("cumulative".into(), serde_json::Value::Bool(true));
             }
         }
-        m.check()?;
+        m.check(registry)?;
         Ok(m)
+    }
+}
+
+/// `backends`, or every backend compiled into this build when none is given.
+pub fn backends_or_compiled(backends: Vec<String>) -> Vec<String> {
+    if backends.is_empty() {
+        advrob_model::backend::compiled_backends()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    } else {
+        backends
     }
 }

@@ -1,11 +1,12 @@
-//! `bench-runner`: trains, attacks and evaluates an experiment matrix and writes JSON Lines records.
+//! `bench-runner`: trains, attacks and evaluates an experiment matrix, writes JSON Lines records,
+//! and reports on them. Glue: the science is in the advrob libraries.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bench_runner::cli::{DataArgs, MatrixArgs};
-use bench_runner::run::{DataSource, load_data};
-use bench_runner::{RunOptions, bench, run};
+use advrob_experiment::{Registry, RunDir, RunOptions, run};
+use bench_runner::cli::{DataArgs, MatrixArgs, backends_or_compiled};
+use bench_runner::progress::Bars;
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
@@ -30,22 +31,41 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Report on one or more run directories: tables, plots, the masking verdict, the per-example
+    /// worst case and index.html.
+    Report {
+        /// Run directories (each holding records.jsonl).
+        #[arg(long = "run", default_value = "runs/reproduce")]
+        runs: Vec<PathBuf>,
+        /// Where the tables go.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        /// Where datasets were downloaded (for the example grids and the checkpoint probes;
+        /// nothing is downloaded here).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Cross-backend agreement: each model of a run loaded on every other backend given, clean
+    /// logits and FGSM compared example by example; writes agreement.{csv,md}.
+    Agree {
+        /// The run directory (records.jsonl and models/).
+        #[arg(long = "run", default_value = "runs/reproduce")]
+        run: PathBuf,
+        /// Backends to compare with, comma-separated (default: every compiled-in one).
+        #[arg(long, value_delimiter = ',')]
+        backends: Vec<String>,
+        /// Where the run's dataset was downloaded (nothing is downloaded here).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Where the tables go.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+    },
     /// Download and verify a dataset into the data directory.
     Download {
         /// mnist or fashion-mnist.
         #[arg(long, default_value = "mnist")]
         dataset: String,
-        #[command(flatten)]
-        data: DataArgs,
-    },
-    /// Time training, FGSM and inference of the default model on one backend.
-    Bench {
-        /// Backend.
-        #[arg(long, default_value = "ndarray")]
-        backend: String,
-        /// Load IDX files from this directory instead of the verified MNIST download.
-        #[arg(long)]
-        dataset_dir: Option<PathBuf>,
         #[command(flatten)]
         data: DataArgs,
     },
@@ -70,30 +90,54 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let registry = Registry::default();
     match cli.cmd {
         Cmd::Run { matrix, data, out } => {
-            let m = matrix.matrix()?;
+            let m = matrix.matrix(&registry)?;
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
-            let s = run(
-                &m,
-                &RunOptions {
-                    out: out.clone(),
-                    data_dir: data.data_dir.clone(),
-                    mirrors: data.mirrors(),
-                },
-            )?;
+            let options = RunOptions {
+                out: out.clone(),
+                data_dir: data.data_dir.clone(),
+                mirrors: data.mirrors(),
+            };
+            let s = run(&m, &options, &registry, &mut Bars::default())?;
             println!(
                 "{}: {} new records, {} already there; {} models trained, {} loaded",
-                out.join(bench_runner::run::RECORDS_FILE).display(),
+                RunDir::new(&out).records().display(),
                 s.new_records,
                 s.skipped_records,
                 s.trained,
                 s.loaded
             );
         }
+        Cmd::Report {
+            runs,
+            reports,
+            data_dir,
+        } => {
+            let s = advrob_report::report_with(&runs, &reports, Some(&data_dir), &registry)?;
+            println!("{s}");
+        }
+        Cmd::Agree {
+            run,
+            backends,
+            data_dir,
+            reports,
+        } => {
+            let backends = backends_or_compiled(backends);
+            let dir = RunDir::new(run);
+            match advrob_report::agreement::write(&dir, &data_dir, &backends, &reports, &registry)?
+            {
+                Some(md) => print!("{md}"),
+                None => println!(
+                    "nothing to compare: the run's models were trained on the only backend given ({})",
+                    backends.join(", ")
+                ),
+            }
+        }
         Cmd::Download { dataset, data } => {
             let kind = advrob_data::DatasetKind::from_name(&dataset)?;
-            let r = bench_runner::run::fetch_dataset(kind, &data.data_dir, &data.mirrors())?;
+            let r = advrob_experiment::fetch_dataset(kind, &data.data_dir, &data.mirrors())?;
             println!(
                 "{}: {} files verified ({} fetched, {} already there)",
                 r.dir.display(),
@@ -101,17 +145,6 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 r.fetched.len(),
                 r.cached.len()
             );
-        }
-        Cmd::Bench {
-            backend,
-            dataset_dir,
-            data,
-        } => {
-            let source = DataSource::dir_or_mnist(dataset_dir);
-            let (ds, _) = load_data(&source, &data.data_dir, &data.mirrors())?;
-            let r = bench::bench(&ds, &backend)?;
-            print!("{}", bench::format_table(std::slice::from_ref(&r)));
-            println!("{}", serde_json::to_string(&r)?);
         }
         Cmd::Backends => {
             for b in advrob_model::backend::compiled_backends() {

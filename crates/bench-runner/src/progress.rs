@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use advrob_experiment::{Event, Observer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress reporter for one phase (training a model, evaluating it).
@@ -61,6 +62,60 @@ impl Phase {
         match self.bar {
             Some(b) => b.finish_with_message(format!("{} {summary}", self.label)),
             None => log::info!("{}: {summary}", self.label),
+        }
+    }
+}
+
+/// The run's [`Observer`]: one [`Phase`] per training stage and per evaluation, a bar on a TTY.
+#[derive(Default)]
+pub struct Bars {
+    phase: Option<Phase>,
+}
+
+impl Bars {
+    fn start(&mut self, label: &str, len: u64) {
+        if let Some(old) = self.phase.take() {
+            old.finish("done");
+        }
+        self.phase = Some(Phase::new(label, len));
+    }
+
+    fn finish(&mut self, summary: &str) {
+        if let Some(p) = self.phase.take() {
+            p.finish(summary);
+        }
+    }
+}
+
+impl Observer for Bars {
+    fn event(&mut self, event: Event<'_>) {
+        match event {
+            Event::StageStarted { label, total } => self.start(label, total),
+            Event::StageProgress {
+                done,
+                epoch,
+                epochs,
+            } => {
+                if let Some(p) = self.phase.as_mut() {
+                    p.set(done, Some(&format!("epoch {epoch}/{epochs}")));
+                }
+            }
+            Event::TrainFinished {
+                seconds,
+                loss,
+                accuracy,
+            } => self.finish(&format!(
+                "done in {seconds:.1}s, loss {loss:.4}, train accuracy {accuracy:.4}"
+            )),
+            Event::EvalStarted { label, batches } => self.start(label, batches),
+            Event::EvalProgress { done } => {
+                if let Some(p) = self.phase.as_mut() {
+                    p.set(done, None);
+                }
+            }
+            Event::EvalFinished { clean_accuracy } => {
+                self.finish(&format!("clean accuracy {clean_accuracy:.4}"))
+            }
         }
     }
 }

@@ -8,21 +8,27 @@ use advrob_defense_gradient_masking::Mechanism;
 use advrob_defense_label_smoothing::LabelSmoothingConfig;
 use advrob_model::LossKind;
 
+use crate::error::{ExperimentError, Result};
 use crate::matrix::{AttackSpec, DefenseSpec, Matrix, ModelSpec, TrainSpec, masking};
 
 /// Names accepted by [`preset`].
 pub const PRESETS: [&str; 3] = ["default", "seed-000-notebook", "seed-004-notebook"];
 
 /// The matrix of a preset, by name.
-pub fn preset(name: &str) -> anyhow::Result<Matrix> {
+pub fn preset(name: &str) -> Result<Matrix> {
     let m = match name {
         "default" => default_experiment(),
         "seed-000-notebook" => seed_000_notebook(),
         "seed-004-notebook" => seed_004_notebook(),
-        other => anyhow::bail!(
-            "unknown preset {other:?}; available: {}",
-            PRESETS.join(", ")
-        ),
+        other => {
+            return Err(ExperimentError::invalid(
+                "preset",
+                format!(
+                    "unknown preset {other:?}; available: {}",
+                    PRESETS.join(", ")
+                ),
+            ));
+        }
     };
     Ok(m)
 }
@@ -47,7 +53,12 @@ pub fn seed_000_notebook() -> Matrix {
         defense,
         ..ModelSpec::default()
     };
-    let at = || DefenseSpec::AdversarialTraining(AdversarialTrainingConfig::default());
+    let at = || {
+        DefenseSpec::new(
+            "adversarial-training",
+            &AdversarialTrainingConfig::default(),
+        )
+    };
     Matrix {
         name: "seed-000-notebook".into(),
         preset: "seed-000-notebook".into(),
@@ -60,7 +71,7 @@ pub fn seed_000_notebook() -> Matrix {
             train_limit: None,
         },
         models: vec![
-            wide("baseline", DefenseSpec::None),
+            wide("baseline", DefenseSpec::default()),
             ModelSpec {
                 from: Some("baseline".into()),
                 epochs: Some(20),
@@ -75,7 +86,7 @@ pub fn seed_000_notebook() -> Matrix {
                 from: Some("baseline".into()),
                 ..wide(
                     "label-smoothing",
-                    DefenseSpec::LabelSmoothing(LabelSmoothingConfig::default()),
+                    DefenseSpec::new("label-smoothing", &LabelSmoothingConfig::default()),
                 )
             },
             ModelSpec {
@@ -84,10 +95,13 @@ pub fn seed_000_notebook() -> Matrix {
                 dropout: 0.3,
                 teacher: Some("baseline".into()),
                 loss: Some(LossKind::CrossEntropy),
-                defense: DefenseSpec::Distillation(DistillationConfig {
-                    temperature: 1.0,
-                    ..Default::default()
-                }),
+                defense: DefenseSpec::new(
+                    "distillation",
+                    &DistillationConfig {
+                        temperature: 1.0,
+                        ..Default::default()
+                    },
+                ),
                 ..ModelSpec::default()
             },
             ModelSpec {
@@ -102,7 +116,7 @@ pub fn seed_000_notebook() -> Matrix {
             },
         ],
         attacks: vec![
-            AttackSpec::Fgsm(Fgsm::new().with_loss(LossKind::Mse)),
+            AttackSpec::new("fgsm", &Fgsm::new().with_loss(LossKind::Mse)),
             AttackSpec::fgsm(),
         ],
         ..Matrix::default()
@@ -142,13 +156,13 @@ pub fn seed_004_notebook() -> Matrix {
                 name: "retrained-w300".into(),
                 teacher: Some("w300".into()),
                 epochs: Some(10),
-                defense: DefenseSpec::AdversarialRetraining(RetrainingConfig::default()),
+                defense: DefenseSpec::new("adversarial-retraining", &RetrainingConfig::default()),
                 ..width(300)
             },
         ],
         attacks: vec![
             AttackSpec::fgsm(),
-            AttackSpec::Fgsm(Fgsm::new().with_target(TargetRule::Shift(2))),
+            AttackSpec::new("fgsm", &Fgsm::new().with_target(TargetRule::Shift(2))),
         ],
         ..Matrix::default()
     }
@@ -160,9 +174,10 @@ mod tests {
 
     #[test]
     fn every_preset_checks_and_round_trips_through_toml() {
+        let registry = crate::Registry::default();
         for name in PRESETS {
             let m = preset(name).expect("preset");
-            m.check().expect("valid");
+            m.check(&registry).expect("valid");
             assert_eq!(m.preset, name);
             let text = toml::to_string_pretty(&m).expect("toml");
             assert_eq!(Matrix::from_toml(&text).expect("parse"), m, "{name}");
@@ -187,9 +202,9 @@ mod tests {
         );
         let m = seed_004_notebook();
         assert!((m.eps[3] - 10.0 / 255.0).abs() < 1e-12);
-        let AttackSpec::Fgsm(targeted) = &m.attacks[1] else {
-            panic!("{:?}", m.attacks[1])
-        };
+        let targeted: Fgsm =
+            serde_json::from_value(serde_json::Value::Object(m.attacks[1].params.clone()))
+                .expect("fgsm");
         assert_eq!(targeted.target, Some(TargetRule::Shift(2)));
         assert!(!targeted.cumulative, "the bug is off unless asked for");
     }

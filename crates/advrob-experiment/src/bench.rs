@@ -8,6 +8,8 @@ use advrob_data::{Dataset, range_tensors};
 use advrob_model::{MlpConfig, Plain, TrainConfig, backend, train};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
+
 /// Throughputs of one backend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchResult {
@@ -36,7 +38,7 @@ pub struct BenchResult {
 
 /// Times one epoch of training of the README model (batch 128), FGSM generation at ε = 0.1 and
 /// clean inference on the test set (batch 1000), after a short warm-up.
-pub fn bench(ds: &Dataset, backend_name: &str) -> anyhow::Result<BenchResult> {
+pub fn bench(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
     let device = backend::device(backend_name)?;
     let cfg = MlpConfig::new();
     // warm-up: allocations, kernel compilation on GPU backends

@@ -1,4 +1,4 @@
-//! `cargo xtask agree`: cross-backend agreement of a run's models. Each model's checkpoint (trained
+//! Cross-backend agreement of a run's models. Each model's checkpoint (trained
 //! on one backend) is loaded on every other compiled-in backend, and the clean logits and FGSM at
 //! every ε of the run are compared example by example (`advrob_eval::agreement`). The weights are
 //! the same on both sides, so the table measures the backends' numerics, not training noise.
@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use advrob_eval::{OnBackend, agreement};
+use advrob_experiment::{AttackSpec, Registry, RunDir, read_records};
 use advrob_model::{backend, checkpoint};
-use bench_runner::matrix::AttackSpec;
-use bench_runner::record::read_records;
-use bench_runner::run::RECORDS_FILE;
 use polars::prelude::*;
+
+use crate::error::{ReportError, Result};
 
 /// Tolerances of the table's "agrees" column: the largest clean logit difference and the largest
 /// accuracy difference at any ε, in points.
@@ -22,40 +22,60 @@ pub const MAX_ACCURACY_POINTS: f64 = 0.5;
 /// One row: one model, one pair of backends, one ε.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// The model.
     pub model: String,
+    /// Its defense.
     pub defense: String,
+    /// The backend it was trained on.
     pub backend_a: String,
+    /// The backend it was loaded on.
     pub backend_b: String,
+    /// What runs `backend_b` (CPU threads, GPU adapter).
     pub adapter_b: String,
+    /// Test examples compared.
     pub examples: usize,
+    /// Largest clean logit difference.
     pub max_logit_diff: f64,
+    /// Mean clean logit difference.
     pub mean_logit_diff: f64,
+    /// Largest clean logit, for scale.
     pub max_abs_logit: f64,
+    /// The budget.
     pub eps: f64,
+    /// Accuracy under the attack on `backend_a`.
     pub accuracy_a: f64,
+    /// Accuracy under the attack on `backend_b`.
     pub accuracy_b: f64,
+    /// Examples whose adversarial prediction differs between the backends.
     pub prediction_differs: usize,
+    /// Examples whose adversarial input differs between the backends.
     pub input_differs: usize,
 }
 
 /// Compares every model of `run` between the backend it was trained on and each of `backends`
 /// (other than that one) on the run's test set, found under `data_dir`.
-pub fn agree(run: &Path, data_dir: &Path, backends: &[String]) -> anyhow::Result<Vec<Row>> {
-    let records = read_records(&run.join(RECORDS_FILE))?;
-    anyhow::ensure!(
-        !records.is_empty(),
-        "{}: no records",
-        run.join(RECORDS_FILE).display()
-    );
-    let ds = crate::aggregate::local_test_set(&records, data_dir).ok_or_else(|| {
-        anyhow::anyhow!(
+pub fn agree(
+    run: &RunDir,
+    data_dir: &Path,
+    backends: &[String],
+    registry: &Registry,
+) -> Result<Vec<Row>> {
+    let records = read_records(&run.records(), registry)?;
+    if records.is_empty() {
+        return Err(ReportError::Records(format!(
+            "{}: no records",
+            run.records().display()
+        )));
+    }
+    let ds = crate::local_test_set(&records, data_dir).ok_or_else(|| {
+        ReportError::Records(format!(
             "{}: the run's test set is not there (download it first)",
             data_dir.display()
-        )
+        ))
     })?;
     let mut rows = Vec::new();
-    for (model, r) in crate::report::reference_records(&records) {
-        let dir = crate::report::checkpoint_dir(run, r);
+    for (model, r) in crate::grids::reference_records(&records) {
+        let dir = run.checkpoint_of(r);
         if !checkpoint::exists(&dir) {
             log::warn!("{}: no checkpoint, {model} not compared", dir.display());
             continue;
@@ -68,9 +88,12 @@ pub fn agree(run: &Path, data_dir: &Path, backends: &[String]) -> anyhow::Result
         eps.sort_by(f64::total_cmp);
         eps.dedup();
         let spec: AttackSpec = serde_json::from_value(r.attack_config.clone())
-            .map_err(|e| anyhow::anyhow!("{}: attack config: {e}", r.key))?;
-        let attack = bench_runner::run::build_attack(&spec, &mut |name| {
-            anyhow::bail!("{name}: transfer attacks are not compared")
+            .map_err(|e| ReportError::Records(format!("record {}: attack_config: {e}", r.key)))?;
+        let attack = registry.attack(&spec, &mut |name| {
+            Err(advrob_experiment::ExperimentError::invalid(
+                "attack",
+                format!("{name}: transfer attacks are not compared"),
+            ))
         })?;
         // the examples the run evaluated (a `--test-limit` run: the first N)
         let test = ds.test.take(r.eval.examples);
@@ -181,7 +204,7 @@ pub fn markdown(rows: &[Row]) -> String {
             100.0 * clean as f64 / n,
             100.0 * worst_pred as f64 / n,
             100.0 * worst_input as f64 / n,
-            crate::aggregate::format_eps(at),
+            crate::tables::format_eps(at),
             if ok { "✓" } else { "✗" }
         ));
     }
@@ -191,16 +214,17 @@ pub fn markdown(rows: &[Row]) -> String {
 /// Runs [`agree`] over `run` and writes `agreement.csv` and `agreement.md` into `reports`;
 /// returns the Markdown. Nothing is written when there is nothing to compare (one backend).
 pub fn write(
-    run: &Path,
+    run: &RunDir,
     data_dir: &Path,
     backends: &[String],
     reports: &Path,
-) -> anyhow::Result<Option<String>> {
-    let rows = agree(run, data_dir, backends)?;
+    registry: &Registry,
+) -> Result<Option<String>> {
+    let rows = agree(run, data_dir, backends, registry)?;
     if rows.is_empty() {
         return Ok(None);
     }
-    std::fs::create_dir_all(reports)?;
+    std::fs::create_dir_all(reports).map_err(|e| ReportError::io(reports, e))?;
     let mut df = frame(&rows)?;
     let csv: PathBuf = reports.join("agreement.csv");
     let mut buf = Vec::new();

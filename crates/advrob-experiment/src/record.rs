@@ -1,11 +1,16 @@
-//! The JSON Lines records a run writes: one per (model, attack, ε), each with its provenance.
+//! The JSON Lines records a run writes: one per (model, attack, ε), each with its provenance and
+//! the attack's typed metadata.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use advrob_attack::AttackInfo;
 use advrob_data::FileDigest;
 use advrob_eval::EvalRecord;
 use serde::{Deserialize, Serialize};
+
+use crate::error::{ExperimentError, Result};
+use crate::registry::Registry;
 
 /// Versions of what produced a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +43,11 @@ pub struct Record {
     pub preset: String,
     /// Model name in the matrix.
     pub model: String,
+    /// The cache key of the trained model (its checkpoint directory is
+    /// [`RunDir::checkpoint`](crate::RunDir::checkpoint) of it). Older records keep it as the
+    /// first part of [`key`](Record::key) only: read it with [`Record::model_key`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model_key: String,
     /// Defense applied in training (`none` for plain training).
     pub defense: String,
     /// The defense's settings as the matrix gave them.
@@ -52,11 +62,15 @@ pub struct Record {
     /// What wraps the network at deployment (input quantisation, logit scale).
     #[serde(default)]
     pub deploy_config: serde_json::Value,
-    /// Attack name (`fgsm`, `fgsm-pred`, `fgsm-mse`, `fgsm-targeted-shift2`, ...).
+    /// Attack name (`fgsm`, `fgsm-pred`, `fgsm-mse`, `fgsm-targeted-shift2`, ...), for tables.
     pub attack: String,
-    /// The attack's settings.
+    /// The attack's settings, `{"kind": ..., <every field>}`.
     #[serde(default)]
     pub attack_config: serde_json::Value,
+    /// What the attack is. Records written before it existed lack it: [`read_records`] fills it
+    /// in from `attack_config` (never from the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack_info: Option<AttackInfo>,
     /// Labels the attack's loss used: `true` or `predicted`.
     #[serde(default)]
     pub attack_labels: String,
@@ -99,18 +113,42 @@ pub struct Record {
     pub unix_time: u64,
 }
 
+impl Record {
+    /// The cache key of the model this record was evaluated on.
+    pub fn model_key(&self) -> &str {
+        if self.model_key.is_empty() {
+            self.key.split('/').next().unwrap_or_default()
+        } else {
+            &self.model_key
+        }
+    }
+
+    /// The attack's metadata ([`read_records`] guarantees it is there).
+    ///
+    /// # Panics
+    ///
+    /// Never for records read by [`read_records`]; a record built by hand must set it.
+    pub fn info(&self) -> &AttackInfo {
+        self.attack_info
+            .as_ref()
+            .expect("read_records fills in the attack's metadata")
+    }
+}
+
 /// The key of a (model, attack, ε) result.
 pub fn record_key(model_key: &str, attack: &str, eps: f64) -> String {
     format!("{model_key}/{attack}/{eps}")
 }
 
-/// Reads the records of a run; a line that does not parse (which atomic writes should make
-/// impossible) is reported and skipped rather than losing the rest.
-pub fn read_records(path: &Path) -> anyhow::Result<Vec<Record>> {
+/// Reads the records of a run (none when the file does not exist). A line that does not parse
+/// (which atomic writes should make impossible) is reported and skipped rather than losing the
+/// rest. Records without typed attack metadata get it from their attack's settings through
+/// `registry`; one whose settings no longer describe an attack is an error naming the line.
+pub fn read_records(path: &Path, registry: &Registry) -> Result<Vec<Record>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) => return Err(ExperimentError::io(path, e)),
     };
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -118,7 +156,17 @@ pub fn read_records(path: &Path) -> anyhow::Result<Vec<Record>> {
             continue;
         }
         match serde_json::from_str::<Record>(line) {
-            Ok(r) => out.push(r),
+            Ok(mut r) => {
+                if r.attack_info.is_none() {
+                    let spec = serde_json::from_value(r.attack_config.clone())
+                        .map_err(|e| ExperimentError::file(path, format!("line {}: {e}", i + 1)))?;
+                    let described = registry.describe(&spec).map_err(|e| {
+                        ExperimentError::file(path, format!("line {}: attack_config: {e}", i + 1))
+                    })?;
+                    r.attack_info = Some(described.info);
+                }
+                out.push(r)
+            }
             Err(e) => log::warn!(
                 "{}:{}: skipping unreadable record: {e}",
                 path.display(),
@@ -130,10 +178,10 @@ pub fn read_records(path: &Path) -> anyhow::Result<Vec<Record>> {
 }
 
 /// Writes all `records` to `path` atomically (temporary file, then rename).
-pub fn write_records(path: &Path, records: &BTreeMap<String, Record>) -> anyhow::Result<()> {
+pub fn write_records(path: &Path, records: &BTreeMap<String, Record>) -> Result<()> {
     let mut text = String::new();
     for r in records.values() {
-        text.push_str(&serde_json::to_string(r)?);
+        text.push_str(&serde_json::to_string(r).map_err(|e| ExperimentError::file(path, e))?);
         text.push('\n');
     }
     advrob_data::atomic_write(path, text.as_bytes())?;

@@ -3,45 +3,58 @@
 
 use std::collections::BTreeMap;
 
+use advrob_attack::{AttackInfo, AttackLoss, Family, Norm};
 use advrob_data::rng::SplitMix64;
 use advrob_eval::Bits;
-use bench_runner::record::Record;
+use advrob_experiment::Record;
 use polars::prelude::*;
+
+use crate::tables::format_eps;
 
 /// Bootstrap replicates of every interval.
 pub const BOOTSTRAP: usize = 1000;
 
-fn is_untargeted(r: &Record) -> bool {
-    r.attack_config
-        .get("target")
-        .is_none_or(serde_json::Value::is_null)
-        && !r.attack.contains("targeted")
+/// Whether `info` is the study's attack: white-box FGSM on the cross-entropy against the true
+/// labels, untargeted, within its budget (the paired comparisons are made under it).
+pub fn is_study_fgsm(info: &AttackInfo) -> bool {
+    *info == AttackInfo::white_box(Family::Fgsm, Norm::Linf, AttackLoss::CrossEntropy, 1)
 }
 
-/// One (model, backend, seed, ε) under the worst untargeted attack.
+/// One (model, backend, seed, ε) under the worst attack.
 #[derive(Debug, Clone)]
 pub struct Worst {
+    /// The dataset.
     pub dataset: String,
+    /// The model.
     pub model: String,
+    /// Its defense.
     pub defense: String,
+    /// The backend.
     pub backend: String,
+    /// The seed.
     pub seed: u64,
+    /// The budget.
     pub eps: f64,
     /// The attacks it is the worst of.
     pub attacks: usize,
     /// The clean accuracy of the records.
     pub clean_accuracy: f64,
+    /// The share of examples that every attack left correctly classified (or, without
+    /// per-example results, the lowest accuracy of any attack).
     pub adversarial_accuracy: f64,
     /// Per example: correct under every attack. `None` when a record lacked its per-example
     /// results (older records); the accuracy is then the minimum over attacks, an upper bound.
     pub correct: Option<Bits>,
 }
 
-/// The worst case over all untargeted attacks (white-box, adaptive and transfer), per example:
-/// an example counts as robust at ε only if every attack left it correctly classified.
+/// The worst case over all attacks that count for robustness — untargeted and within their budget
+/// (white-box, adaptive, black-box and transfer) — per example: an example counts as robust at ε
+/// only if every such attack left it correctly classified. Targeted attacks measure something
+/// else, and an attack that breaks its budget (the seed-004 notebook's cumulative FGSM) never
+/// enters: both are read from the records' typed metadata.
 pub fn worst_case(records: &[Record]) -> Vec<Worst> {
     let mut groups: BTreeMap<(String, String, String, u64, u64), Vec<&Record>> = BTreeMap::new();
-    for r in records.iter().filter(|r| is_untargeted(r)) {
+    for r in records.iter().filter(|r| r.info().counts_for_robustness()) {
         groups
             .entry((
                 r.dataset.clone(),
@@ -95,7 +108,7 @@ pub fn worst_case(records: &[Record]) -> Vec<Worst> {
     out
 }
 
-/// The rows of [`worst_case`] as a frame with the columns of `aggregate::frame` that the ε tables
+/// The rows of [`worst_case`] as a frame with the columns of [`crate::tables::frame`] that the ε tables
 /// use; the attack is named `worst of N attacks, per example` (or `…, min over attacks` for rows
 /// without per-example results).
 pub fn worst_frame(rows: &[Worst]) -> PolarsResult<DataFrame> {
@@ -313,7 +326,7 @@ pub fn worst_markdown(worst: &[Worst]) -> String {
     grid.dedup();
     let mut out = String::from("| model | defense | attacks | backend | seeds |");
     for e in &grid {
-        out.push_str(&format!(" ε={} |", crate::aggregate::format_eps(*e)));
+        out.push_str(&format!(" ε={} |", format_eps(*e)));
     }
     out.push_str("\n|---|---|---|---|---:|");
     out.push_str(&"---:|".repeat(grid.len()));
@@ -377,10 +390,17 @@ pub fn mcnemar_markdown(records: &[Record], worst: &[Worst]) -> String {
     grid.sort_by(f64::total_cmp);
     grid.dedup();
     let mut out = String::new();
+    // under the study's FGSM and under the per-example worst case
+    let compared: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter(|r| is_study_fgsm(r.info()))
+        .map(|r| r.attack.clone())
+        .chain(worst.iter().filter(|w| w.correct.is_some()).map(worst_name))
+        .collect();
     let attacks: Vec<String> = c
         .keys()
         .map(|k| k.2.clone())
-        .filter(|a| a == "fgsm" || a.ends_with(", per example"))
+        .filter(|a| compared.contains(a))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -446,7 +466,7 @@ pub fn mcnemar_markdown(records: &[Record], worst: &[Worst]) -> String {
             "### {attack}: each model against {reference}\n\nAccuracy difference with {reference} on the same test examples (and seeds), and the two-sided p-value of McNemar's test on the examples only one of the two gets right.\n\n| model | defense | backend |"
         ));
         for e in &grid {
-            out.push_str(&format!(" ε={} |", crate::aggregate::format_eps(*e)));
+            out.push_str(&format!(" ε={} |", format_eps(*e)));
         }
         out.push_str("\n|---|---|---|");
         out.push_str(&"---:|".repeat(grid.len()));
@@ -460,12 +480,11 @@ pub fn mcnemar_markdown(records: &[Record], worst: &[Worst]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::tests::rec;
+    use crate::testing::{rec, set_attack};
 
     fn with_bits(model: &str, attack: &str, eps: f64, bits: &[bool]) -> Record {
         let mut r = rec(model, 1, eps, 1.0, 0.0);
-        r.attack = attack.into();
-        r.key = format!("{model}/{attack}/{eps}");
+        set_attack(&mut r, attack);
         if model != "baseline" {
             r.defense = "d".into();
         }
@@ -496,9 +515,37 @@ mod tests {
     }
 
     #[test]
+    fn an_attack_that_breaks_its_budget_never_enters_a_robust_figure() {
+        // the seed-004 notebook's cumulative FGSM: its perturbation at ε is ε₁ + … + ε_k, so the
+        // examples it breaks say nothing about robustness at ε
+        let records = vec![
+            with_bits("m", "fgsm", 0.1, &[true, true, true, false]),
+            with_bits("m", "fgsm-cumulative", 0.1, &[false, false, false, false]),
+            with_bits(
+                "m",
+                "fgsm-targeted-shift2",
+                0.1,
+                &[false, true, false, false],
+            ),
+        ];
+        assert!(!records[1].info().bounded && records[2].info().targeted);
+        let w = worst_case(&records);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].attacks, 1, "only the bounded untargeted attack: {w:?}");
+        assert!((w[0].adversarial_accuracy - 0.75).abs() < 1e-12, "{w:?}");
+        // nor a verdict curve
+        let refs: Vec<&Record> = records.iter().collect();
+        assert_eq!(
+            crate::verdict::curves(&refs).keys().collect::<Vec<_>>(),
+            ["fgsm"]
+        );
+    }
+
+    #[test]
     fn several_seeds_give_a_mean_an_interval_and_a_min_max() {
         let mut second = with_bits("m", "fgsm", 0.1, &[true, false, false, false]);
         second.seed = 2;
+        second.model_key = "m-2".into();
         second.key = "m-2/fgsm/0.1".into();
         let records = vec![
             with_bits("m", "fgsm", 0.1, &[true, true, true, false]),

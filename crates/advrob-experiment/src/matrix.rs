@@ -1,51 +1,116 @@
 //! The experiment matrix: what to train, attack and evaluate, from a TOML file or from flags.
+//! Attacks and defenses are entries `{ kind = "...", <settings> }` that the [`Registry`] parses
+//! and checks.
 
 use std::path::PathBuf;
 
-use advrob_attack::{Attack, Fgsm, LabelMode, Pgd};
-use advrob_defense_adversarial_training::{AdversarialTrainingConfig, RetrainingConfig};
+use advrob_attack::{Fgsm, PgdConfig};
+use advrob_defense_adversarial_training::AdversarialTrainingConfig;
 use advrob_defense_distillation::DistillationConfig;
 use advrob_defense_gradient_masking::{GradientMaskingConfig, Mechanism};
 use advrob_defense_label_smoothing::LabelSmoothingConfig;
-use advrob_model::{Defense, LossKind};
+use advrob_model::{LossKind, TeacherUse};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{ExperimentError, Result, ensure};
+use crate::registry::{Registry, TRANSFER};
 
 /// The ε grid of the default experiment.
 pub const DEFAULT_EPS: [f64; 8] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4];
 
-/// The defense a model of the matrix is trained with. In TOML: `defense = { kind = "...", ... }`
-/// with the fields of the defense crate's config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum DefenseSpec {
-    /// Plain training.
-    #[default]
-    None,
-    /// FGSM adversarial training (`advrob-defense-adversarial-training`).
-    AdversarialTraining(AdversarialTrainingConfig),
-    /// Adversarial training with gradient masking (`advrob-defense-gradient-masking`).
-    GradientMasking(GradientMaskingConfig),
-    /// Label smoothing (`advrob-defense-label-smoothing`).
-    LabelSmoothing(LabelSmoothingConfig),
-    /// Defensive distillation (`advrob-defense-distillation`); with the model's `teacher` set, that
-    /// trained model is the teacher, else one is trained.
-    Distillation(DistillationConfig),
-    /// Static adversarial retraining from the model named by `teacher` (the seed-004 notebook).
-    AdversarialRetraining(RetrainingConfig),
+/// `config`'s fields as an entry's settings: what a TOML table would hold (no nulls, which TOML
+/// cannot write; the config types read a missing optional field as `None`).
+pub fn params_of<C: Serialize>(config: &C) -> Map<String, Value> {
+    fn strip(v: Value) -> Option<Value> {
+        match v {
+            Value::Null => None,
+            Value::Object(m) => Some(Value::Object(
+                m.into_iter()
+                    .filter_map(|(k, v)| strip(v).map(|v| (k, v)))
+                    .collect(),
+            )),
+            Value::Array(a) => Some(Value::Array(a.into_iter().filter_map(strip).collect())),
+            other => Some(other),
+        }
+    }
+    match serde_json::to_value(config).ok().and_then(strip) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// One attack of the matrix: `kind` names a registered attack (or `transfer`), the other keys are
+/// its settings. In TOML: `[[attacks]]` with `kind = "pgd"`, `steps = 20`, ...
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttackSpec {
+    /// The registered kind (`fgsm`, `pgd`, `transfer`, ...).
+    pub kind: String,
+    /// Its settings, as the kind's config type reads them.
+    #[serde(flatten)]
+    pub params: Map<String, Value>,
+}
+
+impl AttackSpec {
+    /// The entry of kind `kind` with `config`'s settings.
+    pub fn new<C: Serialize>(kind: &str, config: &C) -> Self {
+        Self {
+            kind: kind.into(),
+            params: params_of(config),
+        }
+    }
+
+    /// FGSM against the true labels on the cross-entropy.
+    pub fn fgsm() -> Self {
+        Self::new("fgsm", &Fgsm::new())
+    }
+
+    /// PGD (or BIM, MI-FGSM) with `config`.
+    pub fn pgd(config: PgdConfig) -> Self {
+        Self::new("pgd", &config)
+    }
+
+    /// `attack` crafted on the matrix's model `surrogate` and evaluated on each model.
+    pub fn transfer(surrogate: &str, attack: AttackSpec) -> Self {
+        let mut params = Map::new();
+        params.insert("surrogate".into(), Value::String(surrogate.into()));
+        params.insert(
+            "attack".into(),
+            serde_json::to_value(&attack).unwrap_or(Value::Null),
+        );
+        Self {
+            kind: TRANSFER.into(),
+            params,
+        }
+    }
+}
+
+/// The defense a model of the matrix is trained with: `kind` names a registered defense, the
+/// other keys are its settings. In TOML: `defense = { kind = "...", ... }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefenseSpec {
+    /// The registered kind (`none`, `adversarial-training`, ...).
+    pub kind: String,
+    /// Its settings, as the kind's config type reads them.
+    #[serde(flatten)]
+    pub params: Map<String, Value>,
+}
+
+impl Default for DefenseSpec {
+    fn default() -> Self {
+        Self {
+            kind: "none".into(),
+            params: Map::new(),
+        }
+    }
 }
 
 impl DefenseSpec {
-    /// The name recorded with every result (`none` for plain training).
-    pub fn kind(&self) -> String {
-        match self {
-            DefenseSpec::None => "none".into(),
-            DefenseSpec::AdversarialTraining(_) => "adversarial-training".into(),
-            DefenseSpec::GradientMasking(c) => {
-                advrob_defense_gradient_masking::GradientMasking::new(c.clone()).name()
-            }
-            DefenseSpec::LabelSmoothing(_) => "label-smoothing".into(),
-            DefenseSpec::Distillation(_) => "distillation".into(),
-            DefenseSpec::AdversarialRetraining(_) => "adversarial-retraining".into(),
+    /// The entry of kind `kind` with `config`'s settings.
+    pub fn new<C: Serialize>(kind: &str, config: &C) -> Self {
+        Self {
+            kind: kind.into(),
+            params: params_of(config),
         }
     }
 }
@@ -104,7 +169,7 @@ impl Default for ModelSpec {
             name: "baseline".into(),
             hidden: default_hidden(),
             dropout: default_dropout(),
-            defense: DefenseSpec::None,
+            defense: DefenseSpec::default(),
             from: None,
             teacher: None,
             epochs: None,
@@ -125,49 +190,43 @@ impl ModelSpec {
         }
     }
 
-    /// Checks the defense's config and that `teacher` is given exactly where a defense needs it.
-    pub fn check(&self) -> anyhow::Result<()> {
-        let ctx = |e: advrob_model::ModelError| anyhow::anyhow!("model {}: {e}", self.name);
-        match &self.defense {
-            DefenseSpec::None => {}
-            DefenseSpec::AdversarialTraining(c) => c.check().map_err(ctx)?,
-            DefenseSpec::GradientMasking(c) => c.check().map_err(ctx)?,
-            DefenseSpec::LabelSmoothing(c) => c.check().map_err(ctx)?,
-            DefenseSpec::Distillation(c) => c.check().map_err(ctx)?,
-            DefenseSpec::AdversarialRetraining(c) => {
-                c.check().map_err(ctx)?;
-                anyhow::ensure!(
-                    self.teacher.is_some(),
-                    "model {}: invalid teacher: adversarial retraining needs the model to attack",
-                    self.name
-                );
+    /// Checks the defense's settings and that `teacher` is given exactly where the defense uses
+    /// one.
+    pub fn check(&self, registry: &Registry) -> Result<()> {
+        let inner = || -> Result<()> {
+            let (_, _, teacher_use) = registry.describe_defense(&self.defense)?;
+            match (teacher_use, &self.teacher) {
+                (TeacherUse::Required, None) => {
+                    return Err(ExperimentError::invalid(
+                        "teacher",
+                        format!("{} needs the model it learns from", self.defense.kind),
+                    ));
+                }
+                (TeacherUse::Never, Some(_)) => {
+                    return Err(ExperimentError::invalid(
+                        "teacher",
+                        format!("{} uses no teacher", self.defense.kind),
+                    ));
+                }
+                _ => {}
             }
-        }
-        if self.teacher.is_some() {
-            anyhow::ensure!(
-                matches!(
-                    self.defense,
-                    DefenseSpec::Distillation(_) | DefenseSpec::AdversarialRetraining(_)
-                ),
-                "model {}: invalid teacher: only distillation and adversarial retraining use one",
-                self.name
-            );
-        }
-        anyhow::ensure!(
-            self.epochs != Some(0),
-            "model {}: invalid epochs: must be at least 1",
-            self.name
-        );
-        Ok(())
+            ensure(self.epochs != Some(0), "epochs", || {
+                "must be at least 1".into()
+            })
+        };
+        inner().map_err(|e| e.in_model(&self.name))
     }
 }
 
 /// Adversarial training with gradient masking by `mechanism`, otherwise the defaults.
 pub fn masking(mechanism: Mechanism) -> DefenseSpec {
-    DefenseSpec::GradientMasking(GradientMaskingConfig {
-        mechanism,
-        ..Default::default()
-    })
+    DefenseSpec::new(
+        "gradient-masking",
+        &GradientMaskingConfig {
+            mechanism,
+            ..Default::default()
+        },
+    )
 }
 
 /// The models of the default experiment: the README MLP undefended and with each defense of the
@@ -178,24 +237,30 @@ pub fn default_models() -> Vec<ModelSpec> {
         ModelSpec::default(),
         ModelSpec::defended(
             "adversarial-training",
-            DefenseSpec::AdversarialTraining(AdversarialTrainingConfig::default()),
+            DefenseSpec::new(
+                "adversarial-training",
+                &AdversarialTrainingConfig::default(),
+            ),
         ),
         // Madry et al.: PGD in the training loop (10 L∞ steps from a random start), the defense the
         // verdict should not flag
         ModelSpec::defended(
             "pgd-adversarial-training",
-            DefenseSpec::AdversarialTraining(AdversarialTrainingConfig::pgd(0.1, 10)),
+            DefenseSpec::new(
+                "adversarial-training",
+                &AdversarialTrainingConfig::pgd(0.1, 10),
+            ),
         ),
         ModelSpec::defended("gm-notebook", masking(Mechanism::Notebook)),
         ModelSpec::defended("gm-quantize", masking(Mechanism::Quantize)),
         ModelSpec::defended("gm-saturated-logits", masking(Mechanism::SaturatedLogits)),
         ModelSpec::defended(
             "label-smoothing",
-            DefenseSpec::LabelSmoothing(LabelSmoothingConfig::default()),
+            DefenseSpec::new("label-smoothing", &LabelSmoothingConfig::default()),
         ),
         ModelSpec::defended(
             "distillation",
-            DefenseSpec::Distillation(DistillationConfig::default()),
+            DefenseSpec::new("distillation", &DistillationConfig::default()),
         ),
         // the transfer attack's surrogate: the baseline again, independently initialised and
         // shuffled
@@ -208,25 +273,22 @@ pub fn default_models() -> Vec<ModelSpec> {
 }
 
 /// The attacks of the default experiment: the study's white-box FGSM, 10-step L∞ PGD with a
-/// random start on the cross-entropy (and 20-step, to check that 10 steps have converged), the same PGD made adaptive — margin loss on the logits
-/// (immune to a saturated softmax) with straight-through gradients around input quantisation
-/// (BPDA) — so that masked gradients are seen through, and that PGD transferred from an
-/// independently trained undefended model.
+/// random start on the cross-entropy (and 20-step, to check that 10 steps have converged), the
+/// same PGD made adaptive — margin loss on the logits (immune to a saturated softmax) with
+/// straight-through gradients around input quantisation (BPDA) — so that masked gradients are
+/// seen through, and that PGD transferred from an independently trained undefended model.
 pub fn default_attacks() -> Vec<AttackSpec> {
     vec![
         AttackSpec::fgsm(),
-        AttackSpec::Pgd(Pgd::linf(10)),
+        AttackSpec::pgd(PgdConfig::linf(10)),
         // the same attack with twice the steps: the verdict's convergence check
-        AttackSpec::Pgd(Pgd::linf(20)),
-        AttackSpec::Pgd(Pgd {
+        AttackSpec::pgd(PgdConfig::linf(20)),
+        AttackSpec::pgd(PgdConfig {
             loss: advrob_attack::AttackLoss::Margin,
             bpda: true,
-            ..Pgd::linf(10)
+            ..PgdConfig::linf(10)
         }),
-        AttackSpec::Transfer {
-            surrogate: "surrogate".into(),
-            attack: Box::new(AttackSpec::Pgd(Pgd::linf(10))),
-        },
+        AttackSpec::transfer("surrogate", AttackSpec::pgd(PgdConfig::linf(10))),
     ]
 }
 
@@ -254,68 +316,6 @@ impl Default for TrainSpec {
             lr: 1e-3,
             loss: LossKind::CrossEntropy,
             train_limit: None,
-        }
-    }
-}
-
-/// One attack of the matrix. In TOML: `kind = "fgsm"` with the attack's fields (`labels`, `loss`,
-/// `target = { shift = 2 }`, `cumulative`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum AttackSpec {
-    /// Fast Gradient Sign Method.
-    Fgsm(Fgsm),
-    /// Iterative attacks: PGD (L∞ or L2), BIM, MI-FGSM; with `bpda = true` gradients go around
-    /// input quantisation, with `loss = "margin"` they are taken on the logits.
-    Pgd(Pgd),
-    /// A transfer (black-box) attack: `attack` crafted on the model named `surrogate` and
-    /// evaluated on each model.
-    Transfer {
-        /// The model of the matrix the examples are crafted on.
-        surrogate: String,
-        /// The white-box attack run on it.
-        attack: Box<AttackSpec>,
-    },
-}
-
-impl AttackSpec {
-    /// FGSM against the true labels on the cross-entropy.
-    pub fn fgsm() -> Self {
-        AttackSpec::Fgsm(Fgsm::new())
-    }
-
-    /// The labels the attack's loss uses.
-    pub fn labels(&self) -> LabelMode {
-        match self {
-            AttackSpec::Fgsm(f) => f.labels,
-            AttackSpec::Pgd(p) => p.labels,
-            AttackSpec::Transfer { attack, .. } => attack.labels(),
-        }
-    }
-
-    /// The name of the attack in records (as its [`Attack::name`]).
-    pub fn name(&self) -> String {
-        match self {
-            AttackSpec::Fgsm(f) => f.name(),
-            AttackSpec::Pgd(p) => p.name(),
-            AttackSpec::Transfer { surrogate, attack } => {
-                format!("transfer-{}-from-{surrogate}", attack.name())
-            }
-        }
-    }
-
-    /// Checks the attack's settings.
-    pub fn check(&self) -> anyhow::Result<()> {
-        match self {
-            AttackSpec::Fgsm(_) => Ok(()),
-            AttackSpec::Pgd(p) => Ok(p.check()?),
-            AttackSpec::Transfer { attack, .. } => {
-                anyhow::ensure!(
-                    !matches!(**attack, AttackSpec::Transfer { .. }),
-                    "invalid attack: a transfer attack of a transfer attack"
-                );
-                attack.check()
-            }
         }
     }
 }
@@ -389,73 +389,81 @@ impl Default for Matrix {
 
 impl Matrix {
     /// Parses a TOML matrix; unknown keys are errors (a typo must not silently run the default).
-    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+    /// The settings of attacks and defenses are checked by [`Matrix::check`].
+    pub fn from_toml(text: &str) -> std::result::Result<Self, toml::de::Error> {
         let mut m: Matrix = toml::from_str(text)?;
         // the default attacks transfer from the default `surrogate` model: a matrix that lists
         // its own models and no attacks keeps the white-box ones only
         let table: toml::Table = toml::from_str(text)?;
         if !table.contains_key("attacks") {
             let models = m.models.clone();
-            m.attacks.retain(|a| match a {
-                AttackSpec::Transfer { surrogate, .. } => {
-                    models.iter().any(|x| &x.name == surrogate)
-                }
-                _ => true,
+            m.attacks.retain(|a| {
+                a.kind != TRANSFER
+                    || a.params
+                        .get("surrogate")
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| models.iter().any(|x| x.name == s))
             });
         }
         Ok(m)
     }
 
-    /// Checks everything that can be checked before any work: ε values, sizes, names.
-    pub fn check(&self) -> anyhow::Result<()> {
+    /// Checks everything that can be checked before any work: ε values, sizes, names, and every
+    /// attack's and defense's settings against `registry`.
+    pub fn check(&self, registry: &Registry) -> Result<()> {
         for &e in &self.eps {
             advrob_attack::check_eps(e)?;
         }
-        anyhow::ensure!(!self.eps.is_empty(), "invalid eps: the grid is empty");
-        anyhow::ensure!(!self.models.is_empty(), "invalid models: none given");
-        anyhow::ensure!(!self.attacks.is_empty(), "invalid attacks: none given");
+        ensure(!self.eps.is_empty(), "eps", || "the grid is empty".into())?;
+        ensure(!self.models.is_empty(), "models", || "none given".into())?;
+        ensure(!self.attacks.is_empty(), "attacks", || "none given".into())?;
         for a in &self.attacks {
-            a.check()?;
-            if let AttackSpec::Transfer { surrogate, .. } = a {
-                anyhow::ensure!(
-                    self.models.iter().any(|m| &m.name == surrogate),
-                    "invalid attacks: the transfer surrogate {surrogate} is not a model of the matrix"
-                );
+            registry.describe(a)?;
+            if let Some(surrogate) = registry.surrogate_of(a)? {
+                ensure(
+                    self.models.iter().any(|m| m.name == surrogate),
+                    "attacks",
+                    || format!("the transfer surrogate {surrogate} is not a model of the matrix"),
+                )?;
             }
         }
-        anyhow::ensure!(!self.seeds.is_empty(), "invalid seeds: none given");
-        anyhow::ensure!(!self.backends.is_empty(), "invalid backends: none given");
-        anyhow::ensure!(
-            self.eval.batch_size > 0,
-            "invalid eval.batch_size: must be at least 1"
-        );
+        ensure(!self.seeds.is_empty(), "seeds", || "none given".into())?;
+        ensure(!self.backends.is_empty(), "backends", || {
+            "none given".into()
+        })?;
+        ensure(self.eval.batch_size > 0, "eval.batch_size", || {
+            "must be at least 1".into()
+        })?;
         for (i, m) in self.models.iter().enumerate() {
-            m.check()?;
+            m.check(registry)?;
             let earlier = &self.models[..i];
-            anyhow::ensure!(
-                !earlier.iter().any(|e| e.name == m.name),
-                "invalid models: two models are named {}",
-                m.name
-            );
+            ensure(!earlier.iter().any(|e| e.name == m.name), "models", || {
+                format!("two models are named {}", m.name)
+            })?;
             for (field, dep) in [("from", &m.from), ("teacher", &m.teacher)] {
-                if let Some(d) = dep {
-                    anyhow::ensure!(
-                        earlier.iter().any(|e| &e.name == d),
-                        "model {}: invalid {field}: no model named {d} comes before it",
-                        m.name
-                    );
+                if let Some(d) = dep
+                    && !earlier.iter().any(|e| &e.name == d)
+                {
+                    return Err(ExperimentError::invalid(
+                        field,
+                        format!("no model named {d} comes before it"),
+                    )
+                    .in_model(&m.name));
                 }
             }
         }
-        anyhow::ensure!(
+        ensure(
             self.train.epochs > 0 && self.train.batch_size > 0,
-            "invalid train: epochs and batch_size must be at least 1"
-        );
+            "train",
+            || "epochs and batch_size must be at least 1".into(),
+        )?;
         for b in &self.backends {
             advrob_model::backend::device(b)?;
         }
         if self.dataset_dir.is_none() {
-            anyhow::ensure!(!self.datasets.is_empty(), "invalid datasets: none given");
+            ensure(!self.datasets.is_empty(), "datasets", || {
+                "none given".into()
+            })?;
             for d in &self.datasets {
                 advrob_data::DatasetKind::from_name(d)?;
             }
@@ -467,6 +475,11 @@ impl Matrix {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use advrob_attack::{LabelMode, TargetRule};
+
+    fn registry() -> Registry {
+        Registry::default()
+    }
 
     #[test]
     fn empty_toml_is_the_default_experiment() {
@@ -482,9 +495,16 @@ mod tests {
         assert_eq!(m.train.epochs, 1);
         assert_eq!(m.datasets, ["mnist", "fashion-mnist"]);
         assert_eq!(m.models[0].hidden, vec![300]);
+        // the same attack as built in code: the same settings once parsed
+        let r = registry();
         assert_eq!(
-            m.attacks[0],
-            AttackSpec::Fgsm(Fgsm::with_labels(LabelMode::Predicted))
+            r.describe(&m.attacks[0]).expect("fgsm").config,
+            r.describe(&AttackSpec::new(
+                "fgsm",
+                &Fgsm::with_labels(LabelMode::Predicted)
+            ))
+            .expect("fgsm")
+            .config
         );
         assert!(Matrix::from_toml("epoch = 3").is_err());
     }
@@ -498,7 +518,7 @@ mod tests {
         assert_eq!(m.seeds, [42, 43]);
         assert_eq!(m.models.len(), 4);
         assert_eq!(m.attacks.len(), 2);
-        m.check().expect("README matrix is valid");
+        m.check(&registry()).expect("README matrix is valid");
     }
 
     #[test]
@@ -526,28 +546,32 @@ target = { shift = 2 }
 "#,
         )
         .expect("parse");
-        m.check().expect("valid");
-        let DefenseSpec::AdversarialTraining(at) = &m.models[1].defense else {
-            panic!("{:?}", m.models[1].defense)
-        };
-        assert_eq!((at.eps, at.ratio), (0.2, 1.0));
-        assert_eq!(m.models[2].defense.kind(), "label-smoothing");
-        let AttackSpec::Fgsm(f) = &m.attacks[0] else {
-            panic!("{:?}", m.attacks[0])
-        };
-        assert_eq!(f.target, Some(advrob_attack::TargetRule::Shift(2)));
-        // a typo inside a defense is refused, not ignored
-        let typo =
-            "[[models]]\nname = \"x\"\ndefense = { kind = \"label-smoothing\", alpah = 0.2 }\n";
-        assert!(Matrix::from_toml(typo).is_err());
-        // bad values and dangling references name what is wrong
+        let r = registry();
+        m.check(&r).expect("valid");
+        let (_, at, _) = r.describe_defense(&m.models[1].defense).expect("defense");
+        assert_eq!(
+            (at["eps"].as_f64(), at["ratio"].as_f64()),
+            (Some(0.2), Some(1.0))
+        );
+        assert_eq!(
+            r.describe_defense(&m.models[2].defense).expect("ls").0,
+            "label-smoothing"
+        );
+        let fgsm: Fgsm =
+            serde_json::from_value(Value::Object(m.attacks[0].params.clone())).expect("fgsm");
+        assert_eq!(fgsm.target, Some(TargetRule::Shift(2)));
+        // bad values, typos and dangling references name what is wrong
         let bad = |toml: &str| {
             Matrix::from_toml(toml)
                 .expect("parse")
-                .check()
+                .check(&registry())
                 .expect_err("invalid")
                 .to_string()
         };
+        let e = bad(
+            "[[models]]\nname = \"x\"\ndefense = { kind = \"label-smoothing\", alpah = 0.2 }\n",
+        );
+        assert!(e.contains("alpah") && e.contains('x'), "{e}");
         let e = bad(
             "[[models]]\nname = \"x\"\ndefense = { kind = \"label-smoothing\", alpha = 1.5 }\n",
         );
@@ -583,8 +607,13 @@ attack = { kind = "fgsm" }
 "#,
         )
         .expect("parse");
-        m.check().expect("valid");
-        let names: Vec<String> = m.attacks.iter().map(AttackSpec::name).collect();
+        let r = registry();
+        m.check(&r).expect("valid");
+        let names: Vec<String> = m
+            .attacks
+            .iter()
+            .map(|a| r.describe(a).expect("attack").name)
+            .collect();
         assert_eq!(
             names,
             ["pgd-linf-20-margin-bpda", "transfer-fgsm-from-other"]
@@ -596,7 +625,7 @@ attack = { kind = "fgsm" }
         )
         .expect("parse");
         assert!(
-            bad.check()
+            bad.check(&r)
                 .expect_err("ghost")
                 .to_string()
                 .contains("ghost")
@@ -604,12 +633,8 @@ attack = { kind = "fgsm" }
         // without [[attacks]] and without a model named surrogate, the default transfer attack is
         // dropped rather than failing
         let own = Matrix::from_toml("[[models]]\nname = \"solo\"\n").expect("parse");
-        own.check().expect("valid");
-        assert!(
-            own.attacks
-                .iter()
-                .all(|a| !matches!(a, AttackSpec::Transfer { .. }))
-        );
+        own.check(&r).expect("valid");
+        assert!(own.attacks.iter().all(|a| a.kind != TRANSFER));
     }
 
     #[test]
@@ -618,12 +643,17 @@ attack = { kind = "fgsm" }
             eps: vec![0.1, -0.2],
             ..Matrix::default()
         };
-        assert!(m.check().expect_err("eps").to_string().contains("eps"));
+        assert!(
+            m.check(&registry())
+                .expect_err("eps")
+                .to_string()
+                .contains("eps")
+        );
         let m = Matrix {
             backends: vec!["tpu".into()],
             ..Matrix::default()
         };
-        let msg = m.check().expect_err("backend").to_string();
+        let msg = m.check(&registry()).expect_err("backend").to_string();
         assert!(msg.contains("tpu") && msg.contains("available"), "{msg}");
     }
 }

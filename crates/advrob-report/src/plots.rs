@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use bench_runner::record::Record;
+use advrob_experiment::Record;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -41,19 +41,28 @@ const COLOURS: [RGBColor; 10] = [
 /// One point of a curve: ε and the mean, min and max over seeds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
+    /// The budget.
     pub eps: f64,
+    /// Mean over seeds.
     pub mean: f64,
+    /// Minimum over seeds.
     pub min: f64,
+    /// Maximum over seeds.
     pub max: f64,
+    /// Seeds behind the point.
     pub seeds: u32,
 }
 
 /// A panel: one (dataset, backend, attack) and a curve per model, undefended models first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Panel {
+    /// The dataset.
     pub dataset: String,
+    /// The backend.
     pub backend: String,
+    /// The attack (or the worst case).
     pub attack: String,
+    /// One curve per model: its name and points.
     pub curves: Vec<(String, Vec<Point>)>,
 }
 
@@ -70,14 +79,14 @@ fn f64_at(df: &DataFrame, col: &str, i: usize) -> PolarsResult<Option<f64>> {
     Ok(df.column(col)?.get(i)?.extract::<f64>())
 }
 
-/// The curves of `metric` (a column of [`crate::aggregate::frame`]): per (backend, attack, model,
+/// The curves of `metric` (a column of [`crate::tables::frame`]): per (backend, attack, model,
 /// ε) the mean, min and max over seeds. With `clean_at_zero`, a point at ε = 0 holds the clean
 /// accuracy when the grid has no 0 (an accuracy curve starts from the unattacked model).
-// polars deprecates eager group-by aggregations in favour of `lazy` (see aggregate.rs)
+// polars deprecates eager group-by aggregations in favour of `lazy` (see tables.rs)
 #[allow(deprecated)]
-pub fn panels(df: &DataFrame, metric: &str, clean_at_zero: bool) -> anyhow::Result<Vec<Panel>> {
+pub fn panels(df: &DataFrame, metric: &str, clean_at_zero: bool) -> crate::Result<Vec<Panel>> {
     let keys = ["dataset", "backend", "attack", "model", "defense", "eps"];
-    let g = |agg: &str| -> anyhow::Result<DataFrame> {
+    let g = |agg: &str| -> crate::Result<DataFrame> {
         let grouped = df.group_by(keys)?;
         let sel = grouped.select([metric]);
         Ok(match agg {
@@ -145,9 +154,9 @@ pub fn panels(df: &DataFrame, metric: &str, clean_at_zero: bool) -> anyhow::Resu
 }
 
 /// Clean accuracy as a point at ε = 0 (mean, min and max over seeds).
-fn clean_point(df: &DataFrame, key: &[&str; 4]) -> anyhow::Result<Point> {
+fn clean_point(df: &DataFrame, key: &[&str; 4]) -> crate::Result<Point> {
     let col =
-        |c: &str, v: &str| -> anyhow::Result<BooleanChunked> { Ok(df.column(c)?.str()?.equal(v)) };
+        |c: &str, v: &str| -> crate::Result<BooleanChunked> { Ok(df.column(c)?.str()?.equal(v)) };
     let mask = col("dataset", key[0])?
         & col("backend", key[1])?
         & col("attack", key[2])?
@@ -259,7 +268,7 @@ pub fn figure_size(n: usize) -> (u32, u32) {
 /// Draws `panels` into `<stem>.png` and `<stem>.svg`; returns both paths. Curves that fall with ε
 /// (accuracy) leave the lower left corner free for the legend, rising ones (success rate) the upper
 /// left.
-pub fn curves(panels: &[Panel], y_label: &str, stem: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn curves(panels: &[Panel], y_label: &str, stem: &Path) -> crate::Result<Vec<PathBuf>> {
     let rising = panels
         .iter()
         .flat_map(|p| &p.curves)
@@ -275,7 +284,7 @@ pub fn curves(panels: &[Panel], y_label: &str, stem: &Path) -> anyhow::Result<Ve
     let size = figure_size(panels.len());
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
-    let err = |e: Box<dyn std::error::Error>| anyhow::anyhow!("{}: {e}", stem.display());
+    let err = |e: Box<dyn std::error::Error>| crate::ReportError::figure(stem, e);
     draw_panels(
         BitMapBackend::new(&png, size).into_drawing_area(),
         panels,
@@ -295,7 +304,7 @@ pub fn curves(panels: &[Panel], y_label: &str, stem: &Path) -> anyhow::Result<Ve
 
 /// Training curves of one model: loss and training accuracy per epoch, one line per stage (and
 /// per backend and seed when there are several).
-pub fn training(records: &[&Record], model: &str, path: &Path) -> anyhow::Result<()> {
+pub fn training(records: &[&Record], model: &str, path: &Path) -> crate::Result<()> {
     fonts();
     // per run (backend, seed): per stage, (epoch, loss, accuracy)
     type Stages = Vec<(String, Vec<(f64, f64, f64)>)>;
@@ -387,13 +396,14 @@ pub fn training(records: &[&Record], model: &str, path: &Path) -> anyhow::Result
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    draw().map_err(|e| crate::ReportError::figure(path, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{frame, tests::rec};
+    use crate::tables::frame;
+    use crate::testing::rec;
 
     fn png_size(path: &Path) -> (u32, u32) {
         let bytes = std::fs::read(path).expect("png");

@@ -1,0 +1,62 @@
+//! The run directory: where a run keeps its matrix, records and checkpoints. Every path inside a
+//! run is made here, so that the runner, the report and the agreement find the same files.
+//!
+//! ```text
+//! <run>/matrix.toml                            the matrix as it last ran
+//! <run>/records.jsonl                          one JSON record per (model, attack, ε)
+//! <run>/models/<model>-<backend>-s<seed>-<key>/ one trained model: weights, configs, train.json
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::record::Record;
+
+/// Name of the records file inside a run directory.
+pub const RECORDS_FILE: &str = "records.jsonl";
+/// Name of the matrix file inside a run directory.
+pub const MATRIX_FILE: &str = "matrix.toml";
+/// Name of the training record kept beside each checkpoint.
+pub const TRAIN_FILE: &str = "train.json";
+/// Name of the safetensors export of each checkpoint's weights.
+pub const SAFETENSORS_FILE: &str = "model.safetensors";
+
+/// A run directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// The run directory at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Its root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The records file.
+    pub fn records(&self) -> PathBuf {
+        self.root.join(RECORDS_FILE)
+    }
+
+    /// The matrix file.
+    pub fn matrix(&self) -> PathBuf {
+        self.root.join(MATRIX_FILE)
+    }
+
+    /// The checkpoint directory of model `model` trained on `backend` with `seed`, whose
+    /// configuration hashes to `key`: the one function that owns this layout.
+    pub fn checkpoint(&self, model: &str, backend: &str, seed: u64, key: &str) -> PathBuf {
+        self.root
+            .join("models")
+            .join(format!("{model}-{backend}-s{seed}-{key}"))
+    }
+
+    /// The checkpoint directory a record was evaluated from.
+    pub fn checkpoint_of(&self, r: &Record) -> PathBuf {
+        self.checkpoint(&r.model, &r.backend, r.seed, r.model_key())
+    }
+}

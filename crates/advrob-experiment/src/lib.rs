@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+
+pub mod bench;
+pub mod data;
+mod error;
+pub mod layout;
+pub mod matrix;
+pub mod presets;
+pub mod record;
+pub mod registry;
+pub mod runner;
+
+pub use data::{DataSource, fetch_dataset, load_data};
+pub use error::{ExperimentError, Result};
+pub use layout::RunDir;
+pub use matrix::{AttackSpec, DefenseSpec, Matrix, ModelSpec};
+pub use record::{Record, read_records};
+pub use registry::{Described, Registry};
+pub use runner::{Event, Observer, Quiet, RunOptions, RunSummary, run};

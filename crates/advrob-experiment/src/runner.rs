@@ -1,0 +1,587 @@
+//! Running a matrix: load (or download) the data, train or load each model, attack it over the ε
+//! grid, and write the records, skipping whatever an earlier invocation already finished. The
+//! runner prints nothing: it reports where it is to an [`Observer`] and logs through `log`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use advrob_data::{Dataset, Mirror, Split, sha256_hex};
+use advrob_eval::evaluate;
+use advrob_model::{Deployed, MlpConfig, Stage, TrainConfig, TrainSetup, backend, checkpoint};
+use burn::tensor::Device;
+
+use crate::data::{DataSource, load_data};
+use crate::error::{ExperimentError, Result};
+use crate::layout::{RunDir, SAFETENSORS_FILE, TRAIN_FILE};
+use crate::matrix::{DefenseSpec, Matrix, ModelSpec};
+use crate::record::{Record, Versions, read_records, record_key, write_records};
+use crate::registry::{Described, Registry};
+
+/// Where a run reads its data from and writes its results to.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run directory: `records.jsonl`, `matrix.toml` and `models/`.
+    pub out: PathBuf,
+    /// Where datasets are downloaded to (`<data_dir>/<dataset>/`).
+    pub data_dir: PathBuf,
+    /// Mirrors to fetch from; empty means the public ones.
+    pub mirrors: Vec<Mirror>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Records written by this invocation.
+    pub new_records: usize,
+    /// Records already present and skipped.
+    pub skipped_records: usize,
+    /// Models trained by this invocation.
+    pub trained: usize,
+    /// Models loaded from checkpoints.
+    pub loaded: usize,
+}
+
+/// What a run is doing, for a progress display. Labels are ready to show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event<'a> {
+    /// A training stage of a model begins: `total` batches in all.
+    StageStarted {
+        /// `train baseline (ndarray, seed 42)`, with the stage's name when it is not `train`.
+        label: &'a str,
+        /// Batches of the stage, all epochs.
+        total: u64,
+    },
+    /// A batch of the current stage is done.
+    StageProgress {
+        /// Batches done in the stage.
+        done: u64,
+        /// 1-based epoch.
+        epoch: usize,
+        /// Epochs of the stage.
+        epochs: usize,
+    },
+    /// The model's training is done.
+    TrainFinished {
+        /// Wall time of all its stages.
+        seconds: f64,
+        /// Mean loss of the last epoch of the last stage.
+        loss: f64,
+        /// Training accuracy of that epoch.
+        accuracy: f64,
+    },
+    /// The evaluation of a model under an attack begins.
+    EvalStarted {
+        /// `baseline vs fgsm (ndarray)`.
+        label: &'a str,
+        /// Batches of test examples.
+        batches: u64,
+    },
+    /// A batch of the evaluation is done.
+    EvalProgress {
+        /// Batches done.
+        done: u64,
+    },
+    /// The evaluation is done.
+    EvalFinished {
+        /// The model's clean accuracy on the evaluated examples.
+        clean_accuracy: f64,
+    },
+}
+
+/// Receives the [`Event`]s of a run.
+pub trait Observer {
+    /// One event.
+    fn event(&mut self, event: Event<'_>);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&mut self, _: Event<'_>) {}
+}
+
+/// The configs a model of the matrix is built and trained with: the matrix's training settings
+/// with the model's own overrides.
+pub fn model_configs(spec: &ModelSpec, matrix: &Matrix, seed: u64) -> (MlpConfig, TrainConfig) {
+    let mlp = MlpConfig::new()
+        .with_hidden(spec.hidden.clone())
+        .with_dropout(spec.dropout)
+        .with_seed(seed);
+    let train = TrainConfig::new()
+        .with_epochs(spec.epochs.unwrap_or(matrix.train.epochs))
+        .with_batch_size(spec.batch_size.unwrap_or(matrix.train.batch_size))
+        .with_lr(matrix.train.lr)
+        .with_loss(spec.loss.unwrap_or(matrix.train.loss))
+        .with_seed(seed.wrapping_add(spec.seed_offset));
+    (mlp.with_seed(seed.wrapping_add(spec.seed_offset)), train)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(v).map_err(|e| ExperimentError::invalid("settings", e.to_string()))
+}
+
+/// Runs `matrix` with the attacks and defenses of `registry`, resuming from whatever
+/// `opts.out` already holds; `observer` hears where it is.
+pub fn run(
+    matrix: &Matrix,
+    opts: &RunOptions,
+    registry: &Registry,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary> {
+    matrix.check(registry)?;
+    let dir = RunDir::new(&opts.out);
+    std::fs::create_dir_all(dir.root()).map_err(|e| ExperimentError::io(dir.root(), e))?;
+    let toml =
+        toml::to_string_pretty(matrix).map_err(|e| ExperimentError::file(dir.matrix(), e))?;
+    advrob_data::atomic_write(&dir.matrix(), toml.as_bytes())?;
+    let mut records: BTreeMap<String, Record> = read_records(&dir.records(), registry)?
+        .into_iter()
+        .map(|r| (r.key.clone(), r))
+        .collect();
+    let attacks: Vec<Described> = matrix
+        .attacks
+        .iter()
+        .map(|a| registry.describe(a))
+        .collect::<Result<_>>()?;
+    let mut summary = RunSummary::default();
+    for source in DataSource::of(matrix) {
+        let (ds, ds_name) = load_data(&source, &opts.data_dir, &opts.mirrors)?;
+        let train_split = match matrix.train.train_limit {
+            Some(n) => ds.train.take(n),
+            None => ds.train.clone(),
+        };
+        let test_split = match matrix.eval.test_limit {
+            Some(n) => ds.test.take(n),
+            None => ds.test.clone(),
+        };
+        for backend_name in &matrix.backends {
+            let device = backend::device(backend_name)?;
+            for &seed in &matrix.seeds {
+                let mut models = Models::new(
+                    matrix,
+                    &dir,
+                    registry,
+                    &ds,
+                    &train_split,
+                    backend_name,
+                    &device,
+                    seed,
+                )?;
+                let mut ctx = EvalContext {
+                    matrix,
+                    registry,
+                    attacks: &attacks,
+                    ds: &ds,
+                    ds_name: &ds_name,
+                    test_split: &test_split,
+                    records_path: &dir.records(),
+                    records: &mut records,
+                    summary: &mut summary,
+                };
+                for i in 0..matrix.models.len() {
+                    ctx.evaluate_model(&mut models, i, observer)?;
+                }
+                ctx.summary.trained += models.trained;
+                ctx.summary.loaded += models.loaded;
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// What is known of a trained model besides its weights.
+#[derive(Debug, Clone)]
+struct ModelInfo {
+    checkpoint_sha256: String,
+    train_seconds: f64,
+    from_cache: bool,
+    stages: Vec<Stage>,
+}
+
+/// What `run` keeps beside a checkpoint: how the model was trained.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainFile {
+    /// The architecture.
+    pub model_config: MlpConfig,
+    /// The training settings.
+    pub train_config: TrainConfig,
+    /// The defense, as the matrix gave it.
+    pub defense: DefenseSpec,
+    /// The model it was fine-tuned from, if any.
+    pub from: Option<String>,
+    /// The teacher (or attack source) it learned from, if any.
+    pub teacher: Option<String>,
+    /// Every training stage with its per-epoch statistics.
+    pub stages: Vec<Stage>,
+}
+
+/// How one model of the matrix is made, for one (dataset, backend, seed).
+#[derive(Debug, Clone)]
+struct Plan {
+    key: String,
+    dir: PathBuf,
+    mlp: MlpConfig,
+    train: TrainConfig,
+    defense_name: String,
+    defense_config: serde_json::Value,
+}
+
+/// The models of a matrix for one (dataset, backend, seed): their cache keys and checkpoints,
+/// trained or loaded on demand, each at most once.
+struct Models<'a> {
+    matrix: &'a Matrix,
+    registry: &'a Registry,
+    train_split: &'a Split,
+    backend: &'a str,
+    device: &'a Device,
+    seed: u64,
+    plans: Vec<Plan>,
+    ready: BTreeMap<usize, (Deployed, ModelInfo)>,
+    trained: usize,
+    loaded: usize,
+}
+
+impl<'a> Models<'a> {
+    #[allow(clippy::too_many_arguments)] // one (dataset, backend, seed) cell: all of it is needed
+    fn new(
+        matrix: &'a Matrix,
+        dir: &RunDir,
+        registry: &'a Registry,
+        ds: &Dataset,
+        train_split: &'a Split,
+        backend: &'a str,
+        device: &'a Device,
+        seed: u64,
+    ) -> Result<Self> {
+        let mut plans: Vec<Plan> = Vec::new();
+        for spec in &matrix.models {
+            let (mut mlp, train) = model_configs(spec, matrix, seed);
+            let dep = |name: &Option<String>| -> Option<usize> {
+                name.as_ref()
+                    .and_then(|n| matrix.models.iter().position(|m| &m.name == n))
+            };
+            let (from, teacher) = (dep(&spec.from), dep(&spec.teacher));
+            if let Some(f) = from {
+                // a fine-tuned model keeps the architecture of the one it starts from
+                let base = &plans[f].mlp;
+                mlp.hidden = base.hidden.clone();
+                mlp.dropout = base.dropout;
+            }
+            let (defense_name, defense_config, _) = registry
+                .describe_defense(&spec.defense)
+                .map_err(|e| e.in_model(&spec.name))?;
+            let key = sha256_hex(
+                serde_json::to_string(&(
+                    json(&mlp)?,
+                    json(&train)?,
+                    &defense_config,
+                    from.map(|i| plans[i].key.clone()),
+                    teacher.map(|i| plans[i].key.clone()),
+                    ds.fingerprint(),
+                    train_split.len(),
+                    backend,
+                ))
+                .map_err(|e| ExperimentError::invalid("settings", e.to_string()))?
+                .as_bytes(),
+            )[..16]
+                .to_string();
+            plans.push(Plan {
+                dir: dir.checkpoint(&spec.name, backend, seed, &key),
+                key,
+                mlp,
+                train,
+                defense_name,
+                defense_config,
+            });
+        }
+        Ok(Self {
+            matrix,
+            registry,
+            train_split,
+            backend,
+            device,
+            seed,
+            plans,
+            ready: BTreeMap::new(),
+            trained: 0,
+            loaded: 0,
+        })
+    }
+
+    fn index(&self, name: &str) -> Result<usize> {
+        self.matrix
+            .models
+            .iter()
+            .position(|m| m.name == name)
+            .ok_or_else(|| ExperimentError::invalid("models", format!("no model named {name}")))
+    }
+
+    /// Model `i`, from memory, its checkpoint, or trained now (with what it builds on first).
+    fn get(&mut self, i: usize, observer: &mut dyn Observer) -> Result<(Deployed, ModelInfo)> {
+        if let Some(m) = self.ready.get(&i) {
+            return Ok(m.clone());
+        }
+        let got = if checkpoint::exists(&self.plans[i].dir) {
+            let dir = &self.plans[i].dir;
+            let (model, _, sha) = checkpoint::load_deployed(dir, self.device)?;
+            let stages = read_train_file(dir).map(|t| t.stages).unwrap_or_default();
+            self.loaded += 1;
+            (
+                model,
+                ModelInfo {
+                    checkpoint_sha256: sha,
+                    train_seconds: 0.0,
+                    from_cache: true,
+                    stages,
+                },
+            )
+        } else {
+            self.train(i, observer)?
+        };
+        self.ready.insert(i, got.clone());
+        Ok(got)
+    }
+
+    /// Trains model `i` (loading or training what it builds on first) and writes its checkpoint.
+    fn train(&mut self, i: usize, observer: &mut dyn Observer) -> Result<(Deployed, ModelInfo)> {
+        let spec = &self.matrix.models[i];
+        let init = match &spec.from {
+            Some(f) => Some(self.get(self.index(f)?, observer)?.0.mlp),
+            None => None,
+        };
+        let teacher = match &spec.teacher {
+            Some(t) => Some(self.get(self.index(t)?, observer)?.0),
+            None => None,
+        };
+        let defense = self
+            .registry
+            .defense(&spec.defense, teacher)
+            .map_err(|e| e.in_model(&spec.name))?;
+        let plan = self.plans[i].clone();
+        let mut setup = TrainSetup::new(
+            plan.mlp.clone(),
+            plan.train.clone(),
+            self.train_split,
+            self.device,
+        );
+        if let Some(m) = init {
+            setup = setup.with_init(m);
+        }
+        let label = format!("train {} ({}, seed {})", spec.name, self.backend, self.seed);
+        let mut stage_now: Option<String> = None;
+        let trained = defense.fit(&setup, &mut |stage, p| {
+            let total = (p.batches * p.epochs) as u64;
+            if stage_now.as_deref() != Some(stage) {
+                stage_now = Some(stage.to_string());
+                let name = if stage == "train" {
+                    label.clone()
+                } else {
+                    format!("{label} {stage}")
+                };
+                observer.event(Event::StageStarted {
+                    label: &name,
+                    total,
+                });
+            }
+            observer.event(Event::StageProgress {
+                done: (p.epoch as u64 - 1) * p.batches as u64 + p.batch as u64,
+                epoch: p.epoch,
+                epochs: p.epochs,
+            });
+        })?;
+        let seconds: f64 = trained.stages.iter().map(|s| s.record.seconds).sum();
+        let (loss, accuracy) = trained
+            .stages
+            .last()
+            .and_then(|s| s.record.epochs.last())
+            .map(|e| (e.loss, e.accuracy))
+            .unwrap_or_default();
+        observer.event(Event::TrainFinished {
+            seconds,
+            loss,
+            accuracy,
+        });
+        write_json(
+            &plan.dir.join(TRAIN_FILE),
+            &TrainFile {
+                model_config: plan.mlp.clone(),
+                train_config: plan.train,
+                defense: spec.defense.clone(),
+                from: spec.from.clone(),
+                teacher: spec.teacher.clone(),
+                stages: trained.stages.clone(),
+            },
+        )?;
+        checkpoint::export_safetensors(&trained.model.mlp, &plan.dir.join(SAFETENSORS_FILE))?;
+        // the weights go last: a checkpoint is complete once they exist
+        let sha = checkpoint::save_deployed(&trained.model, &plan.mlp, &plan.dir)?;
+        self.trained += 1;
+        Ok((
+            trained.model,
+            ModelInfo {
+                checkpoint_sha256: sha,
+                train_seconds: seconds,
+                from_cache: false,
+                stages: trained.stages,
+            },
+        ))
+    }
+}
+
+/// Where the records of one dataset go.
+struct EvalContext<'a> {
+    matrix: &'a Matrix,
+    registry: &'a Registry,
+    attacks: &'a [Described],
+    ds: &'a Dataset,
+    ds_name: &'a str,
+    test_split: &'a Split,
+    records_path: &'a Path,
+    records: &'a mut BTreeMap<String, Record>,
+    summary: &'a mut RunSummary,
+}
+
+impl EvalContext<'_> {
+    /// Every attack and ε of model `i` that has no record yet.
+    fn evaluate_model(
+        &mut self,
+        models: &mut Models<'_>,
+        i: usize,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let matrix = self.matrix;
+        let spec = &matrix.models[i];
+        let model_key = models.plans[i].key.clone();
+        let (backend_name, seed) = (models.backend, models.seed);
+        let todo: Vec<(usize, Vec<f64>)> = self
+            .attacks
+            .iter()
+            .enumerate()
+            .map(|(ai, a)| {
+                let eps: Vec<f64> = matrix
+                    .eps
+                    .iter()
+                    .copied()
+                    .filter(|&e| {
+                        !self
+                            .records
+                            .contains_key(&record_key(&model_key, &a.name, e))
+                    })
+                    .collect();
+                (ai, eps)
+            })
+            .filter(|(_, eps)| !eps.is_empty())
+            .collect();
+        let done = self.attacks.len() * matrix.eps.len()
+            - todo.iter().map(|(_, e)| e.len()).sum::<usize>();
+        self.summary.skipped_records += done;
+        if todo.is_empty() {
+            log::info!(
+                "{} on {backend_name}, seed {seed}: all records present",
+                spec.name
+            );
+            return Ok(());
+        }
+        let (model, info) = models.get(i, observer)?;
+        for (ai, eps) in todo {
+            let attack = self.registry.attack(&matrix.attacks[ai], &mut |name| {
+                let i = models.index(name)?;
+                Ok(models.get(i, observer)?.0)
+            })?;
+            let described = &self.attacks[ai];
+            let batches = self.test_split.len().div_ceil(matrix.eval.batch_size) as u64;
+            let label = format!("{} vs {} ({backend_name})", spec.name, described.name);
+            observer.event(Event::EvalStarted {
+                label: &label,
+                batches,
+            });
+            let evals = evaluate(
+                &model,
+                attack.as_ref(),
+                self.test_split,
+                &eps,
+                matrix.eval.batch_size,
+                models.device,
+                &mut |done, _| observer.event(Event::EvalProgress { done: done as u64 }),
+            )?;
+            let clean_accuracy = evals.first().map(|e| e.clean_accuracy).unwrap_or(0.0);
+            observer.event(Event::EvalFinished { clean_accuracy });
+            for ev in evals {
+                let record = self.record(models, i, described, &model, &info, ev)?;
+                self.records.insert(record.key.clone(), record);
+                self.summary.new_records += 1;
+            }
+            // after every (model, attack): a kill loses at most the evaluation under way
+            write_records(self.records_path, self.records)?;
+        }
+        Ok(())
+    }
+
+    /// The record of model `i` under `attack` for one ε's metrics.
+    fn record(
+        &self,
+        models: &Models<'_>,
+        i: usize,
+        attack: &Described,
+        model: &Deployed,
+        info: &ModelInfo,
+        eval: advrob_eval::EvalRecord,
+    ) -> Result<Record> {
+        let spec = &self.matrix.models[i];
+        let plan = &models.plans[i];
+        let unix_time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let as_str = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        Ok(Record {
+            key: record_key(&plan.key, &attack.name, eval.eps),
+            run: self.matrix.name.clone(),
+            preset: self.matrix.preset.clone(),
+            model: spec.name.clone(),
+            model_key: plan.key.clone(),
+            defense: plan.defense_name.clone(),
+            defense_config: plan.defense_config.clone(),
+            fine_tuned_from: spec.from.clone(),
+            teacher: spec.teacher.clone(),
+            deploy_config: json(&model.config)?,
+            attack: attack.name.clone(),
+            attack_config: attack.config.clone(),
+            attack_info: Some(attack.info.clone()),
+            attack_labels: as_str(json(&attack.info.labels)?),
+            loss: as_str(json(&plan.train.loss)?),
+            backend: models.backend.to_string(),
+            device: format!("{:?}", models.device),
+            seed: models.seed,
+            dataset: self.ds_name.to_string(),
+            dataset_verified: self.ds.verified.is_some(),
+            dataset_files: self.ds.files.clone(),
+            model_config: json(&plan.mlp)?,
+            train_config: json(&plan.train)?,
+            train_examples: models.train_split.len(),
+            checkpoint_sha256: info.checkpoint_sha256.clone(),
+            train_seconds: info.train_seconds,
+            from_cache: info.from_cache,
+            stages: info.stages.clone(),
+            eval,
+            versions: Versions::current(),
+            unix_time,
+        })
+    }
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| ExperimentError::file(path, e))?;
+    advrob_data::atomic_write(path, text.as_bytes())?;
+    Ok(())
+}
+
+/// The training record kept beside a checkpoint by [`run`].
+pub fn read_train_file(ckpt: &Path) -> Result<TrainFile> {
+    let p = ckpt.join(TRAIN_FILE);
+    let text = std::fs::read_to_string(&p).map_err(|e| ExperimentError::io(&p, e))?;
+    serde_json::from_str(&text).map_err(|e| ExperimentError::file(&p, e))
+}

@@ -1,0 +1,143 @@
+//! The self-contained report page, `index.html`: the summary tables, every figure inlined as a
+//! data URI and the provenance of every trained model. It makes no network request.
+
+use std::path::PathBuf;
+
+use advrob_experiment::Record;
+use base64::Engine;
+
+use crate::error::{ReportError, Result};
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A Markdown pipe table as an HTML table.
+pub fn md_table_to_html(md: &str) -> String {
+    let mut out = String::from("<table>\n");
+    for (i, line) in md.lines().filter(|l| l.starts_with('|')).enumerate() {
+        if i == 1 {
+            continue; // the |---| separator
+        }
+        let tag = if i == 0 { "th" } else { "td" };
+        out.push_str("<tr>");
+        for cell in line.trim().trim_matches('|').split('|') {
+            out.push_str(&format!("<{tag}>{}</{tag}>", escape(cell.trim())));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+    out
+}
+
+/// The self-contained report page: the summary tables, every figure inlined as a data URI, and
+/// the provenance of every trained model (one row per checkpoint: configs, seed, backend, device,
+/// versions, dataset and checkpoint checksums). It makes no network request.
+pub fn html(
+    title: &str,
+    summary_md: &str,
+    figures: &[PathBuf],
+    records: &[Record],
+) -> Result<String> {
+    let mut page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\nbody{{font-family:sans-serif;margin:2em;max-width:1900px}} table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}} td:first-child,th:first-child{{text-align:left}} img{{max-width:100%;border:1px solid #ddd;margin:.5em 0}} pre{{font-size:12px;white-space:pre-wrap}}\n</style></head><body>\n<h1>{}</h1>\n",
+        escape(title),
+        escape(title)
+    );
+    // the Markdown summary: headings, paragraphs and tables
+    let mut table = String::new();
+    for line in summary_md.lines().chain(std::iter::once("")) {
+        if line.starts_with('|') {
+            table.push_str(line);
+            table.push('\n');
+            continue;
+        }
+        if !table.is_empty() {
+            page.push_str(&md_table_to_html(&table));
+            table.clear();
+        }
+        if let Some(h) = line.strip_prefix("## ") {
+            page.push_str(&format!("<h2>{}</h2>\n", escape(h)));
+        } else if let Some(h) = line.strip_prefix("# ") {
+            page.push_str(&format!("<p><em>{}</em></p>\n", escape(h)));
+        } else if !line.trim().is_empty() {
+            page.push_str(&format!("<p>{}</p>\n", escape(line)));
+        }
+    }
+    page.push_str("<h2>Figures</h2>\n");
+    for f in figures
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "png"))
+    {
+        let bytes = std::fs::read(f).map_err(|e| ReportError::io(f, e))?;
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        page.push_str(&format!(
+            "<figure><img alt=\"{}\" src=\"data:image/png;base64,{}\"><figcaption>{}</figcaption></figure>\n",
+            escape(&name),
+            base64::engine::general_purpose::STANDARD.encode(&bytes),
+            escape(&name)
+        ));
+    }
+    page.push_str("<h2>Provenance</h2>\n<p>One row per trained model; the configs are those the run recorded.</p>\n<table class=\"provenance\">\n<tr><th>model</th><th>preset</th><th>defense</th><th>backend / device</th><th>seed</th><th>dataset</th><th>checkpoint SHA-256</th><th>versions</th><th>configs</th></tr>\n");
+    let mut seen = std::collections::BTreeSet::new();
+    for r in records {
+        let key = r.model_key().to_string();
+        if !seen.insert(key) {
+            continue;
+        }
+        let files: Vec<String> = r
+            .dataset_files
+            .iter()
+            .map(|f| format!("{} {}", f.name, f.sha256))
+            .collect();
+        let configs = serde_json::json!({
+            "model": r.model_config,
+            "train": r.train_config,
+            "defense": r.defense_config,
+            "deploy": r.deploy_config,
+            "fine_tuned_from": r.fine_tuned_from,
+            "teacher": r.teacher,
+            "train_examples": r.train_examples,
+        });
+        page.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}{}<details><summary>files</summary><pre>{}</pre></details></td><td><code>{}</code></td><td>advrob {}, burn {}</td><td><details><summary>JSON</summary><pre>{}</pre></details></td></tr>\n",
+            escape(&r.model),
+            escape(&r.preset),
+            escape(&r.defense),
+            escape(&r.backend),
+            escape(&r.device),
+            r.seed,
+            escape(&r.dataset),
+            if r.dataset_verified { " (verified)" } else { "" },
+            escape(&files.join("\n")),
+            escape(&r.checkpoint_sha256),
+            escape(&r.versions.advrob),
+            escape(&r.versions.burn),
+            escape(&serde_json::to_string_pretty(&configs).unwrap_or_default()),
+        ));
+    }
+    page.push_str("</table>\n");
+    // lets a headless browser report whether every inlined image decoded
+    page.push_str("<script>window.addEventListener('load',()=>{const i=[...document.images];document.body.dataset.images=i.length;document.body.dataset.decoded=i.filter(x=>x.complete&&x.naturalWidth>0).length;});</script>\n</body></html>\n");
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_tables_become_html_tables() {
+        let h = md_table_to_html("| a | b |\n|---|---:|\n| x<y | 1% |\n");
+        assert_eq!(
+            h,
+            "<table>\n<tr><th>a</th><th>b</th></tr>\n<tr><td>x&lt;y</td><td>1%</td></tr>\n</table>\n"
+        );
+    }
+}

@@ -1,0 +1,477 @@
+#![doc = include_str!("../README.md")]
+
+pub mod agreement;
+mod error;
+pub mod grids;
+pub mod html;
+pub mod plots;
+pub mod stats;
+pub mod tables;
+#[cfg(test)]
+mod testing;
+pub mod verdict;
+
+pub use error::{ReportError, Result};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use advrob_data::{Dataset, Split};
+use advrob_eval::Probe;
+use advrob_experiment::{Record, Registry, RunDir, read_records};
+use advrob_model::{backend, checkpoint};
+use polars::prelude::*;
+
+use crate::tables::{frame, unique_strings, write_atomic};
+
+/// One run directory and every record it holds.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The directory.
+    pub dir: RunDir,
+    /// Its records, as read.
+    pub records: Vec<Record>,
+}
+
+/// What a report read and wrote.
+#[derive(Debug)]
+pub struct Summary {
+    /// Records reported (each key once).
+    pub records: usize,
+    /// Records seen again in another run directory and not counted twice.
+    pub duplicates: usize,
+    /// The files written.
+    pub written: Vec<PathBuf>,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "aggregated {} records ({} duplicates ignored) into {}",
+            self.records,
+            self.duplicates,
+            self.written
+                .iter()
+                .map(|p| p
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// Reads every run directory's records once. Returns the runs, the records of all of them with
+/// each key once (a record whose key was already seen — the same model, attack and ε from another
+/// directory — is a duplicate, counted and not used twice), and the number of duplicates.
+pub fn collect(runs: &[PathBuf], registry: &Registry) -> Result<(Vec<Run>, Vec<Record>, usize)> {
+    let mut by_key: BTreeMap<String, Record> = BTreeMap::new();
+    let mut duplicates = 0;
+    let mut out = Vec::new();
+    for root in runs {
+        let dir = RunDir::new(root);
+        let path = dir.records();
+        if !path.is_file() {
+            return Err(ReportError::Records(format!(
+                "{}: no records here",
+                path.display()
+            )));
+        }
+        let records = read_records(&path, registry)?;
+        for r in &records {
+            if by_key.contains_key(&r.key) {
+                duplicates += 1;
+                log::warn!("{}: duplicate record {} ignored", path.display(), r.key);
+            } else {
+                by_key.insert(r.key.clone(), r.clone());
+            }
+        }
+        out.push(Run { dir, records });
+    }
+    Ok((out, by_key.into_values().collect(), duplicates))
+}
+
+/// [`report_with`] and the attacks and defenses of advrob.
+pub fn report(runs: &[PathBuf], reports: &Path, data_dir: Option<&Path>) -> Result<Summary> {
+    report_with(runs, reports, data_dir, &Registry::default())
+}
+
+/// Reads the runs and writes the report into `reports`: `results.csv`, `results.parquet`,
+/// `results.md` (accuracy × ε per dataset), `summary.md` (one table per preset with the mean
+/// success rate and norms, and the paired comparisons), `verdict.md` (the masking verdict and the
+/// per-example worst case), `intervals.csv`, `accuracy_vs_eps.{png,svg}`,
+/// `success_rate_vs_eps.{png,svg}`, `training_<model>.png`, `examples_<model>.png` (when the test
+/// set is found under `data_dir` and the checkpoints in the runs) and `index.html`, which holds all
+/// of it in one self-contained page. `registry` rebuilds the attacks the example grids draw.
+pub fn report_with(
+    runs: &[PathBuf],
+    reports: &Path,
+    data_dir: Option<&Path>,
+    registry: &Registry,
+) -> Result<Summary> {
+    let (runs, records, duplicates) = collect(runs, registry)?;
+    if records.is_empty() {
+        return Err(ReportError::Records(format!(
+            "no records in {:?}",
+            runs.iter().map(|r| r.dir.root()).collect::<Vec<_>>()
+        )));
+    }
+    let mut df = frame(&records)?;
+    std::fs::create_dir_all(reports).map_err(|e| ReportError::io(reports, e))?;
+    let mut written = write_results(&mut df, reports)?;
+
+    let summary = tables::summary_markdown(&df)?;
+    let summary_path = reports.join("summary.md");
+    advrob_data::atomic_write(&summary_path, summary.as_bytes())?;
+    written.push(summary_path.clone());
+
+    let test = data_dir.and_then(|d| local_test_set(&records, d));
+    let mut probes = BTreeMap::new();
+    let mut figures = Vec::new();
+    if let Some(ds) = &test {
+        figures.extend(example_figures(
+            &runs, &records, &ds.test, reports, registry,
+        )?);
+        for run in &runs {
+            for (k, v) in run_probes(run, &ds.test)? {
+                probes.entry(k).or_insert(v);
+            }
+        }
+    }
+    let verdicts = verdict::verdicts(&records, &probes);
+    let worst = stats::worst_case(&records);
+    let verdict_md = verdict_markdown(&verdicts, &worst);
+    let mut intervals = stats::intervals(&records, &worst)?;
+    let intervals_path = reports.join("intervals.csv");
+    write_atomic(&intervals_path, |f| {
+        Ok(CsvWriter::new(f).finish(&mut intervals)?)
+    })?;
+    written.push(intervals_path);
+    let paired = stats::mcnemar_markdown(&records, &worst);
+    let summary = if paired.is_empty() {
+        summary
+    } else {
+        let s = format!("{summary}## Paired comparisons (McNemar)\n\n{paired}");
+        advrob_data::atomic_write(&summary_path, s.as_bytes())?;
+        s
+    };
+    let verdict_path = reports.join("verdict.md");
+    advrob_data::atomic_write(&verdict_path, verdict_md.as_bytes())?;
+    written.push(verdict_path);
+    figures.extend(curve_figures(&df, &records, &worst, &verdicts, reports)?);
+    // the cross-backend agreement `bench-runner agree` (or reproduce) left here
+    let agreement = std::fs::read_to_string(reports.join("agreement.md")).unwrap_or_default();
+    let page_md = format!("{summary}\n{verdict_md}\n{agreement}");
+    let page = html::html("advrob report", &page_md, &figures, &records)?;
+    let index = reports.join("index.html");
+    advrob_data::atomic_write(&index, page.as_bytes())?;
+    written.extend(figures);
+    written.push(index);
+    Ok(Summary {
+        records: records.len(),
+        duplicates,
+        written,
+    })
+}
+
+/// `results.csv`, `results.parquet` and `results.md` (accuracy × ε per dataset, and the targeted
+/// attacks' success where there are any).
+fn write_results(df: &mut DataFrame, reports: &Path) -> Result<Vec<PathBuf>> {
+    let csv = reports.join("results.csv");
+    write_atomic(&csv, |f| Ok(CsvWriter::new(f).finish(df)?))?;
+    let parquet = reports.join("results.parquet");
+    write_atomic(&parquet, |f| {
+        ParquetWriter::new(f).finish(df)?;
+        Ok(())
+    })?;
+    let md = reports.join("results.md");
+    let mut text = String::from(
+        "# advrob results\n\nAdversarial accuracy (share of all test examples classified correctly under attack), mean over seeds; `clean` is the accuracy without attack.\n\n",
+    );
+    for dataset in unique_strings(df, "dataset")? {
+        let part = df.filter(&df.column("dataset")?.str()?.equal(dataset.as_str()))?;
+        let examples = part.column("examples")?.u64()?.max().unwrap_or(0);
+        text.push_str(&format!("## {dataset} ({examples} test examples)\n\n"));
+        text.push_str(&tables::accuracy_table(&part)?);
+        text.push('\n');
+        let targeted = tables::eps_table(&part, "targeted_success", &[])?;
+        if targeted.lines().count() > 2 {
+            text.push_str("Targeted attacks: share of all test examples classified as the attack's target.\n\n");
+            text.push_str(&targeted);
+            text.push('\n');
+        }
+    }
+    advrob_data::atomic_write(&md, text.as_bytes())?;
+    Ok(vec![csv, parquet, md])
+}
+
+/// `verdict.md`: the verdict table and its details, then the per-example worst case.
+fn verdict_markdown(verdicts: &[verdict::Verdict], worst: &[stats::Worst]) -> String {
+    let mut md = verdict::markdown(verdicts);
+    md.push_str("## Robust accuracy: the worst case over all attacks, per example\n\nThe share of test examples that every untargeted attack of the run (white-box, adaptive and transfer) left correctly classified, per ε; in brackets the bootstrap 95% interval over test examples (and min–max over seeds when there are several). A row marked `min over attacks` comes from records without per-example results: the lowest accuracy of any one attack, an upper bound.\n\n");
+    if worst.is_empty() {
+        md.push_str("No attack of this run counts for robustness (every one is targeted or breaks its budget), so there is no robust accuracy to report.\n");
+    } else {
+        md.push_str(&stats::worst_markdown(worst));
+    }
+    md
+}
+
+/// The accuracy and success-rate curves (one panel per attack and one for the per-example worst
+/// case; models whose robustness is not established are marked in the legends) and the training
+/// curves of every model with recorded stages.
+fn curve_figures(
+    df: &DataFrame,
+    records: &[Record],
+    worst: &[stats::Worst],
+    verdicts: &[verdict::Verdict],
+    reports: &Path,
+) -> Result<Vec<PathBuf>> {
+    let labels: BTreeMap<(String, String), String> = verdicts
+        .iter()
+        .filter(|v| !v.failing().is_empty())
+        .map(|v| {
+            (
+                (v.model.clone(), v.backend.clone()),
+                format!("{} (robustness not established)", v.model),
+            )
+        })
+        .collect();
+    let relabel = |mut panels: Vec<plots::Panel>| {
+        for p in &mut panels {
+            for (name, _) in &mut p.curves {
+                if let Some(l) = labels.get(&(name.clone(), p.backend.clone())) {
+                    *name = l.clone();
+                }
+            }
+        }
+        panels
+    };
+    let mut figures = Vec::new();
+    let mut acc = plots::panels(df, "adversarial_accuracy", true)?;
+    acc.extend(plots::panels(
+        &stats::worst_frame(worst)?,
+        "adversarial_accuracy",
+        true,
+    )?);
+    figures.extend(plots::curves(
+        &relabel(acc),
+        "accuracy under attack",
+        &reports.join("accuracy_vs_eps"),
+    )?);
+    let sr = relabel(plots::panels(df, "success_rate", false)?);
+    if !sr.is_empty() {
+        figures.extend(plots::curves(
+            &sr,
+            "attack success rate",
+            &reports.join("success_rate_vs_eps"),
+        )?);
+    }
+    for model in unique_strings(df, "model")? {
+        let of_model: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.model == model && !r.stages.is_empty())
+            .collect();
+        if of_model.is_empty() {
+            continue;
+        }
+        let path = reports.join(format!("training_{model}.png"));
+        plots::training(&of_model, &model, &path)?;
+        figures.push(path);
+    }
+    Ok(figures)
+}
+
+/// The test set of the first record's dataset, if it is under `data_dir` (or is a directory
+/// itself): verified as it loads, never downloaded here.
+pub fn local_test_set(records: &[Record], data_dir: &Path) -> Option<Dataset> {
+    let first = records.first()?;
+    let dir = match advrob_data::DatasetKind::from_name(&first.dataset) {
+        Ok(kind) => data_dir.join(kind.name()),
+        Err(_) => PathBuf::from(&first.dataset),
+    };
+    match Dataset::load_dir(&dir) {
+        Ok(ds) => Some(ds),
+        Err(e) => {
+            log::warn!("no example grids or gradient check: {e}");
+            None
+        }
+    }
+}
+
+/// `examples_<model>.png` for every model of the first record's dataset, each drawn from the first
+/// run that has it.
+fn example_figures(
+    runs: &[Run],
+    records: &[Record],
+    test: &Split,
+    reports: &Path,
+    registry: &Registry,
+) -> Result<Vec<PathBuf>> {
+    let Some(first) = records.first() else {
+        return Ok(Vec::new());
+    };
+    let mut done = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for run in runs {
+        let of_run: Vec<Record> = run
+            .records
+            .iter()
+            .filter(|r| r.dataset == first.dataset && !done.contains(&r.model))
+            .cloned()
+            .collect();
+        out.extend(grids::example_grids(
+            &run.dir, &of_run, test, reports, registry,
+        )?);
+        done.extend(of_run.into_iter().map(|r| r.model));
+    }
+    Ok(out)
+}
+
+/// Per (model, backend), measured on each model's first checkpoint found in `run`
+/// ([`advrob_eval::probe`]) on the examples the run evaluated.
+fn run_probes(run: &Run, test: &Split) -> Result<BTreeMap<(String, String), Probe>> {
+    let mut first: BTreeMap<(String, String), &Record> = BTreeMap::new();
+    for r in &run.records {
+        first
+            .entry((r.model.clone(), r.backend.clone()))
+            .or_insert(r);
+    }
+    let mut out = BTreeMap::new();
+    for (key, r) in first {
+        let dir = run.dir.checkpoint_of(r);
+        if !checkpoint::exists(&dir) {
+            continue;
+        }
+        let device = backend::device(&r.backend)?;
+        let (m, config, _) = checkpoint::load_deployed(&dir, &device)?;
+        // the examples the run evaluated (a `--test-limit` run: the first N)
+        let test = test.take(r.eval.examples);
+        out.insert(key, advrob_eval::probe(&m, config.classes, &test, &device)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::rec;
+
+    fn write(dir: &Path, rs: &[&Record]) {
+        let map: BTreeMap<String, Record> =
+            rs.iter().map(|r| (r.key.clone(), (*r).clone())).collect();
+        advrob_experiment::record::write_records(&RunDir::new(dir).records(), &map).expect("write");
+    }
+
+    #[test]
+    fn duplicates_across_run_directories_count_once() {
+        let a = tempfile::tempdir().expect("temp");
+        let b = tempfile::tempdir().expect("temp");
+        let r1 = rec("a", 1, 0.0, 0.9, 0.9);
+        let r2 = rec("a", 1, 0.1, 0.9, 0.5);
+        write(a.path(), &[&r1, &r2]);
+        write(b.path(), &[&r2]);
+        let (_, records, dups) = collect(
+            &[a.path().to_path_buf(), b.path().to_path_buf()],
+            &Registry::default(),
+        )
+        .expect("collect");
+        assert_eq!((records.len(), dups), (2, 1));
+        let out = tempfile::tempdir().expect("temp");
+        let s = report(
+            &[a.path().to_path_buf(), b.path().to_path_buf()],
+            out.path(),
+            None,
+        )
+        .expect("report");
+        assert_eq!(s.records, 2);
+        for f in [
+            "results.csv",
+            "results.parquet",
+            "results.md",
+            "summary.md",
+            "accuracy_vs_eps.png",
+            "accuracy_vs_eps.svg",
+            "success_rate_vs_eps.png",
+            "index.html",
+        ] {
+            assert!(
+                out.path().join(f).metadata().expect("exists").len() > 0,
+                "{f}"
+            );
+        }
+        let csv = std::fs::read_to_string(out.path().join("results.csv")).expect("csv");
+        assert_eq!(csv.lines().count(), 3, "header and two rows:\n{csv}");
+    }
+
+    /// The headless browser the report test uses: `ADVROB_CHROMIUM`, else `chromium` or
+    /// `chromium-browser` on the PATH.
+    fn chromium() -> String {
+        if let Ok(c) = std::env::var("ADVROB_CHROMIUM") {
+            return c;
+        }
+        for c in ["chromium", "chromium-browser", "google-chrome"] {
+            let found = std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {c}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if found {
+                return c.to_string();
+            }
+        }
+        panic!(
+            "the report test needs a headless Chromium: install Debian's `chromium` \
+             (apt-get install chromium) or point ADVROB_CHROMIUM at one"
+        );
+    }
+
+    #[test]
+    fn index_html_has_the_tables_and_images_in_headless_chromium() {
+        let run = tempfile::tempdir().expect("temp");
+        let records = [
+            rec("a", 1, 0.0, 0.9, 0.9),
+            rec("a", 1, 0.1, 0.9, 0.5),
+            rec("b", 1, 0.0, 0.7, 0.7),
+            rec("b", 1, 0.1, 0.7, 0.6),
+        ];
+        write(run.path(), &records.iter().collect::<Vec<_>>());
+        let out = tempfile::tempdir().expect("temp");
+        report(&[run.path().to_path_buf()], out.path(), None).expect("report");
+        let page = out.path().join("index.html");
+        let html = std::fs::read_to_string(&page).expect("html");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no network"
+        );
+        let o = std::process::Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+            ])
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium runs");
+        let dom = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // the summary table and the provenance table, with the models in them
+        assert!(dom.matches("<table").count() >= 2, "{dom:.2000}");
+        assert!(
+            dom.contains("<td>a</td>") && dom.contains("<td>b</td>"),
+            "{dom:.2000}"
+        );
+        // accuracy, success rate and no training curves (these records have no stages): two
+        // images, both decoded by the browser
+        assert!(
+            dom.contains("data-images=\"2\"") && dom.contains("data-decoded=\"2\""),
+            "{}",
+            dom.lines()
+                .find(|l| l.contains("<body"))
+                .unwrap_or_default()
+        );
+    }
+}

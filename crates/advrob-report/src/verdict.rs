@@ -1,0 +1,561 @@
+//! The gradient-masking verdict: the checks of Carlini et al. (2019, "On Evaluating Adversarial
+//! Robustness") that can be automated from a run's records and checkpoints, per model. A model that
+//! fails any check that ran is marked "robustness not established" with the failing checks named.
+//!
+//! Every check reads the attacks' typed metadata ([`AttackInfo`]), never their names. Curves are
+//! the mean accuracy over seeds per (attack, ε); only attacks that count for robustness
+//! (untargeted, within their budget) enter any check.
+
+use std::collections::BTreeMap;
+
+use advrob_attack::{Access, AttackInfo};
+use advrob_eval::Probe;
+use advrob_experiment::Record;
+
+/// Accuracy differences smaller than this (absolute, 0.5 points) are treated as equal.
+pub const TOLERANCE: f64 = 0.005;
+
+/// How much stronger (absolute accuracy) an adaptive attack may be than the plain one before the
+/// difference is called masking.
+pub const ADAPTIVE_GAP: f64 = 0.02;
+
+/// Share of test examples with an all-zero or non-finite input gradient above which gradients
+/// count as masked.
+pub const ZERO_GRADIENT_SHARE: f64 = 0.01;
+
+/// One check on one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// Short name (the column of `verdict.md`).
+    pub name: &'static str,
+    /// `None` when the run has what the check needs only in part or not at all.
+    pub passed: Option<bool>,
+    /// The numbers behind it.
+    pub detail: String,
+}
+
+/// Every check of one (model, backend).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The model.
+    pub model: String,
+    /// The backend it ran on.
+    pub backend: String,
+    /// The checks, in the order of `verdict.md`'s columns.
+    pub checks: Vec<Check>,
+}
+
+impl Verdict {
+    /// Names of the checks that ran and failed.
+    pub fn failing(&self) -> Vec<&'static str> {
+        self.checks
+            .iter()
+            .filter(|c| c.passed == Some(false))
+            .map(|c| c.name)
+            .collect()
+    }
+
+    /// `robust accuracy not established (…)` or `no masking detected`.
+    pub fn label(&self) -> String {
+        let f = self.failing();
+        if f.is_empty() {
+            "no masking detected".into()
+        } else {
+            format!("robustness not established ({})", f.join(", "))
+        }
+    }
+}
+
+/// One attack's accuracy curve: its metadata and (ε, mean accuracy over seeds), by ε.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    /// What the attack is.
+    pub info: AttackInfo,
+    /// (ε, mean adversarial accuracy over seeds), sorted by ε.
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Curve {
+    fn at(&self, eps: f64) -> Option<f64> {
+        self.points
+            .iter()
+            .find(|(e, _)| (e - eps).abs() < 1e-12)
+            .map(|p| p.1)
+    }
+
+    fn is_plain(&self) -> bool {
+        self.info.access != Access::Transfer && !self.info.adaptive
+    }
+
+    fn is_adaptive(&self) -> bool {
+        self.info.access != Access::Transfer && self.info.adaptive
+    }
+}
+
+/// The curves of the attacks that count for robustness, by attack name.
+pub type Curves = BTreeMap<String, Curve>;
+
+/// Mean adversarial accuracy over seeds per (attack, ε) of `records`, for the attacks that count
+/// for robustness (untargeted, within their budget).
+pub fn curves(records: &[&Record]) -> Curves {
+    let mut sums: BTreeMap<(String, u64), (f64, f64, usize)> = BTreeMap::new();
+    let mut infos: BTreeMap<String, AttackInfo> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.info().counts_for_robustness()) {
+        infos.insert(r.attack.clone(), r.info().clone());
+        let e = sums
+            .entry((r.attack.clone(), r.eval.eps.to_bits()))
+            .or_insert((r.eval.eps, 0.0, 0));
+        e.1 += r.eval.adversarial_accuracy;
+        e.2 += 1;
+    }
+    let mut out: Curves = BTreeMap::new();
+    for ((attack, _), (eps, sum, n)) in sums {
+        let info = infos[&attack].clone();
+        out.entry(attack)
+            .or_insert_with(|| Curve {
+                info,
+                points: Vec::new(),
+            })
+            .points
+            .push((eps, sum / n as f64));
+    }
+    for c in out.values_mut() {
+        c.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    out
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+fn not_run(name: &'static str, why: &str) -> Check {
+    Check {
+        name,
+        passed: None,
+        detail: format!("not run: {why}"),
+    }
+}
+
+/// The verdict of every (model, backend) of `records`. `probes` gives, per (model, backend), what
+/// was measured on its checkpoint, where it could be.
+pub fn verdicts(records: &[Record], probes: &BTreeMap<(String, String), Probe>) -> Vec<Verdict> {
+    let mut groups: BTreeMap<(String, String), Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        groups
+            .entry((r.model.clone(), r.backend.clone()))
+            .or_default()
+            .push(r);
+    }
+    groups
+        .into_iter()
+        .map(|((model, backend), rs)| {
+            let c = curves(&rs);
+            let probe = probes.get(&(model.clone(), backend.clone()));
+            Verdict {
+                model,
+                backend,
+                checks: vec![
+                    iterative_beats_single_step(&c),
+                    white_box_beats_transfer(&c),
+                    falls_with_eps(&c),
+                    unbounded_reaches_chance(probe),
+                    gradients_present(probe),
+                    adaptive_close_to_plain(&c),
+                    converged(&c),
+                ],
+            }
+        })
+        .collect()
+}
+
+/// The largest `gap(a, b)` over every ε both curves have, with where it is.
+fn worst_gap<'a>(
+    pairs: impl Iterator<Item = (&'a String, &'a Curve)>,
+    reference: impl Fn(f64) -> Option<(f64, String)>,
+    gap: impl Fn(f64, f64) -> f64,
+) -> Option<(f64, f64, f64, f64, &'a str, String)> {
+    let mut worst: Option<(f64, f64, f64, f64, &str, String)> = None;
+    for (name, curve) in pairs {
+        for &(eps, acc) in &curve.points {
+            if let Some((reference_acc, reference_name)) = reference(eps) {
+                let g = gap(acc, reference_acc);
+                if worst.as_ref().is_none_or(|w| g > w.0) {
+                    worst = Some((g, eps, acc, reference_acc, name.as_str(), reference_name));
+                }
+            }
+        }
+    }
+    worst
+}
+
+/// The lowest accuracy at `eps` among `curves`, with its attack's name.
+fn strongest<'a>(curves: &[(&'a String, &'a Curve)], eps: f64) -> Option<(f64, String)> {
+    curves
+        .iter()
+        .filter_map(|(n, c)| c.at(eps).map(|a| (a, (*n).clone())))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+}
+
+/// Iterative attacks are at least as strong as single-step ones: a plain iterative white-box
+/// attack (PGD, BIM, MI-FGSM) must not leave more than [`TOLERANCE`] more accuracy than the
+/// strongest plain single-step attack (FGSM) at any ε. More steps doing worse means the steps are
+/// not following a useful gradient.
+pub fn iterative_beats_single_step(c: &Curves) -> Check {
+    const NAME: &str = "iterative ≥ single-step";
+    let single: Vec<_> = c
+        .iter()
+        .filter(|(_, v)| v.info.is_single_step() && v.is_plain())
+        .collect();
+    let iterative: Vec<_> = c
+        .iter()
+        .filter(|(_, v)| v.info.is_iterative() && v.is_plain())
+        .collect();
+    if single.is_empty() || iterative.is_empty() {
+        return not_run(NAME, "needs fgsm and an iterative attack");
+    }
+    match worst_gap(
+        iterative.iter().copied(),
+        |eps| strongest(&single, eps),
+        |acc, single| acc - single,
+    ) {
+        Some((gap, eps, acc, _, name, single_name)) => Check {
+            name: NAME,
+            passed: Some(gap <= TOLERANCE),
+            detail: format!(
+                "largest excess of {name} over {single_name}: {} at ε {eps} ({} vs {})",
+                pct(gap.max(0.0)),
+                pct(acc),
+                pct(acc - gap)
+            ),
+        },
+        None => not_run(NAME, "no common ε"),
+    }
+}
+
+/// White-box attacks are at least as strong as transfer attacks: a transfer attack (crafted on a
+/// surrogate, never touching this model's gradients) must not beat the strongest plain white-box
+/// attack by more than [`TOLERANCE`] at any ε. Compared with the plain attacks: the adaptive ones
+/// are there to see through masking, this check is to detect it.
+pub fn white_box_beats_transfer(c: &Curves) -> Check {
+    const NAME: &str = "white-box ≥ transfer";
+    let transfers: Vec<_> = c
+        .iter()
+        .filter(|(_, v)| v.info.access == Access::Transfer)
+        .collect();
+    let white: Vec<_> = c.iter().filter(|(_, v)| v.is_plain()).collect();
+    if transfers.is_empty() || white.is_empty() {
+        return not_run(NAME, "no transfer attack in this run");
+    }
+    match worst_gap(
+        transfers.iter().copied(),
+        |eps| strongest(&white, eps),
+        |transfer, white| white - transfer,
+    ) {
+        Some((gap, eps, t, w, name, _)) => Check {
+            name: NAME,
+            passed: Some(gap <= TOLERANCE),
+            detail: format!(
+                "{name} beats the best plain white-box attack by {} at ε {eps} ({} vs {})",
+                pct(gap.max(0.0)),
+                pct(t),
+                pct(w)
+            ),
+        },
+        None => not_run(NAME, "no common ε"),
+    }
+}
+
+/// Accuracy falls with ε: no attack's accuracy may rise by more than [`TOLERANCE`] from one ε of
+/// the grid to the next (a larger ball contains every smaller one).
+pub fn falls_with_eps(c: &Curves) -> Check {
+    if c.is_empty() {
+        return not_run(
+            "falls with ε",
+            "no untargeted attack within its budget in this run",
+        );
+    }
+    let mut rises: Vec<String> = Vec::new();
+    for (name, curve) in c {
+        for w in curve.points.windows(2) {
+            if w[1].1 > w[0].1 + TOLERANCE {
+                rises.push(format!(
+                    "{name}: {} at ε {} → {} at ε {}",
+                    pct(w[0].1),
+                    w[0].0,
+                    pct(w[1].1),
+                    w[1].0
+                ));
+            }
+        }
+    }
+    let top = c
+        .values()
+        .filter_map(|v| v.points.last().map(|p| p.0))
+        .fold(0.0f64, f64::max);
+    Check {
+        name: "falls with ε",
+        passed: Some(rises.is_empty()),
+        detail: if rises.is_empty() {
+            format!("non-increasing up to ε {top}")
+        } else {
+            rises.join("; ")
+        },
+    }
+}
+
+/// An unbounded budget leaves no more than chance: plain PGD at ε = 1 (the whole input space)
+/// must bring accuracy to at most 1/classes + [`TOLERANCE`]; a model whose gradients can be
+/// followed cannot keep more (measured on the checkpoint, [`Probe::unbounded_accuracy`]).
+pub fn unbounded_reaches_chance(probe: Option<&Probe>) -> Check {
+    const NAME: &str = "unbounded ε → chance";
+    match probe {
+        Some(p) if p.unbounded_examples > 0 => {
+            let chance = 1.0 / p.classes.max(1) as f64;
+            Check {
+                name: NAME,
+                passed: Some(p.unbounded_accuracy <= chance + TOLERANCE),
+                detail: format!(
+                    "plain PGD-L∞ (20 steps) at ε 1 leaves {} of {} examples correct (chance {})",
+                    pct(p.unbounded_accuracy),
+                    p.unbounded_examples,
+                    pct(chance)
+                ),
+            }
+        }
+        _ => not_run(NAME, "checkpoint or test set not found"),
+    }
+}
+
+/// The input gradient exists: at most [`ZERO_GRADIENT_SHARE`] of the test examples may have an
+/// all-zero or non-finite cross-entropy input gradient ([`Probe::zero_gradient_share`]).
+pub fn gradients_present(probe: Option<&Probe>) -> Check {
+    const NAME: &str = "gradients present";
+    match probe {
+        Some(p) => Check {
+            name: NAME,
+            passed: Some(p.zero_gradient_share <= ZERO_GRADIENT_SHARE),
+            detail: format!(
+                "{} of test examples have an all-zero or non-finite input gradient",
+                pct(p.zero_gradient_share)
+            ),
+        },
+        None => not_run(NAME, "checkpoint or test set not found"),
+    }
+}
+
+/// Adaptive attacks (a loss on the logits, BPDA) are no stronger than the plain one: an adaptive
+/// white-box attack may lower accuracy below the strongest plain iterative attack by at most
+/// [`ADAPTIVE_GAP`] at any ε. More means the plain attack was held back by the model's gradients.
+pub fn adaptive_close_to_plain(c: &Curves) -> Check {
+    const NAME: &str = "adaptive ≈ plain";
+    let plain: Vec<_> = c
+        .iter()
+        .filter(|(_, v)| v.info.is_iterative() && v.is_plain())
+        .collect();
+    let adaptive: Vec<_> = c.iter().filter(|(_, v)| v.is_adaptive()).collect();
+    if plain.is_empty() || adaptive.is_empty() {
+        return not_run(
+            NAME,
+            "needs a plain and an adaptive (margin or BPDA) iterative attack",
+        );
+    }
+    match worst_gap(
+        adaptive.iter().copied(),
+        |eps| strongest(&plain, eps),
+        |adaptive, plain| plain - adaptive,
+    ) {
+        Some((gap, eps, a, p, name, _)) => Check {
+            name: NAME,
+            passed: Some(gap <= ADAPTIVE_GAP),
+            detail: format!(
+                "{name} below the plain attack by {} at ε {eps} ({} vs {})",
+                pct(gap.max(0.0)),
+                pct(a),
+                pct(p)
+            ),
+        },
+        None => not_run(NAME, "no common ε"),
+    }
+}
+
+/// The iterative attack has converged: of two runs of the same white-box attack that differ only
+/// in their number of steps (one twice the other), the accuracies must differ by less than
+/// [`ADAPTIVE_GAP`] at every common ε.
+pub fn converged(c: &Curves) -> Check {
+    for (a, ca) in c.iter().filter(|(_, v)| v.info.is_iterative()) {
+        let doubled = ca.info.with_steps(2 * ca.info.steps);
+        for (b, cb) in c {
+            if cb.info == doubled {
+                let gap = ca
+                    .points
+                    .iter()
+                    .filter_map(|&(e, acc)| cb.at(e).map(|bacc| (acc - bacc).abs()))
+                    .fold(0.0f64, f64::max);
+                return Check {
+                    name: "converged",
+                    passed: Some(gap < ADAPTIVE_GAP),
+                    detail: format!("{a} → {b}: accuracy changes by at most {}", pct(gap)),
+                };
+            }
+        }
+    }
+    not_run("converged", "no attack was run with doubled steps")
+}
+
+/// `verdict.md`: one row per (model, backend), one column per check (✓ passed, ✗ failed, – not
+/// run), then the numbers behind every check.
+pub fn markdown(verdicts: &[Verdict]) -> String {
+    let mut t = String::from(
+        "# Gradient-masking verdict\n\nThe automatable checks of Carlini et al. (2019), per model: ✓ passed, ✗ failed, – not run (see the details). A model failing any check that ran is marked *robustness not established*.\n\n",
+    );
+    let Some(first) = verdicts.first() else {
+        return t;
+    };
+    t.push_str("| model | backend | verdict |");
+    for c in &first.checks {
+        t.push_str(&format!(" {} |", c.name));
+    }
+    t.push_str("\n|---|---|---|");
+    t.push_str(&"---|".repeat(first.checks.len()));
+    t.push('\n');
+    let mark = |c: &Check| match c.passed {
+        Some(true) => "✓",
+        Some(false) => "✗",
+        None => "–",
+    };
+    for v in verdicts {
+        t.push_str(&format!("| {} | {} | {} |", v.model, v.backend, v.label()));
+        for c in &v.checks {
+            t.push_str(&format!(" {} |", mark(c)));
+        }
+        t.push('\n');
+    }
+    t.push_str("\n## Details\n\n");
+    for v in verdicts {
+        t.push_str(&format!("### {} ({})\n\n", v.model, v.backend));
+        for c in &v.checks {
+            t.push_str(&format!("- {} {}: {}\n", mark(c), c.name, c.detail));
+        }
+        t.push('\n');
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{rec, set_attack};
+
+    fn with(model: &str, attack: &str, eps: f64, adv: f64) -> Record {
+        let mut r = rec(model, 1, eps, 0.95, adv);
+        set_attack(&mut r, attack);
+        r
+    }
+
+    #[test]
+    fn a_masked_model_fails_and_an_honest_one_passes() {
+        let records = vec![
+            // honest: PGD below FGSM, adaptive close to plain, falls with ε
+            with("honest", "fgsm", 0.1, 0.60),
+            with("honest", "fgsm", 0.2, 0.30),
+            with("honest", "pgd-linf-10", 0.1, 0.50),
+            with("honest", "pgd-linf-10", 0.2, 0.20),
+            with("honest", "pgd-linf-10-margin-bpda", 0.1, 0.49),
+            with("honest", "pgd-linf-10-margin-bpda", 0.2, 0.20),
+            // masked: FGSM and PGD do nothing, the adaptive attack breaks it
+            with("masked", "fgsm", 0.1, 0.95),
+            with("masked", "fgsm", 0.2, 0.95),
+            with("masked", "pgd-linf-10", 0.1, 0.95),
+            with("masked", "pgd-linf-10", 0.2, 0.96),
+            with("masked", "pgd-linf-10-margin-bpda", 0.1, 0.10),
+            with("masked", "pgd-linf-10-margin-bpda", 0.2, 0.00),
+        ];
+        let probe = |zero: f64, unbounded: f64| Probe {
+            zero_gradient_share: zero,
+            unbounded_accuracy: unbounded,
+            unbounded_examples: 1000,
+            classes: 10,
+        };
+        let probes: BTreeMap<(String, String), Probe> = [
+            (
+                ("honest".to_string(), "ndarray".to_string()),
+                probe(0.0, 0.0),
+            ),
+            (
+                ("masked".to_string(), "ndarray".to_string()),
+                probe(1.0, 0.95),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let v = verdicts(&records, &probes);
+        assert_eq!(v[0].model, "honest");
+        assert!(v[0].failing().is_empty(), "{:?}", v[0]);
+        assert_eq!(v[0].label(), "no masking detected");
+        assert_eq!(
+            v[1].failing(),
+            [
+                "iterative ≥ single-step",
+                "falls with ε",
+                "unbounded ε → chance",
+                "gradients present",
+                "adaptive ≈ plain"
+            ]
+        );
+        // PGD 0.96 vs FGSM 0.95 at ε 0.2 is over the tolerance too
+        let mut masked = records.clone();
+        masked.retain(|r| r.model == "masked");
+        let v = verdicts(&masked, &BTreeMap::new());
+        let iterative = &v[0].checks[0];
+        assert_eq!(iterative.passed, Some(false), "{iterative:?}");
+        assert!(iterative.detail.contains("1.0%"), "{}", iterative.detail);
+        assert!(
+            v[0].checks[3].passed.is_none() && v[0].checks[4].passed.is_none(),
+            "no checkpoint measurement given"
+        );
+        let unbounded = &verdicts(&records, &probes)[1].checks[3];
+        assert!(unbounded.detail.contains("95.0% of 1000"), "{unbounded:?}");
+        let md = markdown(&v);
+        assert!(
+            md.contains("| masked | ndarray | robustness not established ("),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_transfer_attack_stronger_than_white_box_is_masking() {
+        let records = vec![
+            with("m", "fgsm", 0.1, 0.90),
+            with("m", "transfer-pgd-linf-10-from-s", 0.1, 0.40),
+            with("h", "fgsm", 0.1, 0.30),
+            with("h", "transfer-pgd-linf-10-from-s", 0.1, 0.60),
+        ];
+        let v = verdicts(&records, &BTreeMap::new());
+        let check = |i: usize| {
+            v[i].checks
+                .iter()
+                .find(|c| c.name == "white-box ≥ transfer")
+                .cloned()
+                .expect("check")
+        };
+        assert_eq!(check(0).passed, Some(true), "{:?}", check(0));
+        assert_eq!(check(1).passed, Some(false), "{:?}", check(1));
+        assert!(check(1).detail.contains("50.0%"), "{}", check(1).detail);
+    }
+
+    #[test]
+    fn doubled_steps_are_recognised_for_convergence() {
+        let records = vec![
+            with("m", "pgd-linf-10", 0.1, 0.50),
+            with("m", "pgd-linf-20", 0.1, 0.45),
+        ];
+        let v = verdicts(&records, &BTreeMap::new());
+        let c = v[0]
+            .checks
+            .iter()
+            .find(|c| c.name == "converged")
+            .expect("check");
+        assert_eq!(c.passed, Some(false), "{c:?}");
+    }
+}
