@@ -42,9 +42,20 @@ impl TargetRule {
         // the number of classes is all the other rules need of the model: one image's logits
         let classes = || model.logits(images.clone().slice(0..1)).dims()[1];
         Ok(match *self {
-            TargetRule::Shift(k) => labels
-                .add_scalar(i64::from(k))
-                .remainder_scalar(classes() as i64),
+            TargetRule::Shift(k) => {
+                let classes = classes();
+                if (k as usize).is_multiple_of(classes) {
+                    return Err(AttackError::Invalid {
+                        field: "target",
+                        reason: format!(
+                            "a shift of {k} is a multiple of the {classes} classes: it targets the true label"
+                        ),
+                    });
+                }
+                labels
+                    .add_scalar(i64::from(k))
+                    .remainder_scalar(classes as i64)
+            }
             TargetRule::LeastLikely => model.logits(images).argmin(1).flatten::<1>(0, 1),
             TargetRule::Random(seed) => {
                 let classes = classes();
@@ -68,7 +79,19 @@ impl TargetRule {
         })
     }
 
-    fn name(&self) -> String {
+    /// Refuses a shift of 0, which targets the true label (a shift by a multiple of the class
+    /// count is refused when the classes are known, in [`TargetRule::targets`]).
+    pub fn check(&self) -> Result<()> {
+        if *self == TargetRule::Shift(0) {
+            return Err(AttackError::Invalid {
+                field: "target",
+                reason: "a shift of 0 targets the true label".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn name(&self) -> String {
         match self {
             TargetRule::Shift(k) => format!("shift{k}"),
             TargetRule::LeastLikely => "least-likely".into(),
@@ -164,11 +187,8 @@ fn step(images: &Tensor<3>, direction: &Tensor<3>, eps: f64) -> Tensor<3> {
 
 impl AttackConfig for Fgsm {
     fn build(&self) -> Result<Box<dyn Attack>> {
-        if self.target == Some(TargetRule::Shift(0)) {
-            return Err(AttackError::Invalid {
-                field: "target",
-                reason: "a shift of 0 targets the true label".into(),
-            });
+        if let Some(t) = self.target {
+            t.check()?;
         }
         Ok(Box::new(*self))
     }
@@ -212,12 +232,13 @@ impl Attack for Fgsm {
         Ok(Some(rule.targets(model, images, labels)?))
     }
 
-    fn perturb(
+    fn perturb_seeded(
         &self,
         model: &dyn Classifier,
         images: Tensor<3>,
         labels: Tensor<1, Int>,
         eps: f64,
+        _seed: u64,
     ) -> Result<Tensor<3>> {
         check_eps(eps)?;
         let images = images.without_autodiff();
@@ -231,6 +252,7 @@ impl Attack for Fgsm {
         images: Tensor<3>,
         labels: Tensor<1, Int>,
         eps: &[f64],
+        _seed: u64,
     ) -> Result<Vec<Tensor<3>>> {
         for &e in eps {
             check_eps(e)?;
@@ -279,7 +301,7 @@ mod tests {
             let eps_grid = [0.0, 0.05, 0.1, 0.3, 1.0];
             for mode in [LabelMode::True, LabelMode::Predicted] {
                 let advs = Fgsm::with_labels(mode)
-                    .perturb_grid(&model, images.clone(), labels.clone(), &eps_grid)
+                    .perturb_grid(&model, images.clone(), labels.clone(), &eps_grid, 0)
                     .expect("attack");
                 for (adv, eps) in advs.into_iter().zip(eps_grid) {
                     let a = to_vec(adv);
@@ -310,7 +332,7 @@ mod tests {
             let images = Tensor::<3>::ones([2, 28, 28], &device) * 0.5;
             let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 7], [2]), &device);
             let grid = Fgsm::new()
-                .perturb_grid(&model, images.clone(), labels.clone(), &[0.1, 0.2])
+                .perturb_grid(&model, images.clone(), labels.clone(), &[0.1, 0.2], 0)
                 .expect("grid");
             for (g, e) in grid.into_iter().zip([0.1, 0.2]) {
                 let single = Fgsm::new()
@@ -472,10 +494,10 @@ mod tests {
             let grid = [0.01, 0.02, 0.04];
             let buggy = Fgsm::new()
                 .with_cumulative(true)
-                .perturb_grid(&model, images.clone(), labels.clone(), &grid)
+                .perturb_grid(&model, images.clone(), labels.clone(), &grid, 0)
                 .expect("attack");
             let plain = Fgsm::new()
-                .perturb_grid(&model, images, labels, &grid)
+                .perturb_grid(&model, images, labels, &grid, 0)
                 .expect("attack");
             for ((b, p), total) in buggy.into_iter().zip(plain).zip([0.01, 0.03, 0.07]) {
                 let (b, p) = (to_vec(b), to_vec(p));

@@ -6,6 +6,7 @@ use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result};
+use crate::rows::{host, host_int};
 
 /// Which labels the attack's loss is computed against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -66,6 +67,13 @@ pub enum AttackLoss {
     /// `max_{j≠y} f(x)_j − f(x)_y` on the logits (Carlini & Wagner): no softmax, so a saturated
     /// softmax (distillation, scaled logits) cannot starve its gradient.
     Margin,
+    /// The difference-of-logits ratio of Croce & Hein (2020), `−(z_y − max_{j≠y} z_j) / (z_π1 −
+    /// z_π3)`: the margin divided by the spread of the top logits, invariant to shifting and
+    /// scaling them ([`crate::dlr_loss`]).
+    Dlr,
+    /// The targeted difference-of-logits ratio, `−(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2)`, towards a
+    /// target `t`: APGD-T's loss. Computed from labels alone it targets the runner-up class.
+    TargetedDlr,
 }
 
 impl AttackLoss {
@@ -75,6 +83,8 @@ impl AttackLoss {
             AttackLoss::CrossEntropy => "",
             AttackLoss::Mse => "-mse",
             AttackLoss::Margin => "-margin",
+            AttackLoss::Dlr => "-dlr",
+            AttackLoss::TargetedDlr => "-tdlr",
         }
     }
 }
@@ -110,7 +120,65 @@ pub fn per_example_loss(logits: Tensor<2>, labels: Tensor<1, Int>, kind: AttackL
             let other = logits.mask_fill(is_label, f32::NEG_INFINITY).max_dim(1);
             (other - own).flatten::<1>(0, 1)
         }
+        AttackLoss::Dlr => crate::dlr_loss(logits, labels, None),
+        AttackLoss::TargetedDlr => {
+            // the runner-up class: the highest logit other than the label's
+            let is_label = labels.clone().one_hot(classes).equal_elem(1);
+            let runner_up = logits
+                .clone()
+                .detach()
+                .mask_fill(is_label, f32::NEG_INFINITY)
+                .argmax(1)
+                .flatten::<1>(0, 1);
+            crate::dlr_loss(logits, labels, Some(runner_up))
+        }
     }
+}
+
+/// What one forward (and backward) pass of an iterative attack gives, per example.
+pub(crate) struct Pass {
+    /// The loss of each example.
+    pub loss: Vec<f32>,
+    /// Its gradient with respect to the input (`None` when not asked for).
+    pub grad: Option<Tensor<3>>,
+    /// The predicted class of each example.
+    pub pred: Vec<i64>,
+}
+
+/// One pass of `model` on `images`: the per-example `loss(logits)`, its gradient with respect to
+/// the input when `with_grad`, and the predictions — the loss tracking of an iterative attack
+/// reuses the forward pass of its next gradient step instead of running one of its own.
+///
+/// # Shapes
+///
+/// - images: `[B, H, W]`; `loss` maps logits `[B, classes]` to `[B]`
+pub(crate) fn pass(
+    model: &dyn Classifier,
+    images: Tensor<3>,
+    loss: &dyn Fn(Tensor<2>) -> Tensor<1>,
+    with_grad: bool,
+) -> Result<Pass> {
+    let images = images.without_autodiff();
+    if !with_grad {
+        let logits = model.logits(images);
+        let pred = logits.clone().argmax(1).flatten::<1>(0, 1);
+        return Ok(Pass {
+            loss: host(loss(logits))?,
+            grad: None,
+            pred: host_int(pred)?,
+        });
+    }
+    let x = images.autodiff().require_grad();
+    let logits = model.logits(x.clone());
+    let l = loss(logits.clone());
+    let grads = l.clone().sum().backward();
+    let grad = x.grad(&grads).ok_or(AttackError::NoGradient)?;
+    let pred = logits.without_autodiff().argmax(1).flatten::<1>(0, 1);
+    Ok(Pass {
+        loss: host(l.without_autodiff())?,
+        grad: Some(grad),
+        pred: host_int(pred)?,
+    })
 }
 
 /// ∇ₓ of the per-example loss `kind` ([`per_example_loss`]), summed over the batch.

@@ -8,8 +8,10 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result, check_eps};
-use crate::grad::{AttackLoss, LabelMode, loss_gradient, per_example_loss, target_labels};
+use crate::fgsm::TargetRule;
+use crate::grad::{AttackLoss, LabelMode, pass, per_example_loss, target_labels};
 use crate::info::{AttackInfo, Family, Norm};
+use crate::rows::{Best, blend, host, host_int, mix_seed, select_rows};
 use crate::{Attack, AttackConfig};
 
 /// The settings of a [`Pgd`]: iterated gradient steps of size `step_size` on the loss, each
@@ -33,11 +35,15 @@ pub struct PgdConfig {
     pub loss: AttackLoss,
     /// Labels the loss is computed against.
     pub labels: LabelMode,
-    /// Seed of the random starts.
+    /// Seed of the random starts (mixed with the evaluation's seed of each batch and the
+    /// restart).
     pub seed: u64,
     /// Take gradients through the model's straight-through view (BPDA) when it has one
     /// ([`Classifier::straight_through`]).
     pub bpda: bool,
+    /// Push towards a target class (descending the loss against it) instead of away from the
+    /// label; success is then "classified as the target".
+    pub target: Option<TargetRule>,
 }
 
 impl Default for PgdConfig {
@@ -53,6 +59,7 @@ impl Default for PgdConfig {
             labels: LabelMode::True,
             seed: 0,
             bpda: false,
+            target: None,
         }
     }
 }
@@ -112,6 +119,9 @@ impl PgdConfig {
         {
             return Err(bad("momentum", format!("{m} is not a number ≥ 0")));
         }
+        if let Some(t) = self.target {
+            t.check()?;
+        }
         Ok(Pgd(self))
     }
 }
@@ -122,9 +132,13 @@ impl AttackConfig for PgdConfig {
     }
 }
 
-/// PGD, BIM or MI-FGSM with checked settings ([`PgdConfig::check`]). The result is, per example,
-/// the iterate with the highest loss over all steps and restarts (the first iterate is always a
-/// candidate, so one step from the clean image with `step_size = ε` is FGSM).
+/// PGD, BIM or MI-FGSM with checked settings ([`PgdConfig::check`]).
+///
+/// Per example the result is the first iterate that is misclassified (targeted: classified as the
+/// target) — once found it is kept and the example takes no more steps — else the iterate of
+/// highest loss over all steps. Restarts run on the examples the earlier ones did not break and
+/// merge the same way: success first, loss second. The iterates after each step are the
+/// candidates, so one step from the clean image with `step_size = ε` is FGSM.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pgd(PgdConfig);
 
@@ -132,12 +146,6 @@ impl Pgd {
     /// The settings.
     pub fn config(&self) -> &PgdConfig {
         &self.0
-    }
-
-    /// The same attack with another seed for its random starts (the settings stay valid).
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.0.seed = seed;
-        self
     }
 
     fn alpha(&self, eps: f64) -> f64 {
@@ -149,56 +157,147 @@ impl Pgd {
         })
     }
 
-    fn random_delta(&self, dims: [usize; 3], eps: f64, restart: usize) -> Vec<f32> {
-        let mut rng = SplitMix64::new(self.0.seed ^ (restart as u64).wrapping_mul(0x9E37_79B9));
-        let n = dims[0] * dims[1] * dims[2];
-        match self.0.norm {
-            Norm::Linf => (0..n)
-                .map(|_| ((rng.next_f64() * 2.0 - 1.0) * eps) as f32)
-                .collect(),
-            Norm::L2 => {
-                let size = dims[1] * dims[2];
-                let mut v: Vec<f64> = (0..n)
-                    .map(|_| {
-                        // Box–Muller
-                        let (u, w) = (rng.next_f64().max(1e-12), rng.next_f64());
-                        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * w).cos()
-                    })
-                    .collect();
-                for ex in v.chunks_mut(size) {
-                    let norm = ex.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
-                    let radius = eps * rng.next_f64();
-                    ex.iter_mut().for_each(|a| *a *= radius / norm);
+    /// The random start of each example: uniform in the L∞ ball, or uniform in the L2 ball (a
+    /// Gaussian direction scaled to a radius ε·U^(1/d)); one SplitMix64 stream per example from
+    /// `seed` and its row, so that a start does not depend on the other rows.
+    fn random_delta(&self, rows: &[usize], size: usize, eps: f64, seed: u64) -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows.len() * size);
+        for &row in rows {
+            let mut rng = SplitMix64::new(mix_seed(&[seed, row as u64]));
+            match self.0.norm {
+                Norm::Linf => {
+                    out.extend((0..size).map(|_| ((rng.next_f64() * 2.0 - 1.0) * eps) as f32))
                 }
-                v.into_iter().map(|a| a as f32).collect()
+                Norm::L2 => {
+                    let v: Vec<f64> = (0..size)
+                        .map(|_| {
+                            // Box–Muller
+                            let (u, w) = (rng.next_f64().max(1e-12), rng.next_f64());
+                            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * w).cos()
+                        })
+                        .collect();
+                    let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+                    // uniform in the ball: the radius's d-th power is uniform
+                    let radius = eps * rng.next_f64().powf(1.0 / size as f64);
+                    out.extend(v.iter().map(|a| (a * radius / norm) as f32));
+                }
             }
         }
+        out
     }
-}
 
-/// Per-example L2 norm, shaped to broadcast over the image.
-///
-/// # Shapes
-///
-/// - t: `[B, H, W]`, output: `[B, 1, 1]`
-pub(crate) fn l2_norms(t: Tensor<3>) -> Tensor<3> {
-    let [b, _, _] = t.dims();
-    t.square()
-        .reshape([b as i64, -1])
-        .sum_dim(1)
-        .sqrt()
-        .reshape([b, 1, 1])
-}
-
-/// `δ` projected onto the ε-ball of `norm`.
-pub(crate) fn project(delta: Tensor<3>, norm: Norm, eps: f64) -> Tensor<3> {
-    match norm {
-        Norm::Linf => delta.clamp(-eps, eps),
-        Norm::L2 => {
-            let n = l2_norms(delta.clone()).clamp_min(1e-12);
-            let factor = (n.recip() * eps).clamp_max(1.0);
-            delta * factor
+    /// The direction of one step from gradient `g` (MI-FGSM: with the momentum `velocity`).
+    fn direction(&self, g: Tensor<3>, velocity: &mut Option<Tensor<3>>) -> Tensor<3> {
+        let c = &self.0;
+        let [b, _, _] = g.dims();
+        let mut g = g;
+        if let Some(mu) = c.momentum {
+            let l1 = g
+                .clone()
+                .abs()
+                .reshape([b as i64, -1])
+                .sum_dim(1)
+                .reshape([b, 1, 1])
+                .clamp_min(1e-12);
+            let normalised = g / l1;
+            g = match velocity.take() {
+                Some(v) => v * mu + normalised,
+                None => normalised,
+            };
+            *velocity = Some(g.clone());
         }
+        match c.norm {
+            Norm::Linf => g.sign(),
+            Norm::L2 => g.clone() / l2_norms(g).clamp_min(1e-12),
+        }
+    }
+
+    /// One restart on the examples `rows` of the batch, offering each example's result to `best`.
+    #[allow(clippy::too_many_arguments)] // one restart's inputs: the batch and where results go
+    fn restart(
+        &self,
+        grad_model: &dyn Classifier,
+        x: Tensor<3>,
+        goal: Tensor<1, Int>,
+        mut rows: Vec<usize>,
+        eps: f64,
+        seed: u64,
+        best: &mut Best,
+    ) -> Result<()> {
+        let c = &self.0;
+        let targeted = c.target.is_some();
+        let [_, h, w] = x.dims();
+        let device = x.device();
+        let (alpha, sign) = (self.alpha(eps), if targeted { -1.0 } else { 1.0 });
+        let mut goal_host = host_int(goal.clone())?;
+        let (mut x, mut goal) = (x, goal);
+        let mut adv = if c.random_start && eps > 0.0 {
+            let d = self.random_delta(&rows, h * w, eps, seed);
+            let d = Tensor::<3>::from_data(TensorData::new(d, [rows.len(), h, w]), &device);
+            (x.clone() + d).clamp(0.0, 1.0)
+        } else {
+            x.clone()
+        };
+        // the candidate of each row: an iterate after a step, misclassified if one was found
+        let mut cand = adv.clone();
+        let mut cand_score = vec![f32::NEG_INFINITY; rows.len()];
+        let mut cand_fooled = vec![false; rows.len()];
+        let mut velocity: Option<Tensor<3>> = None;
+        for step in 0..=c.steps {
+            let y = goal.clone();
+            let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), c.loss);
+            let p = pass(grad_model, adv.clone(), &loss, step < c.steps)?;
+            if step > 0 {
+                let fooled: Vec<bool> = p
+                    .pred
+                    .iter()
+                    .zip(&goal_host)
+                    .map(|(p, g)| (p == g) == targeted)
+                    .collect();
+                let take: Vec<bool> = (0..rows.len())
+                    .map(|i| {
+                        !cand_fooled[i] && (fooled[i] || sign as f32 * p.loss[i] > cand_score[i])
+                    })
+                    .collect();
+                cand = blend(cand, adv.clone(), &take);
+                for i in 0..rows.len() {
+                    if take[i] {
+                        cand_score[i] = sign as f32 * p.loss[i];
+                        cand_fooled[i] = fooled[i];
+                    }
+                }
+            }
+            let Some(mut g) = p.grad else { break };
+            // rows already broken take no more steps: hand them over and drop them
+            let done = cand_fooled.iter().filter(|f| **f).count();
+            if done > 0 && done * 8 >= rows.len() {
+                let (finished, kept): (Vec<usize>, Vec<usize>) =
+                    (0..rows.len()).partition(|&i| cand_fooled[i]);
+                let finished_rows: Vec<usize> = finished.iter().map(|&i| rows[i]).collect();
+                best.offer_rows(
+                    select_rows(cand.clone(), &finished),
+                    &finished_rows,
+                    &finished.iter().map(|&i| cand_score[i]).collect::<Vec<_>>(),
+                    &vec![true; finished.len()],
+                )?;
+                if kept.is_empty() {
+                    return Ok(());
+                }
+                cand_score = kept.iter().map(|&i| cand_score[i]).collect();
+                cand_fooled = vec![false; kept.len()];
+                goal_host = kept.iter().map(|&i| goal_host[i]).collect();
+                rows = kept.iter().map(|&i| rows[i]).collect();
+                x = select_rows(x, &kept);
+                goal = select_rows(goal, &kept);
+                adv = select_rows(adv, &kept);
+                cand = select_rows(cand, &kept);
+                g = select_rows(g, &kept);
+                velocity = velocity.map(|v| select_rows(v, &kept));
+            }
+            let step = self.direction(g, &mut velocity) * (sign * alpha);
+            adv = (x.clone() + project(adv + step - x.clone(), c.norm, eps)).clamp(0.0, 1.0);
+        }
+        best.offer_rows(cand, &rows, &cand_score, &cand_fooled)
     }
 }
 
@@ -211,6 +310,10 @@ impl Attack for Pgd {
             (None, _, Norm::Linf) => format!("pgd-linf-{}", c.steps),
             (None, _, Norm::L2) => format!("pgd-l2-{}", c.steps),
         };
+        if let Some(t) = &c.target {
+            n.push_str("-targeted-");
+            n.push_str(&t.name());
+        }
         if c.restarts > 1 {
             n.push_str(&format!("x{}", c.restarts));
         }
@@ -234,21 +337,39 @@ impl Attack for Pgd {
         AttackInfo {
             restarts: c.restarts,
             labels: c.labels,
+            targeted: c.target.is_some(),
             adaptive: c.bpda || c.loss == AttackLoss::Margin,
             ..AttackInfo::white_box(family, c.norm, c.loss, c.steps)
         }
     }
 
-    fn perturb(
+    fn targets(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<3>,
+        labels: Tensor<1, Int>,
+    ) -> Result<Option<Tensor<1, Int>>> {
+        match self.0.target {
+            Some(rule) => Ok(Some(rule.targets(model, images, labels)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn perturb_seeded(
         &self,
         model: &dyn Classifier,
         images: Tensor<3>,
         labels: Tensor<1, Int>,
         eps: f64,
+        seed: u64,
     ) -> Result<Tensor<3>> {
         check_eps(eps)?;
         let c = &self.0;
         let x = images.without_autodiff();
+        if eps == 0.0 {
+            // no step can move a pixel: the clean images are every iterate
+            return Ok(x);
+        }
         let dims = x.dims();
         let device = x.device();
         let view = if c.bpda {
@@ -257,64 +378,71 @@ impl Attack for Pgd {
             None
         };
         let grad_model: &dyn Classifier = view.as_deref().unwrap_or(model);
-        let y = target_labels(model, x.clone(), labels, c.labels);
-        let alpha = self.alpha(eps);
-        let mut best: Option<(Tensor<3>, Tensor<1>)> = None;
+        let goal = match self.targets(model, x.clone(), labels.clone())? {
+            Some(t) => t,
+            None => target_labels(model, x.clone(), labels, c.labels),
+        };
+        let mut best = Best::new(host(x.clone())?, dims[0]);
         for restart in 0..c.restarts {
-            let mut adv = if c.random_start && eps > 0.0 {
-                let d = self.random_delta(dims, eps, restart);
-                (x.clone() + Tensor::<3>::from_data(TensorData::new(d, dims), &device))
-                    .clamp(0.0, 1.0)
-            } else {
-                x.clone()
-            };
-            let mut velocity: Option<Tensor<3>> = None;
-            for _ in 0..c.steps {
-                let mut g = loss_gradient(grad_model, adv.clone(), y.clone(), c.loss)?;
-                if let Some(mu) = c.momentum {
-                    let l1 = g
-                        .clone()
-                        .abs()
-                        .reshape([dims[0] as i64, -1])
-                        .sum_dim(1)
-                        .reshape([dims[0], 1, 1])
-                        .clamp_min(1e-12);
-                    let normalised = g / l1;
-                    g = match velocity.take() {
-                        Some(v) => v * mu + normalised,
-                        None => normalised,
-                    };
-                    velocity = Some(g.clone());
-                }
-                let step = match c.norm {
-                    Norm::Linf => g.sign() * alpha,
-                    Norm::L2 => {
-                        let n = l2_norms(g.clone()).clamp_min(1e-12);
-                        g / n * alpha
-                    }
-                };
-                let delta = project(adv + step - x.clone(), c.norm, eps);
-                adv = (x.clone() + delta).clamp(0.0, 1.0);
-                let loss = per_example_loss(model.logits(adv.clone()), y.clone(), c.loss);
-                best = Some(match best {
-                    None => (adv.clone(), loss),
-                    Some((b_adv, b_loss)) => {
-                        let better = loss.clone().greater(b_loss.clone()).float();
-                        let m = better.clone().reshape([dims[0], 1, 1]);
-                        let kept = b_adv * (m.clone().neg() + 1.0) + adv.clone() * m;
-                        (kept, b_loss.max_pair(loss))
-                    }
-                });
+            let rows = best.pending();
+            if rows.is_empty() {
+                break;
             }
+            let all = rows.len() == dims[0];
+            let sub = |t: Tensor<3>| if all { t } else { select_rows(t, &rows) };
+            let goal_rows = if all {
+                goal.clone()
+            } else {
+                select_rows(goal.clone(), &rows)
+            };
+            self.restart(
+                grad_model,
+                sub(x.clone()),
+                goal_rows,
+                rows.clone(),
+                eps,
+                mix_seed(&[c.seed, seed, restart as u64]),
+                &mut best,
+            )?;
         }
-        Ok(best.map_or(x, |(a, _)| a))
+        Ok(best.tensor(dims, &device))
+    }
+}
+
+/// Per-example L2 norm, shaped to broadcast over the image.
+///
+/// # Shapes
+///
+/// - t: `[B, H, W]`, output: `[B, 1, 1]`
+pub(crate) fn l2_norms(t: Tensor<3>) -> Tensor<3> {
+    let [b, _, _] = t.dims();
+    t.square()
+        .reshape([b as i64, -1])
+        .sum_dim(1)
+        .sqrt()
+        .reshape([b, 1, 1])
+}
+
+/// `δ` projected onto the ε-ball of `norm` (per example for L2).
+///
+/// # Shapes
+///
+/// - delta: `[B, H, W]`, output: `[B, H, W]`
+pub fn project(delta: Tensor<3>, norm: Norm, eps: f64) -> Tensor<3> {
+    match norm {
+        Norm::Linf => delta.clamp(-eps, eps),
+        Norm::L2 => {
+            let n = l2_norms(delta.clone()).clamp_min(1e-12);
+            let factor = (n.recip() * eps).clamp_max(1.0);
+            delta * factor
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Fgsm;
+    use crate::{Fgsm, TargetRule};
     use advrob_model::backend::on_test_backends;
     use advrob_model::{DeployConfig, Deployed, MlpConfig};
 
@@ -410,11 +538,11 @@ mod tests {
     }
 
     #[test]
-    fn more_steps_never_lower_the_per_example_loss() {
+    fn more_steps_never_make_the_attack_weaker() {
         on_test_backends(|device| {
             let device = device.clone();
             let (model, images, labels, _) = setup(&device);
-            let loss = |steps: usize| -> Vec<f32> {
+            let run = |steps: usize| -> (Vec<f32>, Vec<i64>) {
                 let attack = pgd(PgdConfig {
                     step_size: Some(0.02),
                     ..PgdConfig::linf(steps)
@@ -422,25 +550,169 @@ mod tests {
                 let adv = attack
                     .perturb(&model, images.clone(), labels.clone(), 0.1)
                     .expect("attack");
-                per_example_loss(model.logits(adv), labels.clone(), AttackLoss::CrossEntropy)
-                    .into_data()
-                    .try_into_vec_as::<f32>()
-                    .expect("f32")
+                let z = model.logits(adv);
+                (
+                    host(
+                        per_example_loss(z.clone(), labels.clone(), AttackLoss::CrossEntropy)
+                            .reshape([3, 1, 1]),
+                    ),
+                    z.argmax(1)
+                        .flatten::<1>(0, 1)
+                        .into_data()
+                        .try_into_vec_as::<i64>()
+                        .expect("i64"),
+                )
             };
-            let (few, more) = (loss(2), loss(6));
-            for (a, b) in few.iter().zip(&more) {
-                assert!(b >= a, "{b} < {a}");
+            let y = [2i64, 5, 7];
+            let ((few_loss, few_pred), (more_loss, more_pred)) = (run(2), run(6));
+            for i in 0..3 {
+                // the same random start and first steps: a break found in 2 steps is kept in 6, and
+                // without a break the loss only rises
+                let (few_broken, more_broken) = (few_pred[i] != y[i], more_pred[i] != y[i]);
+                assert!(!few_broken || more_broken, "example {i} lost its break");
+                if !more_broken {
+                    assert!(
+                        more_loss[i] >= few_loss[i],
+                        "{} < {}",
+                        more_loss[i],
+                        few_loss[i]
+                    );
+                }
             }
             // and the attack actually raises the loss over the clean images
-            let clean: Vec<f32> = per_example_loss(
-                model.logits(images.clone()),
-                labels.clone(),
-                AttackLoss::CrossEntropy,
-            )
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .expect("f32");
-            assert!(more.iter().zip(&clean).all(|(a, c)| a > c));
+            let clean = host(
+                per_example_loss(
+                    model.logits(images.clone()),
+                    labels.clone(),
+                    AttackLoss::CrossEntropy,
+                )
+                .reshape([3, 1, 1]),
+            );
+            assert!(
+                (0..3).all(|i| more_pred[i] != y[i] || more_loss[i] > clean[i]),
+                "{more_loss:?} vs {clean:?}"
+            );
+        });
+    }
+
+    /// Three classes as functions of the mean pixel m: class 0 holds 1.001; class 1 has a bump to
+    /// 1.2 at m = 0.6 and is ~1 elsewhere; class 2 rises steeply, 0.99 at m = 0.8. The
+    /// cross-entropy against class 0 rises along m = 0.6, 0.7, 0.8, but only m = 0.6 and 0.7 are
+    /// misclassified: the highest-loss iterate (m = 0.8) is correctly classified.
+    struct Bump;
+    impl Classifier for Bump {
+        fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+            let [b, _, _] = images.dims();
+            let m: Tensor<2> = images.reshape([b as i64, -1]).mean_dim(1);
+            let z0 = m.clone().zeros_like() + 1.001;
+            let bump = ((m.clone() - 0.6) / 0.05).square().neg().exp() * 0.2 + 1.0;
+            let z2 = (m - 0.8) * 5.0 + 0.99;
+            Tensor::cat(vec![z0, bump, z2], 1)
+        }
+    }
+
+    #[test]
+    fn a_misclassified_iterate_is_kept_over_a_later_one_of_higher_loss() {
+        on_test_backends(|device| {
+            let x = Tensor::<3>::ones([1, 2, 2], device) * 0.5;
+            let y = Tensor::<1, Int>::zeros([1], device);
+            // BIM, 3 steps of 0.1 upwards: m = 0.6, 0.7, 0.8
+            let attack = pgd(PgdConfig {
+                step_size: Some(0.1),
+                ..PgdConfig::bim(3)
+            });
+            let adv = attack.perturb(&Bump, x, y, 0.3).expect("attack");
+            let m = host(adv.clone()).iter().sum::<f32>() / 4.0;
+            assert!(
+                (m - 0.6).abs() < 1e-4,
+                "returned the iterate at m = {m}, not the break at 0.6"
+            );
+            let pred: i64 = Bump.logits(adv).argmax(1).into_scalar();
+            assert_eq!(pred, 1, "misclassified");
+        });
+    }
+
+    #[test]
+    fn random_starts_differ_by_seed_and_the_l2_start_is_uniform_in_the_ball() {
+        on_test_backends(|device| {
+            let device = device.clone();
+            let (model, images, labels, _) = setup(&device);
+            // one tiny step: the result is its random start plus little
+            let attack = pgd(PgdConfig {
+                step_size: Some(1e-6),
+                ..PgdConfig::linf(1)
+            });
+            let at = |seed| {
+                host(
+                    attack
+                        .perturb_seeded(&model, images.clone(), labels.clone(), 0.1, seed)
+                        .expect("attack"),
+                )
+            };
+            assert_eq!(at(1), at(1));
+            assert_ne!(at(1), at(2), "another batch seed, another start");
+        });
+        // uniform in a 784-dimensional ball: the radius's 784th power is uniform, so nearly every
+        // start lies close to the sphere (a radius uniform in [0, ε] would put half below ε/2)
+        let p = pgd(PgdConfig::l2(1));
+        let rows: Vec<usize> = (0..200).collect();
+        let d = p.random_delta(&rows, 784, 1.0, 3);
+        let mut radii: Vec<f64> = d
+            .chunks(784)
+            .map(|r| r.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt())
+            .collect();
+        radii.sort_by(f64::total_cmp);
+        assert!(radii[199] <= 1.0 + 1e-6, "{}", radii[199]);
+        assert!(radii[100] > 0.99, "median radius {}", radii[100]);
+    }
+
+    #[test]
+    fn targeted_pgd_reaches_its_target_within_budget() {
+        on_test_backends(|device| {
+            let device = device.clone();
+            let (model, images, labels, x) = setup(&device);
+            for norm in [Norm::Linf, Norm::L2] {
+                let eps = if norm == Norm::Linf { 0.5 } else { 8.0 };
+                let attack = pgd(PgdConfig {
+                    norm,
+                    target: Some(TargetRule::Shift(3)),
+                    ..PgdConfig::linf(20)
+                });
+                assert!(attack.info().targeted);
+                let targets = attack
+                    .targets(&model, images.clone(), labels.clone())
+                    .expect("targets")
+                    .expect("targeted");
+                let adv = attack
+                    .perturb(&model, images.clone(), labels.clone(), eps)
+                    .expect("attack");
+                let hit: i64 = model
+                    .logits(adv.clone())
+                    .argmax(1)
+                    .flatten::<1>(0, 1)
+                    .equal(targets)
+                    .int()
+                    .sum()
+                    .into_scalar();
+                assert!(hit >= 2, "{norm:?}: {hit} of 3 examples reached the target");
+                let a = host(adv);
+                for (ex, c) in a.chunks(784).zip(x.chunks(784)) {
+                    let d: Vec<f32> = ex.iter().zip(c).map(|(p, q)| p - q).collect();
+                    let n = match norm {
+                        Norm::Linf => d.iter().fold(0.0f32, |m, v| m.max(v.abs())),
+                        Norm::L2 => d.iter().map(|v| v * v).sum::<f32>().sqrt(),
+                    };
+                    assert!(n <= eps as f32 + 1e-4, "{norm:?}: {n}");
+                    assert!(ex.iter().all(|p| (0.0..=1.0).contains(p)));
+                }
+            }
+            let e = PgdConfig {
+                target: Some(TargetRule::Shift(0)),
+                ..PgdConfig::default()
+            }
+            .check()
+            .expect_err("shift 0");
+            assert!(e.to_string().contains("target"), "{e}");
         });
     }
 

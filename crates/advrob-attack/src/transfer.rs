@@ -43,15 +43,16 @@ impl Attack for Transfer {
         self.attack.targets(self.surrogate.as_ref(), images, labels)
     }
 
-    fn perturb(
+    fn perturb_seeded(
         &self,
         _model: &dyn Classifier,
         images: Tensor<3>,
         labels: Tensor<1, Int>,
         eps: f64,
+        seed: u64,
     ) -> Result<Tensor<3>> {
         self.attack
-            .perturb(self.surrogate.as_ref(), images, labels, eps)
+            .perturb_seeded(self.surrogate.as_ref(), images, labels, eps, seed)
     }
 
     fn perturb_grid(
@@ -60,9 +61,10 @@ impl Attack for Transfer {
         images: Tensor<3>,
         labels: Tensor<1, Int>,
         eps: &[f64],
+        seed: u64,
     ) -> Result<Vec<Tensor<3>>> {
         self.attack
-            .perturb_grid(self.surrogate.as_ref(), images, labels, eps)
+            .perturb_grid(self.surrogate.as_ref(), images, labels, eps, seed)
     }
 }
 

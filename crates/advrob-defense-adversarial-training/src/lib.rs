@@ -157,8 +157,13 @@ impl TrainHook for AdversarialHook {
         let adversarial = match &self.pgd {
             Some(pgd) => {
                 // a fresh random start per batch
-                let pgd = pgd.with_seed(pgd.config().seed.wrapping_add(self.batches));
-                pgd.perturb(&current, clean, labels.clone(), self.config.eps)?
+                pgd.perturb_seeded(
+                    &current,
+                    clean,
+                    labels.clone(),
+                    self.config.eps,
+                    self.batches,
+                )?
             }
             None => self
                 .attack

@@ -109,8 +109,8 @@ pub fn agreement(
             sum_logit += d;
             logit_count += 1;
         }
-        let advs_a = attack.perturb_grid(a.model, xa, ya, eps)?;
-        let advs_b = attack.perturb_grid(b.model, xb, yb, eps)?;
+        let advs_a = attack.perturb_grid(a.model, xa, ya, eps, 0)?;
+        let advs_b = attack.perturb_grid(b.model, xb, yb, eps, 0)?;
         for ((acc, adv_a), adv_b) in accs.iter_mut().zip(advs_a).zip(advs_b) {
             let (adv_a, adv_b) = (adv_a.without_autodiff(), adv_b.without_autodiff());
             let pa = host_int(a.model.logits(adv_a.clone()).argmax(1).flatten::<1>(0, 1))?;

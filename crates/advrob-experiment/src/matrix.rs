@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use advrob_attack::{Fgsm, PgdConfig};
+use advrob_attack::{ApgdConfig, Fgsm, FmnConfig, PgdConfig, SquareConfig};
 use advrob_defense_adversarial_training::AdversarialTrainingConfig;
 use advrob_defense_distillation::DistillationConfig;
 use advrob_defense_gradient_masking::{GradientMaskingConfig, Mechanism};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{ExperimentError, Result, ensure};
-use crate::registry::{Registry, TRANSFER};
+use crate::registry::{ENSEMBLE, Registry, TRANSFER};
 
 /// The ε grid of the default experiment.
 pub const DEFAULT_EPS: [f64; 8] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4];
@@ -46,6 +46,10 @@ pub fn params_of<C: Serialize>(config: &C) -> Map<String, Value> {
 pub struct AttackSpec {
     /// The registered kind (`fgsm`, `pgd`, `transfer`, ...).
     pub kind: String,
+    /// The budgets this attack runs at, instead of the matrix's grid (an expensive attack at the
+    /// budgets that matter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eps: Option<Vec<f64>>,
     /// Its settings, as the kind's config type reads them.
     #[serde(flatten)]
     pub params: Map<String, Value>,
@@ -56,8 +60,15 @@ impl AttackSpec {
     pub fn new<C: Serialize>(kind: &str, config: &C) -> Self {
         Self {
             kind: kind.into(),
+            eps: None,
             params: params_of(config),
         }
+    }
+
+    /// The same entry, run at the budgets `eps` only.
+    pub fn at(mut self, eps: &[f64]) -> Self {
+        self.eps = Some(eps.to_vec());
+        self
     }
 
     /// FGSM against the true labels on the cross-entropy.
@@ -70,6 +81,42 @@ impl AttackSpec {
         Self::new("pgd", &config)
     }
 
+    /// `attacks` run in turn, each on the examples the earlier ones left robust, reported as
+    /// `name`.
+    pub fn ensemble(name: &str, attacks: Vec<AttackSpec>) -> Self {
+        let mut params = Map::new();
+        params.insert("name".into(), Value::String(name.into()));
+        params.insert(
+            "attacks".into(),
+            Value::Array(
+                attacks
+                    .iter()
+                    .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
+                    .collect(),
+            ),
+        );
+        Self {
+            kind: ENSEMBLE.into(),
+            eps: None,
+            params,
+        }
+    }
+
+    /// The standard evaluation (after AutoAttack, Croce & Hein 2020): APGD-CE, APGD-T (targeted DLR
+    /// on the 9 most likely other classes), FMN and Square (5000 queries), each with its paper's
+    /// settings, each on what the earlier ones left robust.
+    pub fn standard_ensemble() -> Self {
+        Self::ensemble(
+            "ensemble(apgd-ce,apgd-t,fmn,square)",
+            vec![
+                Self::new("apgd", &ApgdConfig::ce()),
+                Self::new("apgd", &ApgdConfig::targeted()),
+                Self::new("fmn", &FmnConfig::default()),
+                Self::new("square", &SquareConfig::default()),
+            ],
+        )
+    }
+
     /// `attack` crafted on the matrix's model `surrogate` and evaluated on each model.
     pub fn transfer(surrogate: &str, attack: AttackSpec) -> Self {
         let mut params = Map::new();
@@ -80,6 +127,7 @@ impl AttackSpec {
         );
         Self {
             kind: TRANSFER.into(),
+            eps: None,
             params,
         }
     }
@@ -272,11 +320,16 @@ pub fn default_models() -> Vec<ModelSpec> {
     ]
 }
 
+/// The budget of the default experiment's standard ensemble: the study's training budget.
+pub const ENSEMBLE_EPS: [f64; 1] = [0.1];
+
 /// The attacks of the default experiment: the study's white-box FGSM, 10-step L∞ PGD with a
 /// random start on the cross-entropy (and 20-step, to check that 10 steps have converged), the
 /// same PGD made adaptive — margin loss on the logits (immune to a saturated softmax) with
 /// straight-through gradients around input quantisation (BPDA) — so that masked gradients are
-/// seen through, and that PGD transferred from an independently trained undefended model.
+/// seen through, that PGD transferred from an independently trained undefended model, the
+/// minimum-norm attack FMN (one run gives the whole curve and the median ε*), and the standard
+/// ensemble (APGD-CE, APGD-T, FMN, Square) at [`ENSEMBLE_EPS`].
 pub fn default_attacks() -> Vec<AttackSpec> {
     vec![
         AttackSpec::fgsm(),
@@ -289,6 +342,8 @@ pub fn default_attacks() -> Vec<AttackSpec> {
             ..PgdConfig::linf(10)
         }),
         AttackSpec::transfer("surrogate", AttackSpec::pgd(PgdConfig::linf(10))),
+        AttackSpec::new("fmn", &FmnConfig::default()),
+        AttackSpec::standard_ensemble().at(&ENSEMBLE_EPS),
     ]
 }
 
@@ -419,6 +474,9 @@ impl Matrix {
         ensure(!self.attacks.is_empty(), "attacks", || "none given".into())?;
         for a in &self.attacks {
             registry.describe(a)?;
+            for &e in a.eps.iter().flatten() {
+                advrob_attack::check_eps(e)?;
+            }
             if let Some(surrogate) = registry.surrogate_of(a)? {
                 ensure(
                     self.models.iter().any(|m| m.name == surrogate),

@@ -127,7 +127,8 @@ pub fn seed_000_notebook() -> Matrix {
 /// epochs with batch 32, untargeted and targeted ((y + 2) mod 10) FGSM on the nominal ε/255 grid
 /// (the notebook's cumulative-ε bug only with `cumulative = true` on the attacks), and a 300-unit
 /// model retrained from scratch on clean + FGSM(ε = 10/255) examples of the training set for 10
-/// epochs. The notebook fixes no seed; this preset uses 42.
+/// epochs, and its control: the same training with the second copy unperturbed (ε = 0). The
+/// notebook fixes no seed; this preset uses 42.
 pub fn seed_004_notebook() -> Matrix {
     let width = |w: usize| ModelSpec {
         name: format!("w{w}"),

@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
-use advrob_attack::{Access, Attack, AttackConfig, AttackInfo, Fgsm, PgdConfig, Transfer};
+use advrob_attack::{
+    Access, ApgdConfig, Attack, AttackConfig, AttackInfo, Ensemble, Fgsm, FmnConfig, PgdConfig,
+    SquareConfig, Transfer,
+};
 use advrob_defense_adversarial_training::{AdversarialTrainingConfig, RetrainingConfig};
 use advrob_defense_distillation::DistillationConfig;
 use advrob_defense_gradient_masking::GradientMaskingConfig;
@@ -24,6 +27,10 @@ use crate::matrix::{AttackSpec, DefenseSpec};
 /// The kind of the attack that crafts on another model of the matrix: handled by the registry
 /// itself, since it refers to the matrix's models.
 pub const TRANSFER: &str = "transfer";
+
+/// The kind of an ensemble of attacks run in turn on what is still robust: handled by the
+/// registry itself, since its components are entries of their own.
+pub const ENSEMBLE: &str = "ensemble";
 
 /// What a matrix entry describes, known before any model exists.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +113,14 @@ impl<C: DefenseConfig> DefenseKind for Typed<C> {
     }
 }
 
+/// The settings of an ensemble: its name in tables and its attacks, in the order they run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnsembleSpec {
+    name: String,
+    attacks: Vec<AttackSpec>,
+}
+
 /// The settings of a transfer attack: `attack` crafted on the matrix's model `surrogate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +141,9 @@ impl Default for Registry {
         Self::empty()
             .with_attack::<Fgsm>("fgsm")
             .with_attack::<PgdConfig>("pgd")
+            .with_attack::<ApgdConfig>("apgd")
+            .with_attack::<SquareConfig>("square")
+            .with_attack::<FmnConfig>("fmn")
             .with_defense::<NoDefense>("none")
             .with_defense::<AdversarialTrainingConfig>("adversarial-training")
             .with_defense::<RetrainingConfig>("adversarial-retraining")
@@ -164,7 +182,7 @@ impl Registry {
             _ => self.defenses.keys().map(String::as_str).collect(),
         };
         if what == "attack" {
-            available.push(TRANSFER);
+            available.extend([TRANSFER, ENSEMBLE]);
             available.sort_unstable();
         }
         ExperimentError::UnknownKind {
@@ -178,9 +196,44 @@ impl Registry {
         parse("attack", TRANSFER, &spec.params)
     }
 
+    /// An ensemble entry's components, built (they need no model: transfer attacks are refused).
+    fn ensemble(&self, spec: &AttackSpec) -> Result<(Ensemble, Value)> {
+        let e: EnsembleSpec = parse("attack", ENSEMBLE, &spec.params)?;
+        let mut attacks = Vec::new();
+        let mut configs = Vec::new();
+        for a in &e.attacks {
+            if a.kind == TRANSFER || a.kind == ENSEMBLE {
+                return Err(ExperimentError::invalid(
+                    "attacks",
+                    format!("an ensemble of {} attacks", a.kind),
+                ));
+            }
+            configs.push(self.describe(a)?.config);
+            attacks.push(self.attack(a, &mut |name| {
+                Err(ExperimentError::invalid(
+                    "attacks",
+                    format!("{name}: no model here"),
+                ))
+            })?);
+        }
+        let mut config = Map::new();
+        config.insert("kind".into(), Value::String(ENSEMBLE.into()));
+        config.insert("name".into(), Value::String(e.name.clone()));
+        config.insert("attacks".into(), Value::Array(configs));
+        Ok((Ensemble::new(e.name, attacks)?, Value::Object(config)))
+    }
+
     /// Name, metadata and full settings of an attack entry, without any model: the settings
     /// are checked here.
     pub fn describe(&self, spec: &AttackSpec) -> Result<Described> {
+        if spec.kind == ENSEMBLE {
+            let (e, config) = self.ensemble(spec)?;
+            return Ok(Described {
+                name: e.name(),
+                info: e.info(),
+                config,
+            });
+        }
         if spec.kind == TRANSFER {
             let t = Self::transfer_spec(spec)?;
             if t.attack.kind == TRANSFER {
@@ -229,6 +282,9 @@ impl Registry {
         spec: &AttackSpec,
         surrogate: &mut dyn FnMut(&str) -> Result<Deployed>,
     ) -> Result<Box<dyn Attack>> {
+        if spec.kind == ENSEMBLE {
+            return Ok(Box::new(self.ensemble(spec)?.0));
+        }
         if spec.kind == TRANSFER {
             let t = Self::transfer_spec(spec)?;
             return Ok(Box::new(Transfer {

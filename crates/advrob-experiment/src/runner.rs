@@ -461,8 +461,7 @@ impl EvalContext<'_> {
             .iter()
             .enumerate()
             .map(|(ai, a)| {
-                let eps: Vec<f64> = matrix
-                    .eps
+                let eps: Vec<f64> = grid(matrix, ai)
                     .iter()
                     .copied()
                     .filter(|&e| {
@@ -475,7 +474,9 @@ impl EvalContext<'_> {
             })
             .filter(|(_, eps)| !eps.is_empty())
             .collect();
-        let done = self.attacks.len() * matrix.eps.len()
+        let done = (0..self.attacks.len())
+            .map(|ai| grid(matrix, ai).len())
+            .sum::<usize>()
             - todo.iter().map(|(_, e)| e.len()).sum::<usize>();
         self.summary.skipped_records += done;
         if todo.is_empty() {
@@ -504,6 +505,7 @@ impl EvalContext<'_> {
                 self.test_split,
                 &eps,
                 matrix.eval.batch_size,
+                seed,
                 models.device,
                 &mut |done, _| observer.event(Event::EvalProgress { done: done as u64 }),
             )?;
@@ -571,6 +573,11 @@ impl EvalContext<'_> {
             unix_time,
         })
     }
+}
+
+/// The ε grid of attack `ai`: its own budgets, else the matrix's.
+fn grid(matrix: &Matrix, ai: usize) -> &[f64] {
+    matrix.attacks[ai].eps.as_deref().unwrap_or(&matrix.eps)
 }
 
 fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {

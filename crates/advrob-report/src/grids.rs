@@ -73,7 +73,7 @@ pub fn examples(
     }
     let x = Tensor::<3>::from_data(TensorData::new(pixels.clone(), [n, rows, cols]), device);
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), device);
-    let advs = attack.perturb_grid(model, x.clone(), y.clone(), eps)?;
+    let advs = attack.perturb_grid(model, x.clone(), y.clone(), eps, 0)?;
     let predict = |t: Tensor<3>| -> Result<(Vec<i64>, Vec<f32>)> {
         let p = softmax(model.logits(t.without_autodiff()), 1);
         let conf = p.clone().max_dim(1).flatten::<1>(0, 1);

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod agreement;
+pub mod cards;
 mod error;
 pub mod grids;
 pub mod html;
@@ -160,10 +161,12 @@ pub fn report_with(
     let verdict_path = reports.join("verdict.md");
     advrob_data::atomic_write(&verdict_path, verdict_md.as_bytes())?;
     written.push(verdict_path);
+    let (cards_md, card_files) = write_cards(&records, &worst, &verdicts, reports)?;
+    written.extend(card_files);
     figures.extend(curve_figures(&df, &records, &worst, &verdicts, reports)?);
     // the cross-backend agreement `bench-runner agree` (or reproduce) left here
     let agreement = std::fs::read_to_string(reports.join("agreement.md")).unwrap_or_default();
-    let page_md = format!("{summary}\n{verdict_md}\n{agreement}");
+    let page_md = format!("{summary}\n{cards_md}\n{verdict_md}\n{agreement}");
     let page = html::html("advrob report", &page_md, &figures, &records)?;
     let index = reports.join("index.html");
     advrob_data::atomic_write(&index, page.as_bytes())?;
@@ -205,6 +208,28 @@ fn write_results(df: &mut DataFrame, reports: &Path) -> Result<Vec<PathBuf>> {
     }
     advrob_data::atomic_write(&md, text.as_bytes())?;
     Ok(vec![csv, parquet, md])
+}
+
+/// `cards.md` and `cards/<model>-<backend>.json`; returns the Markdown and the files written.
+fn write_cards(
+    records: &[Record],
+    worst: &[stats::Worst],
+    verdicts: &[verdict::Verdict],
+    reports: &Path,
+) -> Result<(String, Vec<PathBuf>)> {
+    let cards = cards::cards(records, worst, verdicts);
+    let md = cards::markdown(&cards);
+    let dir = reports.join("cards");
+    std::fs::create_dir_all(&dir).map_err(|e| ReportError::io(&dir, e))?;
+    let mut written = vec![reports.join("cards.md")];
+    advrob_data::atomic_write(&written[0], md.as_bytes())?;
+    for c in &cards {
+        let path = dir.join(format!("{}-{}.json", c.model, c.backend));
+        let json = serde_json::to_string_pretty(c).map_err(|e| ReportError::figure(&path, e))?;
+        advrob_data::atomic_write(&path, json.as_bytes())?;
+        written.push(path);
+    }
+    Ok((md, written))
 }
 
 /// `verdict.md`: the verdict table and its details, then the per-example worst case.
@@ -408,6 +433,7 @@ mod tests {
 
     /// The headless browser the report test uses: `ADVROB_CHROMIUM`, else `chromium` or
     /// `chromium-browser` on the PATH.
+    #[cfg(feature = "browser")]
     fn chromium() -> String {
         if let Ok(c) = std::env::var("ADVROB_CHROMIUM") {
             return c;
@@ -427,6 +453,8 @@ mod tests {
         );
     }
 
+    /// Needs a headless Chromium: runs with the `browser` feature only (CI turns it on).
+    #[cfg(feature = "browser")]
     #[test]
     fn index_html_has_the_tables_and_images_in_headless_chromium() {
         let run = tempfile::tempdir().expect("temp");

@@ -1,6 +1,6 @@
 //! Records for the tests: synthetic, with the typed attack metadata their names stand for.
 
-use advrob_attack::{AttackLoss, Fgsm, PgdConfig, TargetRule};
+use advrob_attack::{ApgdConfig, AttackLoss, Fgsm, FmnConfig, PgdConfig, TargetRule};
 use advrob_eval::EvalRecord;
 use advrob_experiment::record::Versions;
 use advrob_experiment::{AttackSpec, Record, Registry};
@@ -22,6 +22,10 @@ pub(crate) fn spec_of(name: &str) -> AttackSpec {
             ..pgd(10)
         }),
         "transfer-pgd-linf-10-from-s" => AttackSpec::transfer("s", AttackSpec::pgd(pgd(10))),
+        "fmn-linf-100" => AttackSpec::new("fmn", &FmnConfig::default()),
+        "ensemble" => {
+            AttackSpec::ensemble("ensemble", vec![AttackSpec::new("apgd", &ApgdConfig::ce())])
+        }
         other => panic!("no test attack named {other}"),
     }
 }
@@ -83,6 +87,9 @@ pub(crate) fn rec(model: &str, seed: u64, eps: f64, clean: f64, adv: f64) -> Rec
             mean_confidence: 0.9,
             seconds: 0.1,
             adversarial_correct_examples: None,
+            components: None,
+            min_norm: None,
+            passes: None,
         },
         versions: Versions::current(),
         unix_time: 0,

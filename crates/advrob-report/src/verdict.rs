@@ -23,6 +23,14 @@ pub const ADAPTIVE_GAP: f64 = 0.02;
 /// count as masked.
 pub const ZERO_GRADIENT_SHARE: f64 = 0.01;
 
+/// Share of the clean-correct examples an unbounded attack (ε = 1, the whole input space) must
+/// break: any model whose gradients can be followed falls to (nearly) nothing.
+pub const UNBOUNDED_BROKEN: f64 = 0.99;
+
+/// How much lower (absolute accuracy, 0.2 points) a black-box attack may take robust accuracy
+/// than every gradient attack before it, before the difference is called masking.
+pub const BLACK_BOX_GAP: f64 = 0.002;
+
 /// One check on one model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
@@ -55,14 +63,37 @@ impl Verdict {
             .collect()
     }
 
-    /// `robust accuracy not established (…)` or `no masking detected`.
+    /// Names of the checks that could not run on what the run has.
+    pub fn not_run(&self) -> Vec<&'static str> {
+        self.checks
+            .iter()
+            .filter(|c| c.passed.is_none())
+            .map(|c| c.name)
+            .collect()
+    }
+
+    /// `robustness not established (…)` when a check failed; `no masking detected` only when
+    /// every check ran and passed; else how many ran.
     pub fn label(&self) -> String {
         let f = self.failing();
-        if f.is_empty() {
+        let missing = self.not_run();
+        let ran = self.checks.len() - missing.len();
+        if !f.is_empty() {
+            format!("robustness not established ({})", f.join(", "))
+        } else if missing.is_empty() {
             "no masking detected".into()
         } else {
-            format!("robustness not established ({})", f.join(", "))
+            format!(
+                "{ran} of {} checks ran, none failed (not run: {})",
+                self.checks.len(),
+                missing.join(", ")
+            )
         }
+    }
+
+    /// Whether a check failed: no robust figure of this model should be trusted.
+    pub fn unreliable(&self) -> bool {
+        !self.failing().is_empty()
     }
 }
 
@@ -159,10 +190,14 @@ pub fn verdicts(records: &[Record], probes: &BTreeMap<(String, String), Probe>) 
                     iterative_beats_single_step(&c),
                     white_box_beats_transfer(&c),
                     falls_with_eps(&c),
-                    unbounded_reaches_chance(probe),
+                    unbounded_breaks_everything(probe),
                     gradients_present(probe),
+                    dlr_gradients_present(probe),
                     adaptive_close_to_plain(&c),
                     converged(&c),
+                    black_box_adds_little(&rs),
+                    deterministic_forward(probe),
+                    outputs_are_logits(probe),
                 ],
             }
         })
@@ -304,25 +339,24 @@ pub fn falls_with_eps(c: &Curves) -> Check {
     }
 }
 
-/// An unbounded budget leaves no more than chance: plain PGD at ε = 1 (the whole input space)
-/// must bring accuracy to at most 1/classes + [`TOLERANCE`]; a model whose gradients can be
-/// followed cannot keep more (measured on the checkpoint, [`Probe::unbounded_accuracy`]).
-pub fn unbounded_reaches_chance(probe: Option<&Probe>) -> Check {
-    const NAME: &str = "unbounded ε → chance";
+/// An unbounded budget breaks (nearly) everything: plain PGD at ε = 1, the whole input space,
+/// must break at least [`UNBOUNDED_BROKEN`] of the examples classified correctly before it; a
+/// model whose gradients can be followed cannot keep more (measured on the checkpoint,
+/// [`Probe::unbounded_broken`]).
+pub fn unbounded_breaks_everything(probe: Option<&Probe>) -> Check {
+    const NAME: &str = "unbounded ε breaks all";
     match probe {
-        Some(p) if p.unbounded_examples > 0 => {
-            let chance = 1.0 / p.classes.max(1) as f64;
-            Check {
-                name: NAME,
-                passed: Some(p.unbounded_accuracy <= chance + TOLERANCE),
-                detail: format!(
-                    "plain PGD-L∞ (20 steps) at ε 1 leaves {} of {} examples correct (chance {})",
-                    pct(p.unbounded_accuracy),
-                    p.unbounded_examples,
-                    pct(chance)
-                ),
-            }
-        }
+        Some(p) if p.unbounded_examples > 0 => Check {
+            name: NAME,
+            passed: Some(p.unbounded_broken >= UNBOUNDED_BROKEN),
+            detail: format!(
+                "plain PGD-L∞ (20 steps) at ε 1 breaks {} of the clean-correct examples among the first {} (needed: {}); {} stay robust",
+                pct(p.unbounded_broken),
+                p.unbounded_examples,
+                pct(UNBOUNDED_BROKEN),
+                pct(p.unbounded_accuracy)
+            ),
+        },
         _ => not_run(NAME, "checkpoint or test set not found"),
     }
 }
@@ -341,6 +375,107 @@ pub fn gradients_present(probe: Option<&Probe>) -> Check {
             ),
         },
         None => not_run(NAME, "checkpoint or test set not found"),
+    }
+}
+
+/// The DLR loss has a gradient: at most [`ZERO_GRADIENT_SHARE`] of the test examples may have an
+/// all-zero or non-finite input gradient of the difference-of-logits ratio
+/// ([`Probe::zero_dlr_gradient_share`]), which needs no softmax: zero here means the logits
+/// themselves are flat (a non-differentiable input transform), not a saturated softmax.
+pub fn dlr_gradients_present(probe: Option<&Probe>) -> Check {
+    const NAME: &str = "DLR gradients present";
+    match probe.and_then(|p| p.zero_dlr_gradient_share) {
+        Some(share) => Check {
+            name: NAME,
+            passed: Some(share <= ZERO_GRADIENT_SHARE),
+            detail: format!(
+                "{} of test examples have an all-zero or non-finite DLR input gradient",
+                pct(share)
+            ),
+        },
+        None => not_run(
+            NAME,
+            "checkpoint or test set not found, or fewer than 3 classes",
+        ),
+    }
+}
+
+/// The forward pass is deterministic: two passes on the same images must give the same outputs
+/// ([`Probe::random_forward`]); a randomised model needs attacks with expectation over
+/// transformation, which this evaluation does not run.
+pub fn deterministic_forward(probe: Option<&Probe>) -> Check {
+    const NAME: &str = "deterministic forward";
+    match probe {
+        Some(p) => Check {
+            name: NAME,
+            passed: Some(!p.random_forward),
+            detail: if p.random_forward {
+                "two forward passes on the same images differ".into()
+            } else {
+                "two forward passes on the same images agree".into()
+            },
+        },
+        None => not_run(NAME, "checkpoint or test set not found"),
+    }
+}
+
+/// The outputs are logits: a model whose outputs are probabilities (each row in [0, 1], summing
+/// to 1, [`Probe::probability_outputs`]) squashes every loss that applies a softmax to them.
+pub fn outputs_are_logits(probe: Option<&Probe>) -> Check {
+    const NAME: &str = "outputs are logits";
+    match probe {
+        Some(p) => Check {
+            name: NAME,
+            passed: Some(!p.probability_outputs),
+            detail: if p.probability_outputs {
+                "every output row lies in [0, 1] and sums to 1: probabilities, not logits".into()
+            } else {
+                "the outputs are not probabilities".into()
+            },
+        },
+        None => not_run(NAME, "checkpoint or test set not found"),
+    }
+}
+
+/// A black-box attack adds little: in an ensemble, the black-box components (Square), which run
+/// after the gradient attacks on what they left robust, may break at most [`BLACK_BOX_GAP`] of
+/// the examples at any ε. More means the gradient attacks were held back by the model's
+/// gradients: the surest sign of masking.
+pub fn black_box_adds_little(records: &[&Record]) -> Check {
+    const NAME: &str = "black-box ≤ white-box";
+    let mut worst: Option<(f64, f64, String)> = None;
+    for r in records {
+        let Some(components) = &r.eval.components else {
+            continue;
+        };
+        let white = components.iter().any(|c| c.info.access == Access::WhiteBox);
+        let black: usize = components
+            .iter()
+            .filter(|c| c.info.access == Access::BlackBox)
+            .map(|c| c.broken)
+            .sum();
+        if !white || black == 0 && !components.iter().any(|c| c.info.access == Access::BlackBox) {
+            continue;
+        }
+        let share = black as f64 / r.eval.examples.max(1) as f64;
+        if worst.as_ref().is_none_or(|w| share > w.0) {
+            worst = Some((share, r.eval.eps, r.attack.clone()));
+        }
+    }
+    match worst {
+        Some((share, eps, attack)) => Check {
+            name: NAME,
+            passed: Some(share <= BLACK_BOX_GAP),
+            detail: format!(
+                "in {attack}, the black-box attacks broke {} of the test examples that every gradient attack left robust (at ε {eps}; allowed: {})",
+                pct(share),
+                pct(BLACK_BOX_GAP)
+            ),
+        },
+        None => not_run(
+            NAME,
+            "needs an ensemble with a gradient attack and a black-box attack after it",
+        ),
     }
 }
 
@@ -471,20 +606,24 @@ mod tests {
             with("masked", "pgd-linf-10-margin-bpda", 0.1, 0.10),
             with("masked", "pgd-linf-10-margin-bpda", 0.2, 0.00),
         ];
-        let probe = |zero: f64, unbounded: f64| Probe {
+        let probe = |zero: f64, broken: f64| Probe {
             zero_gradient_share: zero,
-            unbounded_accuracy: unbounded,
+            zero_dlr_gradient_share: Some(zero),
+            unbounded_accuracy: 0.95 * (1.0 - broken),
+            unbounded_broken: broken,
             unbounded_examples: 1000,
             classes: 10,
+            random_forward: false,
+            probability_outputs: false,
         };
         let probes: BTreeMap<(String, String), Probe> = [
             (
                 ("honest".to_string(), "ndarray".to_string()),
-                probe(0.0, 0.0),
+                probe(0.0, 1.0),
             ),
             (
                 ("masked".to_string(), "ndarray".to_string()),
-                probe(1.0, 0.95),
+                probe(1.0, 0.05),
             ),
         ]
         .into_iter()
@@ -492,14 +631,20 @@ mod tests {
         let v = verdicts(&records, &probes);
         assert_eq!(v[0].model, "honest");
         assert!(v[0].failing().is_empty(), "{:?}", v[0]);
-        assert_eq!(v[0].label(), "no masking detected");
+        // no transfer attack, no doubled steps, no ensemble: not every check could run, and the
+        // label says so instead of "no masking detected"
+        assert_eq!(
+            v[0].label(),
+            "8 of 11 checks ran, none failed (not run: white-box ≥ transfer, converged, black-box ≤ white-box)"
+        );
         assert_eq!(
             v[1].failing(),
             [
                 "iterative ≥ single-step",
                 "falls with ε",
-                "unbounded ε → chance",
+                "unbounded ε breaks all",
                 "gradients present",
+                "DLR gradients present",
                 "adaptive ≈ plain"
             ]
         );
@@ -515,12 +660,79 @@ mod tests {
             "no checkpoint measurement given"
         );
         let unbounded = &verdicts(&records, &probes)[1].checks[3];
-        assert!(unbounded.detail.contains("95.0% of 1000"), "{unbounded:?}");
+        assert!(
+            unbounded
+                .detail
+                .contains("breaks 5.0% of the clean-correct examples among the first 1000"),
+            "{unbounded:?}"
+        );
         let md = markdown(&v);
         assert!(
             md.contains("| masked | ndarray | robustness not established ("),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_unbounded_check_wants_nearly_every_example_broken() {
+        // a saturated model that keeps 8.7% of its examples at ε = 1 passed the old "chance + 0.5
+        // points" threshold (chance is 10%); 91.3% broken is not "everything"
+        let p = |broken: f64| Probe {
+            zero_gradient_share: 0.0,
+            zero_dlr_gradient_share: Some(0.0),
+            unbounded_accuracy: 1.0 - broken,
+            unbounded_broken: broken,
+            unbounded_examples: 1000,
+            classes: 10,
+            random_forward: false,
+            probability_outputs: false,
+        };
+        assert_eq!(
+            unbounded_breaks_everything(Some(&p(0.913))).passed,
+            Some(false)
+        );
+        assert_eq!(
+            unbounded_breaks_everything(Some(&p(0.995))).passed,
+            Some(true)
+        );
+        // and the forward-pass checks read the probe
+        let random = Probe {
+            random_forward: true,
+            probability_outputs: true,
+            ..p(1.0)
+        };
+        assert_eq!(deterministic_forward(Some(&random)).passed, Some(false));
+        assert_eq!(outputs_are_logits(Some(&random)).passed, Some(false));
+    }
+
+    #[test]
+    fn square_breaking_what_gradients_left_is_masking() {
+        use advrob_attack::{AttackInfo, AttackLoss, Family, Norm};
+        use advrob_eval::ComponentResult;
+        let component = |family, access, broken| ComponentResult {
+            attack: format!("{family:?}"),
+            info: AttackInfo {
+                access,
+                ..AttackInfo::white_box(family, Norm::Linf, AttackLoss::CrossEntropy, 100)
+            },
+            broken,
+        };
+        let ensemble = |model: &str, square: usize| {
+            let mut r = with(model, "fgsm", 0.1, 0.5);
+            r.eval.examples = 1000;
+            r.eval.components = Some(vec![
+                component(Family::Apgd, Access::WhiteBox, 400),
+                component(Family::Square, Access::BlackBox, square),
+            ]);
+            r
+        };
+        let honest = ensemble("honest", 1);
+        let masked = ensemble("masked", 300);
+        assert_eq!(black_box_adds_little(&[&honest]).passed, Some(true));
+        let c = black_box_adds_little(&[&masked]);
+        assert_eq!(c.passed, Some(false), "{c:?}");
+        assert!(c.detail.contains("30.0%"), "{}", c.detail);
+        assert_eq!(black_box_adds_little(&[]).passed, None);
     }
 
     #[test]

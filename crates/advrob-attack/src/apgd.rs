@@ -1,0 +1,654 @@
+//! Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
+//! diverse parameter-free attacks"): PGD whose step size needs no tuning. It starts at 2ε, keeps a
+//! momentum of 0.75, and at checkpoints (after 22%, then every 3% fewer steps down to 6% of the
+//! budget) halves the step of every example whose loss stopped rising, restarting it from its best
+//! point. On the cross-entropy (APGD-CE), on the difference-of-logits ratio (APGD-DLR), or on its
+//! targeted version against each of the top-k other classes in turn (APGD-T).
+
+use advrob_data::rng::SplitMix64;
+use advrob_model::Classifier;
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AttackError, Result, check_eps};
+use crate::grad::{AttackLoss, pass, per_example_loss};
+use crate::info::{AttackInfo, Family, Norm};
+use crate::pgd::{l2_norms, project};
+use crate::rows::{Best, blend, column, host, mix_seed, select_rows};
+use crate::{Attack, AttackConfig};
+
+/// The loss APGD ascends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApgdLoss {
+    /// Cross-entropy against the label (APGD-CE).
+    #[default]
+    CrossEntropy,
+    /// Difference-of-logits ratio `−(z_y − max_{i≠y} z_i) / (z_π1 − z_π3)` (APGD-DLR): invariant
+    /// to shifting and scaling the logits, so a saturated softmax cannot starve it.
+    Dlr,
+    /// Targeted DLR `−(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2)` against each of the
+    /// `target_classes` most likely other classes in turn (APGD-T); success is still any
+    /// misclassification.
+    TargetedDlr,
+}
+
+/// The settings of [`Apgd`]; the defaults are the paper's (100 steps, one restart, ρ = 0.75,
+/// 9 target classes for APGD-T).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApgdConfig {
+    /// Budget norm.
+    pub norm: Norm,
+    /// Iterations per run.
+    pub steps: usize,
+    /// Runs from independent random starts (per target class for APGD-T), each on the examples
+    /// the earlier ones did not break.
+    pub restarts: usize,
+    /// The loss.
+    pub loss: ApgdLoss,
+    /// APGD-T only: how many of the most likely other classes are targeted, one after another.
+    pub target_classes: usize,
+    /// Share of the steps since the last checkpoint in which the loss must have risen for the step
+    /// size to be kept.
+    pub rho: f64,
+    /// Seed of the random starts.
+    pub seed: u64,
+}
+
+impl Default for ApgdConfig {
+    fn default() -> Self {
+        Self {
+            norm: Norm::Linf,
+            steps: 100,
+            restarts: 1,
+            loss: ApgdLoss::CrossEntropy,
+            target_classes: 9,
+            rho: 0.75,
+            seed: 0,
+        }
+    }
+}
+
+impl ApgdConfig {
+    /// APGD-CE with the paper's settings.
+    pub fn ce() -> Self {
+        Self::default()
+    }
+
+    /// APGD-T (targeted DLR, 9 target classes) with the paper's settings.
+    pub fn targeted() -> Self {
+        Self {
+            loss: ApgdLoss::TargetedDlr,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the settings once: at least one step, restart and target class, ρ in (0, 1].
+    pub fn check(self) -> Result<Apgd> {
+        let bad = |field: &'static str, reason: &str| AttackError::Invalid {
+            field,
+            reason: reason.into(),
+        };
+        if self.steps == 0 {
+            return Err(bad("steps", "must be at least 1"));
+        }
+        if self.restarts == 0 {
+            return Err(bad("restarts", "must be at least 1"));
+        }
+        if self.loss == ApgdLoss::TargetedDlr && self.target_classes == 0 {
+            return Err(bad("target_classes", "must be at least 1"));
+        }
+        if !(self.rho > 0.0 && self.rho <= 1.0) {
+            return Err(AttackError::Invalid {
+                field: "rho",
+                reason: format!("{} is outside (0, 1]", self.rho),
+            });
+        }
+        Ok(Apgd(self))
+    }
+}
+
+impl AttackConfig for ApgdConfig {
+    fn build(&self) -> Result<Box<dyn Attack>> {
+        Ok(Box::new(self.check()?))
+    }
+}
+
+/// Auto-PGD with checked settings ([`ApgdConfig::check`]). Per example it returns the first
+/// iterate that was misclassified, else the iterate of highest loss; always within ε of the clean
+/// image in its norm and in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Apgd(ApgdConfig);
+
+/// The difference-of-logits ratio of each example (Croce & Hein 2020, eq. 5), or its targeted
+/// version against `targets`.
+///
+/// # Shapes
+///
+/// - logits: `[B, classes]` with classes ≥ 3 (≥ 4 targeted), labels and targets: `[B]`, output:
+///   `[B]`
+pub fn dlr_loss(
+    logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+    targets: Option<Tensor<1, Int>>,
+) -> Tensor<1> {
+    let [b, classes] = logits.dims();
+    let order = logits.clone().detach().argsort_descending(1);
+    let z = logits.clone();
+    let ranked = |k: usize| {
+        z.clone()
+            .gather(1, order.clone().slice([0..b, k..k + 1]))
+            .flatten::<1>(0, 1)
+    };
+    let own = logits
+        .clone()
+        .gather(1, labels.clone().reshape([b, 1]))
+        .flatten::<1>(0, 1);
+    match targets {
+        None => {
+            let is_label = labels.one_hot(classes).equal_elem(1);
+            let other = logits
+                .mask_fill(is_label, f32::NEG_INFINITY)
+                .max_dim(1)
+                .flatten::<1>(0, 1);
+            (other - own) / (ranked(0) - ranked(2) + 1e-12)
+        }
+        Some(t) => {
+            let target = logits.gather(1, t.reshape([b, 1])).flatten::<1>(0, 1);
+            (target - own) / (ranked(0) - (ranked(2) + ranked(3)) * 0.5 + 1e-12)
+        }
+    }
+}
+
+/// The per-example state of one APGD run; rows leave it once misclassified.
+struct Run {
+    /// The example of each row.
+    rows: Vec<usize>,
+    x: Tensor<3>,
+    y: Tensor<1, Int>,
+    y_host: Vec<i64>,
+    targets: Option<Tensor<1, Int>>,
+    adv: Tensor<3>,
+    old: Tensor<3>,
+    grad: Tensor<3>,
+    /// The iterate of highest loss and its gradient.
+    best: Tensor<3>,
+    grad_best: Tensor<3>,
+    loss_best: Vec<f32>,
+    previous: Vec<f32>,
+    rises: Vec<usize>,
+    eta: Vec<f32>,
+    reduced_last: Vec<bool>,
+    best_at_last: Vec<f32>,
+}
+
+impl Run {
+    /// Keeps the rows `kept` (indices into the current rows), in that order.
+    fn keep(&mut self, kept: &[usize]) {
+        let v = |v: &[f32]| kept.iter().map(|&i| v[i]).collect::<Vec<f32>>();
+        self.rows = kept.iter().map(|&i| self.rows[i]).collect();
+        self.y_host = kept.iter().map(|&i| self.y_host[i]).collect();
+        self.rises = kept.iter().map(|&i| self.rises[i]).collect();
+        self.reduced_last = kept.iter().map(|&i| self.reduced_last[i]).collect();
+        self.loss_best = v(&self.loss_best);
+        self.previous = v(&self.previous);
+        self.eta = v(&self.eta);
+        self.best_at_last = v(&self.best_at_last);
+        for t in [
+            &mut self.x,
+            &mut self.adv,
+            &mut self.old,
+            &mut self.grad,
+            &mut self.best,
+            &mut self.grad_best,
+        ] {
+            *t = select_rows(t.clone(), kept);
+        }
+        self.y = select_rows(self.y.clone(), kept);
+        self.targets = self.targets.take().map(|t| select_rows(t, kept));
+    }
+}
+
+impl Apgd {
+    /// The settings.
+    pub fn config(&self) -> &ApgdConfig {
+        &self.0
+    }
+
+    /// The per-example loss of `logits` against `y` (and `targets` for APGD-T).
+    fn loss(
+        &self,
+        logits: Tensor<2>,
+        y: Tensor<1, Int>,
+        targets: Option<Tensor<1, Int>>,
+    ) -> Tensor<1> {
+        match self.0.loss {
+            ApgdLoss::CrossEntropy => per_example_loss(logits, y, AttackLoss::CrossEntropy),
+            ApgdLoss::Dlr => dlr_loss(logits, y, None),
+            ApgdLoss::TargetedDlr => dlr_loss(logits, y, targets),
+        }
+    }
+
+    /// The random start of each example: uniform in the L∞ ball scaled so that its largest
+    /// coordinate is ε, or a Gaussian direction of L2 norm ε (the paper's initialisation); one
+    /// stream per example.
+    fn start(&self, rows: &[usize], size: usize, eps: f64, seed: u64) -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows.len() * size);
+        for &row in rows {
+            let mut rng = SplitMix64::new(mix_seed(&[seed, row as u64]));
+            let t: Vec<f64> = match self.0.norm {
+                Norm::Linf => (0..size).map(|_| rng.next_f64() * 2.0 - 1.0).collect(),
+                Norm::L2 => (0..size)
+                    .map(|_| {
+                        let (u, w) = (rng.next_f64().max(1e-12), rng.next_f64());
+                        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * w).cos()
+                    })
+                    .collect(),
+            };
+            let n = match self.0.norm {
+                Norm::Linf => t.iter().fold(0.0f64, |m, v| m.max(v.abs())),
+                Norm::L2 => t.iter().map(|v| v * v).sum::<f64>().sqrt(),
+            };
+            out.extend(t.iter().map(|v| (eps * v / (n + 1e-12)) as f32));
+        }
+        out
+    }
+
+    /// The targets of APGD-T's run against each example's `rank`-th most likely class on the
+    /// clean image (rank 1 is the runner-up).
+    fn targets_of_rank(model: &dyn Classifier, x: &Tensor<3>, rank: usize) -> Tensor<1, Int> {
+        let logits = model.logits(x.clone().without_autodiff());
+        let [b, _] = logits.dims();
+        logits
+            .argsort_descending(1)
+            .slice([0..b, rank..rank + 1])
+            .flatten::<1>(0, 1)
+    }
+
+    /// One APGD run from a random start on the examples `rows` (whose images and labels `x`, `y`
+    /// are), offering each example's result to `best`: its first misclassified iterate, else its
+    /// iterate of highest loss.
+    #[allow(clippy::too_many_arguments)] // one run's inputs: the batch and where results go
+    fn run(
+        &self,
+        model: &dyn Classifier,
+        x: Tensor<3>,
+        y: Tensor<1, Int>,
+        targets: Option<Tensor<1, Int>>,
+        rows: Vec<usize>,
+        eps: f64,
+        seed: u64,
+        best: &mut Best,
+    ) -> Result<()> {
+        let c = &self.0;
+        let [b, h, w] = x.dims();
+        let device = x.device();
+        let norm = c.norm;
+        let proj = |x: &Tensor<3>, a: Tensor<3>| {
+            (x.clone() + project(a - x.clone(), norm, eps)).clamp(0.0, 1.0)
+        };
+        let start = Tensor::<3>::from_data(
+            TensorData::new(self.start(&rows, h * w, eps, seed), [b, h, w]),
+            &device,
+        );
+        let adv = (x.clone() + start).clamp(0.0, 1.0);
+        let p = self.pass(model, &adv, &y, targets.as_ref(), true)?;
+        let y_host = crate::rows::host_int(y.clone())?;
+        let grad = p.grad.ok_or(AttackError::NoGradient)?;
+        let mut s = Run {
+            rows,
+            x,
+            y,
+            y_host,
+            targets,
+            old: adv.clone(),
+            best: adv.clone(),
+            grad_best: grad.clone(),
+            adv,
+            grad,
+            loss_best: p.loss.clone(),
+            previous: p.loss,
+            rises: vec![0; b],
+            eta: vec![(2.0 * eps) as f32; b],
+            reduced_last: vec![true; b],
+            best_at_last: Vec::new(),
+        };
+        s.best_at_last = s.loss_best.clone();
+        // an example misclassified at its random start is done
+        let fooled: Vec<bool> = p.pred.iter().zip(&s.y_host).map(|(p, l)| p != l).collect();
+        self.retire(&mut s, &fooled, best)?;
+        let (n_first, n_min, n_decr) = (
+            ((0.22 * c.steps as f64) as usize).max(1),
+            ((0.06 * c.steps as f64) as usize).max(1),
+            ((0.03 * c.steps as f64) as usize).max(1),
+        );
+        let mut k = n_first;
+        let mut since_check = 0usize;
+        for i in 0..c.steps {
+            if s.rows.is_empty() {
+                return Ok(());
+            }
+            let momentum = if i == 0 { 1.0 } else { 0.75 };
+            let dir = match norm {
+                Norm::Linf => s.grad.clone().sign(),
+                Norm::L2 => s.grad.clone() / l2_norms(s.grad.clone()).clamp_min(1e-12),
+            };
+            let z = proj(&s.x, s.adv.clone() + dir * column(&s.eta, &device));
+            let moved = s.adv.clone()
+                + (z - s.adv.clone()) * momentum
+                + (s.adv.clone() - s.old.clone()) * (1.0 - momentum);
+            s.old = s.adv.clone();
+            s.adv = proj(&s.x, moved);
+            let p = self.pass(model, &s.adv, &s.y, s.targets.as_ref(), true)?;
+            s.grad = p.grad.ok_or(AttackError::NoGradient)?;
+            let improved: Vec<bool> = p
+                .loss
+                .iter()
+                .zip(&s.loss_best)
+                .map(|(l, b)| l > b)
+                .collect();
+            s.best = blend(s.best.clone(), s.adv.clone(), &improved);
+            s.grad_best = blend(s.grad_best.clone(), s.grad.clone(), &improved);
+            for (j, l) in p.loss.iter().enumerate() {
+                s.rises[j] += usize::from(*l > s.previous[j]);
+                s.loss_best[j] = s.loss_best[j].max(*l);
+            }
+            s.previous = p.loss;
+            since_check += 1;
+            if since_check == k {
+                self.checkpoint(&mut s, k);
+                since_check = 0;
+                k = k.saturating_sub(n_decr).max(n_min);
+            }
+            let fooled: Vec<bool> = p.pred.iter().zip(&s.y_host).map(|(p, l)| p != l).collect();
+            self.retire(&mut s, &fooled, best)?;
+        }
+        let fooled = vec![false; s.rows.len()];
+        best.offer_rows(s.best, &s.rows, &s.loss_best, &fooled)
+    }
+
+    /// A checkpoint: every row whose loss rose in at most ρ·k of the last k steps, or did not
+    /// improve since the last checkpoint without a reduction then, halves its step and restarts
+    /// from its best point.
+    fn checkpoint(&self, s: &mut Run, k: usize) {
+        let halve: Vec<bool> = (0..s.rows.len())
+            .map(|j| {
+                let oscillates = s.rises[j] as f64 <= k as f64 * self.0.rho;
+                let stuck = !s.reduced_last[j] && s.best_at_last[j] >= s.loss_best[j];
+                oscillates || stuck
+            })
+            .collect();
+        for (j, &h) in halve.iter().enumerate() {
+            if h {
+                s.eta[j] /= 2.0;
+            }
+        }
+        s.adv = blend(s.adv.clone(), s.best.clone(), &halve);
+        s.grad = blend(s.grad.clone(), s.grad_best.clone(), &halve);
+        s.reduced_last = halve;
+        s.best_at_last = s.loss_best.clone();
+        s.rises.iter_mut().for_each(|r| *r = 0);
+    }
+
+    /// Hands the rows whose current iterate is misclassified to `best` and drops them.
+    fn retire(&self, s: &mut Run, fooled: &[bool], best: &mut Best) -> Result<()> {
+        let (done, kept): (Vec<usize>, Vec<usize>) = (0..s.rows.len()).partition(|&i| fooled[i]);
+        if done.is_empty() {
+            return Ok(());
+        }
+        let done_rows: Vec<usize> = done.iter().map(|&i| s.rows[i]).collect();
+        let loss: Vec<f32> = done.iter().map(|&i| s.previous[i]).collect();
+        best.offer_rows(
+            select_rows(s.adv.clone(), &done),
+            &done_rows,
+            &loss,
+            &vec![true; done.len()],
+        )?;
+        s.keep(&kept);
+        Ok(())
+    }
+
+    fn pass(
+        &self,
+        model: &dyn Classifier,
+        adv: &Tensor<3>,
+        y: &Tensor<1, Int>,
+        targets: Option<&Tensor<1, Int>>,
+        with_grad: bool,
+    ) -> Result<crate::grad::Pass> {
+        let (y, t) = (y.clone(), targets.cloned());
+        let loss = move |z: Tensor<2>| self.loss(z, y.clone(), t.clone());
+        pass(model, adv.clone(), &loss, with_grad)
+    }
+}
+impl Attack for Apgd {
+    fn name(&self) -> String {
+        let c = &self.0;
+        let norm = match c.norm {
+            Norm::Linf => "",
+            Norm::L2 => "-l2",
+        };
+        let mut n = match c.loss {
+            ApgdLoss::CrossEntropy => format!("apgd{norm}-ce-{}", c.steps),
+            ApgdLoss::Dlr => format!("apgd{norm}-dlr-{}", c.steps),
+            ApgdLoss::TargetedDlr => format!("apgd{norm}-t-{}-top{}", c.steps, c.target_classes),
+        };
+        if c.restarts > 1 {
+            n.push_str(&format!("x{}", c.restarts));
+        }
+        n
+    }
+
+    fn info(&self) -> AttackInfo {
+        let c = &self.0;
+        let loss = match c.loss {
+            ApgdLoss::CrossEntropy => AttackLoss::CrossEntropy,
+            ApgdLoss::Dlr => AttackLoss::Dlr,
+            ApgdLoss::TargetedDlr => AttackLoss::TargetedDlr,
+        };
+        let runs = match c.loss {
+            ApgdLoss::TargetedDlr => c.restarts * c.target_classes,
+            _ => c.restarts,
+        };
+        AttackInfo {
+            restarts: runs,
+            ..AttackInfo::white_box(Family::Apgd, c.norm, loss, c.steps)
+        }
+    }
+
+    fn perturb_seeded(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<3>,
+        labels: Tensor<1, Int>,
+        eps: f64,
+        seed: u64,
+    ) -> Result<Tensor<3>> {
+        check_eps(eps)?;
+        let c = &self.0;
+        let x = images.without_autodiff();
+        if eps == 0.0 {
+            return Ok(x);
+        }
+        let dims = x.dims();
+        let device = x.device();
+        let classes = model.logits(x.clone().slice(0..1)).dims()[1];
+        let needed = match c.loss {
+            ApgdLoss::CrossEntropy => 2,
+            ApgdLoss::Dlr => 3,
+            ApgdLoss::TargetedDlr => 4,
+        };
+        if classes < needed {
+            return Err(AttackError::Invalid {
+                field: "loss",
+                reason: format!("{} classes: the loss needs at least {needed}", classes),
+            });
+        }
+        let mut best = Best::new(host(x.clone())?, dims[0]);
+        let ranks: Vec<Option<usize>> = match c.loss {
+            ApgdLoss::TargetedDlr => (1..=c.target_classes.min(classes - 1)).map(Some).collect(),
+            _ => vec![None],
+        };
+        for (run, rank) in ranks.iter().enumerate() {
+            for restart in 0..c.restarts {
+                let rows = best.pending();
+                if rows.is_empty() {
+                    return Ok(best.tensor(dims, &device));
+                }
+                let xs = select_rows(x.clone(), &rows);
+                let ys = select_rows(labels.clone().without_autodiff(), &rows);
+                let ts = rank.map(|r| Self::targets_of_rank(model, &xs, r));
+                let seed = mix_seed(&[c.seed, seed, run as u64, restart as u64]);
+                self.run(model, xs, ys, ts, rows, eps, seed, &mut best)?;
+            }
+        }
+        Ok(best.tensor(dims, &device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PgdConfig;
+    use advrob_model::backend::on_test_backends;
+    use advrob_model::{Mlp, MlpConfig};
+
+    fn setup(device: &burn::tensor::Device) -> (Mlp, Tensor<3>, Tensor<1, Int>, Vec<f32>) {
+        let model = MlpConfig::new()
+            .with_hidden(vec![16])
+            .with_seed(3)
+            .init(device)
+            .expect("init");
+        let x: Vec<f32> = (0..6 * 784)
+            .map(|i| [0.0, 1.0, 0.35, 0.8, 0.5][i % 5])
+            .collect();
+        let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [6, 28, 28]), device);
+        let labels =
+            Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 5, 7, 0, 1, 9], [6]), device);
+        (model, images, labels, x)
+    }
+
+    fn linf(a: &[f32], x: &[f32]) -> f32 {
+        a.iter()
+            .zip(x)
+            .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()))
+    }
+
+    #[test]
+    fn dlr_matches_hand_computation() {
+        on_test_backends(|device| {
+            // logits sorted: 4 (class 1), 3 (class 0), 1 (class 2), 0 (class 3); label 0
+            let z = Tensor::<2>::from_data(
+                TensorData::new(vec![3.0f32, 4.0, 1.0, 0.0], [1, 4]),
+                device,
+            );
+            let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64], [1]), device);
+            let d: f32 = dlr_loss(z.clone(), y.clone(), None).into_scalar();
+            // −(3 − 4) / (4 − 1) = 1/3
+            assert!((d - 1.0 / 3.0).abs() < 1e-6, "{d}");
+            let t = Tensor::<1, Int>::from_data(TensorData::new(vec![2i64], [1]), device);
+            let dt: f32 = dlr_loss(z, y, Some(t)).into_scalar();
+            // −(3 − 1) / (4 − (1 + 0)/2) = −2 / 3.5
+            assert!((dt + 2.0 / 3.5).abs() < 1e-6, "{dt}");
+        });
+    }
+
+    #[test]
+    fn every_loss_and_norm_keeps_the_budget_and_the_pixel_range() {
+        on_test_backends(|device| {
+            let (model, images, labels, x) = setup(device);
+            for (norm, eps) in [(Norm::Linf, 0.1f32), (Norm::L2, 1.5)] {
+                for loss in [ApgdLoss::CrossEntropy, ApgdLoss::Dlr, ApgdLoss::TargetedDlr] {
+                    let attack = ApgdConfig {
+                        norm,
+                        loss,
+                        steps: 12,
+                        target_classes: 3,
+                        ..ApgdConfig::default()
+                    }
+                    .check()
+                    .expect("valid");
+                    let adv = host(
+                        attack
+                            .perturb(&model, images.clone(), labels.clone(), f64::from(eps))
+                            .expect("attack"),
+                    )
+                    .expect("host");
+                    for (a, c) in adv.chunks(784).zip(x.chunks(784)) {
+                        let n = match norm {
+                            Norm::Linf => linf(a, c),
+                            Norm::L2 => a
+                                .iter()
+                                .zip(c)
+                                .map(|(p, q)| (p - q).powi(2))
+                                .sum::<f32>()
+                                .sqrt(),
+                        };
+                        assert!(n <= eps + 1e-4, "{}: {n}", attack.name());
+                        assert!(a.iter().all(|p| (0.0..=1.0).contains(p)));
+                    }
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn apgd_is_at_least_as_strong_as_pgd_here() {
+        on_test_backends(|device| {
+            let (model, images, labels, _) = setup(device);
+            let robust = |adv: Tensor<3>| -> i64 {
+                model
+                    .logits(adv)
+                    .argmax(1)
+                    .flatten::<1>(0, 1)
+                    .equal(labels.clone())
+                    .int()
+                    .sum()
+                    .into_scalar()
+            };
+            let eps = 0.05;
+            let pgd = PgdConfig::linf(10).check().expect("pgd");
+            let apgd = ApgdConfig::ce().check().expect("apgd");
+            let apgd_t = ApgdConfig::targeted().check().expect("apgd-t");
+            let r_pgd = robust(
+                pgd.perturb(&model, images.clone(), labels.clone(), eps)
+                    .expect("pgd"),
+            );
+            let r_apgd = robust(
+                apgd.perturb(&model, images.clone(), labels.clone(), eps)
+                    .expect("apgd"),
+            );
+            let r_t = robust(
+                apgd_t
+                    .perturb(&model, images.clone(), labels.clone(), eps)
+                    .expect("t"),
+            );
+            assert!(r_apgd <= r_pgd, "APGD-CE leaves {r_apgd}, PGD-10 {r_pgd}");
+            assert!(r_t <= r_pgd, "APGD-T leaves {r_t}, PGD-10 {r_pgd}");
+        });
+    }
+
+    #[test]
+    fn settings_are_checked_once_and_named() {
+        assert!(
+            ApgdConfig {
+                steps: 0,
+                ..ApgdConfig::default()
+            }
+            .check()
+            .is_err()
+        );
+        let e = ApgdConfig {
+            rho: 1.5,
+            ..ApgdConfig::default()
+        }
+        .check()
+        .expect_err("rho");
+        assert!(e.to_string().contains("rho"));
+        let t = ApgdConfig::targeted().check().expect("apgd-t");
+        assert_eq!(t.name(), "apgd-t-100-top9");
+        // its runs: 9 target classes × 1 restart; success is still any misclassification
+        assert_eq!((t.info().restarts, t.info().targeted), (9, false));
+    }
+}

@@ -1,0 +1,172 @@
+//! The bookkeeping iterative attacks share: per-example results on the host that several runs
+//! (restarts, target classes) improve in turn, the rows of a batch still being attacked, and the
+//! seeds of their random draws.
+
+use advrob_data::rng::SplitMix64;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::error::{AttackError, Result};
+
+/// A seed for the random draws of `parts` (the attack's own seed, the evaluation's, a restart):
+/// every combination gives an independent SplitMix64 stream.
+pub fn mix_seed(parts: &[u64]) -> u64 {
+    let mut rng = SplitMix64::new(0x05EE_D0FA_D50B);
+    let mut h = rng.next_u64();
+    for &p in parts {
+        h = SplitMix64::new(h ^ p.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64();
+    }
+    h
+}
+
+/// The values of a float tensor, on the host.
+pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| AttackError::Readback(format!("{e:?}")))
+}
+
+/// The values of an integer tensor, on the host.
+pub(crate) fn host_int<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
+    t.into_data()
+        .try_into_vec_as::<i64>()
+        .map_err(|e| AttackError::Readback(format!("{e:?}")))
+}
+
+/// Rows `rows` of `t`, in that order.
+///
+/// # Shapes
+///
+/// - t: `[B, ...]`, output: `[rows.len(), ...]`
+pub(crate) fn select_rows<const D: usize, K>(t: Tensor<D, K>, rows: &[usize]) -> Tensor<D, K>
+where
+    K: burn::tensor::kind::Basic,
+{
+    let device = t.device();
+    let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    let n = idx.len();
+    t.select(
+        0,
+        Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device),
+    )
+}
+
+/// A per-example column `[B, 1, 1]` holding `values`.
+pub(crate) fn column(values: &[f32], device: &Device) -> Tensor<3> {
+    Tensor::from_data(
+        TensorData::new(values.to_vec(), [values.len(), 1, 1]),
+        device,
+    )
+}
+
+/// `new` on the rows where `mask` is true, `old` elsewhere.
+///
+/// # Shapes
+///
+/// - old, new: `[B, H, W]`, mask: `B` entries
+pub(crate) fn blend(old: Tensor<3>, new: Tensor<3>, mask: &[bool]) -> Tensor<3> {
+    if !mask.iter().any(|m| *m) {
+        return old;
+    }
+    if mask.iter().all(|m| *m) {
+        return new;
+    }
+    let m: Vec<f32> = mask.iter().map(|&b| f32::from(u8::from(b))).collect();
+    let m = column(&m, &old.device());
+    old * (m.clone().neg() + 1.0) + new * m
+}
+
+/// The best result so far of every example of a batch, on the host: an image that is
+/// misclassified if one was found, else the one of highest loss. Runs offer their results; a
+/// misclassified image is kept over any unsuccessful one, and among unsuccessful ones the higher
+/// loss wins ("success first, loss second").
+#[derive(Debug, Clone)]
+pub(crate) struct Best {
+    size: usize,
+    /// Per example, `size` pixels.
+    pub images: Vec<f32>,
+    /// Per example, the loss of its image (−∞ before any offer).
+    pub loss: Vec<f32>,
+    /// Per example, whether its image is misclassified.
+    pub fooled: Vec<bool>,
+}
+
+impl Best {
+    /// Every example starts as its clean image, unsuccessful, at loss −∞.
+    pub fn new(clean: Vec<f32>, examples: usize) -> Self {
+        let size = clean.len() / examples.max(1);
+        Self {
+            size,
+            images: clean,
+            loss: vec![f32::NEG_INFINITY; examples],
+            fooled: vec![false; examples],
+        }
+    }
+
+    /// The examples not fooled yet, in order.
+    pub fn pending(&self) -> Vec<usize> {
+        (0..self.fooled.len())
+            .filter(|&i| !self.fooled[i])
+            .collect()
+    }
+
+    /// Offers `image` (its loss, whether it is misclassified) as example `row`'s result.
+    pub fn offer(&mut self, row: usize, image: &[f32], loss: f32, fooled: bool) {
+        let better = if fooled {
+            !self.fooled[row]
+        } else {
+            !self.fooled[row] && loss > self.loss[row]
+        };
+        if better {
+            self.images[row * self.size..(row + 1) * self.size].copy_from_slice(image);
+            self.loss[row] = loss;
+            self.fooled[row] = fooled;
+        }
+    }
+
+    /// Offers rows of a device tensor: `rows[i]` is the example of the tensor's row `i`.
+    pub fn offer_rows(
+        &mut self,
+        images: Tensor<3>,
+        rows: &[usize],
+        loss: &[f32],
+        fooled: &[bool],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let pixels = host(images)?;
+        for (i, &row) in rows.iter().enumerate() {
+            self.offer(
+                row,
+                &pixels[i * self.size..(i + 1) * self.size],
+                loss[i],
+                fooled[i],
+            );
+        }
+        Ok(())
+    }
+
+    /// The images as a device tensor of shape `dims`.
+    pub fn tensor(&self, dims: [usize; 3], device: &Device) -> Tensor<3> {
+        Tensor::from_data(TensorData::new(self.images.clone(), dims), device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_first_then_loss() {
+        let mut b = Best::new(vec![0.0; 4], 2);
+        b.offer(0, &[1.0, 1.0], 2.0, false);
+        b.offer(0, &[2.0, 2.0], 1.0, false); // lower loss: kept out
+        assert_eq!(&b.images[0..2], &[1.0, 1.0]);
+        b.offer(0, &[3.0, 3.0], 0.5, true); // success beats any loss
+        b.offer(0, &[4.0, 4.0], 9.0, false); // and stays
+        b.offer(0, &[5.0, 5.0], 9.0, true); // the first success is kept
+        assert_eq!(&b.images[0..2], &[3.0, 3.0]);
+        assert_eq!(b.pending(), vec![1]);
+        assert!(mix_seed(&[1, 2]) != mix_seed(&[2, 1]) && mix_seed(&[1]) != mix_seed(&[1, 0]));
+    }
+}
