@@ -24,7 +24,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| DataError::io(dir, e))?;
+    let mut tmp = temp_in(dir).map_err(|e| DataError::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| DataError::io(path, e))?;
     tmp.as_file()
         .sync_all()
@@ -32,4 +32,20 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(path)
         .map_err(|e| DataError::io(path, e.error))?;
     Ok(())
+}
+
+/// A temporary file in `dir`, readable by others as the umask allows, like any file the user
+/// creates (tempfile's own default is 0600).
+fn temp_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tempfile::Builder::new()
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        tempfile::NamedTempFile::new_in(dir)
+    }
 }

@@ -40,7 +40,7 @@ pub struct BenchResult {
 /// clean inference on the test set (batch 1000), after a short warm-up.
 pub fn bench(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
     let device = backend::device(backend_name)?;
-    let cfg = MlpConfig::new();
+    let cfg = MlpConfig::new().with_input(ds.train.image_size());
     // warm-up: allocations, kernel compilation on GPU backends
     let warm = ds.train.take(2048);
     let (_, _) = train(

@@ -2,17 +2,21 @@
 //! run is made here, so that the runner, the report and the agreement find the same files.
 //!
 //! ```text
-//! <run>/matrix.toml                            the matrix as it last ran
-//! <run>/records.jsonl                          one JSON record per (model, attack, ε)
-//! <run>/models/<model>-<backend>-s<seed>-<key>/ one trained model: weights, configs, train.json
+//! <run>/matrix.toml                              the matrix as it last ran
+//! <run>/records/<writer>.jsonl                   each writer's append-only log of records
+//! <run>/records.jsonl                            the single records file of earlier versions
+//! <run>/models/<model>-<backend>-s<seed>-<key>/  one trained model: weights, configs, train.json
+//! <run>/models/<model>-…-<key>.{train,eval}.lock held while a writer trains or evaluates it
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use crate::record::Record;
 
-/// Name of the records file inside a run directory.
+/// Name of the single records file of earlier versions (still read, never written).
 pub const RECORDS_FILE: &str = "records.jsonl";
+/// Name of the directory of the writers' record logs.
+pub const RECORD_LOGS: &str = "records";
 /// Name of the matrix file inside a run directory.
 pub const MATRIX_FILE: &str = "matrix.toml";
 /// Name of the training record kept beside each checkpoint.
@@ -37,9 +41,24 @@ impl RunDir {
         &self.root
     }
 
-    /// The records file.
+    /// The single records file of earlier versions.
     pub fn records(&self) -> PathBuf {
         self.root.join(RECORDS_FILE)
+    }
+
+    /// The directory of the writers' record logs.
+    pub fn record_logs(&self) -> PathBuf {
+        self.root.join(RECORD_LOGS)
+    }
+
+    /// The lock a writer holds while it does `what` (`train`, `eval`) with the model of
+    /// checkpoint directory `checkpoint`.
+    pub fn lock(&self, checkpoint: &Path, what: &str) -> PathBuf {
+        let name = checkpoint
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        self.root.join("models").join(format!("{name}.{what}.lock"))
     }
 
     /// The matrix file.

@@ -9,6 +9,7 @@ pub mod presets;
 pub mod record;
 pub mod registry;
 pub mod runner;
+pub mod store;
 
 pub use data::{DataSource, fetch_dataset, load_data};
 pub use error::{ExperimentError, Result};
@@ -17,3 +18,4 @@ pub use matrix::{AttackSpec, DefenseSpec, Matrix, ModelSpec};
 pub use record::{Record, read_records};
 pub use registry::{Described, Registry};
 pub use runner::{Event, Observer, Quiet, RunOptions, RunSummary, run};
+pub use store::{RecordLog, RunRecords, read_run};

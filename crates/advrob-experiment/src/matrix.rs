@@ -266,6 +266,71 @@ impl ModelSpec {
     }
 }
 
+/// Refuses a name that is not a plain file name (it becomes a directory of the run): letters,
+/// digits, `.`, `_` and `-`, not starting with `.` or `-`, at most 100 characters.
+pub fn check_name(field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    ensure(ok, field, || {
+        format!(
+            "{name:?} is not a plain name (letters, digits, '.', '_' and '-', not starting with '.' or '-', at most 100 characters): it names a directory of the run"
+        )
+    })
+}
+
+/// Refuses an empty grid, an ε that is negative, not finite or above 1 (L∞ on images in [0, 1]:
+/// ε = 1 is already the whole input space), and an ε given twice (−0 and 0 are the same).
+pub fn check_grid(field: &str, eps: &[f64]) -> Result<()> {
+    ensure(!eps.is_empty(), field, || "the grid is empty".into())?;
+    for &e in eps {
+        advrob_attack::check_eps(e)?;
+        ensure(e <= 1.0, field, || {
+            format!(
+                "{e} is above 1: pixels lie in [0, 1], so ε = 1 is already the whole input space"
+            )
+        })?;
+    }
+    let mut seen: Vec<f64> = Vec::with_capacity(eps.len());
+    for &e in eps {
+        let e = if e == 0.0 { 0.0 } else { e };
+        ensure(!seen.contains(&e), field, || format!("{e} is given twice"))?;
+        seen.push(e);
+    }
+    Ok(())
+}
+
+/// Refuses a target shift that is a multiple of the class count (it targets the true label), in
+/// an attack's settings or any attack inside them.
+fn check_shifts(config: &Value) -> Result<()> {
+    match config {
+        Value::Object(m) => {
+            if let Some(k) = m
+                .get("target")
+                .and_then(|t| t.get("shift"))
+                .and_then(Value::as_u64)
+            {
+                ensure(
+                    !k.is_multiple_of(advrob_data::NUM_CLASSES as u64),
+                    "target",
+                    || {
+                        format!(
+                            "a shift of {k} is a multiple of the {} classes: it targets the true label",
+                            advrob_data::NUM_CLASSES
+                        )
+                    },
+                )?;
+            }
+            m.values().try_for_each(check_shifts)
+        }
+        Value::Array(a) => a.iter().try_for_each(check_shifts),
+        _ => Ok(()),
+    }
+}
+
 /// Adversarial training with gradient masking by `mechanism`, otherwise the defaults.
 pub fn masking(mechanism: Mechanism) -> DefenseSpec {
     DefenseSpec::new(
@@ -466,16 +531,15 @@ impl Matrix {
     /// Checks everything that can be checked before any work: ε values, sizes, names, and every
     /// attack's and defense's settings against `registry`.
     pub fn check(&self, registry: &Registry) -> Result<()> {
-        for &e in &self.eps {
-            advrob_attack::check_eps(e)?;
-        }
-        ensure(!self.eps.is_empty(), "eps", || "the grid is empty".into())?;
+        check_name("name", &self.name)?;
+        check_grid("eps", &self.eps)?;
         ensure(!self.models.is_empty(), "models", || "none given".into())?;
         ensure(!self.attacks.is_empty(), "attacks", || "none given".into())?;
         for a in &self.attacks {
-            registry.describe(a)?;
-            for &e in a.eps.iter().flatten() {
-                advrob_attack::check_eps(e)?;
+            let described = registry.describe(a)?;
+            check_shifts(&described.config)?;
+            if let Some(grid) = &a.eps {
+                check_grid("attacks.eps", grid)?;
             }
             if let Some(surrogate) = registry.surrogate_of(a)? {
                 ensure(
@@ -492,7 +556,16 @@ impl Matrix {
         ensure(self.eval.batch_size > 0, "eval.batch_size", || {
             "must be at least 1".into()
         })?;
+        ensure(self.eval.test_limit != Some(0), "eval.test_limit", || {
+            "0 test examples: nothing to evaluate".into()
+        })?;
+        ensure(
+            self.train.train_limit != Some(0),
+            "train.train_limit",
+            || "0 training examples: the models would stay untrained".into(),
+        )?;
         for (i, m) in self.models.iter().enumerate() {
+            check_name("models", &m.name).map_err(|e| e.in_model(&m.name))?;
             m.check(registry)?;
             let earlier = &self.models[..i];
             ensure(!earlier.iter().any(|e| e.name == m.name), "models", || {

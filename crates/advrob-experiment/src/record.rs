@@ -1,15 +1,12 @@
 //! The JSON Lines records a run writes: one per (model, attack, ε), each with its provenance and
 //! the attack's typed metadata.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use advrob_attack::AttackInfo;
 use advrob_data::FileDigest;
 use advrob_eval::EvalRecord;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ExperimentError, Result};
+use crate::error::Result;
 use crate::registry::Registry;
 
 /// Versions of what produced a record.
@@ -31,10 +28,24 @@ impl Versions {
     }
 }
 
+/// The version of the record schema this build writes. 2: keys cover the attack's full
+/// settings, the test examples and the evaluation batch size, and records carry typed attack
+/// metadata. Records without a `schema` field are version 1.
+pub const SCHEMA: u32 = 2;
+
+fn schema_1() -> u32 {
+    1
+}
+
 /// One result: a model, an attack, an ε, the metrics and where they came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// Identity of this record within its run: model key, attack and ε.
+    /// The version of this schema ([`SCHEMA`]).
+    #[serde(default = "schema_1")]
+    pub schema: u32,
+    /// Identity of this record within its run ([`record_key`]): everything that changes the
+    /// number — the model's key (architecture, training, defense, data, backend, seed), the
+    /// attack's full settings, the test examples, the evaluation batch size — and ε.
     pub key: String,
     /// Run name.
     pub run: String,
@@ -67,8 +78,8 @@ pub struct Record {
     /// The attack's settings, `{"kind": ..., <every field>}`.
     #[serde(default)]
     pub attack_config: serde_json::Value,
-    /// What the attack is. Records written before it existed lack it: [`read_records`] fills it
-    /// in from `attack_config` (never from the name).
+    /// What the attack is. Records written before it existed lack it: reading fills it in from
+    /// `attack_config` (never from the name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attack_info: Option<AttackInfo>,
     /// Labels the attack's loss used: `true` or `predicted`.
@@ -123,7 +134,7 @@ impl Record {
         }
     }
 
-    /// The attack's metadata ([`read_records`] guarantees it is there).
+    /// The attack's metadata (reading a run guarantees it is there).
     ///
     /// # Panics
     ///
@@ -131,59 +142,45 @@ impl Record {
     pub fn info(&self) -> &AttackInfo {
         self.attack_info
             .as_ref()
-            .expect("read_records fills in the attack's metadata")
+            .expect("reading a run fills in the attack's metadata")
     }
 }
 
-/// The key of a (model, attack, ε) result.
-pub fn record_key(model_key: &str, attack: &str, eps: f64) -> String {
-    format!("{model_key}/{attack}/{eps}")
+/// What a record's number depends on besides the model and ε: the attack's full settings (and its
+/// whole grid when its result at one ε depends on the others: an ensemble's cascade, the
+/// cumulative FGSM), the test examples evaluated and the evaluation batch size (which decides the
+/// batches, hence the random draws).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalKey<'a> {
+    /// The attack's settings, `{"kind": ..., ...}`.
+    pub attack: &'a serde_json::Value,
+    /// The attack's ε grid, where its results depend on it.
+    pub grid: Option<&'a [f64]>,
+    /// The digest of the dataset's files.
+    pub data: &'a str,
+    /// Test examples evaluated (the first of the test set).
+    pub test_examples: usize,
+    /// Evaluation batch size.
+    pub batch_size: usize,
 }
 
-/// Reads the records of a run (none when the file does not exist). A line that does not parse
-/// (which atomic writes should make impossible) is reported and skipped rather than losing the
-/// rest. Records without typed attack metadata get it from their attack's settings through
-/// `registry`; one whose settings no longer describe an attack is an error naming the line.
-pub fn read_records(path: &Path, registry: &Registry) -> Result<Vec<Record>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(ExperimentError::io(path, e)),
-    };
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Record>(line) {
-            Ok(mut r) => {
-                if r.attack_info.is_none() {
-                    let spec = serde_json::from_value(r.attack_config.clone())
-                        .map_err(|e| ExperimentError::file(path, format!("line {}: {e}", i + 1)))?;
-                    let described = registry.describe(&spec).map_err(|e| {
-                        ExperimentError::file(path, format!("line {}: attack_config: {e}", i + 1))
-                    })?;
-                    r.attack_info = Some(described.info);
-                }
-                out.push(r)
-            }
-            Err(e) => log::warn!(
-                "{}:{}: skipping unreadable record: {e}",
-                path.display(),
-                i + 1
-            ),
-        }
+impl EvalKey<'_> {
+    /// A short digest of all of it.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        advrob_data::sha256_hex(json.as_bytes())[..16].to_string()
     }
-    Ok(out)
 }
 
-/// Writes all `records` to `path` atomically (temporary file, then rename).
-pub fn write_records(path: &Path, records: &BTreeMap<String, Record>) -> Result<()> {
-    let mut text = String::new();
-    for r in records.values() {
-        text.push_str(&serde_json::to_string(r).map_err(|e| ExperimentError::file(path, e))?);
-        text.push('\n');
-    }
-    advrob_data::atomic_write(path, text.as_bytes())?;
-    Ok(())
+/// The key of a result: the model's key, the attack's name (for people), the digest of the
+/// evaluation ([`EvalKey`]) and ε (−0 written as 0).
+pub fn record_key(model_key: &str, attack: &str, eval_key: &str, eps: f64) -> String {
+    let eps = if eps == 0.0 { 0.0 } else { eps };
+    format!("{model_key}/{attack}/{eval_key}/{eps}")
+}
+
+/// Every record of the run directory `run`, merged from every writer's log
+/// ([`crate::store::read_run`]).
+pub fn read_records(run: &crate::RunDir, registry: &Registry) -> Result<Vec<Record>> {
+    Ok(crate::store::read_run(run, registry)?.records)
 }

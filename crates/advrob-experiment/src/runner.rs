@@ -15,8 +15,9 @@ use crate::data::{DataSource, load_data};
 use crate::error::{ExperimentError, Result};
 use crate::layout::{RunDir, SAFETENSORS_FILE, TRAIN_FILE};
 use crate::matrix::{DefenseSpec, Matrix, ModelSpec};
-use crate::record::{Record, Versions, read_records, record_key, write_records};
+use crate::record::{EvalKey, Record, SCHEMA, Versions, record_key};
 use crate::registry::{Described, Registry};
+use crate::store::{Lock, RecordLog, read_run};
 
 /// Where a run reads its data from and writes its results to.
 #[derive(Debug, Clone)]
@@ -104,9 +105,15 @@ impl Observer for Quiet {
 }
 
 /// The configs a model of the matrix is built and trained with: the matrix's training settings
-/// with the model's own overrides.
-pub fn model_configs(spec: &ModelSpec, matrix: &Matrix, seed: u64) -> (MlpConfig, TrainConfig) {
+/// with the model's own overrides, for images of `input` pixels (the data decides).
+pub fn model_configs(
+    spec: &ModelSpec,
+    matrix: &Matrix,
+    seed: u64,
+    input: usize,
+) -> (MlpConfig, TrainConfig) {
     let mlp = MlpConfig::new()
+        .with_input(input)
         .with_hidden(spec.hidden.clone())
         .with_dropout(spec.dropout)
         .with_seed(seed);
@@ -123,8 +130,39 @@ fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
     serde_json::to_value(v).map_err(|e| ExperimentError::invalid("settings", e.to_string()))
 }
 
+/// Refuses to add records to a run directory that holds records of an older schema: their keys
+/// leave out what changes the numbers, so they could be reused silently.
+fn refuse_old_records(dir: &RunDir, records: &[Record]) -> Result<()> {
+    if let Some(old) = records.iter().find(|r| r.schema < SCHEMA) {
+        return Err(ExperimentError::file(
+            dir.root(),
+            format!(
+                "holds records of an older advrob (schema {}, this one writes {SCHEMA}: its keys leave out the attack's settings and the test examples), which a rerun could reuse silently; run into a new --out, or move {} and {} aside to recompute them",
+                old.schema,
+                dir.records().display(),
+                dir.record_logs().display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `matrix.toml` when it is new or changed (a run with nothing to do writes nothing, so a
+/// read-only run directory can be re-read).
+fn write_matrix(dir: &RunDir, matrix: &Matrix) -> Result<()> {
+    let toml =
+        toml::to_string_pretty(matrix).map_err(|e| ExperimentError::file(dir.matrix(), e))?;
+    if std::fs::read_to_string(dir.matrix()).is_ok_and(|old| old == toml) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir.root()).map_err(|e| ExperimentError::io(dir.root(), e))?;
+    advrob_data::atomic_write(&dir.matrix(), toml.as_bytes())?;
+    Ok(())
+}
+
 /// Runs `matrix` with the attacks and defenses of `registry`, resuming from whatever
-/// `opts.out` already holds; `observer` hears where it is.
+/// `opts.out` already holds; `observer` hears where it is. Several runs may write into one
+/// directory at once (see [`crate::store`]): they split the models between them and lose nothing.
 pub fn run(
     matrix: &Matrix,
     opts: &RunOptions,
@@ -133,30 +171,35 @@ pub fn run(
 ) -> Result<RunSummary> {
     matrix.check(registry)?;
     let dir = RunDir::new(&opts.out);
-    std::fs::create_dir_all(dir.root()).map_err(|e| ExperimentError::io(dir.root(), e))?;
-    let toml =
-        toml::to_string_pretty(matrix).map_err(|e| ExperimentError::file(dir.matrix(), e))?;
-    advrob_data::atomic_write(&dir.matrix(), toml.as_bytes())?;
-    let mut records: BTreeMap<String, Record> = read_records(&dir.records(), registry)?
-        .into_iter()
-        .map(|r| (r.key.clone(), r))
-        .collect();
+    let existing = read_run(&dir, registry)?;
+    refuse_old_records(&dir, &existing.records)?;
     let attacks: Vec<Described> = matrix
         .attacks
         .iter()
         .map(|a| registry.describe(a))
         .collect::<Result<_>>()?;
+    let mut records: BTreeMap<String, Record> = existing
+        .records
+        .into_iter()
+        .map(|r| (r.key.clone(), r))
+        .collect();
+    let mut log = RecordLog::new(&dir);
     let mut summary = RunSummary::default();
+    let mut matrix_written = false;
     for source in DataSource::of(matrix) {
         let (ds, ds_name) = load_data(&source, &opts.data_dir, &opts.mirrors)?;
-        let train_split = match matrix.train.train_limit {
-            Some(n) => ds.train.take(n),
-            None => ds.train.clone(),
-        };
-        let test_split = match matrix.eval.test_limit {
-            Some(n) => ds.test.take(n),
-            None => ds.test.clone(),
-        };
+        let train_split = limited(
+            &ds.train,
+            matrix.train.train_limit,
+            "train.train_limit",
+            &ds_name,
+        )?;
+        let test_split = limited(
+            &ds.test,
+            matrix.eval.test_limit,
+            "eval.test_limit",
+            &ds_name,
+        )?;
         for backend_name in &matrix.backends {
             let device = backend::device(backend_name)?;
             for &seed in &matrix.seeds {
@@ -177,12 +220,35 @@ pub fn run(
                     ds: &ds,
                     ds_name: &ds_name,
                     test_split: &test_split,
-                    records_path: &dir.records(),
+                    run: &dir,
+                    log: &mut log,
                     records: &mut records,
                     summary: &mut summary,
                 };
+                let mut deferred = Vec::new();
                 for i in 0..matrix.models.len() {
-                    ctx.evaluate_model(&mut models, i, observer)?;
+                    if !ctx.has_work(&models, i) {
+                        ctx.skip(&models, i);
+                        continue;
+                    }
+                    if !matrix_written {
+                        write_matrix(&dir, matrix)?;
+                        matrix_written = true;
+                    }
+                    // another writer evaluating this model: come back to it at the end
+                    match Lock::try_take(&dir.lock(&models.plans[i].dir, "eval"))? {
+                        Some(lock) => ctx.evaluate_model(&mut models, i, lock, observer)?,
+                        None => deferred.push(i),
+                    }
+                }
+                for i in deferred {
+                    let lock = Lock::wait(&dir.lock(&models.plans[i].dir, "eval"))?;
+                    ctx.refresh()?;
+                    if ctx.has_work(&models, i) {
+                        ctx.evaluate_model(&mut models, i, lock, observer)?;
+                    } else {
+                        ctx.skip(&models, i);
+                    }
                 }
                 ctx.summary.trained += models.trained;
                 ctx.summary.loaded += models.loaded;
@@ -190,6 +256,21 @@ pub fn run(
         }
     }
     Ok(summary)
+}
+
+/// The first `limit` examples of `split` (all without a limit); none is an error.
+fn limited(split: &Split, limit: Option<usize>, field: &str, dataset: &str) -> Result<Split> {
+    let s = match limit {
+        Some(n) => split.take(n),
+        None => split.clone(),
+    };
+    if s.is_empty() {
+        return Err(ExperimentError::invalid(
+            field,
+            format!("no examples of {dataset} to use"),
+        ));
+    }
+    Ok(s)
 }
 
 /// What is known of a trained model besides its weights.
@@ -233,6 +314,7 @@ struct Plan {
 /// trained or loaded on demand, each at most once.
 struct Models<'a> {
     matrix: &'a Matrix,
+    run: RunDir,
     registry: &'a Registry,
     train_split: &'a Split,
     backend: &'a str,
@@ -258,7 +340,7 @@ impl<'a> Models<'a> {
     ) -> Result<Self> {
         let mut plans: Vec<Plan> = Vec::new();
         for spec in &matrix.models {
-            let (mut mlp, train) = model_configs(spec, matrix, seed);
+            let (mut mlp, train) = model_configs(spec, matrix, seed, ds.train.image_size());
             let dep = |name: &Option<String>| -> Option<usize> {
                 name.as_ref()
                     .and_then(|n| matrix.models.iter().position(|m| &m.name == n))
@@ -299,6 +381,7 @@ impl<'a> Models<'a> {
         }
         Ok(Self {
             matrix,
+            run: dir.clone(),
             registry,
             train_split,
             backend,
@@ -324,6 +407,8 @@ impl<'a> Models<'a> {
         if let Some(m) = self.ready.get(&i) {
             return Ok(m.clone());
         }
+        // another writer may be training it: wait, then load what it wrote
+        let _lock = Lock::wait(&self.run.lock(&self.plans[i].dir, "train"))?;
         let got = if checkpoint::exists(&self.plans[i].dir) {
             let dir = &self.plans[i].dir;
             let (model, _, sha) = checkpoint::load_deployed(dir, self.device)?;
@@ -439,53 +524,93 @@ struct EvalContext<'a> {
     ds: &'a Dataset,
     ds_name: &'a str,
     test_split: &'a Split,
-    records_path: &'a Path,
+    run: &'a RunDir,
+    log: &'a mut RecordLog,
     records: &'a mut BTreeMap<String, Record>,
     summary: &'a mut RunSummary,
 }
 
 impl EvalContext<'_> {
-    /// Every attack and ε of model `i` that has no record yet.
-    fn evaluate_model(
-        &mut self,
-        models: &mut Models<'_>,
-        i: usize,
-        observer: &mut dyn Observer,
-    ) -> Result<()> {
-        let matrix = self.matrix;
-        let spec = &matrix.models[i];
-        let model_key = models.plans[i].key.clone();
-        let (backend_name, seed) = (models.backend, models.seed);
-        let todo: Vec<(usize, Vec<f64>)> = self
-            .attacks
-            .iter()
-            .enumerate()
-            .map(|(ai, a)| {
-                let eps: Vec<f64> = grid(matrix, ai)
+    /// The key of the evaluation of attack `ai` (everything but the model and ε).
+    fn eval_key(&self, ai: usize) -> String {
+        let a = &self.attacks[ai];
+        let grid_dependent = a.info.family == advrob_attack::Family::Ensemble || !a.info.bounded;
+        EvalKey {
+            attack: &a.config,
+            grid: grid_dependent.then(|| grid(self.matrix, ai)),
+            data: &self.ds.fingerprint(),
+            test_examples: self.test_split.len(),
+            batch_size: self.matrix.eval.batch_size,
+        }
+        .digest()
+    }
+
+    /// Per attack, the budgets of model `i` without a record yet.
+    fn todo(&self, models: &Models<'_>, i: usize) -> Vec<(usize, Vec<f64>)> {
+        let model_key = &models.plans[i].key;
+        (0..self.attacks.len())
+            .map(|ai| {
+                let key = self.eval_key(ai);
+                let eps: Vec<f64> = grid(self.matrix, ai)
                     .iter()
                     .copied()
                     .filter(|&e| {
-                        !self
-                            .records
-                            .contains_key(&record_key(&model_key, &a.name, e))
+                        !self.records.contains_key(&record_key(
+                            model_key,
+                            &self.attacks[ai].name,
+                            &key,
+                            e,
+                        ))
                     })
                     .collect();
                 (ai, eps)
             })
             .filter(|(_, eps)| !eps.is_empty())
-            .collect();
-        let done = (0..self.attacks.len())
+            .collect()
+    }
+
+    fn has_work(&self, models: &Models<'_>, i: usize) -> bool {
+        !self.todo(models, i).is_empty()
+    }
+
+    /// Counts model `i`'s records as already there.
+    fn skip(&mut self, models: &Models<'_>, i: usize) {
+        self.summary.skipped_records += (0..self.attacks.len())
+            .map(|ai| grid(self.matrix, ai).len())
+            .sum::<usize>();
+        log::info!(
+            "{} on {}, seed {}: all records present",
+            self.matrix.models[i].name,
+            models.backend,
+            models.seed
+        );
+    }
+
+    /// Re-reads the run's records: another writer may have added some.
+    fn refresh(&mut self) -> Result<()> {
+        for r in read_run(self.run, self.registry)?.records {
+            self.records.entry(r.key.clone()).or_insert(r);
+        }
+        Ok(())
+    }
+
+    /// Every attack and ε of model `i` that has no record yet; `_lock` (the model's evaluation
+    /// lock) is held until it returns.
+    fn evaluate_model(
+        &mut self,
+        models: &mut Models<'_>,
+        i: usize,
+        _lock: Lock,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let matrix = self.matrix;
+        let spec = &matrix.models[i];
+        let (backend_name, seed) = (models.backend, models.seed);
+        let todo = self.todo(models, i);
+        self.summary.skipped_records += (0..self.attacks.len())
             .map(|ai| grid(matrix, ai).len())
             .sum::<usize>()
             - todo.iter().map(|(_, e)| e.len()).sum::<usize>();
-        self.summary.skipped_records += done;
-        if todo.is_empty() {
-            log::info!(
-                "{} on {backend_name}, seed {seed}: all records present",
-                spec.name
-            );
-            return Ok(());
-        }
         let (model, info) = models.get(i, observer)?;
         for (ai, eps) in todo {
             let attack = self.registry.attack(&matrix.attacks[ai], &mut |name| {
@@ -511,23 +636,29 @@ impl EvalContext<'_> {
             )?;
             let clean_accuracy = evals.first().map(|e| e.clean_accuracy).unwrap_or(0.0);
             observer.event(Event::EvalFinished { clean_accuracy });
+            let key = self.eval_key(ai);
+            let mut new = Vec::new();
             for ev in evals {
-                let record = self.record(models, i, described, &model, &info, ev)?;
-                self.records.insert(record.key.clone(), record);
-                self.summary.new_records += 1;
+                new.push(self.record(models, i, described, &key, &model, &info, ev)?);
             }
             // after every (model, attack): a kill loses at most the evaluation under way
-            write_records(self.records_path, self.records)?;
+            self.log.append(&new)?;
+            for r in new {
+                self.records.insert(r.key.clone(), r);
+                self.summary.new_records += 1;
+            }
         }
         Ok(())
     }
 
     /// The record of model `i` under `attack` for one ε's metrics.
+    #[allow(clippy::too_many_arguments)] // one record's sources
     fn record(
         &self,
         models: &Models<'_>,
         i: usize,
         attack: &Described,
+        eval_key: &str,
         model: &Deployed,
         info: &ModelInfo,
         eval: advrob_eval::EvalRecord,
@@ -540,7 +671,8 @@ impl EvalContext<'_> {
             .unwrap_or(0);
         let as_str = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
         Ok(Record {
-            key: record_key(&plan.key, &attack.name, eval.eps),
+            schema: SCHEMA,
+            key: record_key(&plan.key, &attack.name, eval_key, eval.eps),
             run: self.matrix.name.clone(),
             preset: self.matrix.preset.clone(),
             model: spec.name.clone(),

@@ -9,6 +9,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::ModelError;
 
+/// The most parameters a model may have (4 GiB of f32): a typo such as `--hidden 100000000` is a
+/// clear error, not an allocation that aborts the process.
+pub const MAX_PARAMETERS: u64 = 1 << 30;
+
 /// Architecture of an [`Mlp`]. The default is the README model of the study: one hidden layer of 128
 /// units, dropout 0.2, 10 classes.
 #[derive(Config, Debug, PartialEq)]
@@ -51,7 +55,26 @@ impl MlpConfig {
                 format!("{} is outside [0, 1)", self.dropout),
             ));
         }
-        Ok(())
+        let mut widths = vec![self.input];
+        widths.extend(&self.hidden);
+        widths.push(self.classes);
+        let params = widths.windows(2).try_fold(0u64, |sum, w| {
+            (w[0] as u64)
+                .checked_mul(w[1] as u64)
+                .and_then(|m| m.checked_add(w[1] as u64))
+                .and_then(|l| sum.checked_add(l))
+        });
+        match params {
+            Some(p) if p <= MAX_PARAMETERS => Ok(()),
+            _ => Err(ModelError::invalid(
+                "hidden",
+                format!(
+                    "{:?} would need {} parameters, more than the {MAX_PARAMETERS} (4 GiB of f32) a model may have",
+                    self.hidden,
+                    params.map_or_else(|| "over 2^64".to_string(), |p| p.to_string())
+                ),
+            )),
+        }
     }
 
     /// Builds the model on `device` with Glorot-uniform weights and zero biases (Keras' defaults,

@@ -60,11 +60,11 @@ pub fn agree(
     backends: &[String],
     registry: &Registry,
 ) -> Result<Vec<Row>> {
-    let records = read_records(&run.records(), registry)?;
+    let records = read_records(run, registry)?;
     if records.is_empty() {
         return Err(ReportError::Records(format!(
             "{}: no records",
-            run.records().display()
+            run.root().display()
         )));
     }
     let ds = crate::local_test_set(&records, data_dir).ok_or_else(|| {

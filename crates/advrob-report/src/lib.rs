@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use advrob_data::{Dataset, Split};
 use advrob_eval::Probe;
-use advrob_experiment::{Record, Registry, RunDir, read_records};
+use advrob_experiment::{Record, Registry, RunDir, read_run};
 use advrob_model::{backend, checkpoint};
 use polars::prelude::*;
 
@@ -73,23 +73,30 @@ pub fn collect(runs: &[PathBuf], registry: &Registry) -> Result<(Vec<Run>, Vec<R
     let mut out = Vec::new();
     for root in runs {
         let dir = RunDir::new(root);
-        let path = dir.records();
-        if !path.is_file() {
+        if advrob_experiment::store::logs(&dir)?.is_empty() {
             return Err(ReportError::Records(format!(
                 "{}: no records here",
-                path.display()
+                dir.root().display()
             )));
         }
-        let records = read_records(&path, registry)?;
-        for r in &records {
+        let read = read_run(&dir, registry)?;
+        duplicates += read.duplicates;
+        for r in &read.records {
             if by_key.contains_key(&r.key) {
                 duplicates += 1;
-                log::warn!("{}: duplicate record {} ignored", path.display(), r.key);
+                log::warn!(
+                    "{}: duplicate record {} ignored",
+                    dir.root().display(),
+                    r.key
+                );
             } else {
                 by_key.insert(r.key.clone(), r.clone());
             }
         }
-        out.push(Run { dir, records });
+        out.push(Run {
+            dir,
+            records: read.records,
+        });
     }
     Ok((out, by_key.into_values().collect(), duplicates))
 }
@@ -191,12 +198,10 @@ fn write_results(df: &mut DataFrame, reports: &Path) -> Result<Vec<PathBuf>> {
     })?;
     let md = reports.join("results.md");
     let mut text = String::from(
-        "# advrob results\n\nAdversarial accuracy (share of all test examples classified correctly under attack), mean over seeds; `clean` is the accuracy without attack.\n\n",
+        "# advrob results\n\nRobust accuracy (share of all test examples classified correctly both before and under the attack), mean over seeds; `clean` is the accuracy without attack.\n\n",
     );
-    for dataset in unique_strings(df, "dataset")? {
-        let part = df.filter(&df.column("dataset")?.str()?.equal(dataset.as_str()))?;
-        let examples = part.column("examples")?.u64()?.max().unwrap_or(0);
-        text.push_str(&format!("## {dataset} ({examples} test examples)\n\n"));
+    for (heading, part) in tables::parts(df)? {
+        text.push_str(&format!("## {heading}\n\n"));
         text.push_str(&tables::accuracy_table(&part)?);
         text.push('\n');
         let targeted = tables::eps_table(&part, "targeted_success", &[])?;
@@ -235,7 +240,7 @@ fn write_cards(
 /// `verdict.md`: the verdict table and its details, then the per-example worst case.
 fn verdict_markdown(verdicts: &[verdict::Verdict], worst: &[stats::Worst]) -> String {
     let mut md = verdict::markdown(verdicts);
-    md.push_str("## Robust accuracy: the worst case over all attacks, per example\n\nThe share of test examples that every untargeted attack of the run (white-box, adaptive and transfer) left correctly classified, per ε; in brackets the bootstrap 95% interval over test examples (and min–max over seeds when there are several). A row marked `min over attacks` comes from records without per-example results: the lowest accuracy of any one attack, an upper bound.\n\n");
+    md.push_str("## Robust accuracy: the worst case over all attacks, per example\n\nThe share of test examples classified correctly before any attack and left correctly classified by every attack of the run that counts for robustness (untargeted and within its budget: white-box, adaptive, black-box, transfer and the ensemble), per ε; in brackets the bootstrap 95% interval over test examples (and min–max over seeds when there are several). A cell marked `only k of n attacks` lacks records of some attacks that ran at that ε elsewhere. A row marked `min over attacks` comes from records without per-example results: the lowest accuracy of any one attack, an upper bound.\n\n");
     if worst.is_empty() {
         md.push_str("No attack of this run counts for robustness (every one is targeted or breaks its budget), so there is no robust accuracy to report.\n");
     } else {
@@ -385,9 +390,10 @@ mod tests {
     use crate::testing::rec;
 
     fn write(dir: &Path, rs: &[&Record]) {
-        let map: BTreeMap<String, Record> =
-            rs.iter().map(|r| (r.key.clone(), (*r).clone())).collect();
-        advrob_experiment::record::write_records(&RunDir::new(dir).records(), &map).expect("write");
+        let records: Vec<Record> = rs.iter().map(|r| (*r).clone()).collect();
+        advrob_experiment::RecordLog::new(&RunDir::new(dir))
+            .append(&records)
+            .expect("write");
     }
 
     #[test]

@@ -53,7 +53,9 @@ pub struct Worst {
 /// else, and an attack that breaks its budget (the seed-004 notebook's cumulative FGSM) never
 /// enters: both are read from the records' typed metadata.
 pub fn worst_case(records: &[Record]) -> Vec<Worst> {
-    let mut groups: BTreeMap<(String, String, String, u64, u64), Vec<&Record>> = BTreeMap::new();
+    // one group per test set too: per-example results of different test sets are never combined
+    type Group = (String, String, String, u64, usize, u64);
+    let mut groups: BTreeMap<Group, Vec<&Record>> = BTreeMap::new();
     for r in records.iter().filter(|r| r.info().counts_for_robustness()) {
         groups
             .entry((
@@ -61,13 +63,14 @@ pub fn worst_case(records: &[Record]) -> Vec<Worst> {
                 r.model.clone(),
                 r.backend.clone(),
                 r.seed,
+                r.eval.examples,
                 r.eval.eps.to_bits(),
             ))
             .or_default()
             .push(r);
     }
     let mut out = Vec::new();
-    for ((dataset, model, backend, seed, _), rs) in groups {
+    for ((dataset, model, backend, seed, _, _), rs) in groups {
         let first = rs[0];
         let n = first.eval.examples;
         let all: Option<Vec<&Bits>> = rs
@@ -109,7 +112,7 @@ pub fn worst_case(records: &[Record]) -> Vec<Worst> {
 }
 
 /// The rows of [`worst_case`] as a frame with the columns of [`crate::tables::frame`] that the ε tables
-/// use; the attack is named `worst of N attacks, per example` (or `…, min over attacks` for rows
+/// use; the attack is named `worst case, per example` (or `…, min over attacks` for rows
 /// without per-example results).
 pub fn worst_frame(rows: &[Worst]) -> PolarsResult<DataFrame> {
     let s = |f: &dyn Fn(&Worst) -> String| rows.iter().map(f).collect::<Vec<_>>();
@@ -139,9 +142,9 @@ pub fn worst_frame(rows: &[Worst]) -> PolarsResult<DataFrame> {
 
 fn worst_name(w: &Worst) -> String {
     if w.correct.is_some() {
-        format!("worst of {} attacks, per example", w.attacks)
+        "worst case, per example".to_string()
     } else {
-        format!("worst of {} attacks, min over attacks", w.attacks)
+        "worst case, min over attacks".to_string()
     }
 }
 
@@ -331,6 +334,18 @@ pub fn worst_markdown(worst: &[Worst]) -> String {
     out.push_str("\n|---|---|---|---|---:|");
     out.push_str(&"---:|".repeat(grid.len()));
     out.push('\n');
+    // how many attacks each cell is the worst of, and how many there are at each ε anywhere: a
+    // cell over fewer (records missing) is marked, never silently the worst of less
+    let mut count: BTreeMap<(String, String, u64), usize> = BTreeMap::new();
+    let mut expected: BTreeMap<u64, usize> = BTreeMap::new();
+    for w in worst {
+        let n = count
+            .entry((w.model.clone(), w.backend.clone(), w.eps.to_bits()))
+            .or_default();
+        *n = (*n).max(w.attacks);
+        let e = expected.entry(w.eps.to_bits()).or_default();
+        *e = (*e).max(w.attacks);
+    }
     let mut keys: Vec<_> = c.keys().cloned().collect();
     keys.sort_by_key(|k| (k.1 != "none", k.0.clone(), k.3.clone(), k.2.clone()));
     for key in keys {
@@ -360,6 +375,14 @@ pub fn worst_markdown(worst: &[Worst]) -> String {
                 let lo = accs.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 cell.push_str(&format!(" ({:.1}–{:.1})", 100.0 * lo, 100.0 * hi));
+            }
+            let k = count
+                .get(&(key.0.clone(), key.3.clone(), e.to_bits()))
+                .copied()
+                .unwrap_or(0);
+            let n = expected.get(&e.to_bits()).copied().unwrap_or(0);
+            if k < n {
+                cell.push_str(&format!(" (only {k} of {n} attacks)"));
             }
             out.push_str(&format!(" {cell} |"));
         }
@@ -511,7 +534,7 @@ mod tests {
         old[1].eval.adversarial_correct_examples = None;
         let w = worst_case(&old);
         assert!((w[0].adversarial_accuracy - 0.5).abs() < 1e-12, "{w:?}");
-        assert_eq!(worst_name(&w[0]), "worst of 2 attacks, min over attacks");
+        assert_eq!(worst_name(&w[0]), "worst case, min over attacks");
     }
 
     #[test]
@@ -612,7 +635,7 @@ mod tests {
         assert!(!md.contains("| baseline |"), "{md}");
         let worst = worst_markdown(&worst_case(&records));
         assert!(
-            worst.contains("| baseline | none | worst of 1 attacks, per example |"),
+            worst.contains("| baseline | none | worst case, per example |"),
             "{worst}"
         );
     }

@@ -54,6 +54,13 @@ pub fn frame(records: &[Record]) -> PolarsResult<DataFrame> {
         x("eval_seconds", &|r| r.eval.seconds),
         x("train_seconds", &|r| r.train_seconds),
         s("checkpoint_sha256", &|r| r.checkpoint_sha256.clone()),
+        Column::new(
+            "dataset_verified".into(),
+            records
+                .iter()
+                .map(|r| r.dataset_verified)
+                .collect::<Vec<bool>>(),
+        ),
         s("burn", &|r| r.versions.burn.clone()),
     ])?;
     df.sort(
@@ -226,25 +233,53 @@ pub(crate) fn write_atomic(
     Ok(())
 }
 
-/// `summary.md`: one section per (preset, dataset) with [`summary_table`].
+/// The parts of `df` to report separately: one per (dataset, number of test examples), so that
+/// results on different test sets never share a row; each with its heading (`mnist (10000 test
+/// examples)`, marked when the data was not verified against the canonical checksums).
+pub fn parts(df: &DataFrame) -> Result<Vec<(String, DataFrame)>> {
+    let mut out = Vec::new();
+    for dataset in unique_strings(df, "dataset")? {
+        let of_dataset = df.filter(&df.column("dataset")?.str()?.equal(dataset.as_str()))?;
+        let mut sizes: Vec<u64> = of_dataset
+            .column("examples")?
+            .u64()?
+            .into_iter()
+            .flatten()
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        for n in sizes {
+            let part = of_dataset.filter(&of_dataset.column("examples")?.u64()?.equal(n))?;
+            let unverified = part
+                .column("dataset_verified")?
+                .bool()?
+                .into_iter()
+                .any(|v| v == Some(false));
+            let mark = if unverified {
+                ", unverified data: loaded from a directory, not checked against the canonical checksums"
+            } else {
+                ""
+            };
+            out.push((format!("{dataset} ({n} test examples{mark})"), part));
+        }
+    }
+    Ok(out)
+}
+
+/// `summary.md`: one section per (preset, dataset, test set) with [`summary_table`].
 pub fn summary_markdown(df: &DataFrame) -> Result<String> {
     let mut text = String::from(
-        "# advrob summary\n\nPer preset: clean accuracy, accuracy under each attack at each ε (share of all test examples), and the means over ε > 0 of the attack success rate (among clean-correct examples) and of the perturbation norms actually applied.\n\n",
+        "# advrob summary\n\nPer preset: clean accuracy, robust accuracy under each attack at each ε (share of all test examples classified correctly before and after the attack), and the means over ε > 0 of the attack success rate (among clean-correct examples) and of the perturbation norms actually applied.\n\n",
     );
     for preset in unique_strings(df, "preset")? {
         let of_preset = df.filter(&df.column("preset")?.str()?.equal(preset.as_str()))?;
-        for dataset in unique_strings(&of_preset, "dataset")? {
-            let part =
-                of_preset.filter(&of_preset.column("dataset")?.str()?.equal(dataset.as_str()))?;
-            let examples = part.column("examples")?.u64()?.max().unwrap_or(0);
-            let name = if preset.is_empty() {
-                "(no preset)"
-            } else {
-                &preset
-            };
-            text.push_str(&format!(
-                "## {name} — {dataset} ({examples} test examples)\n\n"
-            ));
+        let name = if preset.is_empty() {
+            "(no preset)"
+        } else {
+            &preset
+        };
+        for (heading, part) in parts(&of_preset)? {
+            text.push_str(&format!("## {name} — {heading}\n\n"));
             text.push_str(&summary_table(&part)?);
             text.push('\n');
         }
@@ -327,7 +362,7 @@ mod tests {
         // robustness bound
         assert_eq!(
             table.lines().nth(2).expect("row"),
-            "| a | none | worst of 2 attacks, min over attacks | ndarray | 1 | 90.00% | 20.00% |"
+            "| a | none | worst case, min over attacks | ndarray | 1 | 90.00% | 20.00% |"
         );
     }
 

@@ -45,6 +45,7 @@ pub(crate) fn set_attack(r: &mut Record, name: &str) {
 /// A record of `model` under FGSM at `eps`: 100 examples, clean and adversarial accuracy as given.
 pub(crate) fn rec(model: &str, seed: u64, eps: f64, clean: f64, adv: f64) -> Record {
     let mut r = Record {
+        schema: advrob_experiment::record::SCHEMA,
         key: String::new(),
         run: "t".into(),
         preset: "default".into(),

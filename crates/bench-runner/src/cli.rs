@@ -22,9 +22,14 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    /// The mirrors as parsed.
+    /// The mirrors as parsed (an empty entry, such as an empty `ADVROB_MIRROR`, is none).
     pub fn mirrors(&self) -> Vec<Mirror> {
-        self.mirror.iter().map(|m| Mirror::parse(m)).collect()
+        self.mirror
+            .iter()
+            .map(|m| m.trim())
+            .filter(|m| !m.is_empty())
+            .map(Mirror::parse)
+            .collect()
     }
 }
 

@@ -53,10 +53,40 @@ fn run_quick(dir: &Path, backend: &str, summary: &str) {
     assert!(text(&o).contains(summary), "{}", text(&o));
 }
 
+/// The record logs of the run in `dir/out`, by name.
+fn logs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("out/records"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every record line of the run in `dir/out`.
+fn lines(dir: &Path) -> Vec<String> {
+    logs(dir)
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("log")
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Replaces the run's logs by one holding `kept`: records lost to a crash.
+fn keep_only(dir: &Path, kept: &[String]) {
+    for p in logs(dir) {
+        std::fs::remove_file(p).expect("remove");
+    }
+    std::fs::write(dir.join("out/records/kept.jsonl"), kept.join("\n") + "\n").expect("write");
+}
+
 fn records(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("out/records.jsonl"))
-        .expect("records")
-        .lines()
+    lines(dir)
+        .iter()
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect()
 }
@@ -113,14 +143,8 @@ fn run_writes_records_on(backend: &str) {
     );
 
     // a run killed after writing some records: the missing ones are made, from the cached model
-    let path = tmp.path().join("out/records.jsonl");
-    let kept: Vec<String> = std::fs::read_to_string(&path)
-        .expect("read")
-        .lines()
-        .take(2)
-        .map(String::from)
-        .collect();
-    std::fs::write(&path, kept.join("\n") + "\n").expect("write");
+    let kept: Vec<String> = lines(tmp.path()).into_iter().take(2).collect();
+    keep_only(tmp.path(), &kept);
     run_quick(
         tmp.path(),
         backend,
@@ -173,7 +197,7 @@ fn bad_inputs_are_clear_errors() {
         "{}",
         text(&o)
     );
-    assert!(!tmp.path().join("out/records.jsonl").exists());
+    assert!(logs(tmp.path()).is_empty(), "no record log started");
 }
 
 #[test]
@@ -310,19 +334,17 @@ fn defenses_on(backend: &str) {
 
     // lose the fine-tuned model's records and checkpoint: it is trained again from the cached
     // base model, which is loaded (not retrained) because it is needed
-    let path = tmp.path().join("out/records.jsonl");
-    let kept: Vec<String> = std::fs::read_to_string(&path)
-        .expect("read")
-        .lines()
+    let kept: Vec<String> = lines(tmp.path())
+        .into_iter()
         .filter(|l| !l.contains("\"model\":\"at\""))
-        .map(String::from)
         .collect();
     assert_eq!(kept.len(), 12);
-    std::fs::write(&path, kept.join("\n") + "\n").expect("write");
+    keep_only(tmp.path(), &kept);
     for entry in std::fs::read_dir(tmp.path().join("out/models")).expect("models") {
         let p = entry.expect("entry").path();
-        if p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("at-"))
+        if p.is_dir()
+            && p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("at-"))
         {
             std::fs::remove_dir_all(&p).expect("remove");
         }
