@@ -594,6 +594,57 @@ mod tests {
     }
 
     #[test]
+    fn attacks_on_a_cnn_keep_the_budget_and_the_pixel_range() {
+        on_test_backends(|device| {
+            let net = advrob_model::LenetConfig::new()
+                .with_seed(5)
+                .init(device)
+                .expect("init");
+            let (_, images, labels, x) = setup(device);
+            let eps = 0.1;
+            let attacks: Vec<Box<dyn Attack>> = vec![
+                Box::new(crate::Fgsm::new()),
+                Box::new(PgdConfig::linf(5).check().expect("pgd")),
+                Box::new(
+                    ApgdConfig {
+                        steps: 10,
+                        ..ApgdConfig::default()
+                    }
+                    .check()
+                    .expect("apgd"),
+                ),
+                Box::new(
+                    crate::SquareConfig {
+                        queries: 30,
+                        ..crate::SquareConfig::default()
+                    }
+                    .check()
+                    .expect("square"),
+                ),
+                Box::new(
+                    crate::FmnConfig {
+                        steps: 10,
+                        ..crate::FmnConfig::default()
+                    }
+                    .check()
+                    .expect("fmn"),
+                ),
+            ];
+            for a in attacks {
+                let adv = host(
+                    a.perturb(&net, images.clone(), labels.clone(), eps)
+                        .expect("attack"),
+                )
+                .expect("host");
+                for (ex, c) in adv.chunks(784).zip(x.chunks(784)) {
+                    assert!(linf(ex, c) <= eps as f32 + 1e-6, "{}", a.name());
+                    assert!(ex.iter().all(|p| (0.0..=1.0).contains(p)), "{}", a.name());
+                }
+            }
+        });
+    }
+
+    #[test]
     fn apgd_is_at_least_as_strong_as_pgd_here() {
         on_test_backends(|device| {
             let (model, images, labels, _) = setup(device);

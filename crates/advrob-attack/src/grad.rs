@@ -276,6 +276,45 @@ mod tests {
     }
 
     #[test]
+    fn a_cnn_input_gradient_matches_finite_differences() {
+        on_test_backends(|device| {
+            let net = advrob_model::LenetConfig::new()
+                .with_seed(3)
+                .init(device)
+                .expect("init");
+            let x: Vec<f32> = (0..784).map(|i| ((i * 29) % 83) as f32 / 83.0).collect();
+            let y = 4usize;
+            let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, 28, 28]), device);
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![y as i64], [1]), device);
+            let g = input_gradient(&net, images, labels)
+                .expect("gradient")
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .expect("f32");
+            let ce = |v: Vec<f32>| -> f32 {
+                let t = Tensor::<3>::from_data(TensorData::new(v, [1, 28, 28]), device);
+                -log_softmax(net.forward(t), 1)
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .expect("f32")[y]
+            };
+            for idx in [30, 200, 405, 512, 700] {
+                let h = 1e-2;
+                let (mut plus, mut minus) = (x.clone(), x.clone());
+                plus[idx] += h;
+                minus[idx] -= h;
+                let n = (ce(plus) - ce(minus)) / (2.0 * h);
+                // ReLU kinks and max-pool switches can lie inside ±h: a loose but real bound
+                assert!(
+                    (g[idx] - n).abs() < 2e-3 + 0.05 * n.abs(),
+                    "pixel {idx}: analytic {} numeric {n}",
+                    g[idx]
+                );
+            }
+        });
+    }
+
+    #[test]
     fn squared_error_gradient_matches_finite_differences() {
         on_test_backends(|device| {
             let device = device.clone();

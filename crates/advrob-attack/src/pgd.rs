@@ -722,7 +722,7 @@ mod tests {
             let device = device.clone();
             let (mlp, images, labels, x) = setup(&device);
             let model = Deployed {
-                mlp,
+                net: mlp.into(),
                 config: DeployConfig::new().with_quantize(Some(16)),
             };
             let plain = host(

@@ -313,7 +313,7 @@ mod tests {
                 .init(device)
                 .expect("init");
             let model = Deployed {
-                mlp,
+                net: mlp.into(),
                 config: DeployConfig::new().with_quantize(Some(16)),
             };
             let x: Vec<f32> = (0..8 * 784)

@@ -4,7 +4,7 @@ use advrob_attack::{Attack, Fgsm, LabelMode, Pgd, PgdConfig};
 use advrob_data::Split;
 use advrob_data::idx::IdxImages;
 use advrob_model::{
-    Defense, DefenseConfig, DeployConfig, Deployed, LossKind, Mlp, ModelError, Plain, Progress,
+    Defense, DefenseConfig, DeployConfig, Deployed, LossKind, ModelError, Net, Plain, Progress,
     Stage, TeacherUse, TrainBatch, TrainHook, TrainSetup, Trained, train,
 };
 use burn::module::Module;
@@ -145,11 +145,11 @@ impl TrainHook for AdversarialHook {
         )
     }
 
-    fn prepare(&mut self, model: &Mlp, batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
+    fn prepare(&mut self, model: &Net, batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
         let [b] = batch.labels.dims();
         let k = self.config.adversarial_count(b);
         let current = Deployed {
-            mlp: model.valid(),
+            net: model.clone().valid(),
             config: self.deploy.clone(),
         };
         let labels = batch.labels.clone().slice(0..k);
@@ -170,7 +170,7 @@ impl TrainHook for AdversarialHook {
                 .perturb(&current, clean, labels.clone(), self.config.eps)?,
         };
         self.batches += 1;
-        let classes = model.layers.last().map_or(10, |l| l.weight.dims()[1]);
+        let classes = model.classes();
         let targets = batch.targets.head(k);
         Ok(TrainBatch {
             images: self
@@ -252,7 +252,7 @@ impl Defense for AdversarialTraining {
     ) -> advrob_model::Result<Trained> {
         let mut hook =
             AdversarialHook::new(self.config.clone(), setup.train.loss, DeployConfig::new())?;
-        let (mlp, record) = train(
+        let (net, record) = train(
             setup.start()?,
             setup.data,
             &setup.train,
@@ -261,7 +261,7 @@ impl Defense for AdversarialTraining {
             &mut |p| on_progress("train", p),
         )?;
         Ok(Trained {
-            model: Deployed::plain(mlp),
+            model: Deployed::plain(net),
             stages: vec![Stage {
                 name: "train".into(),
                 record,
@@ -416,10 +416,11 @@ mod tests {
     fn batch_has_the_configured_ratio_and_budget() {
         on_test_backends(|device| {
             let device = device.clone();
-            let model = MlpConfig::new()
+            let model: advrob_model::Net = MlpConfig::new()
                 .with_hidden(vec![8])
                 .init(&device)
-                .expect("init");
+                .expect("init")
+                .into();
             for (ratio, added) in [(1.0, 10), (0.5, 5), (0.25, 3)] {
                 let config = AdversarialTrainingConfig {
                     eps: 0.1,
@@ -457,10 +458,11 @@ mod tests {
     fn pgd_training_stays_in_budget_and_draws_a_fresh_start_per_batch() {
         on_test_backends(|device| {
             let device = device.clone();
-            let model = MlpConfig::new()
+            let model: advrob_model::Net = MlpConfig::new()
                 .with_hidden(vec![8])
                 .init(&device)
-                .expect("init");
+                .expect("init")
+                .into();
             let config = AdversarialTrainingConfig::pgd(0.1, 3);
             let mut hook =
                 AdversarialHook::new(config, LossKind::CrossEntropy, DeployConfig::new())
@@ -533,7 +535,7 @@ mod tests {
             // fine-tuning starts from the given weights
             let tuned = defense
                 .fit(
-                    &setup.clone().with_init(trained.model.mlp.clone()),
+                    &setup.clone().with_init(trained.model.net.clone()),
                     &mut |_, _| {},
                 )
                 .expect("fine-tune");

@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 use advrob_model::{
-    Classifier, Defense, DefenseConfig, Deployed, Mlp, MlpConfig, ModelError, Progress, Stage,
+    Classifier, Defense, DefenseConfig, Deployed, ModelError, Net, NetConfig, Progress, Stage,
     Targets, TeacherUse, TrainBatch, TrainHook, TrainSetup, Trained, train,
 };
 use burn::module::Module;
@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 pub struct DistillationConfig {
     /// Softmax temperature of the teacher's training, its soft labels and the student's training.
     pub temperature: f64,
-    /// Hidden widths of the teacher; `None`: the student's (the setup's model).
+    /// Hidden widths of the teacher; `None`: the student's (the setup's model). MLPs only.
     pub teacher_hidden: Option<Vec<usize>>,
-    /// Dropout of the teacher; `None`: the student's.
+    /// Dropout of the teacher; `None`: the student's. MLPs only.
     pub teacher_dropout: Option<f64>,
     /// Epochs of the teacher; `None`: the student's.
     pub teacher_epochs: Option<usize>,
@@ -50,17 +50,31 @@ impl DistillationConfig {
     }
 
     /// The teacher's architecture for a student of architecture `student` (its seed shifted by
-    /// one, so that teacher and student do not start from the same weights).
-    pub fn teacher_model(&self, student: &MlpConfig) -> MlpConfig {
+    /// one, so that teacher and student do not start from the same weights); `teacher_hidden` and
+    /// `teacher_dropout` change an MLP teacher and are an error for other architectures.
+    pub fn teacher_model(&self, student: &NetConfig) -> advrob_model::Result<NetConfig> {
         let mut t = student.clone();
-        if let Some(h) = &self.teacher_hidden {
-            t.hidden = h.clone();
+        match &mut t {
+            NetConfig::Mlp(m) => {
+                if let Some(h) = &self.teacher_hidden {
+                    m.hidden = h.clone();
+                }
+                if let Some(d) = self.teacher_dropout {
+                    m.dropout = d;
+                }
+            }
+            other if self.teacher_hidden.is_some() || self.teacher_dropout.is_some() => {
+                return Err(ModelError::invalid(
+                    "teacher_hidden",
+                    format!(
+                        "only an MLP teacher has hidden widths and dropout, not {}",
+                        other.arch()
+                    ),
+                ));
+            }
+            _ => {}
         }
-        if let Some(d) = self.teacher_dropout {
-            t.dropout = d;
-        }
-        t.seed = student.seed.wrapping_add(1);
-        t
+        Ok(t.clone().with_seed(student.seed().wrapping_add(1)))
     }
 }
 
@@ -78,7 +92,7 @@ pub fn soft_labels(teacher: &dyn Classifier, images: Tensor<3>, t: f64) -> Tenso
 #[derive(Debug, Clone)]
 pub struct TemperatureHook {
     temperature: f64,
-    teacher: Option<Mlp>,
+    teacher: Option<Net>,
 }
 
 impl TrainHook for TemperatureHook {
@@ -89,7 +103,7 @@ impl TrainHook for TemperatureHook {
         }
     }
 
-    fn prepare(&mut self, _: &Mlp, mut batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
+    fn prepare(&mut self, _: &Net, mut batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
         if let Some(teacher) = &self.teacher {
             batch.targets =
                 Targets::Soft(soft_labels(teacher, batch.images.clone(), self.temperature));
@@ -117,7 +131,7 @@ pub struct Distillation {
     pub config: DistillationConfig,
     /// A trained teacher to use instead of training one (the seed-000 notebook distils its
     /// baseline at T = 1).
-    pub teacher: Option<Mlp>,
+    pub teacher: Option<Net>,
 }
 
 impl Distillation {
@@ -130,8 +144,8 @@ impl Distillation {
     }
 
     /// Use this trained teacher instead of training one.
-    pub fn with_teacher(mut self, teacher: Mlp) -> Self {
-        self.teacher = Some(teacher);
+    pub fn with_teacher(mut self, teacher: impl Into<Net>) -> Self {
+        self.teacher = Some(teacher.into());
         self
     }
 }
@@ -153,7 +167,7 @@ impl DefenseConfig for DistillationConfig {
         self.check()?;
         let d = Distillation::new(self.clone());
         Ok(Box::new(match teacher {
-            Some(t) => d.with_teacher(t.mlp),
+            Some(t) => d.with_teacher(t.net),
             None => d,
         }))
     }
@@ -173,9 +187,9 @@ impl Defense for Distillation {
         let t = self.config.temperature;
         let mut stages = Vec::new();
         let teacher = match &self.teacher {
-            Some(m) => m.valid(),
+            Some(m) => m.clone().valid(),
             None => {
-                let cfg = self.config.teacher_model(&setup.model);
+                let cfg = self.config.teacher_model(&setup.model)?;
                 let mut train_cfg = setup.train.clone();
                 if let Some(e) = self.config.teacher_epochs {
                     train_cfg.epochs = e;
@@ -227,7 +241,7 @@ mod tests {
     use super::*;
     use advrob_data::synthetic;
     use advrob_model::backend::on_test_backends;
-    use advrob_model::{TrainConfig, accuracy};
+    use advrob_model::{MlpConfig, TrainConfig, accuracy};
     use burn::tensor::TensorData;
 
     /// A "teacher" whose logits are the first 3 pixels of each image.
@@ -302,7 +316,10 @@ mod tests {
             assert_eq!(trained.stages[0].record.epochs.len(), 5);
             assert_eq!(trained.stages[1].record.epochs.len(), 6);
             assert!(trained.model.config.is_identity(), "deployed at T = 1");
-            assert_eq!(trained.model.mlp.layers[0].weight.dims(), [784, 16]);
+            let advrob_model::Net::Mlp(student) = &trained.model.net else {
+                panic!("an MLP student")
+            };
+            assert_eq!(student.layers[0].weight.dims(), [784, 16]);
             let acc = accuracy(&trained.model, &data.test, 50, device);
             assert!(acc > 0.9, "{acc}");
             // a given teacher is used as it is: one stage only

@@ -3,7 +3,7 @@
 use advrob_attack::{Fgsm, LabelMode, input_gradient};
 use advrob_defense_adversarial_training::{AdversarialHook, AdversarialTrainingConfig};
 use advrob_model::{
-    Classifier, Defense, DefenseConfig, DeployConfig, Deployed, Mlp, ModelError, Progress,
+    Classifier, Defense, DefenseConfig, DeployConfig, Deployed, ModelError, Net, Progress,
     TrainBatch, TrainHook, TrainSetup, Trained,
 };
 use burn::module::Module;
@@ -164,7 +164,7 @@ impl TrainHook for NotebookHook {
         )
     }
 
-    fn prepare(&mut self, model: &Mlp, batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
+    fn prepare(&mut self, model: &Net, batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
         let [b] = batch.labels.dims();
         let k = self.config.adversarial().adversarial_count(b);
         let labels = batch.labels.clone().slice(0..k);
@@ -175,7 +175,7 @@ impl TrainHook for NotebookHook {
             self.config.eps,
             self.config.alpha,
         )?;
-        let classes = model.layers.last().map_or(10, |l| l.weight.dims()[1]);
+        let classes = model.classes();
         let targets = batch.targets.head(k);
         Ok(TrainBatch {
             images: Tensor::cat(vec![batch.images, adversarial], 0),
@@ -330,7 +330,7 @@ mod tests {
             let (x, y) = inputs(&device);
             let plain = Deployed::plain(mlp.clone());
             let masked = Deployed {
-                mlp,
+                net: mlp.into(),
                 config: GradientMaskingConfig {
                     mechanism: Mechanism::Quantize,
                     ..Default::default()
@@ -372,7 +372,7 @@ mod tests {
             let y = Tensor::<1, Int>::zeros([4], &device);
             let plain = Deployed::plain(mlp.clone());
             let masked = Deployed {
-                mlp,
+                net: mlp.into(),
                 config: GradientMaskingConfig {
                     mechanism: Mechanism::SaturatedLogits,
                     ..Default::default()

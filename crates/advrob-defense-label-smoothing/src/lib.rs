@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 use advrob_model::{
-    Defense, DefenseConfig, DeployConfig, Deployed, Mlp, ModelError, Progress, TrainBatch,
+    Defense, DefenseConfig, DeployConfig, Deployed, ModelError, Net, Progress, TrainBatch,
     TrainHook, TrainSetup, Trained,
 };
 use burn::tensor::{Int, Tensor};
@@ -54,8 +54,8 @@ impl TrainHook for SmoothingHook {
         format!("label smoothing α {}", self.alpha)
     }
 
-    fn prepare(&mut self, model: &Mlp, mut batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
-        let classes = model.layers.last().map_or(10, |l| l.weight.dims()[1]);
+    fn prepare(&mut self, model: &Net, mut batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
+        let classes = model.classes();
         batch.targets =
             advrob_model::Targets::Soft(smooth(batch.labels.clone(), classes, self.alpha));
         Ok(batch)

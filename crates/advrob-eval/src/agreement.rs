@@ -166,13 +166,10 @@ mod tests {
     fn a_model_agrees_with_itself_and_across_backends() {
         let ds = synthetic::dataset(10, 200, 3);
         let first = advrob_model::backend::test_devices().remove(0);
-        let model = MlpConfig::new()
-            .with_hidden(vec![32])
-            .init(&first)
-            .expect("init");
+        let config = advrob_model::NetConfig::from(MlpConfig::new().with_hidden(vec![32]));
+        let model = advrob_model::Deployed::plain(config.init(&first).expect("init"));
         let dir = tempfile::tempdir().expect("tmp");
-        checkpoint::save(&model, &MlpConfig::new().with_hidden(vec![32]), dir.path())
-            .expect("save");
+        checkpoint::save(&model, &config, dir.path()).expect("save");
         let eps = [0.0, 0.1, 0.3];
         let same = agreement(
             OnBackend {

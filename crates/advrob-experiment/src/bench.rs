@@ -41,6 +41,7 @@ pub struct BenchResult {
 pub fn bench(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
     let device = backend::device(backend_name)?;
     let cfg = MlpConfig::new().with_input(ds.train.image_size());
+    let cfg = advrob_model::NetConfig::from(cfg);
     // warm-up: allocations, kernel compilation on GPU backends
     let warm = ds.train.take(2048);
     let (_, _) = train(

@@ -14,7 +14,7 @@ pub mod store;
 pub use data::{DataSource, fetch_dataset, load_data};
 pub use error::{ExperimentError, Result};
 pub use layout::RunDir;
-pub use matrix::{AttackSpec, DefenseSpec, Matrix, ModelSpec};
+pub use matrix::{Arch, AttackSpec, DefenseSpec, Matrix, ModelSpec};
 pub use record::{Record, read_records};
 pub use registry::{Described, Registry};
 pub use runner::{Event, Observer, Quiet, RunOptions, RunSummary, run};

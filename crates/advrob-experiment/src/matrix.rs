@@ -9,7 +9,7 @@ use advrob_defense_adversarial_training::AdversarialTrainingConfig;
 use advrob_defense_distillation::DistillationConfig;
 use advrob_defense_gradient_masking::{GradientMaskingConfig, Mechanism};
 use advrob_defense_label_smoothing::LabelSmoothingConfig;
-use advrob_model::{LossKind, TeacherUse};
+use advrob_model::{LossKind, Normalize, TeacherUse};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -163,19 +163,51 @@ impl DefenseSpec {
     }
 }
 
+/// The architecture of a model of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// The multilayer perceptron of the study (`hidden`, `dropout`).
+    #[default]
+    Mlp,
+    /// LeNet-5.
+    Lenet,
+    /// The network of PyTorch's FGSM tutorial (`dropout`, 0.5 by default there).
+    FgsmTutorial,
+    /// The CNN of Madry et al. (2018).
+    MadryCnn,
+}
+
 /// One model of the matrix: an architecture, a defense and, optionally, training settings of its
-/// own and the models it builds on (which must come earlier in the list).
+/// own and the models it builds on (which must come earlier in the list) — or the weights of a
+/// model trained elsewhere (PyTorch), imported instead of trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// Name in records and tables.
     pub name: String,
-    /// Hidden layer widths (ignored with `from`: a fine-tuned model keeps its architecture).
+    /// The architecture (a fine-tuned model keeps the one it starts from).
+    #[serde(default, skip_serializing_if = "is_mlp")]
+    pub arch: Arch,
+    /// Hidden layer widths of an MLP (ignored with `from`: a fine-tuned model keeps its
+    /// architecture).
     #[serde(default = "default_hidden")]
     pub hidden: Vec<usize>,
-    /// Dropout after each hidden layer.
+    /// Dropout after each hidden layer of an MLP (the FGSM tutorial net: of both its dropouts).
     #[serde(default = "default_dropout")]
     pub dropout: f64,
+    /// The trained weights of a PyTorch model (`safetensors.torch.save_file(model.state_dict(),
+    /// path)`) to evaluate instead of training one; with `defense` none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
+    /// With `weights`: advrob's module names mapped to the PyTorch ones where they differ
+    /// (`"layers.0" = "fc1"`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub names: std::collections::BTreeMap<String, String>,
+    /// With `weights`: the standardisation the model was trained with, `(x − mean) / std`,
+    /// applied inside the model (attacks still work on images in [0, 1]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<Normalize>,
     /// How it is trained.
     #[serde(default)]
     pub defense: DefenseSpec,
@@ -204,6 +236,10 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+fn is_mlp(a: &Arch) -> bool {
+    *a == Arch::Mlp
+}
+
 fn default_hidden() -> Vec<usize> {
     vec![128]
 }
@@ -215,8 +251,12 @@ impl Default for ModelSpec {
     fn default() -> Self {
         Self {
             name: "baseline".into(),
+            arch: Arch::Mlp,
             hidden: default_hidden(),
             dropout: default_dropout(),
+            weights: None,
+            names: Default::default(),
+            normalize: None,
             defense: DefenseSpec::default(),
             from: None,
             teacher: None,
@@ -260,7 +300,36 @@ impl ModelSpec {
             }
             ensure(self.epochs != Some(0), "epochs", || {
                 "must be at least 1".into()
-            })
+            })?;
+            if self.weights.is_some() {
+                ensure(
+                    self.defense.kind == "none" && self.from.is_none() && self.teacher.is_none(),
+                    "weights",
+                    || {
+                        "imported weights are evaluated as they are: no defense, from or teacher"
+                            .into()
+                    },
+                )?;
+            } else {
+                ensure(
+                    self.names.is_empty() && self.normalize.is_none(),
+                    "names",
+                    || "names and normalize describe imported weights: give weights too".into(),
+                )?;
+            }
+            if let Some(n) = self.normalize {
+                ensure(
+                    n.std > 0.0 && n.std.is_finite() && n.mean.is_finite(),
+                    "normalize",
+                    || {
+                        format!(
+                            "mean {} and std {}: the std must be positive, both finite",
+                            n.mean, n.std
+                        )
+                    },
+                )?;
+            }
+            Ok(())
         };
         inner().map_err(|e| e.in_model(&self.name))
     }

@@ -9,10 +9,10 @@ use advrob_defense_label_smoothing::LabelSmoothingConfig;
 use advrob_model::LossKind;
 
 use crate::error::{ExperimentError, Result};
-use crate::matrix::{AttackSpec, DefenseSpec, Matrix, ModelSpec, TrainSpec, masking};
+use crate::matrix::{Arch, AttackSpec, DefenseSpec, Matrix, ModelSpec, TrainSpec, masking};
 
 /// Names accepted by [`preset`].
-pub const PRESETS: [&str; 3] = ["default", "seed-000-notebook", "seed-004-notebook"];
+pub const PRESETS: [&str; 4] = ["default", "seed-000-notebook", "seed-004-notebook", "cnn"];
 
 /// The matrix of a preset, by name.
 pub fn preset(name: &str) -> Result<Matrix> {
@@ -20,6 +20,7 @@ pub fn preset(name: &str) -> Result<Matrix> {
         "default" => default_experiment(),
         "seed-000-notebook" => seed_000_notebook(),
         "seed-004-notebook" => seed_004_notebook(),
+        "cnn" => cnn(),
         other => {
             return Err(ExperimentError::invalid(
                 "preset",
@@ -38,6 +39,18 @@ pub fn preset(name: &str) -> Result<Matrix> {
 /// ([`Matrix::default`]).
 pub fn default_experiment() -> Matrix {
     Matrix::default()
+}
+
+/// The default experiment on LeNet-5 instead of the MLP: the baseline and every defense of the
+/// study (all apply to a CNN), 5 epochs, the default attacks.
+pub fn cnn() -> Matrix {
+    let mut m = default_experiment();
+    m.name = "cnn".into();
+    m.preset = "cnn".into();
+    for model in &mut m.models {
+        model.arch = Arch::Lenet;
+    }
+    m
 }
 
 /// The seed-000 notebook as published: 450-450 MLP with dropout 0.45 trained on MSE for 30 epochs;

@@ -100,7 +100,7 @@ pub struct Record {
     pub dataset_verified: bool,
     /// SHA-256 of each dataset file (decompressed).
     pub dataset_files: Vec<FileDigest>,
-    /// Architecture config (JSON of `MlpConfig`).
+    /// Architecture config (JSON of `NetConfig`, with its `arch`).
     pub model_config: serde_json::Value,
     /// Training config (JSON of `TrainConfig`).
     pub train_config: serde_json::Value,

@@ -8,13 +8,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use advrob_data::{Dataset, Mirror, Split, sha256_hex};
 use advrob_eval::evaluate;
-use advrob_model::{Deployed, MlpConfig, Stage, TrainConfig, TrainSetup, backend, checkpoint};
+use advrob_model::{
+    DeployConfig, Deployed, FgsmTutorialConfig, LenetConfig, MadryCnnConfig, MlpConfig, NetConfig,
+    Stage, TrainConfig, TrainSetup, backend, checkpoint,
+};
 use burn::tensor::Device;
 
 use crate::data::{DataSource, load_data};
 use crate::error::{ExperimentError, Result};
-use crate::layout::{RunDir, SAFETENSORS_FILE, TRAIN_FILE};
-use crate::matrix::{DefenseSpec, Matrix, ModelSpec};
+use crate::layout::{RunDir, TRAIN_FILE};
+use crate::matrix::{Arch, DefenseSpec, Matrix, ModelSpec};
 use crate::record::{EvalKey, Record, SCHEMA, Versions, record_key};
 use crate::registry::{Described, Registry};
 use crate::store::{Lock, RecordLog, read_run};
@@ -104,26 +107,42 @@ impl Observer for Quiet {
     fn event(&mut self, _: Event<'_>) {}
 }
 
-/// The configs a model of the matrix is built and trained with: the matrix's training settings
-/// with the model's own overrides, for images of `input` pixels (the data decides).
+/// The configs a model of the matrix is built and trained with: its architecture for images of
+/// `image` pixels (the data decides), and the matrix's training settings with the model's own
+/// overrides.
 pub fn model_configs(
     spec: &ModelSpec,
     matrix: &Matrix,
     seed: u64,
-    input: usize,
-) -> (MlpConfig, TrainConfig) {
-    let mlp = MlpConfig::new()
-        .with_input(input)
-        .with_hidden(spec.hidden.clone())
-        .with_dropout(spec.dropout)
-        .with_seed(seed);
+    image: [usize; 2],
+) -> (NetConfig, TrainConfig) {
+    let seed = seed.wrapping_add(spec.seed_offset);
+    let net = match spec.arch {
+        Arch::Mlp => NetConfig::Mlp(
+            MlpConfig::new()
+                .with_input(image[0] * image[1])
+                .with_hidden(spec.hidden.clone())
+                .with_dropout(spec.dropout)
+                .with_seed(seed),
+        ),
+        Arch::Lenet => NetConfig::Lenet(LenetConfig::new().with_image(image).with_seed(seed)),
+        Arch::FgsmTutorial => NetConfig::FgsmTutorial(
+            FgsmTutorialConfig::new()
+                .with_image(image)
+                .with_dropout(spec.dropout)
+                .with_seed(seed),
+        ),
+        Arch::MadryCnn => {
+            NetConfig::MadryCnn(MadryCnnConfig::new().with_image(image).with_seed(seed))
+        }
+    };
     let train = TrainConfig::new()
         .with_epochs(spec.epochs.unwrap_or(matrix.train.epochs))
         .with_batch_size(spec.batch_size.unwrap_or(matrix.train.batch_size))
         .with_lr(matrix.train.lr)
         .with_loss(spec.loss.unwrap_or(matrix.train.loss))
-        .with_seed(seed.wrapping_add(spec.seed_offset));
-    (mlp.with_seed(seed.wrapping_add(spec.seed_offset)), train)
+        .with_seed(seed);
+    (net, train)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
@@ -286,7 +305,7 @@ struct ModelInfo {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TrainFile {
     /// The architecture.
-    pub model_config: MlpConfig,
+    pub model_config: NetConfig,
     /// The training settings.
     pub train_config: TrainConfig,
     /// The defense, as the matrix gave it.
@@ -304,7 +323,7 @@ pub struct TrainFile {
 struct Plan {
     key: String,
     dir: PathBuf,
-    mlp: MlpConfig,
+    net: NetConfig,
     train: TrainConfig,
     defense_name: String,
     defense_config: serde_json::Value,
@@ -340,7 +359,8 @@ impl<'a> Models<'a> {
     ) -> Result<Self> {
         let mut plans: Vec<Plan> = Vec::new();
         for spec in &matrix.models {
-            let (mut mlp, train) = model_configs(spec, matrix, seed, ds.train.image_size());
+            let image = [ds.train.images.rows, ds.train.images.cols];
+            let (mut net, train) = model_configs(spec, matrix, seed, image);
             let dep = |name: &Option<String>| -> Option<usize> {
                 name.as_ref()
                     .and_then(|n| matrix.models.iter().position(|m| &m.name == n))
@@ -348,16 +368,18 @@ impl<'a> Models<'a> {
             let (from, teacher) = (dep(&spec.from), dep(&spec.teacher));
             if let Some(f) = from {
                 // a fine-tuned model keeps the architecture of the one it starts from
-                let base = &plans[f].mlp;
-                mlp.hidden = base.hidden.clone();
-                mlp.dropout = base.dropout;
+                net = plans[f].net.clone().with_seed(net.seed());
             }
+            let imported = match &spec.weights {
+                Some(w) => Some(imported_digest(w, spec)?),
+                None => None,
+            };
             let (defense_name, defense_config, _) = registry
                 .describe_defense(&spec.defense)
                 .map_err(|e| e.in_model(&spec.name))?;
             let key = sha256_hex(
                 serde_json::to_string(&(
-                    json(&mlp)?,
+                    net.key_json(),
                     json(&train)?,
                     &defense_config,
                     from.map(|i| plans[i].key.clone()),
@@ -365,6 +387,7 @@ impl<'a> Models<'a> {
                     ds.fingerprint(),
                     train_split.len(),
                     backend,
+                    imported,
                 ))
                 .map_err(|e| ExperimentError::invalid("settings", e.to_string()))?
                 .as_bytes(),
@@ -373,7 +396,7 @@ impl<'a> Models<'a> {
             plans.push(Plan {
                 dir: dir.checkpoint(&spec.name, backend, seed, &key),
                 key,
-                mlp,
+                net,
                 train,
                 defense_name,
                 defense_config,
@@ -411,8 +434,8 @@ impl<'a> Models<'a> {
         let _lock = Lock::wait(&self.run.lock(&self.plans[i].dir, "train"))?;
         let got = if checkpoint::exists(&self.plans[i].dir) {
             let dir = &self.plans[i].dir;
-            let (model, _, sha) = checkpoint::load_deployed(dir, self.device)?;
-            let stages = read_train_file(dir).map(|t| t.stages).unwrap_or_default();
+            let (model, _, sha) = checkpoint::load(dir, self.device)?;
+            let stages = read_train_file(dir)?.stages;
             self.loaded += 1;
             (
                 model,
@@ -430,11 +453,15 @@ impl<'a> Models<'a> {
         Ok(got)
     }
 
-    /// Trains model `i` (loading or training what it builds on first) and writes its checkpoint.
+    /// Trains model `i` (loading or training what it builds on first) and writes its checkpoint;
+    /// a model of imported weights is imported instead.
     fn train(&mut self, i: usize, observer: &mut dyn Observer) -> Result<(Deployed, ModelInfo)> {
         let spec = &self.matrix.models[i];
+        if let Some(weights) = &spec.weights {
+            return self.import(i, weights);
+        }
         let init = match &spec.from {
-            Some(f) => Some(self.get(self.index(f)?, observer)?.0.mlp),
+            Some(f) => Some(self.get(self.index(f)?, observer)?.0.net),
             None => None,
         };
         let teacher = match &spec.teacher {
@@ -447,7 +474,7 @@ impl<'a> Models<'a> {
             .map_err(|e| e.in_model(&spec.name))?;
         let plan = self.plans[i].clone();
         let mut setup = TrainSetup::new(
-            plan.mlp.clone(),
+            plan.net.clone(),
             plan.train.clone(),
             self.train_split,
             self.device,
@@ -489,20 +516,7 @@ impl<'a> Models<'a> {
             loss,
             accuracy,
         });
-        write_json(
-            &plan.dir.join(TRAIN_FILE),
-            &TrainFile {
-                model_config: plan.mlp.clone(),
-                train_config: plan.train,
-                defense: spec.defense.clone(),
-                from: spec.from.clone(),
-                teacher: spec.teacher.clone(),
-                stages: trained.stages.clone(),
-            },
-        )?;
-        checkpoint::export_safetensors(&trained.model.mlp, &plan.dir.join(SAFETENSORS_FILE))?;
-        // the weights go last: a checkpoint is complete once they exist
-        let sha = checkpoint::save_deployed(&trained.model, &plan.mlp, &plan.dir)?;
+        let sha = self.save(i, &trained.model, &trained.stages)?;
         self.trained += 1;
         Ok((
             trained.model,
@@ -514,6 +528,65 @@ impl<'a> Models<'a> {
             },
         ))
     }
+}
+
+impl Models<'_> {
+    /// Writes model `i`'s training record and checkpoint (its manifest last: the checkpoint is
+    /// complete once it exists); returns the weights' digest.
+    fn save(&self, i: usize, model: &Deployed, stages: &[Stage]) -> Result<String> {
+        let spec = &self.matrix.models[i];
+        let plan = &self.plans[i];
+        write_json(
+            &plan.dir.join(TRAIN_FILE),
+            &TrainFile {
+                model_config: plan.net.clone(),
+                train_config: plan.train.clone(),
+                defense: spec.defense.clone(),
+                from: spec.from.clone(),
+                teacher: spec.teacher.clone(),
+                stages: stages.to_vec(),
+            },
+        )?;
+        Ok(checkpoint::save(model, &plan.net, &plan.dir)?)
+    }
+
+    /// Model `i` from the PyTorch weights `weights`, saved as a checkpoint like a trained one.
+    fn import(&mut self, i: usize, weights: &Path) -> Result<(Deployed, ModelInfo)> {
+        let spec = &self.matrix.models[i];
+        let plan = self.plans[i].clone();
+        let net = checkpoint::import_pytorch(weights, &plan.net, &spec.names, self.device)
+            .map_err(|e| ExperimentError::from(e).in_model(&spec.name))?;
+        let model = Deployed {
+            net,
+            config: DeployConfig::new().with_normalize(spec.normalize),
+        };
+        let sha = self.save(i, &model, &[])?;
+        self.trained += 1;
+        Ok((
+            model,
+            ModelInfo {
+                checkpoint_sha256: sha,
+                train_seconds: 0.0,
+                from_cache: false,
+                stages: Vec::new(),
+            },
+        ))
+    }
+}
+
+/// The digest of an imported model's weights file, names and standardisation: part of its key.
+fn imported_digest(weights: &Path, spec: &ModelSpec) -> Result<String> {
+    let bytes =
+        std::fs::read(weights).map_err(|e| ExperimentError::io(weights, e).in_model(&spec.name))?;
+    Ok(sha256_hex(
+        format!(
+            "{}{:?}{:?}",
+            sha256_hex(&bytes),
+            spec.names,
+            spec.normalize.map(|n| (n.mean.to_bits(), n.std.to_bits()))
+        )
+        .as_bytes(),
+    ))
 }
 
 /// Where the records of one dataset go.
@@ -693,7 +766,7 @@ impl EvalContext<'_> {
             dataset: self.ds_name.to_string(),
             dataset_verified: self.ds.verified.is_some(),
             dataset_files: self.ds.files.clone(),
-            model_config: json(&plan.mlp)?,
+            model_config: json(&plan.net)?,
             train_config: json(&plan.train)?,
             train_examples: models.train_split.len(),
             checkpoint_sha256: info.checkpoint_sha256.clone(),
@@ -718,9 +791,15 @@ fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
     Ok(())
 }
 
-/// The training record kept beside a checkpoint by [`run`].
+/// The training record kept beside a checkpoint by [`run`]; a damaged one is an error that says
+/// how to recover.
 pub fn read_train_file(ckpt: &Path) -> Result<TrainFile> {
     let p = ckpt.join(TRAIN_FILE);
     let text = std::fs::read_to_string(&p).map_err(|e| ExperimentError::io(&p, e))?;
-    serde_json::from_str(&text).map_err(|e| ExperimentError::file(&p, e))
+    serde_json::from_str(&text).map_err(|e| {
+        ExperimentError::file(
+            &p,
+            format!("{e}: delete {} to train it again", ckpt.display()),
+        )
+    })
 }

@@ -10,14 +10,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::deploy::{DeployConfig, Deployed};
-use crate::mlp::{Mlp, MlpConfig};
+use crate::network::{Net, NetConfig};
 use crate::train::{Plain, Progress, TrainConfig, TrainHook, TrainRecord, train};
 
 /// Everything a defense needs to train a model.
 #[derive(Debug, Clone)]
 pub struct TrainSetup<'a> {
     /// Architecture (and initialisation seed) of the model to train.
-    pub model: MlpConfig,
+    pub model: NetConfig,
     /// Optimiser, epochs, batch size, loss and seed.
     pub train: TrainConfig,
     /// Training examples.
@@ -25,14 +25,19 @@ pub struct TrainSetup<'a> {
     /// Where to train.
     pub device: Device,
     /// Weights to start from (fine-tuning); `None` starts from `model`'s initialisation.
-    pub init: Option<Mlp>,
+    pub init: Option<Net>,
 }
 
 impl<'a> TrainSetup<'a> {
     /// A setup that trains `model` from scratch with `train` on `data`.
-    pub fn new(model: MlpConfig, train: TrainConfig, data: &'a Split, device: &Device) -> Self {
+    pub fn new(
+        model: impl Into<NetConfig>,
+        train: TrainConfig,
+        data: &'a Split,
+        device: &Device,
+    ) -> Self {
         Self {
-            model,
+            model: model.into(),
             train,
             data,
             device: device.clone(),
@@ -41,17 +46,17 @@ impl<'a> TrainSetup<'a> {
     }
 
     /// Fine-tune these weights instead of starting from scratch.
-    pub fn with_init(mut self, init: Mlp) -> Self {
-        self.init = Some(init);
+    pub fn with_init(mut self, init: impl Into<Net>) -> Self {
+        self.init = Some(init.into());
         self
     }
 
     /// Fine-tune the checkpoint in `dir` (written by [`crate::checkpoint::save`]); its
     /// architecture replaces `model`'s.
     pub fn fine_tune(mut self, dir: &Path) -> crate::Result<Self> {
-        let (mlp, config, _) = crate::checkpoint::load(dir, &self.device)?;
+        let (deployed, config, _) = crate::checkpoint::load(dir, &self.device)?;
         self.model = config;
-        self.init = Some(mlp);
+        self.init = Some(deployed.net);
         Ok(self)
     }
 
@@ -63,7 +68,7 @@ impl<'a> TrainSetup<'a> {
         deploy: DeployConfig,
         on_progress: &mut dyn FnMut(&str, Progress),
     ) -> crate::Result<Trained> {
-        let (mlp, record) = train(
+        let (net, record) = train(
             self.start()?,
             self.data,
             &self.train,
@@ -73,7 +78,7 @@ impl<'a> TrainSetup<'a> {
         )?;
         Ok(Trained {
             model: Deployed {
-                mlp,
+                net,
                 config: deploy,
             },
             stages: vec![Stage {
@@ -84,7 +89,7 @@ impl<'a> TrainSetup<'a> {
     }
 
     /// The starting weights: [`init`](Self::init) if set, else a fresh initialisation.
-    pub fn start(&self) -> crate::Result<Mlp> {
+    pub fn start(&self) -> crate::Result<Net> {
         match &self.init {
             Some(m) => Ok(m.clone()),
             None => self.model.init(&self.device),

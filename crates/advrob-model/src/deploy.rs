@@ -6,7 +6,8 @@ use burn::config::Config;
 use burn::tensor::Tensor;
 
 use crate::error::ModelError;
-use crate::mlp::{Classifier, Mlp};
+use crate::mlp::Classifier;
+use crate::network::Net;
 
 /// What is wrapped around a network at deployment. The default wraps nothing.
 #[derive(Config, Debug, PartialEq)]
@@ -21,6 +22,21 @@ pub struct DeployConfig {
     /// underflows to zero on confidently classified inputs: gradient masking again.
     #[config(default = 1.0)]
     pub logit_scale: f64,
+    /// Standardise every pixel as `(x − mean) / std` before the network (after any quantisation),
+    /// as a model trained on standardised inputs expects: attacks still see and perturb images in
+    /// [0, 1]. `None`: the network sees [0, 1].
+    #[config(default = "None")]
+    pub normalize: Option<Normalize>,
+}
+
+/// A standardisation of the inputs: `(x − mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalize {
+    /// Subtracted from every pixel.
+    pub mean: f64,
+    /// What the difference is divided by.
+    pub std: f64,
 }
 
 impl DeployConfig {
@@ -34,6 +50,17 @@ impl DeployConfig {
                 format!("{l} levels: at least 2 are needed"),
             ));
         }
+        if let Some(n) = self.normalize
+            && !(n.mean.is_finite() && n.std.is_finite() && n.std > 0.0)
+        {
+            return Err(ModelError::invalid(
+                "normalize",
+                format!(
+                    "mean {} and std {}: the std must be positive, both finite",
+                    n.mean, n.std
+                ),
+            ));
+        }
         if !(self.logit_scale.is_finite() && self.logit_scale > 0.0) {
             return Err(ModelError::invalid(
                 "logit_scale",
@@ -45,17 +72,38 @@ impl DeployConfig {
 
     /// Whether this wraps nothing.
     pub fn is_identity(&self) -> bool {
-        self.quantize.is_none() && self.logit_scale == 1.0
+        self.quantize.is_none() && self.logit_scale == 1.0 && self.normalize.is_none()
     }
 
-    /// The input transform alone (identity without `quantize`).
+    /// The input transform alone: quantisation, then standardisation (identity without either).
     ///
     /// # Shapes
     ///
     /// `[B, H, W]` in and out
     pub fn preprocess(&self, images: Tensor<3>) -> Tensor<3> {
+        self.normalized(self.quantized(images))
+    }
+
+    /// The quantisation alone (identity without `quantize`): the non-differentiable part.
+    ///
+    /// # Shapes
+    ///
+    /// `[B, H, W]` in and out
+    pub fn quantized(&self, images: Tensor<3>) -> Tensor<3> {
         match self.quantize {
             Some(levels) => quantize(images, levels),
+            None => images,
+        }
+    }
+
+    /// The standardisation alone (identity without `normalize`).
+    ///
+    /// # Shapes
+    ///
+    /// `[B, H, W]` in and out
+    pub fn normalized(&self, images: Tensor<3>) -> Tensor<3> {
+        match self.normalize {
+            Some(n) => (images - n.mean) / n.std,
             None => images,
         }
     }
@@ -80,24 +128,24 @@ pub fn quantize(images: Tensor<3>, levels: u32) -> Tensor<3> {
 #[derive(Debug, Clone)]
 pub struct Deployed {
     /// The network, in inference mode.
-    pub mlp: Mlp,
+    pub net: Net,
     /// What wraps it.
     pub config: DeployConfig,
 }
 
 impl Deployed {
     /// The network with nothing around it.
-    pub fn plain(mlp: Mlp) -> Self {
+    pub fn plain(net: impl Into<Net>) -> Self {
         Self {
-            mlp,
+            net: net.into(),
             config: DeployConfig::new(),
         }
     }
 }
 
-impl From<Mlp> for Deployed {
-    fn from(mlp: Mlp) -> Self {
-        Self::plain(mlp)
+impl From<Net> for Deployed {
+    fn from(net: Net) -> Self {
+        Self::plain(net)
     }
 }
 
@@ -113,7 +161,7 @@ impl Deployed {
 
 impl Classifier for Deployed {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        self.scaled(self.mlp.forward(self.config.preprocess(images)))
+        self.scaled(self.net.forward(self.config.preprocess(images)))
     }
 
     fn straight_through(&self) -> Option<Box<dyn Classifier + '_>> {
@@ -129,9 +177,10 @@ struct StraightThrough<'a>(&'a Deployed);
 
 impl Classifier for StraightThrough<'_> {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        let q = self.0.config.preprocess(images.clone()).detach();
+        let c = &self.0.config;
+        let q = c.quantized(images.clone()).detach();
         let through = images.clone() + (q - images.detach()).detach();
-        self.0.scaled(self.0.mlp.forward(through))
+        self.0.scaled(self.0.net.forward(c.normalized(through)))
     }
 }
 
@@ -168,7 +217,7 @@ mod tests {
                 .init(&d)
                 .expect("init");
             let model = Deployed {
-                mlp: mlp.clone(),
+                net: mlp.clone().into(),
                 config: DeployConfig::new().with_quantize(Some(16)),
             };
             let v: Vec<f32> = (0..2 * 784).map(|i| (i % 97) as f32 / 97.0).collect();
@@ -194,7 +243,7 @@ mod tests {
                 .init(&d)
                 .expect("init");
             let model = Deployed {
-                mlp,
+                net: mlp.into(),
                 config: DeployConfig::new().with_quantize(Some(4)),
             };
             let bpda = model.straight_through().expect("quantised");
@@ -210,7 +259,7 @@ mod tests {
             assert!(g.iter().any(|v| *v != 0.0));
             // a model with nothing to go around has no straight-through view
             assert!(
-                Deployed::plain(model.mlp.clone())
+                Deployed::plain(model.net.clone())
                     .straight_through()
                     .is_none()
             );
@@ -227,7 +276,7 @@ mod tests {
                 .expect("init");
             let x = Tensor::<3>::ones([4, 28, 28], &d) * 0.3;
             let scaled = Deployed {
-                mlp: mlp.clone(),
+                net: mlp.clone().into(),
                 config: DeployConfig::new().with_logit_scale(1000.0),
             };
             let a = host(mlp.logits(x.clone()));

@@ -2,20 +2,24 @@
 
 pub mod backend;
 pub mod checkpoint;
+mod cnn;
 pub mod defense;
 pub mod deploy;
 mod error;
 mod loss;
 mod mlp;
+mod network;
 mod train;
 
+pub use cnn::{FgsmTutorial, FgsmTutorialConfig, Lenet, LenetConfig, MadryCnn, MadryCnnConfig};
 pub use defense::{
     Defense, DefenseConfig, NoDefense, Stage, TeacherUse, TrainSetup, Trained, Undefended,
 };
-pub use deploy::{DeployConfig, Deployed, quantize};
+pub use deploy::{DeployConfig, Deployed, Normalize, quantize};
 pub use error::{ModelError, Result};
 pub use loss::{LossKind, Targets, loss};
-pub use mlp::{Classifier, Mlp, MlpConfig};
+pub use mlp::{Classifier, MAX_PARAMETERS, Mlp, MlpConfig};
+pub use network::{Net, NetConfig};
 pub use train::{
     EpochStats, Plain, Progress, TrainBatch, TrainConfig, TrainHook, TrainRecord, accuracy, train,
 };

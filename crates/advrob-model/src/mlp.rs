@@ -97,7 +97,12 @@ impl MlpConfig {
     }
 }
 
-fn glorot_linear(fan_in: usize, fan_out: usize, rng: &mut SplitMix64, device: &Device) -> Linear {
+pub(crate) fn glorot_linear(
+    fan_in: usize,
+    fan_out: usize,
+    rng: &mut SplitMix64,
+    device: &Device,
+) -> Linear {
     let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
     let w: Vec<f32> = (0..fan_in * fan_out)
         .map(|_| ((rng.next_f64() * 2.0 - 1.0) * limit) as f32)
@@ -160,7 +165,7 @@ impl Mlp {
 }
 
 /// Inverted dropout: zero each unit with probability `p`, scale the rest by 1/(1-p).
-fn dropout(x: Tensor<2>, p: f64, rng: &mut SplitMix64) -> Tensor<2> {
+pub(crate) fn dropout(x: Tensor<2>, p: f64, rng: &mut SplitMix64) -> Tensor<2> {
     let dims = x.dims();
     let keep = 1.0 - p;
     let scale = (1.0 / keep) as f32;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ModelError;
 
 use crate::loss::{LossKind, Targets, loss};
-use crate::mlp::Mlp;
+use crate::network::Net;
 
 /// How a model is trained. Defaults: the README experiment (Adam 1e-3, cross-entropy, 5 epochs,
 /// batch 128, seed 42).
@@ -94,7 +94,7 @@ pub trait TrainHook {
 
     /// Changes a batch before the forward pass. `model` is the current model in training mode
     /// (autodiff parameters); call [`Module::valid`] on it for an inference-mode copy.
-    fn prepare(&mut self, model: &Mlp, batch: TrainBatch) -> crate::Result<TrainBatch> {
+    fn prepare(&mut self, model: &Net, batch: TrainBatch) -> crate::Result<TrainBatch> {
         let _ = model;
         Ok(batch)
     }
@@ -160,16 +160,16 @@ pub struct Progress {
 /// Each epoch visits the examples in an order drawn from `config.seed` and the epoch number;
 /// dropout masks come from the same seed, so a run is repeatable on a given backend.
 pub fn train(
-    model: Mlp,
+    model: impl Into<Net>,
     data: &Split,
     config: &TrainConfig,
     device: &Device,
     hook: &mut dyn TrainHook,
     on_progress: &mut dyn FnMut(Progress),
-) -> crate::Result<(Mlp, TrainRecord)> {
+) -> crate::Result<(Net, TrainRecord)> {
     config.check()?;
     let start = Instant::now();
-    let mut model = model.to_device(device).train();
+    let mut model: Net = model.into().to_device(device).train();
     let mut optim = AdamConfig::new().with_epsilon(config.adam_epsilon).init();
     let mut dropout_rng = SplitMix64::new(config.seed ^ 0x00D2_0900_u64);
     let mut record = TrainRecord {
@@ -272,7 +272,8 @@ mod tests {
         Dataset::load_dir(dir.path()).expect("load")
     }
 
-    fn weights(m: &Mlp) -> Vec<f32> {
+    fn weights(m: &Net) -> Vec<f32> {
+        let Net::Mlp(m) = m else { panic!("an MLP") };
         m.layers[0]
             .weight
             .val()
@@ -331,7 +332,7 @@ mod tests {
     fn hook_sees_every_batch_and_can_change_targets() {
         struct Counting(usize);
         impl TrainHook for Counting {
-            fn prepare(&mut self, _: &Mlp, mut b: TrainBatch) -> crate::Result<TrainBatch> {
+            fn prepare(&mut self, _: &Net, mut b: TrainBatch) -> crate::Result<TrainBatch> {
                 self.0 += 1;
                 // uniform soft targets: the model should learn nothing useful
                 let [n] = b.labels.dims();

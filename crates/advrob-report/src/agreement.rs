@@ -98,11 +98,11 @@ pub fn agree(
         // the examples the run evaluated (a `--test-limit` run: the first N)
         let test = ds.test.take(r.eval.examples);
         let device_a = backend::device(&r.backend)?;
-        let (model_a, _, _) = checkpoint::load_deployed(&dir, &device_a)?;
+        let (model_a, _, _) = checkpoint::load(&dir, &device_a)?;
         for b in backends.iter().filter(|b| **b != r.backend) {
             log::info!("agreement of {model}: {} vs {b}", r.backend);
             let device_b = backend::device(b)?;
-            let (model_b, _, _) = checkpoint::load_deployed(&dir, &device_b)?;
+            let (model_b, _, _) = checkpoint::load(&dir, &device_b)?;
             let a = agreement(
                 OnBackend {
                     model: &model_a,

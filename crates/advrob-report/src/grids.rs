@@ -238,7 +238,7 @@ pub fn example_grids(
             continue;
         }
         let device = backend::device(&r.backend)?;
-        let (m, _, _) = checkpoint::load_deployed(&dir, &device)?;
+        let (m, _, _) = checkpoint::load(&dir, &device)?;
         let spec: AttackSpec = serde_json::from_value(r.attack_config.clone())
             .map_err(|e| ReportError::Records(format!("record {}: attack_config: {e}", r.key)))?;
         let attack = registry.attack(&spec, &mut |name| {

@@ -376,10 +376,13 @@ fn run_probes(run: &Run, test: &Split) -> Result<BTreeMap<(String, String), Prob
             continue;
         }
         let device = backend::device(&r.backend)?;
-        let (m, config, _) = checkpoint::load_deployed(&dir, &device)?;
+        let (m, config, _) = checkpoint::load(&dir, &device)?;
         // the examples the run evaluated (a `--test-limit` run: the first N)
         let test = test.take(r.eval.examples);
-        out.insert(key, advrob_eval::probe(&m, config.classes, &test, &device)?);
+        out.insert(
+            key,
+            advrob_eval::probe(&m, config.classes(), &test, &device)?,
+        );
     }
     Ok(out)
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use advrob_attack::{Fgsm, LabelMode};
 use advrob_data::Mirror;
 use advrob_experiment::registry::TRANSFER;
-use advrob_experiment::{AttackSpec, Matrix, ModelSpec, Registry};
+use advrob_experiment::{Arch, AttackSpec, Matrix, ModelSpec, Registry};
 use advrob_model::LossKind;
 use clap::Args;
 
@@ -193,5 +193,121 @@ pub fn backends_or_compiled(backends: Vec<String>) -> Vec<String> {
             .collect()
     } else {
         backends
+    }
+}
+
+/// `bench-runner evaluate`: someone's trained model, from PyTorch weights.
+#[derive(Debug, Clone, Args)]
+pub struct EvaluateArgs {
+    /// The weights: a PyTorch `state_dict` saved with `safetensors.torch.save_file`.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// A TOML file describing the model (`arch`, `hidden`, `[names]`, `[normalize]`); the flags
+    /// below override it.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// The architecture: mlp (its widths with --hidden), lenet, fgsm-tutorial, madry-cnn.
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<Arch>,
+    /// advrob's module names mapped to PyTorch's where they differ: `layers.0=fc1,layers.1=fc2`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_pair)]
+    pub names: Option<Vec<(String, String)>>,
+    /// The standardisation the model was trained with, `mean,std` (MNIST's usual: 0.1307,0.3081),
+    /// applied inside the model: attacks still work on images in [0, 1].
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub normalize: Option<Vec<f64>>,
+    /// Name of the model in tables (default: the weights file's stem).
+    #[arg(long)]
+    pub model_name: Option<String>,
+}
+
+/// What `evaluate --spec` reads.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// The architecture.
+    #[serde(default)]
+    pub arch: Option<Arch>,
+    /// Hidden widths of an MLP.
+    #[serde(default)]
+    pub hidden: Option<Vec<usize>>,
+    /// advrob's module names → PyTorch's.
+    #[serde(default)]
+    pub names: std::collections::BTreeMap<String, String>,
+    /// The standardisation.
+    #[serde(default)]
+    pub normalize: Option<advrob_model::Normalize>,
+}
+
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("unknown architecture {s:?}: mlp, lenet, fgsm-tutorial or madry-cnn"))
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+        .ok_or_else(|| format!("{s:?} is not advrob_name=pytorch_name"))
+}
+
+impl EvaluateArgs {
+    /// The model to evaluate, from the spec file and the flags (`hidden`: an MLP's widths).
+    pub fn model(&self, hidden: Option<Vec<usize>>) -> anyhow::Result<ModelSpec> {
+        let mut file = match &self.spec {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                toml::from_str::<ModelFile>(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            }
+            None => ModelFile::default(),
+        };
+        if let Some(pairs) = &self.names {
+            file.names.extend(pairs.iter().cloned());
+        }
+        let normalize = match self.normalize.as_deref() {
+            Some([mean, std]) => Some(advrob_model::Normalize {
+                mean: *mean,
+                std: *std,
+            }),
+            Some(other) => anyhow::bail!(
+                "invalid --normalize: {other:?}: give mean,std (MNIST's usual: 0.1307,0.3081)"
+            ),
+            None => file.normalize,
+        };
+        let stem = self
+            .weights
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "model".into());
+        Ok(ModelSpec {
+            name: self.model_name.clone().unwrap_or(stem),
+            arch: self.arch.or(file.arch).ok_or_else(|| {
+                anyhow::anyhow!("which architecture? give --arch (mlp, lenet, fgsm-tutorial, madry-cnn) or arch in --spec")
+            })?,
+            hidden: hidden.or(file.hidden).unwrap_or_else(|| vec![128]),
+            weights: Some(self.weights.clone()),
+            names: file.names,
+            normalize,
+            ..ModelSpec::default()
+        })
+    }
+}
+
+impl EvaluateArgs {
+    /// The matrix that evaluates the model: `matrix`'s data, grid, limits and backends, its
+    /// attacks without the transfer attack (there is no surrogate), this one model.
+    pub fn matrix(&self, args: &MatrixArgs, registry: &Registry) -> anyhow::Result<Matrix> {
+        let mut m = args.matrix(registry)?;
+        let model = self.model(args.hidden.clone())?;
+        m.name = args
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("evaluate-{}", model.name));
+        m.preset = "evaluate".into();
+        m.models = vec![model];
+        m.attacks.retain(|a| a.kind != TRANSFER);
+        m.check(registry)?;
+        Ok(m)
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use advrob_experiment::{Registry, RunDir, RunOptions, run};
-use bench_runner::cli::{DataArgs, MatrixArgs, backends_or_compiled};
+use bench_runner::cli::{DataArgs, EvaluateArgs, MatrixArgs, backends_or_compiled};
 use bench_runner::progress::Bars;
 use clap::{Parser, Subcommand};
 
@@ -30,6 +30,23 @@ enum Cmd {
         /// Run directory (default: runs/<name>).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Evaluate a model trained elsewhere (PyTorch weights saved as safetensors) with the default
+    /// attacks, and write the same report as a matrix run: `bench-runner evaluate --weights
+    /// model.safetensors --arch lenet --dataset mnist`.
+    Evaluate {
+        #[command(flatten)]
+        model: EvaluateArgs,
+        #[command(flatten)]
+        matrix: Box<MatrixArgs>,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Run directory (default: runs/evaluate-<model>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where the report goes (default: reports/evaluate-<model>).
+        #[arg(long)]
+        reports: Option<PathBuf>,
     },
     /// Report on one or more run directories: tables, plots, the masking verdict, the per-example
     /// worst case and index.html.
@@ -109,6 +126,33 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 s.trained,
                 s.loaded
             );
+        }
+        Cmd::Evaluate {
+            model,
+            matrix,
+            data,
+            out,
+            reports,
+        } => {
+            let m = model.matrix(&matrix, &registry)?;
+            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
+            let reports = reports.unwrap_or_else(|| PathBuf::from("reports").join(&m.name));
+            let options = RunOptions {
+                out: out.clone(),
+                data_dir: data.data_dir.clone(),
+                mirrors: data.mirrors(),
+            };
+            let s = run(&m, &options, &registry, &mut Bars::default())?;
+            println!(
+                "{}: {} new records, {} already there",
+                out.display(),
+                s.new_records,
+                s.skipped_records
+            );
+            let summary =
+                advrob_report::report_with(&[out], &reports, Some(&data.data_dir), &registry)?;
+            println!("{summary}");
+            println!("report: {}", reports.join("index.html").display());
         }
         Cmd::Report {
             runs,

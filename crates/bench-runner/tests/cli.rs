@@ -420,3 +420,66 @@ fn num_seeds_trains_one_model_per_seed() {
         text(&o)
     );
 }
+
+#[test]
+fn a_pytorch_model_is_evaluated_and_reported_by_one_command() {
+    let tmp = tempfile::tempdir().expect("temp");
+    synthetic::write_dataset(&tmp.path().join("ds"), 40, 30, 2).expect("dataset");
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../advrob-model/tests/fixtures/lenet.safetensors");
+    let weights = weights.to_string_lossy().to_string();
+    for backend in backends() {
+        let args = [
+            "evaluate",
+            "--weights",
+            &weights,
+            "--arch",
+            "lenet",
+            "--dataset-dir",
+            "ds",
+            "--eps",
+            "0,0.1",
+            "--attack-labels",
+            "true",
+            "--out",
+            "out",
+            "--reports",
+            "rep",
+            "--backends",
+            &backend,
+        ];
+        let o = bench_runner(&args, tmp.path());
+        assert!(o.status.success(), "{}", text(&o));
+        let results = std::fs::read_to_string(tmp.path().join("rep/results.md")).expect("results");
+        assert!(results.contains("| lenet | none | fgsm |"), "{results}");
+        assert!(
+            tmp.path()
+                .join(format!("rep/cards/lenet-{backend}.json"))
+                .is_file()
+        );
+    }
+    // the wrong architecture: the error says what was expected and what the file holds
+    let o = bench_runner(
+        &[
+            "evaluate",
+            "--weights",
+            &weights,
+            "--arch",
+            "madry-cnn",
+            "--dataset-dir",
+            "ds",
+            "--attack-labels",
+            "true",
+            "--out",
+            "out2",
+        ],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("conv1.weight has shape [6, 1, 5, 5]")
+            && text(&o).contains("[32, 1, 5, 5]"),
+        "{}",
+        text(&o)
+    );
+}

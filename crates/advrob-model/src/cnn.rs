@@ -1,0 +1,343 @@
+//! Convolutional networks of the robustness literature on MNIST: LeNet-5, the small CNN of
+//! PyTorch's FGSM tutorial, and the CNN of Madry et al. (2018). Their parameter names are those of
+//! the PyTorch modules that define them (`conv1`, `conv2`, `fc1`, ...), so that a PyTorch
+//! `state_dict` maps onto them name for name.
+
+use advrob_data::rng::SplitMix64;
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, PaddingConfig2d};
+use burn::tensor::activation::{log_softmax, relu};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::ModelError;
+use crate::mlp::{dropout, glorot_linear};
+
+/// A convolution `in → out` with square kernels of side `k` and `pad` pixels of zero padding on
+/// every side, its weights Glorot-uniform from `rng` (fans counted over the kernel, as Keras does)
+/// and its biases zero.
+fn glorot_conv(
+    channels: [usize; 2],
+    k: usize,
+    pad: usize,
+    rng: &mut SplitMix64,
+    device: &Device,
+) -> Conv2d {
+    let [cin, cout] = channels;
+    let (fan_in, fan_out) = (cin * k * k, cout * k * k);
+    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
+    let w: Vec<f32> = (0..cout * cin * k * k)
+        .map(|_| ((rng.next_f64() * 2.0 - 1.0) * limit) as f32)
+        .collect();
+    Conv2d {
+        weight: Param::from_tensor(Tensor::from_data(
+            TensorData::new(w, [cout, cin, k, k]),
+            device,
+        )),
+        bias: Some(Param::from_tensor(Tensor::zeros([cout], device))),
+        stride: [1, 1],
+        kernel_size: [k, k],
+        dilation: [1, 1],
+        groups: 1,
+        padding: if pad == 0 {
+            PaddingConfig2d::Valid
+        } else {
+            PaddingConfig2d::Explicit(pad, pad, pad, pad)
+        },
+    }
+}
+
+fn pool() -> MaxPool2d {
+    MaxPool2dConfig::new([2, 2]).init()
+}
+
+/// Side after a 5×5 convolution with `pad` and a 2×2 max pool, or an error naming the image size.
+fn after_block(side: usize, pad: usize, image: [usize; 2]) -> crate::Result<usize> {
+    let conv = (side + 2 * pad)
+        .checked_sub(4)
+        .filter(|s| *s >= 2)
+        .ok_or_else(|| {
+            ModelError::invalid(
+                "image",
+                format!(
+                    "{}×{} images are too small for this network",
+                    image[0], image[1]
+                ),
+            )
+        })?;
+    Ok(conv / 2)
+}
+
+/// The flattened size after the two conv/pool blocks of an `image`, each convolution padded by
+/// `pad`, with `channels` channels out.
+fn flat_size(image: [usize; 2], pad: usize, channels: usize) -> crate::Result<usize> {
+    let h = after_block(after_block(image[0], pad, image)?, pad, image)?;
+    let w = after_block(after_block(image[1], pad, image)?, pad, image)?;
+    Ok(channels * h * w)
+}
+
+/// `[B, H, W]` images as a one-channel batch `[B, 1, H, W]`.
+fn as_channels(images: Tensor<3>) -> Tensor<4> {
+    let [b, h, w] = images.dims();
+    images.reshape([b, 1, h, w])
+}
+
+/// LeNet-5 as usually written for MNIST: conv 5×5 (6, padding 2) → ReLU → max-pool 2 → conv 5×5
+/// (16) → ReLU → max-pool 2 → FC 120 → ReLU → FC 84 → ReLU → FC `classes`.
+#[derive(Config, Debug, PartialEq)]
+pub struct LenetConfig {
+    /// Image height and width.
+    #[config(default = "[28, 28]")]
+    pub image: [usize; 2],
+    /// Number of classes.
+    #[config(default = 10)]
+    pub classes: usize,
+    /// Seed of the weight initialisation.
+    #[config(default = 42)]
+    pub seed: u64,
+}
+
+/// LeNet-5 ([`LenetConfig`]).
+#[derive(Module, Debug)]
+pub struct Lenet {
+    /// 1 → 6, 5×5, padding 2.
+    pub conv1: Conv2d,
+    /// 6 → 16, 5×5.
+    pub conv2: Conv2d,
+    /// 400 → 120 on 28×28 images.
+    pub fc1: Linear,
+    /// 120 → 84.
+    pub fc2: Linear,
+    /// 84 → classes.
+    pub fc3: Linear,
+    pool: MaxPool2d,
+}
+
+impl LenetConfig {
+    /// Builds the network, Glorot-uniform weights from `seed`, zero biases.
+    pub fn init(&self, device: &Device) -> crate::Result<Lenet> {
+        check_classes(self.classes)?;
+        // conv1 keeps the size (padding 2), conv2 does not
+        let side = |s: usize| after_block(after_block(s, 2, self.image)?, 0, self.image);
+        let flat = 16 * side(self.image[0])? * side(self.image[1])?;
+        let mut rng = SplitMix64::new(self.seed);
+        Ok(Lenet {
+            conv1: glorot_conv([1, 6], 5, 2, &mut rng, device),
+            conv2: glorot_conv([6, 16], 5, 0, &mut rng, device),
+            fc1: glorot_linear(flat, 120, &mut rng, device),
+            fc2: glorot_linear(120, 84, &mut rng, device),
+            fc3: glorot_linear(84, self.classes, &mut rng, device),
+            pool: pool(),
+        })
+    }
+}
+
+impl Lenet {
+    /// Logits (the network has no dropout: training and inference agree).
+    ///
+    /// # Shapes
+    ///
+    /// - images: `[B, H, W]`, output: `[B, classes]`
+    pub fn forward(&self, images: Tensor<3>) -> Tensor<2> {
+        let x = self
+            .pool
+            .forward(relu(self.conv1.forward(as_channels(images))));
+        let x = self.pool.forward(relu(self.conv2.forward(x)));
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = relu(self.fc1.forward(x));
+        let x = relu(self.fc2.forward(x));
+        self.fc3.forward(x)
+    }
+}
+
+/// The network of PyTorch's FGSM tutorial: conv 5×5 (10) → max-pool 2 → ReLU → conv 5×5 (20) →
+/// channel dropout → max-pool 2 → ReLU → FC 50 → ReLU → dropout → FC `classes` → log-softmax.
+#[derive(Config, Debug, PartialEq)]
+pub struct FgsmTutorialConfig {
+    /// Image height and width.
+    #[config(default = "[28, 28]")]
+    pub image: [usize; 2],
+    /// Number of classes.
+    #[config(default = 10)]
+    pub classes: usize,
+    /// Dropout probability of both dropout layers, in training only.
+    #[config(default = 0.5)]
+    pub dropout: f64,
+    /// Seed of the weight initialisation.
+    #[config(default = 42)]
+    pub seed: u64,
+}
+
+/// The FGSM tutorial's network ([`FgsmTutorialConfig`]). Its outputs are log-probabilities,
+/// valid logits (a softmax of them gives the same probabilities).
+#[derive(Module, Debug)]
+pub struct FgsmTutorial {
+    /// 1 → 10, 5×5.
+    pub conv1: Conv2d,
+    /// 10 → 20, 5×5.
+    pub conv2: Conv2d,
+    /// 320 → 50 on 28×28 images.
+    pub fc1: Linear,
+    /// 50 → classes.
+    pub fc2: Linear,
+    /// Dropout probability (training only).
+    pub dropout: f64,
+    pool: MaxPool2d,
+}
+
+impl FgsmTutorialConfig {
+    /// Builds the network, Glorot-uniform weights from `seed`, zero biases.
+    pub fn init(&self, device: &Device) -> crate::Result<FgsmTutorial> {
+        check_classes(self.classes)?;
+        check_dropout(self.dropout)?;
+        let flat = flat_size(self.image, 0, 20)?;
+        let mut rng = SplitMix64::new(self.seed);
+        Ok(FgsmTutorial {
+            conv1: glorot_conv([1, 10], 5, 0, &mut rng, device),
+            conv2: glorot_conv([10, 20], 5, 0, &mut rng, device),
+            fc1: glorot_linear(flat, 50, &mut rng, device),
+            fc2: glorot_linear(50, self.classes, &mut rng, device),
+            dropout: self.dropout,
+            pool: pool(),
+        })
+    }
+}
+
+impl FgsmTutorial {
+    /// Log-probabilities; with `rng`, training mode (channel dropout after conv2, dropout after
+    /// fc1, masks from `rng`).
+    ///
+    /// # Shapes
+    ///
+    /// - images: `[B, H, W]`, output: `[B, classes]`
+    pub fn forward(&self, images: Tensor<3>, mut rng: Option<&mut SplitMix64>) -> Tensor<2> {
+        let x = relu(self.pool.forward(self.conv1.forward(as_channels(images))));
+        let mut x = self.conv2.forward(x);
+        if let Some(rng) = rng.as_deref_mut()
+            && self.dropout > 0.0
+        {
+            x = channel_dropout(x, self.dropout, rng);
+        }
+        let x = relu(self.pool.forward(x));
+        let x: Tensor<2> = x.flatten(1, 3);
+        let mut x = relu(self.fc1.forward(x));
+        if let Some(rng) = rng
+            && self.dropout > 0.0
+        {
+            x = dropout(x, self.dropout, rng);
+        }
+        log_softmax(self.fc2.forward(x), 1)
+    }
+}
+
+/// Inverted channel dropout (PyTorch's `Dropout2d`): each whole channel of each example is zeroed
+/// with probability `p`, the rest scaled by 1/(1 − p).
+fn channel_dropout(x: Tensor<4>, p: f64, rng: &mut SplitMix64) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let keep = 1.0 - p;
+    let scale = (1.0 / keep) as f32;
+    let mask: Vec<f32> = (0..b * c)
+        .map(|_| if rng.next_f64() < keep { scale } else { 0.0 })
+        .collect();
+    let device = x.device().without_autodiff();
+    let mask = Tensor::<4>::from_data(TensorData::new(mask, [b, c, 1, 1]), &device);
+    x * mask.expand([b, c, h, w])
+}
+
+/// The MNIST network of Madry et al. (2018): conv 5×5 (32, padding 2) → ReLU → max-pool 2 → conv
+/// 5×5 (64, padding 2) → ReLU → max-pool 2 → FC 1024 → ReLU → FC `classes`.
+#[derive(Config, Debug, PartialEq)]
+pub struct MadryCnnConfig {
+    /// Image height and width.
+    #[config(default = "[28, 28]")]
+    pub image: [usize; 2],
+    /// Number of classes.
+    #[config(default = 10)]
+    pub classes: usize,
+    /// Seed of the weight initialisation.
+    #[config(default = 42)]
+    pub seed: u64,
+}
+
+/// Madry et al.'s CNN ([`MadryCnnConfig`]).
+#[derive(Module, Debug)]
+pub struct MadryCnn {
+    /// 1 → 32, 5×5, padding 2.
+    pub conv1: Conv2d,
+    /// 32 → 64, 5×5, padding 2.
+    pub conv2: Conv2d,
+    /// 3136 → 1024 on 28×28 images.
+    pub fc1: Linear,
+    /// 1024 → classes.
+    pub fc2: Linear,
+    pool: MaxPool2d,
+}
+
+impl MadryCnnConfig {
+    /// Builds the network, Glorot-uniform weights from `seed`, zero biases.
+    pub fn init(&self, device: &Device) -> crate::Result<MadryCnn> {
+        check_classes(self.classes)?;
+        let flat = flat_size(self.image, 2, 64)?;
+        let mut rng = SplitMix64::new(self.seed);
+        Ok(MadryCnn {
+            conv1: glorot_conv([1, 32], 5, 2, &mut rng, device),
+            conv2: glorot_conv([32, 64], 5, 2, &mut rng, device),
+            fc1: glorot_linear(flat, 1024, &mut rng, device),
+            fc2: glorot_linear(1024, self.classes, &mut rng, device),
+            pool: pool(),
+        })
+    }
+}
+
+impl MadryCnn {
+    /// Logits (no dropout).
+    ///
+    /// # Shapes
+    ///
+    /// - images: `[B, H, W]`, output: `[B, classes]`
+    pub fn forward(&self, images: Tensor<3>) -> Tensor<2> {
+        let x = self
+            .pool
+            .forward(relu(self.conv1.forward(as_channels(images))));
+        let x = self.pool.forward(relu(self.conv2.forward(x)));
+        let x: Tensor<2> = x.flatten(1, 3);
+        self.fc2.forward(relu(self.fc1.forward(x)))
+    }
+}
+
+fn check_classes(classes: usize) -> crate::Result<()> {
+    if classes < 2 {
+        return Err(ModelError::invalid("classes", "must be at least 2"));
+    }
+    Ok(())
+}
+
+fn check_dropout(p: f64) -> crate::Result<()> {
+    if !(0.0..1.0).contains(&p) {
+        return Err(ModelError::invalid(
+            "dropout",
+            format!("{p} is outside [0, 1)"),
+        ));
+    }
+    Ok(())
+}
+
+impl crate::Classifier for Lenet {
+    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+        self.forward(images)
+    }
+}
+
+impl crate::Classifier for FgsmTutorial {
+    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+        self.forward(images, None)
+    }
+}
+
+impl crate::Classifier for MadryCnn {
+    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+        self.forward(images)
+    }
+}
