@@ -51,11 +51,7 @@ pub fn reproduce(
     );
     let s = run(
         &m,
-        &RunOptions {
-            out: out.to_path_buf(),
-            data_dir: data.data_dir.clone(),
-            mirrors: data.mirrors(),
-        },
+        &RunOptions::new(out.to_path_buf(), data.data_dir.clone(), data.mirrors()),
         &registry,
         &mut Bars::default(),
     )?;

@@ -17,5 +17,5 @@ pub use layout::RunDir;
 pub use matrix::{Arch, AttackSpec, DefenseSpec, Matrix, ModelSpec};
 pub use record::{Record, read_records};
 pub use registry::{Described, Registry};
-pub use runner::{Event, Observer, Quiet, RunOptions, RunSummary, run};
+pub use runner::{Event, Observer, Quiet, RunOptions, RunSummary, Shard, run, train_models};
 pub use store::{RecordLog, RunRecords, read_run};

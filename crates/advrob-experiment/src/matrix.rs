@@ -577,6 +577,34 @@ impl Default for Matrix {
 }
 
 impl Matrix {
+    /// The models in training stages: a model's stage comes after the stages of the models it is
+    /// fine-tuned from or learns from (a job array per stage, each waiting for the one before).
+    pub fn training_stages(&self) -> Vec<Vec<String>> {
+        let mut stage: Vec<usize> = Vec::with_capacity(self.models.len());
+        for m in &self.models {
+            let deps = [&m.from, &m.teacher];
+            let s = deps
+                .iter()
+                .filter_map(|d| d.as_ref())
+                .filter_map(|d| self.models.iter().position(|x| &x.name == d))
+                .map(|j| stage[j] + 1)
+                .max()
+                .unwrap_or(0);
+            stage.push(s);
+        }
+        let n = stage.iter().max().map_or(0, |m| m + 1);
+        (0..n)
+            .map(|k| {
+                self.models
+                    .iter()
+                    .zip(&stage)
+                    .filter(|(_, s)| **s == k)
+                    .map(|(m, _)| m.name.clone())
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Parses a TOML matrix; unknown keys are errors (a typo must not silently run the default).
     /// The settings of attacks and defenses are checked by [`Matrix::check`].
     pub fn from_toml(text: &str) -> std::result::Result<Self, toml::de::Error> {

@@ -25,12 +25,63 @@ use crate::store::{Lock, RecordLog, read_run};
 /// Where a run reads its data from and writes its results to.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Run directory: `records.jsonl`, `matrix.toml` and `models/`.
+    /// Run directory: `matrix.toml`, `records/` and `models/`.
     pub out: PathBuf,
     /// Where datasets are downloaded to (`<data_dir>/<dataset>/`).
     pub data_dir: PathBuf,
     /// Mirrors to fetch from; empty means the public ones.
     pub mirrors: Vec<Mirror>,
+    /// Do only this share of the evaluations (a task of a job array); `None`: all of them.
+    pub shard: Option<Shard>,
+}
+
+impl RunOptions {
+    /// Every evaluation of the matrix, into `out`, with data from `data_dir` (and `mirrors`).
+    pub fn new(
+        out: impl Into<PathBuf>,
+        data_dir: impl Into<PathBuf>,
+        mirrors: Vec<Mirror>,
+    ) -> Self {
+        Self {
+            out: out.into(),
+            data_dir: data_dir.into(),
+            mirrors,
+            shard: None,
+        }
+    }
+}
+
+/// A deterministic share of a matrix's evaluations: the units of work — one (dataset, backend,
+/// seed, model, attack) with its whole ε grid — are numbered in the matrix's order, and shard
+/// `index` of `count` takes those whose number is `index` modulo `count`. Every run of the same
+/// matrix gives every shard the same units; together the shards cover each unit exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, from 0.
+    pub index: usize,
+    /// How many shards there are.
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parses `i/n` (0 ≤ i < n).
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || ExperimentError::invalid("shard", format!("{s:?} is not i/n with 0 ≤ i < n"));
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse::<usize>().map_err(|_| bad())?,
+            n.trim().parse::<usize>().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Whether unit `unit` is this shard's.
+    pub fn owns(&self, unit: usize) -> bool {
+        unit % self.count == self.index
+    }
 }
 
 /// What a run did.
@@ -205,6 +256,7 @@ pub fn run(
     let mut log = RecordLog::new(&dir);
     let mut summary = RunSummary::default();
     let mut matrix_written = false;
+    let mut cell = 0usize;
     for source in DataSource::of(matrix) {
         let (ds, ds_name) = load_data(&source, &opts.data_dir, &opts.mirrors)?;
         let train_split = limited(
@@ -235,6 +287,8 @@ pub fn run(
                 let mut ctx = EvalContext {
                     matrix,
                     registry,
+                    shard: opts.shard,
+                    cell,
                     attacks: &attacks,
                     ds: &ds,
                     ds_name: &ds_name,
@@ -271,10 +325,79 @@ pub fn run(
                 }
                 ctx.summary.trained += models.trained;
                 ctx.summary.loaded += models.loaded;
+                cell += 1;
             }
         }
     }
     Ok(summary)
+}
+
+/// Trains (or finds trained) the models of `matrix` named in `names`, and the models they build
+/// on, for every dataset, backend and seed, evaluating nothing: the training stage of a job array.
+pub fn train_models(
+    matrix: &Matrix,
+    opts: &RunOptions,
+    registry: &Registry,
+    names: &[String],
+    observer: &mut dyn Observer,
+) -> Result<RunSummary> {
+    matrix.check(registry)?;
+    for n in names {
+        ensure_model(matrix, n)?;
+    }
+    let dir = RunDir::new(&opts.out);
+    write_matrix(&dir, matrix)?;
+    let mut summary = RunSummary::default();
+    for source in DataSource::of(matrix) {
+        let (ds, ds_name) = load_data(&source, &opts.data_dir, &opts.mirrors)?;
+        let train_split = limited(
+            &ds.train,
+            matrix.train.train_limit,
+            "train.train_limit",
+            &ds_name,
+        )?;
+        for backend_name in &matrix.backends {
+            let device = backend::device(backend_name)?;
+            for &seed in &matrix.seeds {
+                let mut models = Models::new(
+                    matrix,
+                    &dir,
+                    registry,
+                    &ds,
+                    &train_split,
+                    backend_name,
+                    &device,
+                    seed,
+                )?;
+                for n in names {
+                    let i = models.index(n)?;
+                    models.get(i, observer)?;
+                }
+                summary.trained += models.trained;
+                summary.loaded += models.loaded;
+            }
+        }
+    }
+    Ok(summary)
+}
+
+fn ensure_model(matrix: &Matrix, name: &str) -> Result<()> {
+    if matrix.models.iter().any(|m| m.name == name) {
+        Ok(())
+    } else {
+        Err(ExperimentError::invalid(
+            "models",
+            format!(
+                "no model named {name}; the matrix has {}",
+                matrix
+                    .models
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ))
+    }
 }
 
 /// The first `limit` examples of `split` (all without a limit); none is an error.
@@ -593,6 +716,10 @@ fn imported_digest(weights: &Path, spec: &ModelSpec) -> Result<String> {
 struct EvalContext<'a> {
     matrix: &'a Matrix,
     registry: &'a Registry,
+    /// The share of the units this run does.
+    shard: Option<Shard>,
+    /// The (dataset, backend, seed) cell, counted in the matrix's order.
+    cell: usize,
     attacks: &'a [Described],
     ds: &'a Dataset,
     ds_name: &'a str,
@@ -618,10 +745,22 @@ impl EvalContext<'_> {
         .digest()
     }
 
-    /// Per attack, the budgets of model `i` without a record yet.
+    /// The attacks of model `i` this run does: all, or its shard's.
+    fn owned(&self, i: usize) -> Vec<usize> {
+        let (n_models, n_attacks) = (self.matrix.models.len(), self.attacks.len());
+        (0..n_attacks)
+            .filter(|ai| {
+                let unit = (self.cell * n_models + i) * n_attacks + ai;
+                self.shard.is_none_or(|s| s.owns(unit))
+            })
+            .collect()
+    }
+
+    /// Per attack this run does, the budgets of model `i` without a record yet.
     fn todo(&self, models: &Models<'_>, i: usize) -> Vec<(usize, Vec<f64>)> {
         let model_key = &models.plans[i].key;
-        (0..self.attacks.len())
+        self.owned(i)
+            .into_iter()
             .map(|ai| {
                 let key = self.eval_key(ai);
                 let eps: Vec<f64> = grid(self.matrix, ai)
@@ -646,9 +785,11 @@ impl EvalContext<'_> {
         !self.todo(models, i).is_empty()
     }
 
-    /// Counts model `i`'s records as already there.
+    /// Counts model `i`'s records (of this run's share) as already there.
     fn skip(&mut self, models: &Models<'_>, i: usize) {
-        self.summary.skipped_records += (0..self.attacks.len())
+        self.summary.skipped_records += self
+            .owned(i)
+            .into_iter()
             .map(|ai| grid(self.matrix, ai).len())
             .sum::<usize>();
         log::info!(
@@ -680,7 +821,9 @@ impl EvalContext<'_> {
         let spec = &matrix.models[i];
         let (backend_name, seed) = (models.backend, models.seed);
         let todo = self.todo(models, i);
-        self.summary.skipped_records += (0..self.attacks.len())
+        self.summary.skipped_records += self
+            .owned(i)
+            .into_iter()
             .map(|ai| grid(matrix, ai).len())
             .sum::<usize>()
             - todo.iter().map(|(_, e)| e.len()).sum::<usize>();

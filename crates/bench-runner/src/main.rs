@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use advrob_experiment::{Registry, RunDir, RunOptions, run};
+use advrob_experiment::{Registry, RunDir, RunOptions, Shard, run, train_models};
 use bench_runner::cli::{DataArgs, EvaluateArgs, MatrixArgs, backends_or_compiled};
 use bench_runner::progress::Bars;
 use clap::{Parser, Subcommand};
@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run a matrix; records go to `<out>/records.jsonl`, finished work is skipped on a rerun.
+    /// Run a matrix; records go to `<out>/records/`, finished work is skipped on a rerun.
     Run {
         #[command(flatten)]
         matrix: Box<MatrixArgs>,
@@ -30,6 +30,41 @@ enum Cmd {
         /// Run directory (default: runs/<name>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Do only shard i of n of the evaluations (`i/n`), or `slurm` for the array task's own
+        /// (`SLURM_ARRAY_TASK_ID` of `SLURM_ARRAY_TASK_COUNT`).
+        #[arg(long)]
+        shard: Option<String>,
+    },
+    /// Train (or find trained) models of a matrix without evaluating them.
+    Train {
+        #[command(flatten)]
+        matrix: Box<MatrixArgs>,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Run directory (default: runs/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The models, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',', conflicts_with = "stage")]
+        models: Option<Vec<String>>,
+        /// A training stage (models whose dependencies are in earlier stages) ...
+        #[arg(long, requires = "task")]
+        stage: Option<usize>,
+        /// ... and the model of it to train, by index (`$SLURM_ARRAY_TASK_ID`).
+        #[arg(long, requires = "stage")]
+        task: Option<usize>,
+    },
+    /// Submit a matrix to Slurm as job arrays (training stages, evaluation shards, report).
+    Slurm {
+        #[command(flatten)]
+        matrix: Box<MatrixArgs>,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Run directory, on a filesystem every node sees.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        slurm: bench_runner::slurm::SlurmArgs,
     },
     /// Evaluate a model trained elsewhere (PyTorch weights saved as safetensors) with the default
     /// attacks, and write the same report as a matrix run: `bench-runner evaluate --weights
@@ -109,13 +144,22 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let registry = Registry::default();
     match cli.cmd {
-        Cmd::Run { matrix, data, out } => {
+        Cmd::Run {
+            matrix,
+            data,
+            out,
+            shard,
+        } => {
             let m = matrix.matrix(&registry)?;
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
-            let options = RunOptions {
-                out: out.clone(),
-                data_dir: data.data_dir.clone(),
-                mirrors: data.mirrors(),
+            let mut options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
+            options.shard = match shard.as_deref() {
+                None => None,
+                Some("slurm") => {
+                    let (index, count) = bench_runner::slurm::array_task()?;
+                    Some(Shard::parse(&format!("{index}/{count}"))?)
+                }
+                Some(s) => Some(Shard::parse(s)?),
             };
             let s = run(&m, &options, &registry, &mut Bars::default())?;
             println!(
@@ -127,6 +171,53 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 s.loaded
             );
         }
+        Cmd::Train {
+            matrix,
+            data,
+            out,
+            models,
+            stage,
+            task,
+        } => {
+            let m = matrix.matrix(&registry)?;
+            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
+            let names = match (models, stage, task) {
+                (Some(v), _, _) => v,
+                (None, Some(k), Some(t)) => {
+                    let stages = m.training_stages();
+                    let of = stages.get(k).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "invalid --stage {k}: the matrix has {} stages",
+                            stages.len()
+                        )
+                    })?;
+                    vec![of.get(t).cloned().ok_or_else(|| {
+                        anyhow::anyhow!("invalid --task {t}: stage {k} has {} models", of.len())
+                    })?]
+                }
+                _ => m.models.iter().map(|x| x.name.clone()).collect(),
+            };
+            let options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
+            let s = train_models(&m, &options, &registry, &names, &mut Bars::default())?;
+            println!(
+                "{}: {} models trained, {} loaded",
+                out.display(),
+                s.trained,
+                s.loaded
+            );
+        }
+        Cmd::Slurm {
+            matrix,
+            data,
+            out,
+            slurm,
+        } => {
+            let m = matrix.matrix(&registry)?;
+            let ids = bench_runner::slurm::submit(&m, &out, &data, &slurm, &registry)?;
+            for (name, id) in ids {
+                println!("{name}: job {id}");
+            }
+        }
         Cmd::Evaluate {
             model,
             matrix,
@@ -137,11 +228,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let m = model.matrix(&matrix, &registry)?;
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
             let reports = reports.unwrap_or_else(|| PathBuf::from("reports").join(&m.name));
-            let options = RunOptions {
-                out: out.clone(),
-                data_dir: data.data_dir.clone(),
-                mirrors: data.mirrors(),
-            };
+            let options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
             let s = run(&m, &options, &registry, &mut Bars::default())?;
             println!(
                 "{}: {} new records, {} already there",

@@ -483,3 +483,85 @@ fn a_pytorch_model_is_evaluated_and_reported_by_one_command() {
         text(&o)
     );
 }
+
+const CNNS: &str = r#"
+name = "cnns"
+eps = [0.0, 0.2]
+[train]
+epochs = 1
+batch_size = 20
+[[models]]
+name = "lenet"
+arch = "lenet"
+[[models]]
+name = "lenet-at"
+arch = "lenet"
+from = "lenet"
+defense = { kind = "adversarial-training", eps = 0.1 }
+[[models]]
+name = "lenet-distilled"
+arch = "lenet"
+teacher = "lenet"
+defense = { kind = "distillation", temperature = 5.0 }
+[[models]]
+name = "madry"
+arch = "madry-cnn"
+[[attacks]]
+kind = "fgsm"
+[[attacks]]
+kind = "pgd"
+steps = 2
+"#;
+
+#[test]
+fn cnns_train_are_defended_and_attacked_in_a_matrix() {
+    let tmp = tempfile::tempdir().expect("temp");
+    synthetic::write_dataset(&tmp.path().join("ds"), 40, 20, 4).expect("dataset");
+    std::fs::write(tmp.path().join("cnns.toml"), CNNS).expect("matrix");
+    for backend in backends() {
+        let out = format!("out-{backend}");
+        let o = bench_runner(
+            &[
+                "run",
+                "--config",
+                "cnns.toml",
+                "--dataset-dir",
+                "ds",
+                "--out",
+                &out,
+                "--backends",
+                &backend,
+            ],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("16 new records, 0 already there; 4 models trained"),
+            "{}",
+            text(&o)
+        );
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_dir(tmp.path().join(&out).join("records"))
+                .expect("logs")
+                .flat_map(|e| {
+                    std::fs::read_to_string(e.expect("entry").path())
+                        .expect("log")
+                        .lines()
+                        .map(|l| serde_json::from_str(l).expect("record"))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+        for r in &lines {
+            assert!(
+                r["mean_linf"].as_f64().expect("norm") <= r["eps"].as_f64().expect("eps") + 1e-6
+            );
+            let arch = r["model_config"]["arch"].as_str().expect("arch");
+            let want = if r["model"] == "madry" {
+                "madry-cnn"
+            } else {
+                "lenet"
+            };
+            assert_eq!(arch, want, "{r}");
+        }
+    }
+}
