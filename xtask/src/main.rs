@@ -67,7 +67,7 @@ fn main() -> ExitCode {
     match real_main(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", bench_runner::error_message(&e));
             ExitCode::FAILURE
         }
     }

@@ -169,7 +169,7 @@ fn find_file(dir: &Path, name: &str) -> Result<PathBuf> {
         }
     }
     Err(DataError::io(
-        dir.join(name),
+        dir,
         std::io::Error::new(
             std::io::ErrorKind::NotFound,
             format!("neither {name} nor {name}.gz is in this directory"),

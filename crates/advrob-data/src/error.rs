@@ -44,6 +44,16 @@ pub enum DataError {
         /// Bytes present.
         found: u64,
     },
+    /// Images with no pixels (a header saying 0 rows or 0 columns).
+    #[error("{path}: images of {rows}x{cols} pixels hold nothing")]
+    EmptyImages {
+        /// The file.
+        path: PathBuf,
+        /// Rows in the header.
+        rows: usize,
+        /// Columns in the header.
+        cols: usize,
+    },
     /// Image dimensions that are not the ones asked for.
     #[error("{path}: images are {found_rows}x{found_cols}, expected {rows}x{cols}")]
     BadDims {

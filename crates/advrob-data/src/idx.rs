@@ -86,6 +86,13 @@ pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<IdxImages> {
     let count = be_u32(bytes, 4) as usize;
     let rows = be_u32(bytes, 8) as usize;
     let cols = be_u32(bytes, 12) as usize;
+    if rows == 0 || cols == 0 {
+        return Err(DataError::EmptyImages {
+            path: path.to_path_buf(),
+            rows,
+            cols,
+        });
+    }
     let expected = 16 + (count as u64) * (rows as u64) * (cols as u64);
     check_len(path, bytes, expected)?;
     Ok(IdxImages {

@@ -692,9 +692,10 @@ impl Matrix {
             ensure(!self.datasets.is_empty(), "datasets", || {
                 "none given".into()
             })?;
-            for d in &self.datasets {
-                advrob_data::DatasetKind::from_name(d)?;
-            }
+        }
+        // named even when a directory replaces them: a typo is refused, not ignored
+        for d in &self.datasets {
+            advrob_data::DatasetKind::from_name(d)?;
         }
         Ok(())
     }

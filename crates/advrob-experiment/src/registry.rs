@@ -95,7 +95,12 @@ fn tagged<C: Serialize>(kind: &str, config: &C) -> Result<Value> {
 impl<C: AttackConfig> AttackKind for Typed<C> {
     fn build(&self, kind: &str, params: &Map<String, Value>) -> Result<(Box<dyn Attack>, Value)> {
         let config: C = parse("attack", kind, params)?;
-        let attack = config.build()?;
+        // the attack's own check names the field; this names the attack
+        let attack = config.build().map_err(|e| ExperimentError::Settings {
+            what: "attack",
+            kind: kind.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok((attack, tagged(kind, &config)?))
     }
 }

@@ -406,6 +406,12 @@ fn limited(split: &Split, limit: Option<usize>, field: &str, dataset: &str) -> R
         Some(n) => split.take(n),
         None => split.clone(),
     };
+    if split.is_empty() {
+        return Err(ExperimentError::invalid(
+            "data",
+            format!("{dataset} holds no {} examples", field_split(field)),
+        ));
+    }
     if s.is_empty() {
         return Err(ExperimentError::invalid(
             field,
@@ -413,6 +419,15 @@ fn limited(split: &Split, limit: Option<usize>, field: &str, dataset: &str) -> R
         ));
     }
     Ok(s)
+}
+
+/// `train` or `test`: the split a limit field (`train.train_limit`, `eval.test_limit`) cuts.
+fn field_split(field: &str) -> &'static str {
+    if field.contains("train") {
+        "training"
+    } else {
+        "test"
+    }
 }
 
 /// What is known of a trained model besides its weights.

@@ -32,7 +32,8 @@ pub struct RunRecords {
     pub records: Vec<Record>,
     /// Records of a key already seen (several writers did the same work).
     pub duplicates: usize,
-    /// Logs that end in a torn line (a writer killed mid-write): that line was ignored.
+    /// Logs that end in a torn line (a writer killed mid-write, or one still writing) whose
+    /// record no log holds whole: a result missing until a run redoes it.
     pub torn: Vec<PathBuf>,
 }
 
@@ -66,15 +67,26 @@ pub fn logs(run: &RunDir) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Parses one log: its records, and whether its last line was torn.
-fn read_log(path: &Path, registry: &Registry) -> Result<(Vec<Record>, bool)> {
+/// A log's last line cut short: `Some(key)` where enough of it is there to read its record's key
+/// (records begin with it).
+type Torn = Option<String>;
+
+/// The key of a record line cut short, if the cut left it whole.
+fn torn_key(line: &str) -> Torn {
+    let rest = &line[line.find("\"key\":\"")? + 7..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// Parses one log: its records, and its torn last line if it has one.
+fn read_log(path: &Path, registry: &Registry) -> Result<(Vec<Record>, Option<Torn>)> {
     let bytes = std::fs::read(path).map_err(|e| ExperimentError::io(path, e))?;
-    let torn = !bytes.is_empty() && !bytes.ends_with(b"\n");
     let text = String::from_utf8_lossy(&bytes);
     let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
-    if torn {
-        lines.pop();
-    }
+    let torn = if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+        lines.pop().map(torn_key)
+    } else {
+        None
+    };
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
@@ -102,14 +114,11 @@ fn read_log(path: &Path, registry: &Registry) -> Result<(Vec<Record>, bool)> {
 pub fn read_run(run: &RunDir, registry: &Registry) -> Result<RunRecords> {
     let mut out = RunRecords::default();
     let mut seen = std::collections::BTreeSet::new();
+    let mut torn = Vec::new();
     for log in logs(run)? {
-        let (records, torn) = read_log(&log, registry)?;
-        if torn {
-            log::warn!(
-                "{}: its last line is incomplete (a writer was killed): ignored, its work will be redone",
-                log.display()
-            );
-            out.torn.push(log.clone());
+        let (records, cut) = read_log(&log, registry)?;
+        if let Some(key) = cut {
+            torn.push((log.clone(), key));
         }
         for r in records {
             if seen.insert(r.key.clone()) {
@@ -118,6 +127,17 @@ pub fn read_run(run: &RunDir, registry: &Registry) -> Result<RunRecords> {
                 out.duplicates += 1;
             }
         }
+    }
+    // a cut line whose record another writer has since written whole is no loss
+    for (log, key) in torn {
+        if key.is_some_and(|k| seen.contains(&k)) {
+            continue;
+        }
+        log::warn!(
+            "{}: its last line is incomplete (a writer was killed, or is still writing): ignored, its work will be redone",
+            log.display()
+        );
+        out.torn.push(log);
     }
     Ok(out)
 }
@@ -282,6 +302,12 @@ mod tests {
         std::fs::write(&path, &text[..text.len() - 40]).expect("truncate");
         let r = read_run(&run, &registry).expect("torn line skipped");
         assert_eq!((r.records.len(), r.torn.len()), (1, 1));
+        // another writer redid it: nothing is missing any more
+        let mut redo = RecordLog::new(&run);
+        redo.append(&[record("k2")]).expect("append");
+        let r = read_run(&run, &registry).expect("read");
+        assert_eq!((r.records.len(), r.torn.len()), (2, 0));
+        std::fs::remove_file(redo.path().expect("written")).expect("rm");
         // a damaged complete line
         std::fs::write(&path, format!("{}garbage\n", &text[..text.len() / 2 + 1])).expect("write");
         let e = read_run(&run, &registry).expect_err("damaged");

@@ -14,7 +14,7 @@ pub mod verdict;
 
 pub use error::{ReportError, Result};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +33,9 @@ pub struct Run {
     pub dir: RunDir,
     /// Its records, as read.
     pub records: Vec<Record>,
+    /// Its logs that end in a cut-short line (a writer killed, or one still writing): a record
+    /// missing from the report.
+    pub torn: Vec<PathBuf>,
 }
 
 /// What a report read and wrote.
@@ -96,6 +99,7 @@ pub fn collect(runs: &[PathBuf], registry: &Registry) -> Result<(Vec<Run>, Vec<R
         out.push(Run {
             dir,
             records: read.records,
+            torn: read.torn,
         });
     }
     Ok((out, by_key.into_values().collect(), duplicates))
@@ -130,7 +134,11 @@ pub fn report_with(
     std::fs::create_dir_all(reports).map_err(|e| ReportError::io(reports, e))?;
     let mut written = write_results(&mut df, reports)?;
 
-    let summary = tables::summary_markdown(&df)?;
+    let summary = format!(
+        "{}{}",
+        incomplete_note(&runs),
+        tables::summary_markdown(&df)?
+    );
     let summary_path = reports.join("summary.md");
     advrob_data::atomic_write(&summary_path, summary.as_bytes())?;
     written.push(summary_path.clone());
@@ -148,9 +156,17 @@ pub fn report_with(
             }
         }
     }
+    // from here on, per-example results of different test sets must never meet: a model
+    // evaluated on several is a row per test set
+    let (records, original) = distinguish_parts(records);
+    let probes = probes_of_parts(probes, &records, &original);
     let verdicts = verdict::verdicts(&records, &probes);
     let worst = stats::worst_case(&records);
-    let verdict_md = verdict_markdown(&verdicts, &worst);
+    let verdict_md = format!(
+        "{}{}",
+        incomplete_note(&runs),
+        verdict_markdown(&verdicts, &worst)
+    );
     let mut intervals = stats::intervals(&records, &worst)?;
     let intervals_path = reports.join("intervals.csv");
     write_atomic(&intervals_path, |f| {
@@ -170,7 +186,13 @@ pub fn report_with(
     written.push(verdict_path);
     let (cards_md, card_files) = write_cards(&records, &worst, &verdicts, reports)?;
     written.extend(card_files);
-    figures.extend(curve_figures(&df, &records, &worst, &verdicts, reports)?);
+    figures.extend(curve_figures(
+        &frame(&records)?,
+        &records,
+        &worst,
+        &verdicts,
+        reports,
+    )?);
     // the cross-backend agreement `bench-runner agree` (or reproduce) left here
     let agreement = std::fs::read_to_string(reports.join("agreement.md")).unwrap_or_default();
     let page_md = format!("{summary}\n{cards_md}\n{verdict_md}\n{agreement}");
@@ -184,6 +206,81 @@ pub fn report_with(
         duplicates,
         written,
     })
+}
+
+/// `records` with each model named after its dataset and test-set size too (`m (mnist, 200 test
+/// examples)`) when the records come from more than one; each new name with the model's own.
+fn distinguish_parts(mut records: Vec<Record>) -> (Vec<Record>, BTreeMap<String, String>) {
+    let datasets: BTreeSet<&str> = records.iter().map(|r| r.dataset.as_str()).collect();
+    let sizes: BTreeSet<usize> = records.iter().map(|r| r.eval.examples).collect();
+    let (several_datasets, several_sizes) = (datasets.len() > 1, sizes.len() > 1);
+    let mut original = BTreeMap::new();
+    for r in &mut records {
+        let mut part = Vec::new();
+        if several_datasets {
+            part.push(r.dataset.clone());
+        }
+        if several_sizes {
+            part.push(format!("{} test examples", r.eval.examples));
+        }
+        let name = if part.is_empty() {
+            r.model.clone()
+        } else {
+            format!("{} ({})", r.model, part.join(", "))
+        };
+        original.insert(name.clone(), r.model.clone());
+        r.model = name;
+    }
+    (records, original)
+}
+
+/// The checkpoint probes (measured per model) under the names of [`distinguish_parts`].
+fn probes_of_parts(
+    probes: BTreeMap<(String, String), Probe>,
+    records: &[Record],
+    original: &BTreeMap<String, String>,
+) -> BTreeMap<(String, String), Probe> {
+    let mut out = BTreeMap::new();
+    for r in records {
+        let own = (original[&r.model].clone(), r.backend.clone());
+        if let Some(p) = probes.get(&own) {
+            out.entry((r.model.clone(), r.backend.clone()))
+                .or_insert(*p);
+        }
+    }
+    out
+}
+
+/// `name` as a file name: characters other than letters, digits, `.`, `_` and `-` become `_`.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The warning that heads the summary and the verdict when a log ends in a cut-short record: the
+/// tables lack that record (it is redone by the next `run` of the matrix). Empty otherwise.
+fn incomplete_note(runs: &[Run]) -> String {
+    let torn: Vec<String> = runs
+        .iter()
+        .flat_map(|r| r.torn.iter().map(|p| format!("`{}`", p.display())))
+        .collect();
+    if torn.is_empty() {
+        return String::new();
+    }
+    format!(
+        "> **Incomplete run.** {} {} in a cut-short record (a writer was killed, or is still \
+         running): that result is missing from every table below. Run the matrix again to redo \
+         it, then report again.\n\n",
+        torn.join(", "),
+        if torn.len() == 1 { "ends" } else { "end" }
+    )
 }
 
 /// `results.csv`, `results.parquet` and `results.md` (accuracy × ε per dataset, and the targeted
@@ -229,7 +326,7 @@ fn write_cards(
     let mut written = vec![reports.join("cards.md")];
     advrob_data::atomic_write(&written[0], md.as_bytes())?;
     for c in &cards {
-        let path = dir.join(format!("{}-{}.json", c.model, c.backend));
+        let path = dir.join(format!("{}-{}.json", file_safe(&c.model), c.backend));
         let json = serde_json::to_string_pretty(c).map_err(|e| ReportError::figure(&path, e))?;
         advrob_data::atomic_write(&path, json.as_bytes())?;
         written.push(path);
@@ -307,7 +404,7 @@ fn curve_figures(
         if of_model.is_empty() {
             continue;
         }
-        let path = reports.join(format!("training_{model}.png"));
+        let path = reports.join(format!("training_{}.png", file_safe(&model)));
         plots::training(&of_model, &model, &path)?;
         figures.push(path);
     }
@@ -343,7 +440,7 @@ fn example_figures(
     let Some(first) = records.first() else {
         return Ok(Vec::new());
     };
-    let mut done = std::collections::BTreeSet::new();
+    let mut done = BTreeSet::new();
     let mut out = Vec::new();
     for run in runs {
         let of_run: Vec<Record> = run

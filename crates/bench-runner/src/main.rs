@@ -86,7 +86,7 @@ enum Cmd {
     /// Report on one or more run directories: tables, plots, the masking verdict, the per-example
     /// worst case and index.html.
     Report {
-        /// Run directories (each holding records.jsonl).
+        /// Run directories (each holding records/ and models/).
         #[arg(long = "run", default_value = "runs/reproduce")]
         runs: Vec<PathBuf>,
         /// Where the tables go.
@@ -100,7 +100,7 @@ enum Cmd {
     /// Cross-backend agreement: each model of a run loaded on every other backend given, clean
     /// logits and FGSM compared example by example; writes agreement.{csv,md}.
     Agree {
-        /// The run directory (records.jsonl and models/).
+        /// The run directory (records/ and models/).
         #[arg(long = "run", default_value = "runs/reproduce")]
         run: PathBuf,
         /// Backends to compare with, comma-separated (default: every compiled-in one).
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
     match real_main(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", bench_runner::error_message(&e));
             ExitCode::FAILURE
         }
     }
@@ -164,7 +164,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let s = run(&m, &options, &registry, &mut Bars::default())?;
             println!(
                 "{}: {} new records, {} already there; {} models trained, {} loaded",
-                RunDir::new(&out).records().display(),
+                RunDir::new(&out).record_logs().display(),
                 s.new_records,
                 s.skipped_records,
                 s.trained,

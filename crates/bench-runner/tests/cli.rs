@@ -1,27 +1,11 @@
 //! End to end: the real `bench-runner` binary on a small synthetic IDX dataset in a temp dir.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use advrob_data::synthetic;
-
-fn bench_runner(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bench-runner"))
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .env_remove("ADVROB_MIRROR")
-        .output()
-        .expect("bench-runner runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{bench_runner, text};
 
 const QUICK: &[&str] = &[
     "run",
@@ -53,42 +37,24 @@ fn run_quick(dir: &Path, backend: &str, summary: &str) {
     assert!(text(&o).contains(summary), "{}", text(&o));
 }
 
-/// The record logs of the run in `dir/out`, by name.
+/// The record logs of the run in `dir/out`.
 fn logs(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir.join("out/records"))
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
+    common::logs(&dir.join("out"))
 }
 
 /// Every record line of the run in `dir/out`.
 fn lines(dir: &Path) -> Vec<String> {
-    logs(dir)
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .expect("log")
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    common::lines(&dir.join("out"))
 }
 
-/// Replaces the run's logs by one holding `kept`: records lost to a crash.
+/// Replaces the logs of the run in `dir/out` by one holding `kept`.
 fn keep_only(dir: &Path, kept: &[String]) {
-    for p in logs(dir) {
-        std::fs::remove_file(p).expect("remove");
-    }
-    std::fs::write(dir.join("out/records/kept.jsonl"), kept.join("\n") + "\n").expect("write");
+    common::keep_only(&dir.join("out"), kept);
 }
 
+/// Every record of the run in `dir/out`.
 fn records(dir: &Path) -> Vec<serde_json::Value> {
-    lines(dir)
-        .iter()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
+    common::records(&dir.join("out"))
 }
 
 #[test]

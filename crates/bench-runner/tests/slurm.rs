@@ -4,20 +4,13 @@
 //! array task cancelled and resubmitted must lose nothing.
 #![cfg(feature = "slurm-tests")]
 
-use std::path::Path;
+mod common;
+
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use advrob_data::synthetic;
-
-fn bench_runner(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bench-runner"))
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("bench-runner runs")
-}
+use common::{bench_runner, same_tables};
 
 fn ok(o: Output) -> String {
     let text = format!(
@@ -85,25 +78,6 @@ kind = "fgsm"
 kind = "pgd"
 steps = 3
 "#;
-
-fn same_tables(a: &Path, b: &Path) {
-    for f in [
-        "results.md",
-        "summary.md",
-        "verdict.md",
-        "intervals.csv",
-        "cards.md",
-    ] {
-        let x = std::fs::read_to_string(a.join(f)).expect("table");
-        let y = std::fs::read_to_string(b.join(f)).expect("table");
-        assert!(
-            x == y,
-            "{f} differs between {} and {}:\n--- {0}\n{x}\n--- {1}\n{y}",
-            a.display(),
-            b.display()
-        );
-    }
-}
 
 #[test]
 fn a_matrix_on_job_arrays_gives_the_single_process_tables_and_survives_a_cancelled_task() {
