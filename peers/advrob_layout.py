@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Read and write advrob's checkpoint layout from PyTorch, and (as a script) train a small MLP in
+PyTorch and export it in that layout, to test attack_compare.py without advrob.
+
+An advrob checkpoint directory holds
+  model.json         {"input": 784, "hidden": [128], "dropout": 0.2, "classes": 10, "seed": 42}
+  model.safetensors  layers.{i}.weight [in, out] (transposed relative to torch's Linear.weight),
+                     layers.{i}.bias [out], float32
+  deploy.json        optional: {"quantize": null or L, "logit_scale": s}
+and the network is Flatten(28*28, row-major) -> [Linear, ReLU]* -> Linear -> logits; the deployed
+model rounds each pixel to round(x*(L-1))/(L-1) before the network (zero derivative) and
+multiplies the logits by logit_scale after it.
+
+    python peers/advrob_layout.py OUT_DIR [--hidden 128] [--epochs 1] [--quantize L] [--logit-scale S]
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+
+class AdvrobMlp(nn.Module):
+    """advrob's Mlp in eval mode, with its deployment wrapper.
+
+    quantize: None or L (>= 2). Faithful: the forward value is round(x*(L-1))/(L-1), the derivative
+    with respect to x is exactly zero (`x*0 + q.detach()`, as advrob builds it; torch.round and
+    burn's round both round half to even). With straight_through=True the derivative is 1 instead
+    (BPDA: `x + (q - x).detach()`), for attacks that adapt to the rounding; the forward value is
+    the same.
+    """
+
+    def __init__(self, widths, quantize=None, logit_scale=1.0, straight_through=False):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.quantize = quantize
+        self.logit_scale = float(logit_scale)
+        self.straight_through = straight_through
+
+    def preprocess(self, x):
+        if self.quantize is None:
+            return x
+        steps = float(self.quantize - 1)
+        q = torch.round(x.detach() * steps) / steps
+        if self.straight_through:
+            return x + (q - x).detach()
+        return x * 0.0 + q.detach()
+
+    def forward(self, x):
+        x = self.preprocess(x)
+        h = x.reshape(x.shape[0], -1)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i + 1 < len(self.layers):
+                h = F.relu(h)
+        if self.logit_scale != 1.0:
+            h = h * self.logit_scale
+        return h
+
+
+def load(dir_, straight_through=False):
+    """(model in eval mode, info dict) from an advrob checkpoint directory."""
+    with open(os.path.join(dir_, "model.json")) as f:
+        cfg = json.load(f)
+    deploy = {"quantize": None, "logit_scale": 1.0}
+    dpath = os.path.join(dir_, "deploy.json")
+    if os.path.exists(dpath):
+        with open(dpath) as f:
+            deploy.update(json.load(f))
+    widths = [cfg["input"], *cfg["hidden"], cfg["classes"]]
+    model = AdvrobMlp(widths, deploy["quantize"], deploy["logit_scale"], straight_through)
+    wpath = os.path.join(dir_, "model.safetensors")
+    tensors = load_file(wpath)
+    expected = set()
+    with torch.no_grad():
+        for i, layer in enumerate(model.layers):
+            w = tensors[f"layers.{i}.weight"]
+            if list(w.shape) != [layer.in_features, layer.out_features]:
+                raise ValueError(f"{wpath}: layers.{i}.weight is {list(w.shape)}, expected [in, out] = "
+                                 f"{[layer.in_features, layer.out_features]}")
+            layer.weight.copy_(w.t().to(torch.float32))
+            expected.add(f"layers.{i}.weight")
+            b = tensors.get(f"layers.{i}.bias")
+            if b is None:
+                layer.bias.zero_()
+            else:
+                layer.bias.copy_(b.to(torch.float32))
+                expected.add(f"layers.{i}.bias")
+    extra = set(tensors) - expected
+    if extra:
+        raise ValueError(f"{wpath}: unexpected tensors {sorted(extra)}")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with open(wpath, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return model, {"config": cfg, "deploy": deploy, "weights_sha256": digest}
+
+
+def save(model, dir_, seed=42, dropout=0.2, write_deploy=None):
+    """Write `model` (an AdvrobMlp) in advrob's layout. write_deploy: None (only when the model has a
+    wrapper), True or False."""
+    os.makedirs(dir_, exist_ok=True)
+    widths = [model.layers[0].in_features] + [l.out_features for l in model.layers]
+    cfg = {"input": widths[0], "hidden": widths[1:-1], "dropout": dropout, "classes": widths[-1], "seed": seed}
+    with open(os.path.join(dir_, "model.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    tensors = {}
+    for i, layer in enumerate(model.layers):
+        tensors[f"layers.{i}.weight"] = layer.weight.detach().t().contiguous().to(torch.float32)
+        tensors[f"layers.{i}.bias"] = layer.bias.detach().contiguous().to(torch.float32)
+    save_file(tensors, os.path.join(dir_, "model.safetensors"))
+    wrapped = model.quantize is not None or model.logit_scale != 1.0
+    if write_deploy or (write_deploy is None and wrapped):
+        with open(os.path.join(dir_, "deploy.json"), "w") as f:
+            json.dump({"quantize": model.quantize, "logit_scale": model.logit_scale}, f, indent=2)
+
+
+def main():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from attack_compare import load_mnist  # noqa: E402
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out")
+    ap.add_argument("--mnist", default="../shared/data/mnist")
+    ap.add_argument("--hidden", type=int, nargs="*", default=[128])
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--quantize", type=int, default=None)
+    ap.add_argument("--logit-scale", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    x, y = load_mnist(args.mnist, "train")
+    xt, yt = load_mnist(args.mnist, "test")
+    model = AdvrobMlp([784, *args.hidden, 10])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(args.seed)
+    for _ in range(args.epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for s in range(0, len(x), 128):
+            idx = perm[s : s + 128]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.quantize, model.logit_scale = args.quantize, args.logit_scale
+    model.eval()
+    save(model, args.out, seed=args.seed)
+    again, _ = load(args.out)
+    with torch.no_grad():
+        acc = (again(xt).argmax(1) == yt).float().mean().item()
+        assert torch.equal(again(xt[:64]), model(xt[:64])), "layout round trip changed the function"
+    print(f"wrote {args.out}: test accuracy {acc:.4f} (deploy: quantize={args.quantize}, logit_scale={args.logit_scale})")
+
+
+if __name__ == "__main__":
+    main()
