@@ -1,39 +1,235 @@
-//! `cargo xtask bench`: throughput of the default model per backend, printed and kept in reports/.
+//! `cargo xtask bench`: throughput of the default model per backend, and (with `--peer`) of the
+//! same work in PyTorch, interleaved round by round; printed and kept in reports/.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use advrob_experiment::bench::{BenchResult, bench as run_bench, format_table};
+use advrob_experiment::bench::{BenchResult, Flops, bench as run_bench, format_table};
 use advrob_experiment::{DataSource, load_data};
 use bench_runner::cli::{DataArgs, backends_or_compiled};
+use serde::{Deserialize, Serialize};
 
-pub fn bench(
-    backends: &[String],
-    dataset_dir: Option<PathBuf>,
-    data: &DataArgs,
-    train_limit: Option<usize>,
-    reports: &Path,
-) -> anyhow::Result<()> {
-    let backends = backends_or_compiled(backends.to_vec());
+/// The PyTorch peer: a Python with torch, and `torch_bench.py`.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The interpreter.
+    pub python: String,
+    /// The script (prints one JSON line of throughputs).
+    pub script: PathBuf,
+}
+
+/// What `cargo xtask bench` was asked.
+#[derive(Debug, Clone)]
+pub struct BenchArgs {
+    /// Backends (none: every compiled-in one).
+    pub backends: Vec<String>,
+    /// IDX directory instead of the verified MNIST.
+    pub dataset_dir: Option<PathBuf>,
+    /// Training examples of the timed epoch (none: all).
+    pub train_limit: Option<usize>,
+    /// The peer to time beside advrob.
+    pub peer: Option<Peer>,
+    /// Rounds of the interleaving.
+    pub rounds: usize,
+}
+
+/// What the peer script prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PeerResult {
+    torch: String,
+    train_sps: f64,
+    fgsm_ips: f64,
+    infer_ips: f64,
+}
+
+/// One round: every backend, then the peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Round {
+    advrob: Vec<BenchResult>,
+    peer: Option<PeerResult>,
+}
+
+pub fn bench(args: &BenchArgs, data: &DataArgs, reports: &Path) -> anyhow::Result<()> {
+    let backends = backends_or_compiled(args.backends.clone());
     for b in &backends {
         advrob_model::backend::device(b)?;
     }
-    let source = DataSource::dir_or_mnist(dataset_dir);
+    anyhow::ensure!(args.rounds >= 1, "invalid --rounds: must be at least 1");
+    anyhow::ensure!(
+        args.peer.is_none() || args.train_limit.is_none(),
+        "invalid --train-limit: the peer times a full epoch; drop --train-limit to compare with it"
+    );
+    let source = DataSource::dir_or_mnist(args.dataset_dir.clone());
     let (mut ds, name) = load_data(&source, &data.data_dir, &data.mirrors())?;
-    if let Some(n) = train_limit {
+    if let Some(n) = args.train_limit {
         ds.train = ds.train.take(n);
     }
-    let mut results: Vec<BenchResult> = Vec::new();
-    for b in &backends {
-        log::info!("bench on {b} ({name})");
-        results.push(run_bench(&ds, b)?);
+    let dir = match &source {
+        DataSource::Dir(d) => d.clone(),
+        DataSource::Named(n) => data.data_dir.join(n),
+    };
+    // the peer reads gzip IDX files; the download cache holds them decompressed
+    let peer_data = tempfile::tempdir()?;
+    if args.peer.is_some() {
+        for f in advrob_data::FILE_NAMES {
+            let plain = find(&dir, f)?;
+            let bytes = advrob_data::idx::read_maybe_gz(&plain)?;
+            advrob_data::idx::write_file(&peer_data.path().join(format!("{f}.gz")), &bytes, true)?;
+        }
     }
-    let table = format_table(&results);
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        let mut advrob = Vec::new();
+        for b in &backends {
+            log::info!("round {round}: bench on {b} ({name})");
+            advrob.push(run_bench(&ds, b)?);
+        }
+        let peer = match &args.peer {
+            Some(p) => {
+                log::info!("round {round}: the PyTorch peer");
+                Some(run_peer(p, peer_data.path())?)
+            }
+            None => None,
+        };
+        rounds.push(Round { advrob, peer });
+    }
+    let table = if args.peer.is_some() || args.rounds > 1 {
+        rounds_table(&rounds, Flops::benched(ds.train.image_size()))
+    } else {
+        format_table(&rounds[0].advrob)
+    };
     print!("{table}");
     std::fs::create_dir_all(reports)?;
     advrob_data::atomic_write(&reports.join("bench.md"), table.as_bytes())?;
     advrob_data::atomic_write(
         &reports.join("bench.json"),
-        serde_json::to_string_pretty(&results)?.as_bytes(),
+        serde_json::to_string_pretty(&rounds)?.as_bytes(),
     )?;
     Ok(())
+}
+
+/// `dir/name`, plain or gzip.
+fn find(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    [dir.join(name), dir.join(format!("{name}.gz"))]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("{}: no {name} (plain or .gz) here", dir.display()))
+}
+
+/// Runs the peer script on the IDX directory `data` and parses its last line.
+fn run_peer(peer: &Peer, data: &Path) -> anyhow::Result<PeerResult> {
+    anyhow::ensure!(
+        peer.script.is_file(),
+        "{}: no such peer script (--peer-script)",
+        peer.script.display()
+    );
+    let out = Command::new(&peer.python)
+        .arg(&peer.script)
+        .arg(data)
+        .output()
+        .map_err(|e| anyhow::anyhow!("{}: {e} (--peer names the Python to run)", peer.python))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "{} {}: {}\n{}",
+        peer.python,
+        peer.script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not the JSON line of throughputs ({e}): {line}",
+            peer.script.display()
+        )
+    })
+}
+
+/// `lo–hi` of `v` (one value: itself), with `digits` decimals.
+fn range(v: &[f64], digits: usize) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if (hi - lo).abs() < f64::EPSILON || v.len() == 1 {
+        format!("{lo:.digits$}")
+    } else {
+        format!("{lo:.digits$}–{hi:.digits$}")
+    }
+}
+
+/// The three throughputs of one row, per round.
+type Row = [Vec<f64>; 3];
+
+/// The table of an interleaved run: per backend and for the peer the range of each throughput over
+/// the rounds (thousands per second) with the GFLOP/s it amounts to, then each backend's ratio to
+/// the peer taken round by round.
+fn rounds_table(rounds: &[Round], flops: Flops) -> String {
+    let backends: Vec<(String, String)> = rounds[0]
+        .advrob
+        .iter()
+        .map(|r| (r.backend.clone(), r.device.clone()))
+        .collect();
+    let of = |i: usize| -> Row {
+        let get = |f: fn(&BenchResult) -> f64| rounds.iter().map(|r| f(&r.advrob[i])).collect();
+        [
+            get(|r| r.train_samples_per_second),
+            get(|r| r.fgsm_images_per_second),
+            get(|r| r.inference_images_per_second),
+        ]
+    };
+    let peer: Option<Row> = rounds.iter().all(|r| r.peer.is_some()).then(|| {
+        let get = |f: fn(&PeerResult) -> f64| {
+            rounds
+                .iter()
+                .filter_map(|r| r.peer.as_ref().map(f))
+                .collect()
+        };
+        [
+            get(|p| p.train_sps),
+            get(|p| p.fgsm_ips),
+            get(|p| p.infer_ips),
+        ]
+    });
+    let per = [flops.train, flops.fgsm, flops.forward];
+    let cells = |row: &Row| -> String {
+        row.iter()
+            .zip(per)
+            .map(|(v, f)| {
+                let k: Vec<f64> = v.iter().map(|x| x / 1e3).collect();
+                let g: Vec<f64> = v.iter().map(|x| x * f / 1e9).collect();
+                format!(" {}k ({} GFLOP/s) |", range(&k, 1), range(&g, 1))
+            })
+            .collect()
+    };
+    let mut s = format!(
+        "Throughput of the README MLP (784-128-10) over {} interleaved round(s): thousands per second, range over rounds, and the GFLOP/s it amounts to ({:.2} MFLOP a training example, {:.2} an FGSM example, {:.2} a forward pass).\n\n| | device | train samples/s (batch 128) | FGSM images/s (batch 1000) | inference images/s (batch 1000) |\n|---|---|---:|---:|---:|\n",
+        rounds.len(),
+        flops.train / 1e6,
+        flops.fgsm / 1e6,
+        flops.forward / 1e6
+    );
+    for (i, (b, device)) in backends.iter().enumerate() {
+        s.push_str(&format!("| advrob {b} | {device} |{}\n", cells(&of(i))));
+    }
+    let Some(peer) = peer else {
+        return s;
+    };
+    let torch = rounds[0].peer.as_ref().map_or("", |p| p.torch.as_str());
+    s.push_str(&format!(
+        "| PyTorch {torch} | CPU, 2 threads |{}\n",
+        cells(&peer)
+    ));
+    for (i, (b, _)) in backends.iter().enumerate() {
+        let row = of(i);
+        let ratios: String = (0..3)
+            .map(|k| {
+                let r: Vec<f64> = row[k].iter().zip(&peer[k]).map(|(a, p)| a / p).collect();
+                format!(" {}× |", range(&r, 2))
+            })
+            .collect();
+        s.push_str(&format!(
+            "| advrob {b} / PyTorch | (same round) |{ratios}\n"
+        ));
+    }
+    s
 }

@@ -54,6 +54,16 @@ enum Task {
         /// Where bench.md and bench.json go.
         #[arg(long, default_value = "reports")]
         reports: PathBuf,
+        /// Time the PyTorch peer (`../shared/peers/torch_bench.py`) too, interleaved with advrob in
+        /// every round, and write both and their ratios: the Python to run it with (one with torch)
+        #[arg(long, num_args = 0..=1, default_missing_value = "python3")]
+        peer: Option<String>,
+        /// The peer's script.
+        #[arg(long, default_value = "../shared/peers/torch_bench.py")]
+        peer_script: PathBuf,
+        /// Rounds: each times every backend, then the peer; the table gives the range over rounds.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
 }
 
@@ -87,6 +97,22 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             data,
             train_limit,
             reports,
-        } => bench::bench(&backend, dataset_dir, &data, train_limit, &reports),
+            peer,
+            peer_script,
+            rounds,
+        } => bench::bench(
+            &bench::BenchArgs {
+                backends: backend,
+                dataset_dir,
+                train_limit,
+                peer: peer.map(|python| bench::Peer {
+                    python,
+                    script: peer_script,
+                }),
+                rounds,
+            },
+            &data,
+            &reports,
+        ),
     }
 }

@@ -36,6 +36,44 @@ pub struct BenchResult {
     pub inference_images_per_second: f64,
 }
 
+/// Floating-point operations per example of the benched model (multiply and add counted apart),
+/// from its layer widths: `forward` is Σ 2·inᵢ·outᵢ over the layers; a training example costs the
+/// forward, the weight gradients (one more `forward`) and the input gradients of every layer but
+/// the first; FGSM, with frozen weights, the forward and the input gradients of every layer. Biases,
+/// activations and the optimiser step are left out (under 1%).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Flops {
+    /// One forward pass.
+    pub forward: f64,
+    /// One training example (forward and backward).
+    pub train: f64,
+    /// One FGSM example (forward and the gradient with respect to the input).
+    pub fgsm: f64,
+}
+
+impl Flops {
+    /// The counts of the MLP `cfg`.
+    pub fn of(cfg: &MlpConfig) -> Flops {
+        let widths: Vec<usize> = std::iter::once(cfg.input)
+            .chain(cfg.hidden.iter().copied())
+            .chain(std::iter::once(cfg.classes))
+            .collect();
+        let layer = |w: &[usize]| 2.0 * w[0] as f64 * w[1] as f64;
+        let forward: f64 = widths.windows(2).map(layer).sum();
+        let first = layer(&widths[..2]);
+        Flops {
+            forward,
+            train: 3.0 * forward - first,
+            fgsm: 2.0 * forward,
+        }
+    }
+
+    /// The counts of the model [`bench`] times.
+    pub fn benched(input: usize) -> Flops {
+        Flops::of(&MlpConfig::new().with_input(input))
+    }
+}
+
 /// Times one epoch of training of the README model (batch 128), FGSM generation at ε = 0.1 and
 /// clean inference on the test set (batch 1000), after a short warm-up.
 pub fn bench(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
@@ -92,6 +130,20 @@ pub fn bench(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
         inference_seconds,
         inference_images_per_second: n as f64 / inference_seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flops_of_the_readme_mlp() {
+        // 784-128-10: 2·(784·128 + 128·10) per forward pass
+        let f = Flops::benched(784);
+        assert_eq!(f.forward, 203_264.0);
+        assert_eq!(f.fgsm, 406_528.0);
+        assert_eq!(f.train, 3.0 * 203_264.0 - 2.0 * 784.0 * 128.0);
+    }
 }
 
 /// A Markdown table of bench results, one row per backend.

@@ -106,7 +106,8 @@ pub struct Record {
     pub train_config: serde_json::Value,
     /// Training examples used.
     pub train_examples: usize,
-    /// SHA-256 of the checkpoint's weights file.
+    /// SHA-256 of the weights the record was evaluated with, as their safetensors export (the
+    /// digest the checkpoint's manifest holds and verifies on load).
     pub checkpoint_sha256: String,
     /// Wall time of training (0 when the model came from the cache of an earlier run).
     pub train_seconds: f64,

@@ -846,16 +846,19 @@ fn cli_probes() -> Vec<Probe> {
             &["out/records/w.jsonl: line 1: not a record"],
         ),
         probe(
-            "report: records of an older advrob",
-            old_schema_run,
+            "report: a record line without its key",
+            keyless_record,
             vec!["report", "--run", "out", "--reports", "rep"],
-            &["out/records.jsonl", "line 1"],
+            &["out/records.jsonl: line 1: not a record: missing field `key`"],
         ),
         probe(
             "run: into a run directory of an older advrob",
             old_schema_run,
             q(&[]),
-            &["out/records.jsonl", "line 1"],
+            &[
+                "out: holds records of an older advrob (schema 1, this one writes 2",
+                "run into a new --out, or move out/records.jsonl and out/records aside",
+            ],
         ),
         probe(
             "evaluate: weights that do not exist",
@@ -902,14 +905,24 @@ fn cli_probes() -> Vec<Probe> {
     ]
 }
 
-/// A run directory holding the single records file of advrob before schema 2.
-fn old_schema_run(dir: &Path) {
+/// A run directory holding a record line without its key.
+fn keyless_record(dir: &Path) {
     std::fs::create_dir_all(dir.join("out")).expect("dir");
     std::fs::write(
         dir.join("out/records.jsonl"),
         "{\"model\":\"baseline\",\"attack\":\"fgsm\",\"eps\":0.1,\"clean_accuracy\":0.9,\"adversarial_accuracy\":0.2}\n",
     )
     .expect("write");
+}
+
+/// A run directory holding the single records file of advrob before schema 2 (a record without
+/// the `schema` field).
+fn old_schema_run(dir: &Path) {
+    let fixture = include_str!("../../advrob-experiment/tests/fixtures/record.json");
+    let mut v: serde_json::Value = serde_json::from_str(fixture).expect("fixture");
+    v.as_object_mut().expect("object").remove("schema");
+    std::fs::create_dir_all(dir.join("out")).expect("dir");
+    std::fs::write(dir.join("out/records.jsonl"), format!("{v}\n")).expect("write");
 }
 
 fn probes() -> Vec<Probe> {
