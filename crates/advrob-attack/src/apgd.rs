@@ -282,12 +282,52 @@ impl Apgd {
         best: &mut Best,
     ) -> Result<()> {
         let c = &self.0;
+        let device = x.device();
+        let (mut s, fooled) = self.begin(model, x, y, targets, rows, eps, seed)?;
+        // an example misclassified at its random start is done
+        self.retire(&mut s, &fooled, best)?;
+        let (n_first, n_min, n_decr) = (
+            ((0.22 * c.steps as f64) as usize).max(1),
+            ((0.06 * c.steps as f64) as usize).max(1),
+            ((0.03 * c.steps as f64) as usize).max(1),
+        );
+        let mut k = n_first;
+        let mut since_check = 0usize;
+        for i in 0..c.steps {
+            if s.rows.is_empty() {
+                return Ok(());
+            }
+            let momentum = if i == 0 { 1.0 } else { 0.75 };
+            let pred = self.step(model, &mut s, momentum, eps, &device)?;
+            since_check += 1;
+            if since_check == k {
+                self.checkpoint(&mut s, k);
+                since_check = 0;
+                k = k.saturating_sub(n_decr).max(n_min);
+            }
+            let fooled: Vec<bool> = pred.iter().zip(&s.y_host).map(|(p, l)| p != l).collect();
+            self.retire(&mut s, &fooled, best)?;
+        }
+        let fooled = vec![false; s.rows.len()];
+        best.offer_rows(s.best, &s.rows, &s.loss_best, &fooled)
+    }
+
+    /// The state of a run on the examples `rows` of `x`, `y` at its random start, with its first
+    /// pass (step 2ε, every row's best point the start), and which rows the start already
+    /// misclassifies.
+    #[allow(clippy::too_many_arguments)] // one run's inputs: the batch and its seed
+    fn begin(
+        &self,
+        model: &dyn Classifier,
+        x: Tensor<3>,
+        y: Tensor<1, Int>,
+        targets: Option<Tensor<1, Int>>,
+        rows: Vec<usize>,
+        eps: f64,
+        seed: u64,
+    ) -> Result<(Run, Vec<bool>)> {
         let [b, h, w] = x.dims();
         let device = x.device();
-        let norm = c.norm;
-        let proj = |x: &Tensor<3>, a: Tensor<3>| {
-            (x.clone() + project(a - x.clone(), norm, eps)).clamp(0.0, 1.0)
-        };
         let start = Tensor::<3>::from_data(
             TensorData::new(self.start(&rows, h * w, eps, seed), [b, h, w]),
             &device,
@@ -315,57 +355,52 @@ impl Apgd {
             best_at_last: Vec::new(),
         };
         s.best_at_last = s.loss_best.clone();
-        // an example misclassified at its random start is done
         let fooled: Vec<bool> = p.pred.iter().zip(&s.y_host).map(|(p, l)| p != l).collect();
-        self.retire(&mut s, &fooled, best)?;
-        let (n_first, n_min, n_decr) = (
-            ((0.22 * c.steps as f64) as usize).max(1),
-            ((0.06 * c.steps as f64) as usize).max(1),
-            ((0.03 * c.steps as f64) as usize).max(1),
-        );
-        let mut k = n_first;
-        let mut since_check = 0usize;
-        for i in 0..c.steps {
-            if s.rows.is_empty() {
-                return Ok(());
-            }
-            let momentum = if i == 0 { 1.0 } else { 0.75 };
-            let dir = match norm {
-                Norm::Linf => s.grad.clone().sign(),
-                Norm::L2 => s.grad.clone() / l2_norms(s.grad.clone()).clamp_min(1e-12),
-            };
-            let z = proj(&s.x, s.adv.clone() + dir * column(&s.eta, &device));
-            let moved = s.adv.clone()
-                + (z - s.adv.clone()) * momentum
-                + (s.adv.clone() - s.old.clone()) * (1.0 - momentum);
-            s.old = s.adv.clone();
-            s.adv = proj(&s.x, moved);
-            let p = self.pass(model, &s.adv, &s.y, s.targets.as_ref(), true)?;
-            s.grad = p.grad.ok_or(AttackError::NoGradient)?;
-            let improved: Vec<bool> = p
-                .loss
-                .iter()
-                .zip(&s.loss_best)
-                .map(|(l, b)| l > b)
-                .collect();
-            s.best = blend(s.best.clone(), s.adv.clone(), &improved);
-            s.grad_best = blend(s.grad_best.clone(), s.grad.clone(), &improved);
-            for (j, l) in p.loss.iter().enumerate() {
-                s.rises[j] += usize::from(*l > s.previous[j]);
-                s.loss_best[j] = s.loss_best[j].max(*l);
-            }
-            s.previous = p.loss;
-            since_check += 1;
-            if since_check == k {
-                self.checkpoint(&mut s, k);
-                since_check = 0;
-                k = k.saturating_sub(n_decr).max(n_min);
-            }
-            let fooled: Vec<bool> = p.pred.iter().zip(&s.y_host).map(|(p, l)| p != l).collect();
-            self.retire(&mut s, &fooled, best)?;
+        Ok((s, fooled))
+    }
+
+    /// One step of the run: along the gradient's sign (L2: its direction) by each row's step
+    /// size, with `momentum`, projected onto the ε-ball and [0, 1]; then the pass on the new
+    /// iterate updates the gradient, the best points and the loss rises. Returns the predictions
+    /// on the new iterate.
+    fn step(
+        &self,
+        model: &dyn Classifier,
+        s: &mut Run,
+        momentum: f64,
+        eps: f64,
+        device: &burn::tensor::Device,
+    ) -> Result<Vec<i64>> {
+        let norm = self.0.norm;
+        let proj = |x: &Tensor<3>, a: Tensor<3>| {
+            (x.clone() + project(a - x.clone(), norm, eps)).clamp(0.0, 1.0)
+        };
+        let dir = match norm {
+            Norm::Linf => s.grad.clone().sign(),
+            Norm::L2 => s.grad.clone() / l2_norms(s.grad.clone()).clamp_min(1e-12),
+        };
+        let z = proj(&s.x, s.adv.clone() + dir * column(&s.eta, device));
+        let moved = s.adv.clone()
+            + (z - s.adv.clone()) * momentum
+            + (s.adv.clone() - s.old.clone()) * (1.0 - momentum);
+        s.old = s.adv.clone();
+        s.adv = proj(&s.x, moved);
+        let p = self.pass(model, &s.adv, &s.y, s.targets.as_ref(), true)?;
+        s.grad = p.grad.ok_or(AttackError::NoGradient)?;
+        let improved: Vec<bool> = p
+            .loss
+            .iter()
+            .zip(&s.loss_best)
+            .map(|(l, b)| l > b)
+            .collect();
+        s.best = blend(s.best.clone(), s.adv.clone(), &improved);
+        s.grad_best = blend(s.grad_best.clone(), s.grad.clone(), &improved);
+        for (j, l) in p.loss.iter().enumerate() {
+            s.rises[j] += usize::from(*l > s.previous[j]);
+            s.loss_best[j] = s.loss_best[j].max(*l);
         }
-        let fooled = vec![false; s.rows.len()];
-        best.offer_rows(s.best, &s.rows, &s.loss_best, &fooled)
+        s.previous = p.loss;
+        Ok(p.pred)
     }
 
     /// A checkpoint: every row whose loss rose in at most ρ·k of the last k steps, or did not

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result, check_eps};
 use crate::fgsm::TargetRule;
-use crate::grad::{AttackLoss, LabelMode, pass, per_example_loss, target_labels};
+use crate::grad::{AttackLoss, LabelMode, Pass, pass, per_example_loss, target_labels};
 use crate::info::{AttackInfo, Family, Norm};
 use crate::rows::{Best, blend, host, host_int, mix_seed, select_rows};
 use crate::{Attack, AttackConfig};
@@ -212,6 +212,19 @@ impl Pgd {
         }
     }
 
+    /// The first iterate of a restart on the examples `rows` of `x`: a random start in the
+    /// ε-ball when the settings ask for one (and ε > 0), else the clean images.
+    fn start(&self, x: &Tensor<3>, rows: &[usize], eps: f64, seed: u64) -> Tensor<3> {
+        if self.0.random_start && eps > 0.0 {
+            let [_, h, w] = x.dims();
+            let d = self.random_delta(rows, h * w, eps, seed);
+            let d = Tensor::<3>::from_data(TensorData::new(d, [rows.len(), h, w]), &x.device());
+            (x.clone() + d).clamp(0.0, 1.0)
+        } else {
+            x.clone()
+        }
+    }
+
     /// One restart on the examples `rows` of the batch, offering each example's result to `best`.
     #[allow(clippy::too_many_arguments)] // one restart's inputs: the batch and where results go
     fn restart(
@@ -226,78 +239,109 @@ impl Pgd {
     ) -> Result<()> {
         let c = &self.0;
         let targeted = c.target.is_some();
-        let [_, h, w] = x.dims();
-        let device = x.device();
         let (alpha, sign) = (self.alpha(eps), if targeted { -1.0 } else { 1.0 });
         let mut goal_host = host_int(goal.clone())?;
         let (mut x, mut goal) = (x, goal);
-        let mut adv = if c.random_start && eps > 0.0 {
-            let d = self.random_delta(&rows, h * w, eps, seed);
-            let d = Tensor::<3>::from_data(TensorData::new(d, [rows.len(), h, w]), &device);
-            (x.clone() + d).clamp(0.0, 1.0)
-        } else {
-            x.clone()
-        };
-        // the candidate of each row: an iterate after a step, misclassified if one was found
-        let mut cand = adv.clone();
-        let mut cand_score = vec![f32::NEG_INFINITY; rows.len()];
-        let mut cand_fooled = vec![false; rows.len()];
+        let mut adv = self.start(&x, &rows, eps, seed);
+        let mut cand = Candidates::new(adv.clone(), rows.len());
         let mut velocity: Option<Tensor<3>> = None;
         for step in 0..=c.steps {
             let y = goal.clone();
             let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), c.loss);
             let p = pass(grad_model, adv.clone(), &loss, step < c.steps)?;
             if step > 0 {
-                let fooled: Vec<bool> = p
-                    .pred
-                    .iter()
-                    .zip(&goal_host)
-                    .map(|(p, g)| (p == g) == targeted)
-                    .collect();
-                let take: Vec<bool> = (0..rows.len())
-                    .map(|i| {
-                        !cand_fooled[i] && (fooled[i] || sign as f32 * p.loss[i] > cand_score[i])
-                    })
-                    .collect();
-                cand = blend(cand, adv.clone(), &take);
-                for i in 0..rows.len() {
-                    if take[i] {
-                        cand_score[i] = sign as f32 * p.loss[i];
-                        cand_fooled[i] = fooled[i];
-                    }
-                }
+                cand = cand.offer(adv.clone(), &p, &goal_host, targeted, sign);
             }
             let Some(mut g) = p.grad else { break };
             // rows already broken take no more steps: hand them over and drop them
-            let done = cand_fooled.iter().filter(|f| **f).count();
+            let done = cand.fooled.iter().filter(|f| **f).count();
             if done > 0 && done * 8 >= rows.len() {
                 let (finished, kept): (Vec<usize>, Vec<usize>) =
-                    (0..rows.len()).partition(|&i| cand_fooled[i]);
+                    (0..rows.len()).partition(|&i| cand.fooled[i]);
                 let finished_rows: Vec<usize> = finished.iter().map(|&i| rows[i]).collect();
                 best.offer_rows(
-                    select_rows(cand.clone(), &finished),
+                    select_rows(cand.images.clone(), &finished),
                     &finished_rows,
-                    &finished.iter().map(|&i| cand_score[i]).collect::<Vec<_>>(),
+                    &finished.iter().map(|&i| cand.score[i]).collect::<Vec<_>>(),
                     &vec![true; finished.len()],
                 )?;
                 if kept.is_empty() {
                     return Ok(());
                 }
-                cand_score = kept.iter().map(|&i| cand_score[i]).collect();
-                cand_fooled = vec![false; kept.len()];
+                cand = cand.keep(&kept);
                 goal_host = kept.iter().map(|&i| goal_host[i]).collect();
                 rows = kept.iter().map(|&i| rows[i]).collect();
                 x = select_rows(x, &kept);
                 goal = select_rows(goal, &kept);
                 adv = select_rows(adv, &kept);
-                cand = select_rows(cand, &kept);
                 g = select_rows(g, &kept);
                 velocity = velocity.map(|v| select_rows(v, &kept));
             }
             let step = self.direction(g, &mut velocity) * (sign * alpha);
             adv = (x.clone() + project(adv + step - x.clone(), c.norm, eps)).clamp(0.0, 1.0);
         }
-        best.offer_rows(cand, &rows, &cand_score, &cand_fooled)
+        best.offer_rows(cand.images, &rows, &cand.score, &cand.fooled)
+    }
+}
+
+/// The candidate of each row of a restart: an iterate after a step, misclassified (targeted:
+/// classified as the target) if one was found, else the one of highest loss.
+struct Candidates {
+    /// The candidate images.
+    images: Tensor<3>,
+    /// The loss of each, negated when targeted (higher is better).
+    score: Vec<f32>,
+    /// Whether each is misclassified (targeted: classified as the target).
+    fooled: Vec<bool>,
+}
+
+impl Candidates {
+    /// `n` rows whose candidates are `images`, none scored yet.
+    fn new(images: Tensor<3>, n: usize) -> Self {
+        Self {
+            images,
+            score: vec![f32::NEG_INFINITY; n],
+            fooled: vec![false; n],
+        }
+    }
+
+    /// Offers the iterates `adv` of a step, on which `p` is the pass against `goal_host`: a row
+    /// not broken yet takes its iterate when that breaks it or scores higher (`sign`: −1 when
+    /// targeted).
+    fn offer(
+        mut self,
+        adv: Tensor<3>,
+        p: &Pass,
+        goal_host: &[i64],
+        targeted: bool,
+        sign: f64,
+    ) -> Self {
+        let fooled: Vec<bool> = p
+            .pred
+            .iter()
+            .zip(goal_host)
+            .map(|(p, g)| (p == g) == targeted)
+            .collect();
+        let take: Vec<bool> = (0..self.score.len())
+            .map(|i| !self.fooled[i] && (fooled[i] || sign as f32 * p.loss[i] > self.score[i]))
+            .collect();
+        self.images = blend(self.images, adv, &take);
+        for i in 0..take.len() {
+            if take[i] {
+                self.score[i] = sign as f32 * p.loss[i];
+                self.fooled[i] = fooled[i];
+            }
+        }
+        self
+    }
+
+    /// Keeps the rows `kept` (indices into the current rows), in that order, none broken.
+    fn keep(self, kept: &[usize]) -> Self {
+        Self {
+            score: kept.iter().map(|&i| self.score[i]).collect(),
+            fooled: vec![false; kept.len()],
+            images: select_rows(self.images, kept),
+        }
     }
 }
 

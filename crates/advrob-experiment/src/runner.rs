@@ -298,31 +298,7 @@ pub fn run(
                     records: &mut records,
                     summary: &mut summary,
                 };
-                let mut deferred = Vec::new();
-                for i in 0..matrix.models.len() {
-                    if !ctx.has_work(&models, i) {
-                        ctx.skip(&models, i);
-                        continue;
-                    }
-                    if !matrix_written {
-                        write_matrix(&dir, matrix)?;
-                        matrix_written = true;
-                    }
-                    // another writer evaluating this model: come back to it at the end
-                    match Lock::try_take(&dir.lock(&models.plans[i].dir, "eval"))? {
-                        Some(lock) => ctx.evaluate_model(&mut models, i, lock, observer)?,
-                        None => deferred.push(i),
-                    }
-                }
-                for i in deferred {
-                    let lock = Lock::wait(&dir.lock(&models.plans[i].dir, "eval"))?;
-                    ctx.refresh()?;
-                    if ctx.has_work(&models, i) {
-                        ctx.evaluate_model(&mut models, i, lock, observer)?;
-                    } else {
-                        ctx.skip(&models, i);
-                    }
-                }
+                ctx.evaluate_cell(&mut models, &mut matrix_written, observer)?;
                 ctx.summary.trained += models.trained;
                 ctx.summary.loaded += models.loaded;
                 cell += 1;
@@ -819,6 +795,44 @@ impl EvalContext<'_> {
     fn refresh(&mut self) -> Result<()> {
         for r in read_run(self.run, self.registry)?.records {
             self.records.entry(r.key.clone()).or_insert(r);
+        }
+        Ok(())
+    }
+
+    /// Evaluates every model of the cell that has work left, writing `matrix.toml` before the
+    /// first (`matrix_written` says whether it is); a model another writer is evaluating is
+    /// waited for at the end, and then evaluated only if that writer left work.
+    fn evaluate_cell(
+        &mut self,
+        models: &mut Models<'_>,
+        matrix_written: &mut bool,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let (matrix, dir) = (self.matrix, self.run);
+        let mut deferred = Vec::new();
+        for i in 0..matrix.models.len() {
+            if !self.has_work(models, i) {
+                self.skip(models, i);
+                continue;
+            }
+            if !*matrix_written {
+                write_matrix(dir, matrix)?;
+                *matrix_written = true;
+            }
+            // another writer evaluating this model: come back to it at the end
+            match Lock::try_take(&dir.lock(&models.plans[i].dir, "eval"))? {
+                Some(lock) => self.evaluate_model(models, i, lock, observer)?,
+                None => deferred.push(i),
+            }
+        }
+        for i in deferred {
+            let lock = Lock::wait(&dir.lock(&models.plans[i].dir, "eval"))?;
+            self.refresh()?;
+            if self.has_work(models, i) {
+                self.evaluate_model(models, i, lock, observer)?;
+            } else {
+                self.skip(models, i);
+            }
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use advrob_data::rng::SplitMix64;
 use advrob_data::{Batcher, Split, to_tensors};
 use burn::config::Config;
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -170,14 +170,54 @@ pub fn train(
     config.check()?;
     let start = Instant::now();
     let mut model: Net = model.into().to_device(device).train();
-    let mut optim = AdamConfig::new().with_epsilon(config.adam_epsilon).init();
-    let mut dropout_rng = SplitMix64::new(config.seed ^ 0x00D2_0900_u64);
+    let mut trainer = Trainer {
+        config,
+        device,
+        optim: AdamConfig::new().with_epsilon(config.adam_epsilon).init(),
+        dropout_rng: SplitMix64::new(config.seed ^ 0x00D2_0900_u64),
+    };
     let mut record = TrainRecord {
         epochs: Vec::with_capacity(config.epochs),
         seconds: 0.0,
         hook: hook.describe(),
     };
     for epoch in 1..=config.epochs {
+        let (trained, stats) = trainer.epoch(model, data, epoch, hook, on_progress)?;
+        model = trained;
+        log::info!(
+            "epoch {epoch}/{}: loss {:.4}, train accuracy {:.4}",
+            config.epochs,
+            stats.loss,
+            stats.accuracy
+        );
+        record.epochs.push(stats);
+    }
+    record.seconds = start.elapsed().as_secs_f64();
+    Ok((model.valid(), record))
+}
+
+/// What every batch of a training run uses: the settings, the device, Adam's state and the
+/// dropout masks' stream.
+struct Trainer<'a> {
+    config: &'a TrainConfig,
+    device: &'a Device,
+    optim: ModuleOptimizer,
+    dropout_rng: SplitMix64,
+}
+
+impl Trainer<'_> {
+    /// One epoch of `model` over `data`, in the order drawn from the seed and `epoch`, each batch
+    /// through `hook`; returns the model after it and the epoch's statistics, or an error when
+    /// the mean loss is not finite.
+    fn epoch(
+        &mut self,
+        mut model: Net,
+        data: &Split,
+        epoch: usize,
+        hook: &mut dyn TrainHook,
+        on_progress: &mut dyn FnMut(Progress),
+    ) -> crate::Result<(Net, EpochStats)> {
+        let (config, device) = (self.config, self.device);
         let epoch_start = Instant::now();
         let batcher = Batcher::new(
             data.len(),
@@ -199,7 +239,7 @@ pub fn train(
                 },
             )?;
             examples += batch.labels.dims()[0];
-            let logits = hook.logits(model.forward_train(batch.images, &mut dropout_rng));
+            let logits = hook.logits(model.forward_train(batch.images, &mut self.dropout_rng));
             let preds = logits
                 .clone()
                 .without_autodiff()
@@ -209,7 +249,7 @@ pub fn train(
             let l = loss(config.loss, logits, batch.targets);
             loss_sum = loss_sum + l.clone().without_autodiff();
             let grads = GradientsParams::from_grads(l.backward(), &model);
-            model = optim.step(config.lr, model, grads);
+            model = self.optim.step(config.lr, model, grads);
             on_progress(Progress {
                 epoch,
                 epochs: config.epochs,
@@ -226,21 +266,15 @@ pub fn train(
             });
         }
         let correct = correct.into_scalar::<i64>() as f64;
-        record.epochs.push(EpochStats {
+        let stats = EpochStats {
             epoch,
             loss: mean_loss,
             accuracy: correct / examples.max(1) as f64,
             examples,
             seconds: epoch_start.elapsed().as_secs_f64(),
-        });
-        log::info!(
-            "epoch {epoch}/{}: loss {mean_loss:.4}, train accuracy {:.4}",
-            config.epochs,
-            correct / examples.max(1) as f64
-        );
+        };
+        Ok((model, stats))
     }
-    record.seconds = start.elapsed().as_secs_f64();
-    Ok((model.valid(), record))
 }
 
 /// Share of `data` whose inference-mode prediction equals the label, in batches of `batch_size`.

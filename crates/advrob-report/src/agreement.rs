@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use advrob_eval::{OnBackend, agreement};
-use advrob_experiment::{AttackSpec, Registry, RunDir, read_records};
+use advrob_attack::Attack;
+use advrob_eval::{Agreement, OnBackend, agreement};
+use advrob_experiment::{AttackSpec, Record, Registry, RunDir, read_records};
 use advrob_model::{backend, checkpoint};
 use polars::prelude::*;
 
@@ -80,21 +81,8 @@ pub fn agree(
             log::warn!("{}: no checkpoint, {model} not compared", dir.display());
             continue;
         }
-        let mut eps: Vec<f64> = records
-            .iter()
-            .filter(|x| x.model == r.model && x.attack == r.attack)
-            .map(|x| x.eval.eps)
-            .collect();
-        eps.sort_by(f64::total_cmp);
-        eps.dedup();
-        let spec: AttackSpec = serde_json::from_value(r.attack_config.clone())
-            .map_err(|e| ReportError::Records(format!("record {}: attack_config: {e}", r.key)))?;
-        let attack = registry.attack(&spec, &mut |name| {
-            Err(advrob_experiment::ExperimentError::invalid(
-                "attack",
-                format!("{name}: transfer attacks are not compared"),
-            ))
-        })?;
+        let eps = run_eps(&records, r);
+        let attack = rebuild_attack(registry, r)?;
         // the examples the run evaluated (a `--test-limit` run: the first N)
         let test = ds.test.take(r.eval.examples);
         let device_a = backend::device(&r.backend)?;
@@ -118,27 +106,57 @@ pub fn agree(
                 1000,
             )?;
             let adapter_b = backend::describe(b)?;
-            for e in &a.eps {
-                rows.push(Row {
-                    model: model.to_string(),
-                    defense: r.defense.clone(),
-                    backend_a: r.backend.clone(),
-                    backend_b: b.clone(),
-                    adapter_b: adapter_b.clone(),
-                    examples: a.examples,
-                    max_logit_diff: a.max_logit_diff,
-                    mean_logit_diff: a.mean_logit_diff,
-                    max_abs_logit: a.max_abs_logit,
-                    eps: e.eps,
-                    accuracy_a: e.accuracy_a,
-                    accuracy_b: e.accuracy_b,
-                    prediction_differs: e.prediction_differs,
-                    input_differs: e.input_differs,
-                });
-            }
+            rows.extend(rows_of(model, r, b, &adapter_b, &a));
         }
     }
     Ok(rows)
+}
+
+/// The budgets the run evaluated `r`'s model under `r`'s attack, in increasing order.
+fn run_eps(records: &[Record], r: &Record) -> Vec<f64> {
+    let mut eps: Vec<f64> = records
+        .iter()
+        .filter(|x| x.model == r.model && x.attack == r.attack)
+        .map(|x| x.eval.eps)
+        .collect();
+    eps.sort_by(f64::total_cmp);
+    eps.dedup();
+    eps
+}
+
+/// The attack of record `r`, rebuilt from its recorded config (a transfer attack is refused).
+fn rebuild_attack(registry: &Registry, r: &Record) -> Result<Box<dyn Attack>> {
+    let spec: AttackSpec = serde_json::from_value(r.attack_config.clone())
+        .map_err(|e| ReportError::Records(format!("record {}: attack_config: {e}", r.key)))?;
+    Ok(registry.attack(&spec, &mut |name| {
+        Err(advrob_experiment::ExperimentError::invalid(
+            "attack",
+            format!("{name}: transfer attacks are not compared"),
+        ))
+    })?)
+}
+
+/// The rows of one comparison `a` of `model` (record `r`) with backend `b`, one per ε.
+fn rows_of(model: &str, r: &Record, b: &str, adapter_b: &str, a: &Agreement) -> Vec<Row> {
+    a.eps
+        .iter()
+        .map(|e| Row {
+            model: model.to_string(),
+            defense: r.defense.clone(),
+            backend_a: r.backend.clone(),
+            backend_b: b.to_string(),
+            adapter_b: adapter_b.to_string(),
+            examples: a.examples,
+            max_logit_diff: a.max_logit_diff,
+            mean_logit_diff: a.mean_logit_diff,
+            max_abs_logit: a.max_abs_logit,
+            eps: e.eps,
+            accuracy_a: e.accuracy_a,
+            accuracy_b: e.accuracy_b,
+            prediction_differs: e.prediction_differs,
+            input_differs: e.input_differs,
+        })
+        .collect()
 }
 
 /// The rows as a polars frame, one row per (model, backend pair, ε).

@@ -61,6 +61,34 @@ pub fn examples(
     let size = test.image_size();
     let (rows, cols) = (test.images.rows, test.images.cols);
     let n = indices.len();
+    let (pixels, labels) = gather(test, indices);
+    let x = Tensor::<3>::from_data(TensorData::new(pixels.clone(), [n, rows, cols]), device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), device);
+    let advs = attack.perturb_grid(model, x.clone(), y.clone(), eps, 0)?;
+    let mut columns: Vec<(String, Vec<Cell>)> = Vec::new();
+    let (p0, c0) = predict(model, x, path)?;
+    let cells =
+        |px: &[f32], pred: &[i64], conf: &[f32]| column_cells(px, pred, conf, &labels, size);
+    columns.push(("original".into(), cells(&pixels, &p0, &c0)));
+    let mut adv_columns = Vec::new();
+    let mut last: Option<(f64, Vec<f32>)> = None;
+    for (adv, &e) in advs.into_iter().zip(eps) {
+        let (p, c) = predict(model, adv.clone(), path)?;
+        let a = host(adv, path)?;
+        adv_columns.push((format!("ε = {}", trim(e)), cells(&a, &p, &c)));
+        last = Some((e, a));
+    }
+    if let Some((e, a)) = last {
+        columns.push(delta_column(e, &a, &pixels, &labels, size));
+    }
+    columns.extend(adv_columns);
+    draw_grid(&columns, rows, cols, path)
+}
+
+/// The pixels (scaled to [0, 1]) and labels of the test examples at `indices`, in order.
+fn gather(test: &Split, indices: &[usize]) -> (Vec<f32>, Vec<i64>) {
+    let size = test.image_size();
+    let n = indices.len();
     let mut pixels = Vec::with_capacity(n * size);
     let mut labels = Vec::with_capacity(n);
     for &i in indices {
@@ -71,66 +99,66 @@ pub fn examples(
         );
         labels.push(i64::from(test.labels[i]));
     }
-    let x = Tensor::<3>::from_data(TensorData::new(pixels.clone(), [n, rows, cols]), device);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), device);
-    let advs = attack.perturb_grid(model, x.clone(), y.clone(), eps, 0)?;
-    let predict = |t: Tensor<3>| -> Result<(Vec<i64>, Vec<f32>)> {
-        let p = softmax(model.logits(t.without_autodiff()), 1);
-        let conf = p.clone().max_dim(1).flatten::<1>(0, 1);
-        let pred = p.argmax(1).flatten::<1>(0, 1);
-        Ok((
-            pred.into_data()
-                .try_into_vec_as::<i64>()
-                .map_err(|e| ReportError::figure(path, format!("{e:?}")))?,
-            conf.into_data()
-                .try_into_vec_as::<f32>()
-                .map_err(|e| ReportError::figure(path, format!("{e:?}")))?,
-        ))
-    };
-    let host = |t: Tensor<3>| -> Result<Vec<f32>> {
-        t.into_data()
+    (pixels, labels)
+}
+
+/// The class `model` predicts for each image of `t`, and its confidence (the softmax's maximum).
+fn predict(model: &dyn Classifier, t: Tensor<3>, path: &Path) -> Result<(Vec<i64>, Vec<f32>)> {
+    let p = softmax(model.logits(t.without_autodiff()), 1);
+    let conf = p.clone().max_dim(1).flatten::<1>(0, 1);
+    let pred = p.argmax(1).flatten::<1>(0, 1);
+    Ok((
+        pred.into_data()
+            .try_into_vec_as::<i64>()
+            .map_err(|e| ReportError::figure(path, format!("{e:?}")))?,
+        conf.into_data()
             .try_into_vec_as::<f32>()
-            .map_err(|e| ReportError::figure(path, format!("{e:?}")))
-    };
-    let mut columns: Vec<(String, Vec<Cell>)> = Vec::new();
-    let (p0, c0) = predict(x)?;
-    let cells = |px: &[f32], pred: &[i64], conf: &[f32]| -> Vec<Cell> {
-        (0..n)
-            .map(|j| Cell {
-                pixels: px[j * size..(j + 1) * size].to_vec(),
-                caption: format!("{} ({:.2})", pred[j], conf[j]),
-                wrong: pred[j] != labels[j],
-            })
-            .collect()
-    };
-    columns.push(("original".into(), cells(&pixels, &p0, &c0)));
-    let mut adv_columns = Vec::new();
-    let mut last: Option<(f64, Vec<f32>)> = None;
-    for (adv, &e) in advs.into_iter().zip(eps) {
-        let (p, c) = predict(adv.clone())?;
-        let a = host(adv)?;
-        adv_columns.push((format!("ε = {}", trim(e)), cells(&a, &p, &c)));
-        last = Some((e, a));
-    }
-    if let Some((e, a)) = last {
-        // δ / ε mapped to [0, 1]: black −ε, mid-grey 0, white +ε
-        let scale = if e > 0.0 { 0.5 / e as f32 } else { 0.0 };
-        let delta: Vec<f32> = a
-            .iter()
-            .zip(&pixels)
-            .map(|(p, q)| 0.5 + (p - q) * scale)
-            .collect();
-        let cells = (0..n)
-            .map(|j| Cell {
-                pixels: delta[j * size..(j + 1) * size].to_vec(),
-                caption: format!("label {}", labels[j]),
-                wrong: false,
-            })
-            .collect();
-        columns.push((format!("δ at ε = {} (scaled)", trim(e)), cells));
-    }
-    columns.extend(adv_columns);
-    draw_grid(&columns, rows, cols, path)
+            .map_err(|e| ReportError::figure(path, format!("{e:?}")))?,
+    ))
+}
+
+/// The pixels of `t`, copied to the host.
+fn host(t: Tensor<3>, path: &Path) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| ReportError::figure(path, format!("{e:?}")))
+}
+
+/// One column's cells: each image of `px` captioned with its prediction and confidence, marked
+/// wrong when the prediction is not its label.
+fn column_cells(px: &[f32], pred: &[i64], conf: &[f32], labels: &[i64], size: usize) -> Vec<Cell> {
+    (0..labels.len())
+        .map(|j| Cell {
+            pixels: px[j * size..(j + 1) * size].to_vec(),
+            caption: format!("{} ({:.2})", pred[j], conf[j]),
+            wrong: pred[j] != labels[j],
+        })
+        .collect()
+}
+
+/// The perturbation column: the adversarial images `a` at budget `e` minus the originals,
+/// mapped to [0, 1] (black −ε, mid-grey 0, white +ε), each captioned with its label.
+fn delta_column(
+    e: f64,
+    a: &[f32],
+    pixels: &[f32],
+    labels: &[i64],
+    size: usize,
+) -> (String, Vec<Cell>) {
+    let scale = if e > 0.0 { 0.5 / e as f32 } else { 0.0 };
+    let delta: Vec<f32> = a
+        .iter()
+        .zip(pixels)
+        .map(|(p, q)| 0.5 + (p - q) * scale)
+        .collect();
+    let cells = (0..labels.len())
+        .map(|j| Cell {
+            pixels: delta[j * size..(j + 1) * size].to_vec(),
+            caption: format!("label {}", labels[j]),
+            wrong: false,
+        })
+        .collect();
+    (format!("δ at ε = {} (scaled)", trim(e)), cells)
 }
 
 fn trim(e: f64) -> String {

@@ -47,7 +47,24 @@ pub fn html(
         escape(title),
         escape(title)
     );
-    // the Markdown summary: headings, paragraphs and tables
+    page.push_str(&summary_html(summary_md));
+    page.push_str(&figures_html(figures)?);
+    page.push_str("<h2>Provenance</h2>\n<p>One row per trained model; the configs are those the run recorded.</p>\n<table class=\"provenance\">\n<tr><th>model</th><th>preset</th><th>defense</th><th>backend / device</th><th>seed</th><th>dataset</th><th>checkpoint SHA-256</th><th>versions</th><th>configs</th></tr>\n");
+    let mut seen = std::collections::BTreeSet::new();
+    for r in records {
+        if seen.insert(r.model_key().to_string()) {
+            page.push_str(&provenance_row(r));
+        }
+    }
+    page.push_str("</table>\n");
+    // lets a headless browser report whether every inlined image decoded
+    page.push_str("<script>window.addEventListener('load',()=>{const i=[...document.images];document.body.dataset.images=i.length;document.body.dataset.decoded=i.filter(x=>x.complete&&x.naturalWidth>0).length;});</script>\n</body></html>\n");
+    Ok(page)
+}
+
+/// The Markdown summary as HTML: its headings, paragraphs and tables.
+fn summary_html(summary_md: &str) -> String {
+    let mut page = String::new();
     let mut table = String::new();
     for line in summary_md.lines().chain(std::iter::once("")) {
         if line.starts_with('|') {
@@ -67,7 +84,12 @@ pub fn html(
             page.push_str(&format!("<p>{}</p>\n", escape(line)));
         }
     }
-    page.push_str("<h2>Figures</h2>\n");
+    page
+}
+
+/// The "Figures" section: every PNG of `figures` inlined as a data URI, captioned with its name.
+fn figures_html(figures: &[PathBuf]) -> Result<String> {
+    let mut page = String::from("<h2>Figures</h2>\n");
     for f in figures
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "png"))
@@ -84,48 +106,46 @@ pub fn html(
             escape(&name)
         ));
     }
-    page.push_str("<h2>Provenance</h2>\n<p>One row per trained model; the configs are those the run recorded.</p>\n<table class=\"provenance\">\n<tr><th>model</th><th>preset</th><th>defense</th><th>backend / device</th><th>seed</th><th>dataset</th><th>checkpoint SHA-256</th><th>versions</th><th>configs</th></tr>\n");
-    let mut seen = std::collections::BTreeSet::new();
-    for r in records {
-        let key = r.model_key().to_string();
-        if !seen.insert(key) {
-            continue;
-        }
-        let files: Vec<String> = r
-            .dataset_files
-            .iter()
-            .map(|f| format!("{} {}", f.name, f.sha256))
-            .collect();
-        let configs = serde_json::json!({
-            "model": r.model_config,
-            "train": r.train_config,
-            "defense": r.defense_config,
-            "deploy": r.deploy_config,
-            "fine_tuned_from": r.fine_tuned_from,
-            "teacher": r.teacher,
-            "train_examples": r.train_examples,
-        });
-        page.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}{}<details><summary>files</summary><pre>{}</pre></details></td><td><code>{}</code></td><td>advrob {}, burn {}</td><td><details><summary>JSON</summary><pre>{}</pre></details></td></tr>\n",
-            escape(&r.model),
-            escape(&r.preset),
-            escape(&r.defense),
-            escape(&r.backend),
-            escape(&r.device),
-            r.seed,
-            escape(&r.dataset),
-            if r.dataset_verified { " (verified)" } else { "" },
-            escape(&files.join("\n")),
-            escape(&r.checkpoint_sha256),
-            escape(&r.versions.advrob),
-            escape(&r.versions.burn),
-            escape(&serde_json::to_string_pretty(&configs).unwrap_or_default()),
-        ));
-    }
-    page.push_str("</table>\n");
-    // lets a headless browser report whether every inlined image decoded
-    page.push_str("<script>window.addEventListener('load',()=>{const i=[...document.images];document.body.dataset.images=i.length;document.body.dataset.decoded=i.filter(x=>x.complete&&x.naturalWidth>0).length;});</script>\n</body></html>\n");
     Ok(page)
+}
+
+/// One row of the provenance table, for the model of record `r`: where and how it was trained,
+/// its dataset and checkpoint checksums, the versions and its configs.
+fn provenance_row(r: &Record) -> String {
+    let files: Vec<String> = r
+        .dataset_files
+        .iter()
+        .map(|f| format!("{} {}", f.name, f.sha256))
+        .collect();
+    let configs = serde_json::json!({
+        "model": r.model_config,
+        "train": r.train_config,
+        "defense": r.defense_config,
+        "deploy": r.deploy_config,
+        "fine_tuned_from": r.fine_tuned_from,
+        "teacher": r.teacher,
+        "train_examples": r.train_examples,
+    });
+    format!(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}{}<details><summary>files</summary><pre>{}</pre></details></td><td><code>{}</code></td><td>advrob {}, burn {}</td><td><details><summary>JSON</summary><pre>{}</pre></details></td></tr>\n",
+        escape(&r.model),
+        escape(&r.preset),
+        escape(&r.defense),
+        escape(&r.backend),
+        escape(&r.device),
+        r.seed,
+        escape(&r.dataset),
+        if r.dataset_verified {
+            " (verified)"
+        } else {
+            ""
+        },
+        escape(&files.join("\n")),
+        escape(&r.checkpoint_sha256),
+        escape(&r.versions.advrob),
+        escape(&r.versions.burn),
+        escape(&serde_json::to_string_pretty(&configs).unwrap_or_default()),
+    )
 }
 
 #[cfg(test)]

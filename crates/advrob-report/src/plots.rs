@@ -302,12 +302,43 @@ pub fn curves(panels: &[Panel], y_label: &str, stem: &Path) -> crate::Result<Vec
     Ok(vec![png, svg])
 }
 
+/// Per stage of a run, its name and (epoch, loss, accuracy) per epoch.
+type Stages = Vec<(String, Vec<(f64, f64, f64)>)>;
+
 /// Training curves of one model: loss and training accuracy per epoch, one line per stage (and
 /// per backend and seed when there are several).
 pub fn training(records: &[&Record], model: &str, path: &Path) -> crate::Result<()> {
     fonts();
-    // per run (backend, seed): per stage, (epoch, loss, accuracy)
-    type Stages = Vec<(String, Vec<(f64, f64, f64)>)>;
+    let runs = training_runs(records);
+    let draw = || -> DrawResult<()> {
+        let root = BitMapBackend::new(path, (1200, 450)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (left, right) = root.split_horizontally(600);
+        let max_epoch = runs
+            .values()
+            .flatten()
+            .flat_map(|(_, p)| p.iter().map(|q| q.0))
+            .fold(1.0f64, f64::max);
+        let max_loss = runs
+            .values()
+            .flatten()
+            .flat_map(|(_, p)| p.iter().map(|q| q.1))
+            .fold(0.0f64, f64::max)
+            .max(1e-3);
+        for (area, (what, y_max)) in [left, right]
+            .iter()
+            .zip([("loss", max_loss * 1.05), ("training accuracy", 1.0)])
+        {
+            draw_training_panel(area, model, what, y_max, max_epoch, &runs)?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| crate::ReportError::figure(path, e))
+}
+
+/// The training curves of `records` per run (backend and seed), from the first record of each.
+fn training_runs(records: &[&Record]) -> BTreeMap<String, Stages> {
     let mut runs: BTreeMap<String, Stages> = BTreeMap::new();
     for r in records {
         let label = format!("{} s{}", r.backend, r.seed);
@@ -329,74 +360,67 @@ pub fn training(records: &[&Record], model: &str, path: &Path) -> crate::Result<
             .collect();
         runs.insert(label, stages);
     }
-    let draw = || -> DrawResult<()> {
-        let root = BitMapBackend::new(path, (1200, 450)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let (left, right) = root.split_horizontally(600);
-        let max_epoch = runs
-            .values()
-            .flatten()
-            .flat_map(|(_, p)| p.iter().map(|q| q.0))
-            .fold(1.0f64, f64::max);
-        let max_loss = runs
-            .values()
-            .flatten()
-            .flat_map(|(_, p)| p.iter().map(|q| q.1))
-            .fold(0.0f64, f64::max)
-            .max(1e-3);
-        for (area, (what, y_max)) in [left, right]
-            .iter()
-            .zip([("loss", max_loss * 1.05), ("training accuracy", 1.0)])
-        {
-            let mut chart = ChartBuilder::on(area)
-                .caption(format!("{model}: {what}"), ("sans-serif", 20))
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(55)
-                .build_cartesian_2d(0.5..max_epoch + 0.5, 0.0..y_max)?;
+    runs
+}
+
+/// One panel of the training curves: `what` (the loss or the training accuracy) per epoch up to
+/// `y_max`, a line per stage of each run, with its legend.
+fn draw_training_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    model: &str,
+    what: &str,
+    y_max: f64,
+    max_epoch: f64,
+    runs: &BTreeMap<String, Stages>,
+) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("{model}: {what}"), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.5..max_epoch + 0.5, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(what)
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    let mut i = 0;
+    for (run, stages) in runs {
+        for (stage, pts) in stages {
+            let colour = COLOURS[i % COLOURS.len()];
+            i += 1;
+            let label = if runs.len() > 1 {
+                format!("{stage} ({run})")
+            } else {
+                stage.clone()
+            };
+            let value = |p: &(f64, f64, f64)| if what == "loss" { p.1 } else { p.2 };
             chart
-                .configure_mesh()
-                .x_desc("epoch")
-                .y_desc(what)
-                .label_style(("sans-serif", 14))
-                .draw()?;
-            let mut i = 0;
-            for (run, stages) in &runs {
-                for (stage, pts) in stages {
-                    let colour = COLOURS[i % COLOURS.len()];
-                    i += 1;
-                    let label = if runs.len() > 1 {
-                        format!("{stage} ({run})")
-                    } else {
-                        stage.clone()
-                    };
-                    let value = |p: &(f64, f64, f64)| if what == "loss" { p.1 } else { p.2 };
-                    chart
-                        .draw_series(LineSeries::new(
-                            pts.iter().map(|p| (p.0, value(p))),
-                            colour.stroke_width(2),
-                        ))?
-                        .label(label)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(3))
-                        });
-                    chart.draw_series(
-                        pts.iter()
-                            .map(|p| Circle::new((p.0, value(p)), 3, colour.filled())),
-                    )?;
-                }
-            }
-            chart
-                .configure_series_labels()
-                .label_font(("sans-serif", 14))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()?;
+                .draw_series(LineSeries::new(
+                    pts.iter().map(|p| (p.0, value(p))),
+                    colour.stroke_width(2),
+                ))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(3))
+                });
+            chart.draw_series(
+                pts.iter()
+                    .map(|p| Circle::new((p.0, value(p)), 3, colour.filled())),
+            )?;
         }
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(|e| crate::ReportError::figure(path, e))
+    }
+    chart
+        .configure_series_labels()
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -413,75 +413,8 @@ pub fn mcnemar_markdown(records: &[Record], worst: &[Worst]) -> String {
     grid.sort_by(f64::total_cmp);
     grid.dedup();
     let mut out = String::new();
-    // under the study's FGSM and under the per-example worst case
-    let compared: std::collections::BTreeSet<String> = records
-        .iter()
-        .filter(|r| is_study_fgsm(r.info()))
-        .map(|r| r.attack.clone())
-        .chain(worst.iter().filter(|w| w.correct.is_some()).map(worst_name))
-        .collect();
-    let attacks: Vec<String> = c
-        .keys()
-        .map(|k| k.2.clone())
-        .filter(|a| compared.contains(a))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    for attack in attacks {
-        let mut table = String::new();
-        for ((model, defense, a, backend), by_eps) in &c {
-            if *a != attack || *model == reference {
-                continue;
-            }
-            let Some(ref_eps) = c.get(&(
-                reference.clone(),
-                "none".to_string(),
-                attack.clone(),
-                backend.clone(),
-            )) else {
-                continue;
-            };
-            let mut row = format!("| {model} | {defense} | {backend} |");
-            let mut any = false;
-            for e in &grid {
-                let (Some(mine), Some(theirs)) =
-                    (by_eps.get(&e.to_bits()), ref_eps.get(&e.to_bits()))
-                else {
-                    row.push_str(" – |");
-                    continue;
-                };
-                // discordant pairs summed over the seeds both have
-                let (mut b, mut cc, mut n, mut diff) = (0usize, 0usize, 0usize, 0i64);
-                for (seed, (_, bits)) in mine {
-                    let (Some(x), Some((_, Some(y)))) = (bits, theirs.get(seed)) else {
-                        continue;
-                    };
-                    if x.0.len() != y.0.len() {
-                        continue;
-                    }
-                    for (p, q) in x.0.iter().zip(&y.0) {
-                        b += usize::from(*p && !*q);
-                        cc += usize::from(!*p && *q);
-                    }
-                    n += x.0.len();
-                    diff += x.count() as i64 - y.count() as i64;
-                }
-                if n == 0 {
-                    row.push_str(" – |");
-                    continue;
-                }
-                any = true;
-                row.push_str(&format!(
-                    " {:+.1} pts, {} |",
-                    100.0 * diff as f64 / n as f64,
-                    p_text(mcnemar_p(b, cc))
-                ));
-            }
-            if any {
-                table.push_str(&row);
-                table.push('\n');
-            }
-        }
+    for attack in compared_attacks(records, worst, &c) {
+        let table = mcnemar_rows(&c, &reference, &attack, &grid);
         if table.is_empty() {
             continue;
         }
@@ -498,6 +431,93 @@ pub fn mcnemar_markdown(records: &[Record], worst: &[Worst]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The attacks of `c` the paired comparisons are made under: the study's FGSM and the
+/// per-example worst case, in name order.
+fn compared_attacks(records: &[Record], worst: &[Worst], c: &Cells<'_>) -> Vec<String> {
+    let compared: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter(|r| is_study_fgsm(r.info()))
+        .map(|r| r.attack.clone())
+        .chain(worst.iter().filter(|w| w.correct.is_some()).map(worst_name))
+        .collect();
+    c.keys()
+        .map(|k| k.2.clone())
+        .filter(|a| compared.contains(a))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// The table rows of the comparisons under `attack`: one per model (other than `reference`)
+/// with at least one ε compared, each cell the difference and the p-value.
+fn mcnemar_rows(c: &Cells<'_>, reference: &str, attack: &str, grid: &[f64]) -> String {
+    let mut table = String::new();
+    for ((model, defense, a, backend), by_eps) in c {
+        if a != attack || model == reference {
+            continue;
+        }
+        let Some(ref_eps) = c.get(&(
+            reference.to_string(),
+            "none".to_string(),
+            attack.to_string(),
+            backend.clone(),
+        )) else {
+            continue;
+        };
+        let mut row = format!("| {model} | {defense} | {backend} |");
+        let mut any = false;
+        for e in grid {
+            let cell = match (by_eps.get(&e.to_bits()), ref_eps.get(&e.to_bits())) {
+                (Some(mine), Some(theirs)) => paired_cell(mine, theirs),
+                _ => None,
+            };
+            match cell {
+                Some(cell) => {
+                    any = true;
+                    row.push_str(&cell);
+                }
+                None => row.push_str(" – |"),
+            }
+        }
+        if any {
+            table.push_str(&row);
+            table.push('\n');
+        }
+    }
+    table
+}
+
+/// One cell of a comparison: the accuracy difference and McNemar's p-value, from the discordant
+/// pairs summed over the seeds both `mine` and `theirs` have; `None` when they share no example.
+fn paired_cell(
+    mine: &BTreeMap<u64, (f64, Option<&Bits>)>,
+    theirs: &BTreeMap<u64, (f64, Option<&Bits>)>,
+) -> Option<String> {
+    let (mut b, mut cc, mut n, mut diff) = (0usize, 0usize, 0usize, 0i64);
+    for (seed, (_, bits)) in mine {
+        let (Some(x), Some((_, Some(y)))) = (bits, theirs.get(seed)) else {
+            continue;
+        };
+        if x.0.len() != y.0.len() {
+            continue;
+        }
+        for (p, q) in x.0.iter().zip(&y.0) {
+            b += usize::from(*p && !*q);
+            cc += usize::from(!*p && *q);
+        }
+        n += x.0.len();
+        diff += x.count() as i64 - y.count() as i64;
+    }
+    if n == 0 {
+        return None;
+    }
+    Some(format!(
+        " {:+.1} pts, {} |",
+        100.0 * diff as f64 / n as f64,
+        p_text(mcnemar_p(b, cc))
+    ))
 }
 
 #[cfg(test)]

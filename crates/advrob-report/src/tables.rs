@@ -100,30 +100,7 @@ pub fn summary_table(df: &DataFrame) -> Result<String> {
 // an HTTP/cloud stack (+11 minutes of build on 2 cores); the eager ones are still correct.
 #[allow(deprecated)]
 pub fn eps_table(df: &DataFrame, value: &str, extra: &[(&str, &str, bool)]) -> Result<String> {
-    let mut group: Vec<&str> = KEYS.to_vec();
-    group.push("eps");
-    let means = df.group_by(group)?.select([value]).mean()?;
-    let mean_col = format!("{value}_mean");
-    let wide = polars_ops::frame::pivot::pivot(
-        &means,
-        ["eps"],
-        Some(KEYS),
-        Some([mean_col.as_str()]),
-        false,
-        None,
-        None,
-    )?;
-    let undefended_last = wide
-        .column("defense")?
-        .str()?
-        .not_equal("none")
-        .into_series()
-        .with_name("undefended_last".into());
-    let mut wide = wide;
-    wide.with_column(undefended_last)?;
-    let mut order: Vec<&str> = vec!["undefended_last"];
-    order.extend(KEYS);
-    let wide = wide.sort(order, SortMultipleOptions::default())?;
+    let wide = pivot_by_eps(df, value)?;
     let clean = df.group_by(KEYS)?.select(["clean_accuracy"]).mean()?;
     let seeds = df.group_by(KEYS)?.select(["seed"]).n_unique()?;
     let attacked = df.filter(&df.column("eps")?.f64()?.gt(0.0))?;
@@ -131,43 +108,8 @@ pub fn eps_table(df: &DataFrame, value: &str, extra: &[(&str, &str, bool)]) -> R
         .iter()
         .map(|(_, col, _)| Ok(attacked.group_by(KEYS)?.select([*col]).mean()?))
         .collect::<Result<_>>()?;
-    let key_of = |t: &DataFrame, i: usize| -> Vec<Option<String>> {
-        KEYS.iter()
-            .map(|k| {
-                t.column(k)
-                    .ok()
-                    .and_then(|c| c.str().ok())
-                    .and_then(|c| c.get(i))
-                    .map(String::from)
-            })
-            .collect()
-    };
-    let lookup =
-        |t: &DataFrame, col: &str, key: &[Option<String>]| -> Result<Option<AnyValue<'static>>> {
-            for i in 0..t.height() {
-                if key_of(t, i).as_slice() == key {
-                    return Ok(Some(t.column(col)?.get(i)?.into_static()));
-                }
-            }
-            Ok(None)
-        };
-    let mut eps_cols: Vec<(f64, String)> = wide
-        .get_column_names()
-        .into_iter()
-        .filter(|n| !KEYS.contains(&n.as_str()))
-        .filter_map(|n| n.parse::<f64>().ok().map(|v| (v, n.to_string())))
-        .collect();
-    eps_cols.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut out = String::from("| model | defense | attack | backend | seeds | clean |");
-    for (e, _) in &eps_cols {
-        out.push_str(&format!(" ε={} |", format_eps(*e)));
-    }
-    for (header, _, _) in extra {
-        out.push_str(&format!(" {header} |"));
-    }
-    out.push_str("\n|---|---|---|---|---:|---:|");
-    out.push_str(&"---:|".repeat(eps_cols.len() + extra.len()));
-    out.push('\n');
+    let eps_cols = eps_columns(&wide);
+    let mut out = eps_header(&eps_cols, extra);
     let value_of = |v: Option<AnyValue>| v.and_then(|v| v.extract::<f64>());
     let pct = |v: Option<f64>| match v {
         Some(x) => format!("{:.2}%", 100.0 * x),
@@ -207,6 +149,87 @@ pub fn eps_table(df: &DataFrame, value: &str, extra: &[(&str, &str, bool)]) -> R
         out.push('\n');
     }
     Ok(out)
+}
+
+/// The mean over seeds of `value` per key and ε, pivoted to one column per ε (named by it), one
+/// row per key, undefended models first.
+#[allow(deprecated)]
+fn pivot_by_eps(df: &DataFrame, value: &str) -> Result<DataFrame> {
+    let mut group: Vec<&str> = KEYS.to_vec();
+    group.push("eps");
+    let means = df.group_by(group)?.select([value]).mean()?;
+    let mean_col = format!("{value}_mean");
+    let wide = polars_ops::frame::pivot::pivot(
+        &means,
+        ["eps"],
+        Some(KEYS),
+        Some([mean_col.as_str()]),
+        false,
+        None,
+        None,
+    )?;
+    let undefended_last = wide
+        .column("defense")?
+        .str()?
+        .not_equal("none")
+        .into_series()
+        .with_name("undefended_last".into());
+    let mut wide = wide;
+    wide.with_column(undefended_last)?;
+    let mut order: Vec<&str> = vec!["undefended_last"];
+    order.extend(KEYS);
+    let wide = wide.sort(order, SortMultipleOptions::default())?;
+    Ok(wide)
+}
+
+/// The row key (model, defense, attack, backend) of row `i` of `t`.
+fn key_of(t: &DataFrame, i: usize) -> Vec<Option<String>> {
+    KEYS.iter()
+        .map(|k| {
+            t.column(k)
+                .ok()
+                .and_then(|c| c.str().ok())
+                .and_then(|c| c.get(i))
+                .map(String::from)
+        })
+        .collect()
+}
+
+/// The value of column `col` of `t` in the first row whose key is `key`; none when no row has it.
+fn lookup(t: &DataFrame, col: &str, key: &[Option<String>]) -> Result<Option<AnyValue<'static>>> {
+    for i in 0..t.height() {
+        if key_of(t, i).as_slice() == key {
+            return Ok(Some(t.column(col)?.get(i)?.into_static()));
+        }
+    }
+    Ok(None)
+}
+
+/// The ε columns of the pivoted table `wide`, each with its budget, in increasing ε.
+fn eps_columns(wide: &DataFrame) -> Vec<(f64, String)> {
+    let mut eps_cols: Vec<(f64, String)> = wide
+        .get_column_names()
+        .into_iter()
+        .filter(|n| !KEYS.contains(&n.as_str()))
+        .filter_map(|n| n.parse::<f64>().ok().map(|v| (v, n.to_string())))
+        .collect();
+    eps_cols.sort_by(|a, b| a.0.total_cmp(&b.0));
+    eps_cols
+}
+
+/// The header and separator lines of an ε table with the columns `eps_cols` and `extra`.
+fn eps_header(eps_cols: &[(f64, String)], extra: &[(&str, &str, bool)]) -> String {
+    let mut out = String::from("| model | defense | attack | backend | seeds | clean |");
+    for (e, _) in eps_cols {
+        out.push_str(&format!(" ε={} |", format_eps(*e)));
+    }
+    for (header, _, _) in extra {
+        out.push_str(&format!(" {header} |"));
+    }
+    out.push_str("\n|---|---|---|---|---:|---:|");
+    out.push_str(&"---:|".repeat(eps_cols.len() + extra.len()));
+    out.push('\n');
+    out
 }
 
 /// ε as a reader wants it: `0.1`, or `10/255` for the seed-004 notebook's grid.

@@ -1,12 +1,13 @@
 //! `bench-runner`: trains, attacks and evaluates an experiment matrix, writes JSON Lines records,
 //! and reports on them. Glue: the science is in the advrob libraries.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use advrob_experiment::{Registry, RunDir, RunOptions, Shard, run, train_models};
+use advrob_experiment::{Matrix, Registry, RunDir, RunOptions, Shard, run, train_models};
 use bench_runner::cli::{DataArgs, EvaluateArgs, MatrixArgs, backends_or_compiled};
 use bench_runner::progress::Bars;
+use bench_runner::slurm::SlurmArgs;
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
@@ -149,28 +150,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             data,
             out,
             shard,
-        } => {
-            let m = matrix.matrix(&registry)?;
-            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
-            let mut options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
-            options.shard = match shard.as_deref() {
-                None => None,
-                Some("slurm") => {
-                    let (index, count) = bench_runner::slurm::array_task()?;
-                    Some(Shard::parse(&format!("{index}/{count}"))?)
-                }
-                Some(s) => Some(Shard::parse(s)?),
-            };
-            let s = run(&m, &options, &registry, &mut Bars::default())?;
-            println!(
-                "{}: {} new records, {} already there; {} models trained, {} loaded",
-                RunDir::new(&out).record_logs().display(),
-                s.new_records,
-                s.skipped_records,
-                s.trained,
-                s.loaded
-            );
-        }
+        } => run_cmd(&matrix, &data, out, shard, &registry),
         Cmd::Train {
             matrix,
             data,
@@ -178,110 +158,210 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             models,
             stage,
             task,
-        } => {
-            let m = matrix.matrix(&registry)?;
-            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
-            let names = match (models, stage, task) {
-                (Some(v), _, _) => v,
-                (None, Some(k), Some(t)) => {
-                    let stages = m.training_stages();
-                    let of = stages.get(k).ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "invalid --stage {k}: the matrix has {} stages",
-                            stages.len()
-                        )
-                    })?;
-                    vec![of.get(t).cloned().ok_or_else(|| {
-                        anyhow::anyhow!("invalid --task {t}: stage {k} has {} models", of.len())
-                    })?]
-                }
-                _ => m.models.iter().map(|x| x.name.clone()).collect(),
-            };
-            let options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
-            let s = train_models(&m, &options, &registry, &names, &mut Bars::default())?;
-            println!(
-                "{}: {} models trained, {} loaded",
-                out.display(),
-                s.trained,
-                s.loaded
-            );
-        }
+        } => train_cmd(&matrix, &data, out, models, stage, task, &registry),
         Cmd::Slurm {
             matrix,
             data,
             out,
             slurm,
-        } => {
-            let m = matrix.matrix(&registry)?;
-            let ids = bench_runner::slurm::submit(&m, &out, &data, &slurm, &registry)?;
-            for (name, id) in ids {
-                println!("{name}: job {id}");
-            }
-        }
+        } => slurm_cmd(&matrix, &data, &out, &slurm, &registry),
         Cmd::Evaluate {
             model,
             matrix,
             data,
             out,
             reports,
-        } => {
-            let m = model.matrix(&matrix, &registry)?;
-            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
-            let reports = reports.unwrap_or_else(|| PathBuf::from("reports").join(&m.name));
-            let options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
-            let s = run(&m, &options, &registry, &mut Bars::default())?;
-            println!(
-                "{}: {} new records, {} already there",
-                out.display(),
-                s.new_records,
-                s.skipped_records
-            );
-            let summary =
-                advrob_report::report_with(&[out], &reports, Some(&data.data_dir), &registry)?;
-            println!("{summary}");
-            println!("report: {}", reports.join("index.html").display());
-        }
+        } => evaluate_cmd(&model, &matrix, &data, out, reports, &registry),
         Cmd::Report {
             runs,
             reports,
             data_dir,
-        } => {
-            let s = advrob_report::report_with(&runs, &reports, Some(&data_dir), &registry)?;
-            println!("{s}");
-        }
+        } => report_cmd(&runs, &reports, &data_dir, &registry),
         Cmd::Agree {
             run,
             backends,
             data_dir,
             reports,
-        } => {
-            let backends = backends_or_compiled(backends);
-            let dir = RunDir::new(run);
-            match advrob_report::agreement::write(&dir, &data_dir, &backends, &reports, &registry)?
-            {
-                Some(md) => print!("{md}"),
-                None => println!(
-                    "nothing to compare: the run's models were trained on the only backend given ({})",
-                    backends.join(", ")
-                ),
-            }
-        }
-        Cmd::Download { dataset, data } => {
-            let kind = advrob_data::DatasetKind::from_name(&dataset)?;
-            let r = advrob_experiment::fetch_dataset(kind, &data.data_dir, &data.mirrors())?;
-            println!(
-                "{}: {} files verified ({} fetched, {} already there)",
-                r.dir.display(),
-                r.cached.len() + r.fetched.len(),
-                r.fetched.len(),
-                r.cached.len()
-            );
-        }
+        } => agree_cmd(run, backends, &data_dir, &reports, &registry),
+        Cmd::Download { dataset, data } => download_cmd(&dataset, &data),
         Cmd::Backends => {
-            for b in advrob_model::backend::compiled_backends() {
-                println!("{b}");
-            }
+            backends_cmd();
+            Ok(())
         }
     }
+}
+
+/// `run`: runs a matrix (or one shard of its evaluations) and prints what was done.
+fn run_cmd(
+    matrix: &MatrixArgs,
+    data: &DataArgs,
+    out: Option<PathBuf>,
+    shard: Option<String>,
+    registry: &Registry,
+) -> anyhow::Result<()> {
+    let m = matrix.matrix(registry)?;
+    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
+    let mut options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
+    options.shard = match shard.as_deref() {
+        None => None,
+        Some("slurm") => {
+            let (index, count) = bench_runner::slurm::array_task()?;
+            Some(Shard::parse(&format!("{index}/{count}"))?)
+        }
+        Some(s) => Some(Shard::parse(s)?),
+    };
+    let s = run(&m, &options, registry, &mut Bars::default())?;
+    println!(
+        "{}: {} new records, {} already there; {} models trained, {} loaded",
+        RunDir::new(&out).record_logs().display(),
+        s.new_records,
+        s.skipped_records,
+        s.trained,
+        s.loaded
+    );
     Ok(())
+}
+
+/// `train`: trains (or finds trained) the models asked for, without evaluating them.
+fn train_cmd(
+    matrix: &MatrixArgs,
+    data: &DataArgs,
+    out: Option<PathBuf>,
+    models: Option<Vec<String>>,
+    stage: Option<usize>,
+    task: Option<usize>,
+    registry: &Registry,
+) -> anyhow::Result<()> {
+    let m = matrix.matrix(registry)?;
+    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
+    let names = model_names(&m, models, stage, task)?;
+    let options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
+    let s = train_models(&m, &options, registry, &names, &mut Bars::default())?;
+    println!(
+        "{}: {} models trained, {} loaded",
+        out.display(),
+        s.trained,
+        s.loaded
+    );
+    Ok(())
+}
+
+/// The models `train` trains: those named, the one of a stage's task, or all of the matrix's.
+fn model_names(
+    m: &Matrix,
+    models: Option<Vec<String>>,
+    stage: Option<usize>,
+    task: Option<usize>,
+) -> anyhow::Result<Vec<String>> {
+    Ok(match (models, stage, task) {
+        (Some(v), _, _) => v,
+        (None, Some(k), Some(t)) => {
+            let stages = m.training_stages();
+            let of = stages.get(k).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "invalid --stage {k}: the matrix has {} stages",
+                    stages.len()
+                )
+            })?;
+            vec![of.get(t).cloned().ok_or_else(|| {
+                anyhow::anyhow!("invalid --task {t}: stage {k} has {} models", of.len())
+            })?]
+        }
+        _ => m.models.iter().map(|x| x.name.clone()).collect(),
+    })
+}
+
+/// `slurm`: submits a matrix as job arrays and prints the job ids.
+fn slurm_cmd(
+    matrix: &MatrixArgs,
+    data: &DataArgs,
+    out: &Path,
+    slurm: &SlurmArgs,
+    registry: &Registry,
+) -> anyhow::Result<()> {
+    let m = matrix.matrix(registry)?;
+    let ids = bench_runner::slurm::submit(&m, out, data, slurm, registry)?;
+    for (name, id) in ids {
+        println!("{name}: job {id}");
+    }
+    Ok(())
+}
+
+/// `evaluate`: runs the default attacks on a model trained elsewhere and writes the report.
+fn evaluate_cmd(
+    model: &EvaluateArgs,
+    matrix: &MatrixArgs,
+    data: &DataArgs,
+    out: Option<PathBuf>,
+    reports: Option<PathBuf>,
+    registry: &Registry,
+) -> anyhow::Result<()> {
+    let m = model.matrix(matrix, registry)?;
+    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
+    let reports = reports.unwrap_or_else(|| PathBuf::from("reports").join(&m.name));
+    let options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
+    let s = run(&m, &options, registry, &mut Bars::default())?;
+    println!(
+        "{}: {} new records, {} already there",
+        out.display(),
+        s.new_records,
+        s.skipped_records
+    );
+    let summary = advrob_report::report_with(&[out], &reports, Some(&data.data_dir), registry)?;
+    println!("{summary}");
+    println!("report: {}", reports.join("index.html").display());
+    Ok(())
+}
+
+/// `report`: reports on run directories and prints the summary.
+fn report_cmd(
+    runs: &[PathBuf],
+    reports: &Path,
+    data_dir: &Path,
+    registry: &Registry,
+) -> anyhow::Result<()> {
+    let s = advrob_report::report_with(runs, reports, Some(data_dir), registry)?;
+    println!("{s}");
+    Ok(())
+}
+
+/// `agree`: compares a run's models across backends and prints the agreement table.
+fn agree_cmd(
+    run: PathBuf,
+    backends: Vec<String>,
+    data_dir: &Path,
+    reports: &Path,
+    registry: &Registry,
+) -> anyhow::Result<()> {
+    let backends = backends_or_compiled(backends);
+    let dir = RunDir::new(run);
+    match advrob_report::agreement::write(&dir, data_dir, &backends, reports, registry)? {
+        Some(md) => print!("{md}"),
+        None => println!(
+            "nothing to compare: the run's models were trained on the only backend given ({})",
+            backends.join(", ")
+        ),
+    }
+    Ok(())
+}
+
+/// `download`: fetches and verifies a dataset and prints what was fetched.
+fn download_cmd(dataset: &str, data: &DataArgs) -> anyhow::Result<()> {
+    let kind = advrob_data::DatasetKind::from_name(dataset)?;
+    let r = advrob_experiment::fetch_dataset(kind, &data.data_dir, &data.mirrors())?;
+    println!(
+        "{}: {} files verified ({} fetched, {} already there)",
+        r.dir.display(),
+        r.cached.len() + r.fetched.len(),
+        r.fetched.len(),
+        r.cached.len()
+    );
+    Ok(())
+}
+
+/// `backends`: prints the backends compiled into this build.
+fn backends_cmd() {
+    for b in advrob_model::backend::compiled_backends() {
+        println!("{b}");
+    }
 }

@@ -74,17 +74,9 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The scripts for `matrix` into the run directory `out`.
-pub fn jobs(
-    matrix: &Matrix,
-    out: &Path,
-    data: &DataArgs,
-    args: &SlurmArgs,
-    exe: &Path,
-) -> anyhow::Result<Vec<Job>> {
-    let out = absolute(out)?;
-    let data_dir = absolute(&data.data_dir)?;
-    let dir = out.join("slurm");
+/// The `#SBATCH` lines every job has: its log file under `dir`, its CPUs, the resources asked
+/// for and the extra lines given.
+fn common_lines(args: &SlurmArgs, dir: &Path) -> String {
     let mut common = format!(
         "#SBATCH --output={}/logs/%x-%A_%a.out\n#SBATCH --cpus-per-task={}\n",
         dir.display(),
@@ -107,6 +99,44 @@ pub fn jobs(
             line.trim_start_matches("#SBATCH").trim()
         ));
     }
+    common
+}
+
+/// The `--array` range of `n` tasks, at most `limit` of them at once when given.
+fn array_range(n: usize, limit: Option<usize>) -> String {
+    match limit {
+        Some(k) => format!("0-{}%{k}", n - 1),
+        None => format!("0-{}", n - 1),
+    }
+}
+
+/// A job's script: its name, its array range (none for a single job), the common `#SBATCH`
+/// lines, the task prologue and the command it runs.
+fn job_script(
+    name: &str,
+    array: Option<String>,
+    common: &str,
+    prologue: &str,
+    command: String,
+) -> String {
+    let array = array.map_or_else(String::new, |a| format!("#SBATCH --array={a}\n"));
+    format!(
+        "#!/bin/bash\n#SBATCH --job-name={name}\n{array}{common}set -euo pipefail\n{prologue}\nexec {command}\n"
+    )
+}
+
+/// The scripts for `matrix` into the run directory `out`.
+pub fn jobs(
+    matrix: &Matrix,
+    out: &Path,
+    data: &DataArgs,
+    args: &SlurmArgs,
+    exe: &Path,
+) -> anyhow::Result<Vec<Job>> {
+    let out = absolute(out)?;
+    let data_dir = absolute(&data.data_dir)?;
+    let dir = out.join("slurm");
+    let common = common_lines(args, &dir);
     let mut data_flags = format!("--data-dir {}", quote(&data_dir.to_string_lossy()));
     for m in &data.mirror {
         data_flags.push_str(&format!(" --mirror {}", quote(m)));
@@ -115,15 +145,9 @@ pub fn jobs(
     let exe = quote(&exe.to_string_lossy());
     let outq = quote(&out.to_string_lossy());
     let prologue = args.task_prologue.clone().unwrap_or_default();
-    let limit = |n: usize| match args.array_limit {
-        Some(k) => format!("0-{}%{k}", n - 1),
-        None => format!("0-{}", n - 1),
-    };
+    let limit = |n: usize| array_range(n, args.array_limit);
     let script = |name: &str, array: Option<String>, command: String| {
-        let array = array.map_or_else(String::new, |a| format!("#SBATCH --array={a}\n"));
-        format!(
-            "#!/bin/bash\n#SBATCH --job-name={name}\n{array}{common}set -euo pipefail\n{prologue}\nexec {command}\n"
-        )
+        job_script(name, array, &common, &prologue, command)
     };
     let mut out_jobs = Vec::new();
     for (k, models) in matrix.training_stages().iter().enumerate() {
