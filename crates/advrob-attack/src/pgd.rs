@@ -44,6 +44,17 @@ pub struct PgdConfig {
     /// Push towards a target class (descending the loss against it) instead of away from the
     /// label; success is then "classified as the target".
     pub target: Option<TargetRule>,
+    /// Return each example's iterate after the last step, every example taking every step (the
+    /// training attack of Madry et al.), instead of the first iterate that fools the model (the
+    /// evaluation's choice, which stops there). Left out of the settings when off, so that the
+    /// records of evaluation attacks keep their keys.
+    #[serde(skip_serializing_if = "is_false")]
+    pub keep_last: bool,
+}
+
+/// Whether `b` is false (serde's `skip_serializing_if`).
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for PgdConfig {
@@ -60,6 +71,7 @@ impl Default for PgdConfig {
             seed: 0,
             bpda: false,
             target: None,
+            keep_last: false,
         }
     }
 }
@@ -134,7 +146,8 @@ impl AttackConfig for PgdConfig {
 
 /// PGD, BIM or MI-FGSM with checked settings ([`PgdConfig::check`]).
 ///
-/// Per example the result is the first iterate that is misclassified (targeted: classified as the
+/// Per example the result is (unless [`PgdConfig::keep_last`] asks for the last iterate, as
+/// adversarial training does) the first iterate that is misclassified (targeted: classified as the
 /// target) — once found it is kept and the example takes no more steps — else the iterate of
 /// highest loss over all steps. Restarts run on the examples the earlier ones did not break and
 /// merge the same way: success first, loss second. The iterates after each step are the
@@ -250,12 +263,12 @@ impl Pgd {
             let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), c.loss);
             let p = pass(grad_model, adv.clone(), &loss, step < c.steps)?;
             if step > 0 {
-                cand = cand.offer(adv.clone(), &p, &goal_host, targeted, sign);
+                cand = cand.offer(adv.clone(), &p, &goal_host, targeted, sign, c.keep_last);
             }
             let Some(mut g) = p.grad else { break };
             // rows already broken take no more steps: hand them over and drop them
             let done = cand.fooled.iter().filter(|f| **f).count();
-            if done > 0 && done * 8 >= rows.len() {
+            if !c.keep_last && done > 0 && done * 8 >= rows.len() {
                 let (finished, kept): (Vec<usize>, Vec<usize>) =
                     (0..rows.len()).partition(|&i| cand.fooled[i]);
                 let finished_rows: Vec<usize> = finished.iter().map(|&i| rows[i]).collect();
@@ -307,7 +320,7 @@ impl Candidates {
 
     /// Offers the iterates `adv` of a step, on which `p` is the pass against `goal_host`: a row
     /// not broken yet takes its iterate when that breaks it or scores higher (`sign`: −1 when
-    /// targeted).
+    /// targeted); with `always`, every row takes it.
     fn offer(
         mut self,
         adv: Tensor<3>,
@@ -315,6 +328,7 @@ impl Candidates {
         goal_host: &[i64],
         targeted: bool,
         sign: f64,
+        always: bool,
     ) -> Self {
         let fooled: Vec<bool> = p
             .pred
@@ -323,7 +337,10 @@ impl Candidates {
             .map(|(p, g)| (p == g) == targeted)
             .collect();
         let take: Vec<bool> = (0..self.score.len())
-            .map(|i| !self.fooled[i] && (fooled[i] || sign as f32 * p.loss[i] > self.score[i]))
+            .map(|i| {
+                always
+                    || (!self.fooled[i] && (fooled[i] || sign as f32 * p.loss[i] > self.score[i]))
+            })
             .collect();
         self.images = blend(self.images, adv, &take);
         for i in 0..take.len() {
@@ -510,6 +527,54 @@ mod tests {
         let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 28, 28]), device);
         let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 5, 7], [3]), device);
         (model, images, labels, x)
+    }
+
+    #[test]
+    fn keep_last_returns_the_last_iterate_of_every_example() {
+        on_test_backends(|device| {
+            let (model, images, labels, _) = setup(device);
+            let (eps, alpha) = (0.2, 0.1);
+            let two = |keep_last| {
+                pgd(PgdConfig {
+                    step_size: Some(alpha),
+                    keep_last,
+                    ..PgdConfig::bim(2)
+                })
+            };
+            let one = pgd(PgdConfig {
+                step_size: Some(alpha),
+                ..PgdConfig::bim(1)
+            });
+            // two steps of α from x stay within 2α = ε of it, so they are one step from x and one
+            // more from where it ended
+            let x1 = one
+                .perturb(&model, images.clone(), labels.clone(), alpha)
+                .expect("step 1");
+            let x2 = host(
+                one.perturb(&model, x1, labels.clone(), alpha)
+                    .expect("step 2"),
+            );
+            let last = host(
+                two(true)
+                    .perturb(&model, images.clone(), labels.clone(), eps)
+                    .expect("keep last"),
+            );
+            // (equal up to the rounding of projecting around x rather than around the first step)
+            let gap = last
+                .iter()
+                .zip(&x2)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(gap < 1e-6, "every example took both steps: {gap}");
+            // the untrained model misclassifies most examples at once: the evaluation's PGD stops
+            // them after the first step
+            let first = host(
+                two(false)
+                    .perturb(&model, images, labels, eps)
+                    .expect("stop"),
+            );
+            assert_ne!(first, last);
+        });
     }
 
     #[test]

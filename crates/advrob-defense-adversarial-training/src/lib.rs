@@ -93,9 +93,12 @@ impl AdversarialTrainingConfig {
         if self.pgd_steps == 0 {
             return Ok(None);
         }
+        // Madry et al. train on the last iterate of every example, not on the first that fools
+        // the model (an early-stopped attack trains a measurably less robust model)
         let config = PgdConfig {
             loss: self.attack_loss.unwrap_or(train_loss).into(),
             labels: self.labels,
+            keep_last: true,
             ..PgdConfig::linf(self.pgd_steps)
         };
         Ok(Some(config.check()?))

@@ -132,20 +132,6 @@ pub fn bench(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flops_of_the_readme_mlp() {
-        // 784-128-10: 2·(784·128 + 128·10) per forward pass
-        let f = Flops::benched(784);
-        assert_eq!(f.forward, 203_264.0);
-        assert_eq!(f.fgsm, 406_528.0);
-        assert_eq!(f.train, 3.0 * 203_264.0 - 2.0 * 784.0 * 128.0);
-    }
-}
-
 /// A Markdown table of bench results, one row per backend.
 pub fn format_table(results: &[BenchResult]) -> String {
     let mut s = String::from(
@@ -162,4 +148,18 @@ pub fn format_table(results: &[BenchResult]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flops_of_the_readme_mlp() {
+        // 784-128-10: 2·(784·128 + 128·10) per forward pass
+        let f = Flops::benched(784);
+        assert_eq!(f.forward, 203_264.0);
+        assert_eq!(f.fgsm, 406_528.0);
+        assert_eq!(f.train, 3.0 * 203_264.0 - 2.0 * 784.0 * 128.0);
+    }
 }

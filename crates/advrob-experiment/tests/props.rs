@@ -54,6 +54,15 @@ const LINES: &[&str] = &[
 
 proptest! {
     #[test]
+    fn stored_floats_read_back_bit_for_bit(bits in any::<u64>()) {
+        let x = f64::from_bits(bits);
+        prop_assume!(x.is_finite());
+        let text = serde_json::to_string(&x).expect("serialise");
+        let back: f64 = serde_json::from_str(&text).expect("parse");
+        prop_assert_eq!(back.to_bits(), x.to_bits(), "{}", text);
+    }
+
+    #[test]
     fn any_text_is_a_matrix_or_an_error(text in "\\PC{0,200}") {
         if let Ok(m) = Matrix::from_toml(&text) {
             let _ = m.check(&Registry::default());
