@@ -173,6 +173,21 @@ pub fn seed_004_notebook() -> Matrix {
                 defense: DefenseSpec::new("adversarial-retraining", &RetrainingConfig::default()),
                 ..width(300)
             },
+            // the same retraining with an unperturbed second copy: what the duplicated data and
+            // the 10 extra epochs do without the perturbations
+            ModelSpec {
+                name: "retrained-w300-control".into(),
+                teacher: Some("w300".into()),
+                epochs: Some(10),
+                defense: DefenseSpec::new(
+                    "adversarial-retraining",
+                    &RetrainingConfig {
+                        eps: 0.0,
+                        ..RetrainingConfig::default()
+                    },
+                ),
+                ..width(300)
+            },
         ],
         attacks: vec![
             AttackSpec::fgsm(),

@@ -336,7 +336,8 @@ fn presets_are_selectable_by_name_and_unknown_ones_are_refused() {
         "{}",
         text(&o)
     );
-    // the seed-004 preset on a sliver of data: 4 models, 2 attacks, 8 ε
+    // the seed-004 preset on a sliver of data: 5 models (the retrained one and its control), 2
+    // attacks, 8 ε
     let o = bench_runner(
         &[
             "run",
@@ -353,7 +354,7 @@ fn presets_are_selectable_by_name_and_unknown_ones_are_refused() {
         tmp.path(),
     );
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("64 new records"), "{}", text(&o));
+    assert!(text(&o).contains("80 new records"), "{}", text(&o));
     let recs = records(tmp.path());
     assert!(recs.iter().all(|r| r["preset"] == "seed-004-notebook"));
     assert!(
