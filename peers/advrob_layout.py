@@ -15,6 +15,7 @@ multiplies the logits by logit_scale after it.
 """
 
 import argparse
+import gzip
 import hashlib
 import json
 import os
@@ -63,6 +64,28 @@ class AdvrobMlp(nn.Module):
         if self.logit_scale != 1.0:
             h = h * self.logit_scale
         return h
+
+
+def load_mnist(directory, split="test"):
+    """(images float32 [N, 1, 28, 28] in [0, 1], labels int64 [N]) from IDX files, .gz or not."""
+    stems = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}[split]
+    out = []
+    for stem in stems:
+        for name, opener in ((stem, open), (stem + ".gz", gzip.open)):
+            path = os.path.join(directory, name)
+            if os.path.exists(path):
+                with opener(path, "rb") as f:
+                    data = f.read()
+                break
+        else:
+            raise SystemExit(f"neither {stem} nor {stem}.gz in {directory}")
+        ndim = data[3]
+        dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        out.append(np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims))
+    images = torch.from_numpy(out[0].astype(np.float32) / np.float32(255.0)).unsqueeze(1)
+    labels = torch.from_numpy(out[1].astype(np.int64))
+    return images, labels
 
 
 def load(dir_, straight_through=False):
@@ -125,7 +148,6 @@ def save(model, dir_, seed=42, dropout=0.2, write_deploy=None):
 
 def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from attack_compare import load_mnist  # noqa: E402
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")

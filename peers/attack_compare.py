@@ -60,26 +60,8 @@ BPDA = {"apgd-ce-bpda": "apgd-ce", "pgd20-bpda": "pgd20"}
 TOL = 1e-6  # float32 slack allowed on the budget and the box before an example counts as invalid
 
 
-def load_mnist(directory, split="test"):
-    """(images float32 [N, 1, 28, 28] in [0, 1], labels int64 [N]) from IDX files, .gz or not."""
-    stems = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}[split]
-    out = []
-    for stem in stems:
-        for name, opener in ((stem, open), (stem + ".gz", gzip.open)):
-            path = os.path.join(directory, name)
-            if os.path.exists(path):
-                with opener(path, "rb") as f:
-                    data = f.read()
-                break
-        else:
-            raise SystemExit(f"neither {stem} nor {stem}.gz in {directory}")
-        ndim = data[3]
-        dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-        out.append(np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims))
-    images = torch.from_numpy(out[0].astype(np.float32) / np.float32(255.0)).unsqueeze(1)
-    labels = torch.from_numpy(out[1].astype(np.int64))
-    return images, labels
+load_mnist = advrob_layout.load_mnist
+
 
 
 def seed_all(seed=0):

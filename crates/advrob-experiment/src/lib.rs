@@ -9,13 +9,14 @@ pub mod presets;
 pub mod record;
 pub mod registry;
 pub mod runner;
+pub mod spec;
 pub mod store;
 
 pub use data::{DataSource, fetch_dataset, load_data};
 pub use error::{ExperimentError, Result};
 pub use layout::RunDir;
 pub use matrix::{Arch, AttackSpec, DefenseSpec, Matrix, ModelSpec};
-pub use record::{Record, read_records};
+pub use record::Record;
 pub use registry::{Described, Registry};
 pub use runner::{Event, Observer, Quiet, RunOptions, RunSummary, Shard, run, train_models};
-pub use store::{RecordLog, RunRecords, read_run};
+pub use store::{RecordLog, RunRecords, read_records, read_run};

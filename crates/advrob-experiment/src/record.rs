@@ -6,9 +6,6 @@ use advrob_data::FileDigest;
 use advrob_eval::EvalRecord;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::registry::Registry;
-
 /// Versions of what produced a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Versions {
@@ -139,7 +136,7 @@ impl Record {
     ///
     /// # Panics
     ///
-    /// Never for records read by [`read_records`]; a record built by hand must set it.
+    /// Never for records read by [`crate::read_records`]; a record built by hand must set it.
     pub fn info(&self) -> &AttackInfo {
         self.attack_info
             .as_ref()
@@ -178,10 +175,4 @@ impl EvalKey<'_> {
 pub fn record_key(model_key: &str, attack: &str, eval_key: &str, eps: f64) -> String {
     let eps = if eps == 0.0 { 0.0 } else { eps };
     format!("{model_key}/{attack}/{eval_key}/{eps}")
-}
-
-/// Every record of the run directory `run`, merged from every writer's log
-/// ([`crate::store::read_run`]).
-pub fn read_records(run: &crate::RunDir, registry: &Registry) -> Result<Vec<Record>> {
-    Ok(crate::store::read_run(run, registry)?.records)
 }

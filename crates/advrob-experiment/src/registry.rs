@@ -22,15 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{ExperimentError, Result};
-use crate::matrix::{AttackSpec, DefenseSpec};
-
-/// The kind of the attack that crafts on another model of the matrix: handled by the registry
-/// itself, since it refers to the matrix's models.
-pub const TRANSFER: &str = "transfer";
-
-/// The kind of an ensemble of attacks run in turn on what is still robust: handled by the
-/// registry itself, since its components are entries of their own.
-pub const ENSEMBLE: &str = "ensemble";
+use crate::spec::{AttackSpec, DefenseSpec};
+pub use crate::spec::{ENSEMBLE, TRANSFER};
 
 /// What a matrix entry describes, known before any model exists.
 #[derive(Debug, Clone, PartialEq)]

@@ -142,6 +142,12 @@ pub fn read_run(run: &RunDir, registry: &Registry) -> Result<RunRecords> {
     Ok(out)
 }
 
+/// Every record of the run directory `run`, merged from every writer's log
+/// ([`crate::store::read_run`]).
+pub fn read_records(run: &RunDir, registry: &Registry) -> Result<Vec<Record>> {
+    Ok(read_run(run, registry)?.records)
+}
+
 /// A name for this writer's log, unique across processes and machines.
 fn writer_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

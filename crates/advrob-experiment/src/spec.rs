@@ -1,0 +1,158 @@
+//! The entries of a matrix that name an attack or a defense by its registered `kind`, with their
+//! settings as data: what the matrix file holds and the [`crate::Registry`] parses.
+
+use advrob_attack::{ApgdConfig, Fgsm, FmnConfig, PgdConfig, SquareConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The kind of the attack that crafts on another model of the matrix: handled by the registry
+/// itself, since it refers to the matrix's models.
+pub const TRANSFER: &str = "transfer";
+
+/// The kind of an ensemble of attacks run in turn on what is still robust: handled by the
+/// registry itself, since its components are entries of their own.
+pub const ENSEMBLE: &str = "ensemble";
+
+/// `config`'s fields as an entry's settings: what a TOML table would hold (no nulls, which TOML
+/// cannot write; the config types read a missing optional field as `None`).
+pub fn params_of<C: Serialize>(config: &C) -> Map<String, Value> {
+    fn strip(v: Value) -> Option<Value> {
+        match v {
+            Value::Null => None,
+            Value::Object(m) => Some(Value::Object(
+                m.into_iter()
+                    .filter_map(|(k, v)| strip(v).map(|v| (k, v)))
+                    .collect(),
+            )),
+            Value::Array(a) => Some(Value::Array(a.into_iter().filter_map(strip).collect())),
+            other => Some(other),
+        }
+    }
+    match serde_json::to_value(config).ok().and_then(strip) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// One attack of the matrix: `kind` names a registered attack (or `transfer`), the other keys are
+/// its settings. In TOML: `[[attacks]]` with `kind = "pgd"`, `steps = 20`, ...
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttackSpec {
+    /// The registered kind (`fgsm`, `pgd`, `transfer`, ...).
+    pub kind: String,
+    /// The budgets this attack runs at, instead of the matrix's grid (an expensive attack at the
+    /// budgets that matter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eps: Option<Vec<f64>>,
+    /// Its settings, as the kind's config type reads them.
+    #[serde(flatten)]
+    pub params: Map<String, Value>,
+}
+
+impl AttackSpec {
+    /// The entry of kind `kind` with `config`'s settings.
+    pub fn new<C: Serialize>(kind: &str, config: &C) -> Self {
+        Self {
+            kind: kind.into(),
+            eps: None,
+            params: params_of(config),
+        }
+    }
+
+    /// The same entry, run at the budgets `eps` only.
+    pub fn at(mut self, eps: &[f64]) -> Self {
+        self.eps = Some(eps.to_vec());
+        self
+    }
+
+    /// FGSM against the true labels on the cross-entropy.
+    pub fn fgsm() -> Self {
+        Self::new("fgsm", &Fgsm::new())
+    }
+
+    /// PGD (or BIM, MI-FGSM) with `config`.
+    pub fn pgd(config: PgdConfig) -> Self {
+        Self::new("pgd", &config)
+    }
+
+    /// `attacks` run in turn, each on the examples the earlier ones left robust, reported as
+    /// `name`.
+    pub fn ensemble(name: &str, attacks: Vec<AttackSpec>) -> Self {
+        let mut params = Map::new();
+        params.insert("name".into(), Value::String(name.into()));
+        params.insert(
+            "attacks".into(),
+            Value::Array(
+                attacks
+                    .iter()
+                    .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
+                    .collect(),
+            ),
+        );
+        Self {
+            kind: ENSEMBLE.into(),
+            eps: None,
+            params,
+        }
+    }
+
+    /// The standard evaluation (after AutoAttack, Croce & Hein 2020): APGD-CE, APGD-T (targeted DLR
+    /// on the 9 most likely other classes), FMN and Square (5000 queries), each with its paper's
+    /// settings, each on what the earlier ones left robust.
+    pub fn standard_ensemble() -> Self {
+        Self::ensemble(
+            "ensemble(apgd-ce,apgd-t,fmn,square)",
+            vec![
+                Self::new("apgd", &ApgdConfig::ce()),
+                Self::new("apgd", &ApgdConfig::targeted()),
+                Self::new("fmn", &FmnConfig::default()),
+                Self::new("square", &SquareConfig::default()),
+            ],
+        )
+    }
+
+    /// `attack` crafted on the matrix's model `surrogate` and evaluated on each model.
+    pub fn transfer(surrogate: &str, attack: AttackSpec) -> Self {
+        let mut params = Map::new();
+        params.insert("surrogate".into(), Value::String(surrogate.into()));
+        params.insert(
+            "attack".into(),
+            serde_json::to_value(&attack).unwrap_or(Value::Null),
+        );
+        Self {
+            kind: TRANSFER.into(),
+            eps: None,
+            params,
+        }
+    }
+}
+
+/// The defense a model of the matrix is trained with: `kind` names a registered defense, the
+/// other keys are its settings. In TOML: `defense = { kind = "...", ... }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefenseSpec {
+    /// The registered kind (`none`, `adversarial-training`, ...).
+    pub kind: String,
+    /// Its settings, as the kind's config type reads them.
+    #[serde(flatten)]
+    pub params: Map<String, Value>,
+}
+
+impl Default for DefenseSpec {
+    fn default() -> Self {
+        Self {
+            kind: "none".into(),
+            params: Map::new(),
+        }
+    }
+}
+
+impl DefenseSpec {
+    /// The entry of kind `kind` with `config`'s settings.
+    pub fn new<C: Serialize>(kind: &str, config: &C) -> Self {
+        Self {
+            kind: kind.into(),
+            params: params_of(config),
+        }
+    }
+}
