@@ -93,7 +93,11 @@ pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<IdxImages> {
             cols,
         });
     }
-    let expected = 16 + (count as u64) * (rows as u64) * (cols as u64);
+    // A damaged header can claim up to 2^96 bytes: saturate, the length check then refuses it.
+    let expected = (count as u64)
+        .saturating_mul(rows as u64)
+        .saturating_mul(cols as u64)
+        .saturating_add(16);
     check_len(path, bytes, expected)?;
     Ok(IdxImages {
         count,

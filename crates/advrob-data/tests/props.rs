@@ -64,3 +64,20 @@ proptest! {
         }
     }
 }
+
+/// A header whose count × rows × cols overflows 64 bits is a clear error, not a panic
+/// (found by the property test above in CI).
+#[test]
+fn a_header_past_u64_is_an_error() {
+    let mut bytes = idx::encode_images(&IdxImages {
+        count: 1,
+        rows: 1,
+        cols: 1,
+        pixels: vec![0],
+    });
+    for field in [4, 8, 12] {
+        bytes[field..field + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    }
+    let e = idx::parse_images(Path::new("huge-idx3-ubyte"), &bytes).expect_err("refused");
+    assert!(e.to_string().starts_with("huge-idx3-ubyte"), "{e}");
+}
