@@ -3,7 +3,7 @@
 //! seeds of their random draws.
 
 use advrob_data::rng::SplitMix64;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::error::{AttackError, Result};
 
@@ -70,9 +70,12 @@ pub(crate) fn blend(old: Tensor<3>, new: Tensor<3>, mask: &[bool]) -> Tensor<3> 
     if mask.iter().all(|m| *m) {
         return new;
     }
-    let m: Vec<f32> = mask.iter().map(|&b| f32::from(u8::from(b))).collect();
-    let m = column(&m, &old.device());
-    old * (m.clone().neg() + 1.0) + new * m
+    // one select per element instead of the arithmetic blend old·(1 − m) + new·m (four passes,
+    // four allocations); the mask is a `[B, 1, 1]` column broadcast as a view
+    let [b, h, w] = old.dims();
+    let m = Tensor::<3, Bool>::from_data(TensorData::new(mask.to_vec(), [b, 1, 1]), &old.device())
+        .expand([b, h, w]);
+    old.mask_where(m, new)
 }
 
 /// The best result so far of every example of a batch, on the host: an image that is
@@ -168,5 +171,23 @@ mod tests {
         assert_eq!(&b.images[0..2], &[3.0, 3.0]);
         assert_eq!(b.pending(), vec![1]);
         assert!(mix_seed(&[1, 2]) != mix_seed(&[2, 1]) && mix_seed(&[1]) != mix_seed(&[1, 0]));
+    }
+
+    #[test]
+    fn blend_takes_whole_rows_on_every_backend() {
+        for device in advrob_model::backend::test_devices() {
+            let old = Tensor::<3>::from_data(
+                TensorData::new((0..12).map(|v| v as f32).collect::<Vec<_>>(), [3, 2, 2]),
+                &device,
+            );
+            let new = old.clone().neg() - 1.0;
+            let got = host(blend(old.clone(), new.clone(), &[true, false, true])).expect("host");
+            let want = [
+                -1.0, -2.0, -3.0, -4.0, 4.0, 5.0, 6.0, 7.0, -9.0, -10.0, -11.0, -12.0,
+            ];
+            assert_eq!(got, want, "{device:?}");
+            let none = host(blend(old.clone(), new.clone(), &[false; 3])).expect("host");
+            assert_eq!(none, host(old).expect("host"));
+        }
     }
 }
