@@ -473,6 +473,11 @@ defense = { kind = "distillation", temperature = 5.0 }
 [[models]]
 name = "madry"
 arch = "madry-cnn"
+[[models]]
+name = "madry-at"
+arch = "madry-cnn"
+from = "madry"
+defense = { kind = "adversarial-training", eps = 0.1 }
 [[attacks]]
 kind = "fgsm"
 [[attacks]]
@@ -503,7 +508,7 @@ fn cnns_train_are_defended_and_attacked_in_a_matrix() {
         );
         assert!(o.status.success(), "{}", text(&o));
         assert!(
-            text(&o).contains("16 new records, 0 already there; 4 models trained"),
+            text(&o).contains("20 new records, 0 already there; 5 models trained"),
             "{}",
             text(&o)
         );
@@ -523,7 +528,7 @@ fn cnns_train_are_defended_and_attacked_in_a_matrix() {
                 r["mean_linf"].as_f64().expect("norm") <= r["eps"].as_f64().expect("eps") + 1e-6
             );
             let arch = r["model_config"]["arch"].as_str().expect("arch");
-            let want = if r["model"] == "madry" {
+            let want = if r["model"].as_str().expect("model").starts_with("madry") {
                 "madry-cnn"
             } else {
                 "lenet"
