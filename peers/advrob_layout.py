@@ -15,17 +15,18 @@ multiplies the logits by logit_scale after it.
 """
 
 import argparse
-import gzip
 import hashlib
 import json
 import os
 import sys
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "pytorch"))
+import mnist_idx  # noqa: E402  (the repository's one Python MNIST reader)
 
 
 class AdvrobMlp(nn.Module):
@@ -67,25 +68,10 @@ class AdvrobMlp(nn.Module):
 
 
 def load_mnist(directory, split="test"):
-    """(images float32 [N, 1, 28, 28] in [0, 1], labels int64 [N]) from IDX files, .gz or not."""
-    stems = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}[split]
-    out = []
-    for stem in stems:
-        for name, opener in ((stem, open), (stem + ".gz", gzip.open)):
-            path = os.path.join(directory, name)
-            if os.path.exists(path):
-                with opener(path, "rb") as f:
-                    data = f.read()
-                break
-        else:
-            raise SystemExit(f"neither {stem} nor {stem}.gz in {directory}")
-        ndim = data[3]
-        dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-        out.append(np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims))
-    images = torch.from_numpy(out[0].astype(np.float32) / np.float32(255.0)).unsqueeze(1)
-    labels = torch.from_numpy(out[1].astype(np.int64))
-    return images, labels
+    """(images float32 [N, 1, 28, 28] in [0, 1], labels int64 [N]) from IDX files, .gz or not,
+    read by the examples' reader (examples/pytorch/mnist_idx.py)."""
+    images, labels = mnist_idx.load(directory, split)
+    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels)
 
 
 def load(dir_, straight_through=False):
