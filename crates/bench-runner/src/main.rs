@@ -191,6 +191,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The run directory: `--out`, else `runs/<matrix name>`.
+fn out_dir(out: Option<PathBuf>, m: &Matrix) -> PathBuf {
+    out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name))
+}
+
 /// `run`: runs a matrix (or one shard of its evaluations) and prints what was done.
 fn run_cmd(
     matrix: &MatrixArgs,
@@ -200,7 +205,7 @@ fn run_cmd(
     registry: &Registry,
 ) -> anyhow::Result<()> {
     let m = matrix.matrix(registry)?;
-    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
+    let out = out_dir(out, &m);
     let mut options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
     options.shard = match shard.as_deref() {
         None => None,
@@ -233,7 +238,7 @@ fn train_cmd(
     registry: &Registry,
 ) -> anyhow::Result<()> {
     let m = matrix.matrix(registry)?;
-    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
+    let out = out_dir(out, &m);
     let names = model_names(&m, models, stage, task)?;
     let options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
     let s = train_models(&m, &options, registry, &names, &mut Bars::default())?;
@@ -297,7 +302,7 @@ fn evaluate_cmd(
     registry: &Registry,
 ) -> anyhow::Result<()> {
     let m = model.matrix(matrix, registry)?;
-    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&m.name));
+    let out = out_dir(out, &m);
     let reports = reports.unwrap_or_else(|| PathBuf::from("reports").join(&m.name));
     let options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
     let s = run(&m, &options, registry, &mut Bars::default())?;
