@@ -36,6 +36,8 @@ enum Task {
         /// Where the tables go (default: reports/, or reports/<preset>/).
         #[arg(long)]
         reports: Option<PathBuf>,
+        #[command(flatten)]
+        jobs: bench_runner::cli::JobsArgs,
     },
     /// Time training, FGSM and inference of the default model on each backend given.
     Bench {
@@ -90,7 +92,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             data,
             out,
             reports,
-        } => reproduce::reproduce(&matrix, &data, out.as_deref(), reports.as_deref()),
+            jobs,
+        } => reproduce::reproduce(&matrix, &data, &jobs, out.as_deref(), reports.as_deref()),
         Task::Bench {
             backend,
             dataset_dir,

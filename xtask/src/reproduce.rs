@@ -3,15 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use advrob_experiment::{Registry, RunDir, RunOptions, run};
-use bench_runner::cli::{DataArgs, MatrixArgs, backends_or_compiled};
-use bench_runner::progress::Bars;
+use advrob_experiment::{Registry, RunDir, RunOptions};
+use bench_runner::cli::{DataArgs, JobsArgs, MatrixArgs, backends_or_compiled};
+use bench_runner::progress::run_with_bars;
 
 /// Runs the matrix and writes its tables. Without `--out`/`--reports`, the default preset goes to
 /// `runs/reproduce` and `reports/`, any other preset to `runs/<preset>` and `reports/<preset>/`.
 pub fn reproduce(
     matrix: &MatrixArgs,
     data: &DataArgs,
+    jobs: &JobsArgs,
     out: Option<&Path>,
     reports: Option<&Path>,
 ) -> anyhow::Result<()> {
@@ -40,8 +41,9 @@ pub fn reproduce(
         m.backends = backends_or_compiled(Vec::new());
     }
     m.check(&registry)?;
+    let jobs = jobs.jobs(&m, true);
     log::info!(
-        "reproducing {} (preset {}) on {} ({} epochs, {} models, ε grid {:?})",
+        "reproducing {} (preset {}) on {} ({} epochs, {} models, ε grid {:?}, {jobs} jobs)",
         m.name,
         m.preset,
         m.backends.join(", "),
@@ -49,11 +51,11 @@ pub fn reproduce(
         m.models.len(),
         m.eps
     );
-    let s = run(
+    let s = run_with_bars(
         &m,
         &RunOptions::new(out.to_path_buf(), data.data_dir.clone(), data.mirrors()),
         &registry,
-        &mut Bars::default(),
+        jobs,
     )?;
     println!(
         "{}: {} new records, {} already there; {} models trained, {} loaded",

@@ -18,5 +18,7 @@ pub use layout::RunDir;
 pub use matrix::{Arch, AttackSpec, DefenseSpec, Matrix, ModelSpec};
 pub use record::Record;
 pub use registry::{Described, Registry};
-pub use runner::{Event, Observer, Quiet, RunOptions, RunSummary, Shard, run, train_models};
+pub use runner::{
+    Event, Observer, Quiet, RunOptions, RunSummary, Shard, run, run_jobs, train_models,
+};
 pub use store::{RecordLog, RunRecords, read_records, read_run};

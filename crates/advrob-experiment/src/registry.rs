@@ -36,11 +36,11 @@ pub struct Described {
     pub config: Value,
 }
 
-trait AttackKind {
+trait AttackKind: Send + Sync {
     fn build(&self, kind: &str, params: &Map<String, Value>) -> Result<(Box<dyn Attack>, Value)>;
 }
 
-trait DefenseKind {
+trait DefenseKind: Send + Sync {
     fn parse(&self, kind: &str, params: &Map<String, Value>) -> Result<ParsedDefense>;
 }
 

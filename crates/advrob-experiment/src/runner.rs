@@ -308,6 +308,56 @@ pub fn run(
     Ok(summary)
 }
 
+/// Runs `matrix` like [`run`] with one job per observer, each a thread of this process writing
+/// its own record log into `opts.out`, the way separate processes would (see [`crate::store`]):
+/// the jobs split the models between them through the same locks, so the records, and the tables
+/// made from them, are the ones a single job writes; only the order of the log lines differs.
+/// Worth it when the backend leaves cores idle (burn-ndarray runs these small models on about one
+/// core). The first error of any job is returned once every job has stopped.
+///
+/// In the summary `new_records` and `trained` are summed over the jobs (no model is trained twice,
+/// no record written twice); `skipped_records` counts what was there before the run (each job
+/// either writes or skips every record of the matrix, so a job's own two counts add up to the
+/// matrix, less what the others wrote); `loaded` is summed, so a model one job trained and
+/// another job then needed counts in both `trained` and `loaded`.
+pub fn run_jobs(
+    matrix: &Matrix,
+    opts: &RunOptions,
+    registry: &Registry,
+    observers: &mut [&mut (dyn Observer + Send)],
+) -> Result<RunSummary> {
+    if let [only] = observers {
+        return run(matrix, opts, registry, *only);
+    }
+    let results: Vec<Result<RunSummary>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = observers
+            .iter_mut()
+            .map(|observer| scope.spawn(move || run(matrix, opts, registry, *observer)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ExperimentError::invalid(
+                        "jobs",
+                        "a job panicked".to_string(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let summaries = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let new_records: usize = summaries.iter().map(|s| s.new_records).sum();
+    Ok(RunSummary {
+        new_records,
+        skipped_records: summaries.first().map_or(0, |s| {
+            (s.new_records + s.skipped_records).saturating_sub(new_records)
+        }),
+        trained: summaries.iter().map(|s| s.trained).sum(),
+        loaded: summaries.iter().map(|s| s.loaded).sum(),
+    })
+}
+
 /// Trains (or finds trained) the models of `matrix` named in `names`, and the models they build
 /// on, for every dataset, backend and seed, evaluating nothing: the training stage of a job array.
 pub fn train_models(
@@ -821,20 +871,33 @@ impl EvalContext<'_> {
             }
             // another writer evaluating this model: come back to it at the end
             match Lock::try_take(&dir.lock(&models.plans[i].dir, "eval"))? {
-                Some(lock) => self.evaluate_model(models, i, lock, observer)?,
+                Some(lock) => self.evaluate_what_is_left(models, i, lock, observer)?,
                 None => deferred.push(i),
             }
         }
         for i in deferred {
             let lock = Lock::wait(&dir.lock(&models.plans[i].dir, "eval"))?;
-            self.refresh()?;
-            if self.has_work(models, i) {
-                self.evaluate_model(models, i, lock, observer)?;
-            } else {
-                self.skip(models, i);
-            }
+            self.evaluate_what_is_left(models, i, lock, observer)?;
         }
         Ok(())
+    }
+
+    /// With model `i`'s evaluation lock held: re-reads the records (another writer may have
+    /// evaluated the model since this one read them) and evaluates what no writer has.
+    fn evaluate_what_is_left(
+        &mut self,
+        models: &mut Models<'_>,
+        i: usize,
+        lock: Lock,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        self.refresh()?;
+        if self.has_work(models, i) {
+            self.evaluate_model(models, i, lock, observer)
+        } else {
+            self.skip(models, i);
+            Ok(())
+        }
     }
 
     /// Every attack and ε of model `i` that has no record yet; `_lock` (the model's evaluation

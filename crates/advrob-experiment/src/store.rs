@@ -148,7 +148,7 @@ pub fn read_records(run: &RunDir, registry: &Registry) -> Result<Vec<Record>> {
     Ok(read_run(run, registry)?.records)
 }
 
-/// A name for this writer's log, unique across processes and machines.
+/// A name for this writer's log, unique across processes, machines and the jobs of one process.
 fn writer_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -160,7 +160,11 @@ fn writer_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{host}-{}-{nanos:x}", std::process::id())
+    // jobs of one process (threads) start within the same nanosecond's reach: a counter tells
+    // them apart
+    static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{host}-{}-{nanos:x}-{n}", std::process::id())
 }
 
 /// Where a run writes its records: an append-only log of its own in the run directory, created

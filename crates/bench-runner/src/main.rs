@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use advrob_experiment::{Matrix, Registry, RunDir, RunOptions, Shard, run, train_models};
-use bench_runner::cli::{DataArgs, EvaluateArgs, MatrixArgs, backends_or_compiled};
-use bench_runner::progress::Bars;
+use bench_runner::cli::{DataArgs, EvaluateArgs, JobsArgs, MatrixArgs, backends_or_compiled};
+use bench_runner::progress::{Bars, run_with_bars};
 use bench_runner::slurm::SlurmArgs;
 use clap::{Parser, Subcommand};
 
@@ -35,6 +35,8 @@ enum Cmd {
         /// (`SLURM_ARRAY_TASK_ID` of `SLURM_ARRAY_TASK_COUNT`).
         #[arg(long)]
         shard: Option<String>,
+        #[command(flatten)]
+        jobs: JobsArgs,
     },
     /// Train (or find trained) models of a matrix without evaluating them.
     Train {
@@ -150,7 +152,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             data,
             out,
             shard,
-        } => run_cmd(&matrix, &data, out, shard, &registry),
+            jobs,
+        } => run_cmd(&matrix, &data, out, shard, &jobs, &registry),
         Cmd::Train {
             matrix,
             data,
@@ -202,6 +205,7 @@ fn run_cmd(
     data: &DataArgs,
     out: Option<PathBuf>,
     shard: Option<String>,
+    jobs: &JobsArgs,
     registry: &Registry,
 ) -> anyhow::Result<()> {
     let m = matrix.matrix(registry)?;
@@ -215,7 +219,7 @@ fn run_cmd(
         }
         Some(s) => Some(Shard::parse(s)?),
     };
-    let s = run(&m, &options, registry, &mut Bars::default())?;
+    let s = run_with_bars(&m, &options, registry, jobs.jobs(&m, false))?;
     println!(
         "{}: {} new records, {} already there; {} models trained, {} loaded",
         RunDir::new(&out).record_logs().display(),

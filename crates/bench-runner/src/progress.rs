@@ -3,8 +3,8 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use advrob_experiment::{Event, Observer};
-use indicatif::{ProgressBar, ProgressStyle};
+use advrob_experiment::{Event, Matrix, Observer, Registry, RunOptions, RunSummary, run_jobs};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// A progress reporter for one phase (training a model, evaluating it).
 pub struct Phase {
@@ -17,6 +17,11 @@ pub struct Phase {
 impl Phase {
     /// A phase of `len` steps.
     pub fn new(label: impl Into<String>, len: u64) -> Self {
+        Self::within(None, label, len)
+    }
+
+    /// A phase of `len` steps whose bar (on a TTY) is one line of `multi`.
+    fn within(multi: Option<&MultiProgress>, label: impl Into<String>, len: u64) -> Self {
         let label = label.into();
         let bar = std::io::stderr().is_terminal().then(|| {
             let style = ProgressStyle::with_template(
@@ -26,7 +31,10 @@ impl Phase {
             .progress_chars("=> ");
             let b = ProgressBar::new(len).with_style(style);
             b.set_message(label.clone());
-            b
+            match multi {
+                Some(m) => m.add(b),
+                None => b,
+            }
         });
         if bar.is_none() {
             log::info!("{label}: started ({len} steps)");
@@ -70,14 +78,23 @@ impl Phase {
 #[derive(Default)]
 pub struct Bars {
     phase: Option<Phase>,
+    multi: Option<MultiProgress>,
 }
 
 impl Bars {
+    /// Bars drawn as lines of `multi`, beside the bars of the run's other jobs.
+    pub fn shared(multi: &MultiProgress) -> Self {
+        Self {
+            phase: None,
+            multi: Some(multi.clone()),
+        }
+    }
+
     fn start(&mut self, label: &str, len: u64) {
         if let Some(old) = self.phase.take() {
             old.finish("done");
         }
-        self.phase = Some(Phase::new(label, len));
+        self.phase = Some(Phase::within(self.multi.as_ref(), label, len));
     }
 
     fn finish(&mut self, summary: &str) {
@@ -118,4 +135,21 @@ impl Observer for Bars {
             }
         }
     }
+}
+
+/// Runs `matrix` with `jobs` jobs at once ([`run_jobs`]), each with its bars (one line per job on
+/// a TTY).
+pub fn run_with_bars(
+    matrix: &Matrix,
+    opts: &RunOptions,
+    registry: &Registry,
+    jobs: usize,
+) -> advrob_experiment::Result<RunSummary> {
+    let multi = MultiProgress::new();
+    let mut bars: Vec<Bars> = (0..jobs.max(1)).map(|_| Bars::shared(&multi)).collect();
+    let mut observers: Vec<&mut (dyn Observer + Send)> = bars
+        .iter_mut()
+        .map(|b| b as &mut (dyn Observer + Send))
+        .collect();
+    run_jobs(matrix, opts, registry, &mut observers)
 }

@@ -1212,6 +1212,30 @@ fn two_concurrent_runs_into_one_directory_keep_every_record() {
     same_tables(&d.join("ref-reports"), &d.join("both-reports"));
 }
 
+#[test]
+fn jobs_of_one_run_split_the_models_and_write_each_record_once() {
+    let tmp = with_matrix();
+    let d = tmp.path();
+    reference(d);
+    // more jobs than models: the extra ones find nothing left and stop
+    let jobs = [matrix_args("jobs"), vec!["--jobs", "4"]].concat();
+    ok(
+        d,
+        &jobs,
+        &format!("{MATRIX_RECORDS} new records, 0 already there; 3 models trained"),
+    );
+    let run = d.join("jobs");
+    assert_eq!(lines(&run).len(), MATRIX_RECORDS, "each record once");
+    assert_eq!(keys(&run), keys(&d.join("ref")));
+    ok(
+        d,
+        &jobs,
+        &format!("0 new records, {MATRIX_RECORDS} already there; 0 models trained"),
+    );
+    report(d, "jobs", "jobs-reports");
+    same_tables(&d.join("ref-reports"), &d.join("jobs-reports"));
+}
+
 /// The shell command that runs the matrix into `out` with files limited to `blocks` × 512 bytes:
 /// a full disk as the run sees it (writes fail with EFBIG; SIGXFSZ is ignored).
 fn on_a_full_disk(out: &str, blocks: usize) -> Command {
