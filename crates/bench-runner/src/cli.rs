@@ -39,17 +39,17 @@ pub struct JobsArgs {
     /// Jobs at once in this process, each taking the next model that no other job holds (the
     /// records are the same as with one job). burn-ndarray runs these small models on about one
     /// core, so one job per core is what fills a CPU; default: one per core for `reproduce` on
-    /// CPU backends, 1 otherwise.
+    /// ndarray, 1 otherwise (flex and wgpu spread one job over the cores or the GPU themselves).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub jobs: Option<u64>,
 }
 
 impl JobsArgs {
-    /// The jobs asked for, else one per core when every backend of `m` runs on the CPU and
+    /// The jobs asked for, else one per core when every backend of `m` is ndarray and
     /// `per_core` (else 1), never more than `m` has models.
     pub fn jobs(&self, m: &Matrix, per_core: bool) -> usize {
-        let cpu_only = m.backends.iter().all(|b| b == "ndarray" || b == "flex");
-        let default = if per_core && cpu_only {
+        let ndarray_only = m.backends.iter().all(|b| b == "ndarray");
+        let default = if per_core && ndarray_only {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             1
