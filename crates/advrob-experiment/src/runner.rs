@@ -550,7 +550,7 @@ impl<'a> Models<'a> {
                     teacher.map(|i| plans[i].key.clone()),
                     ds.fingerprint(),
                     train_split.len(),
-                    backend,
+                    backend::numerics(backend),
                     imported,
                 ))
                 .map_err(|e| ExperimentError::invalid("settings", e.to_string()))?

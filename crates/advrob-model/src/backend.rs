@@ -55,6 +55,18 @@ pub fn device(name: &str) -> Result<Device> {
     }
 }
 
+/// How backend `name`'s arithmetic is done, for cache keys: the name itself, except ndarray in a
+/// build with the `blas` feature, `ndarray+openblas` (OpenBLAS sums products in another order, so
+/// its trained weights and figures differ in the last bits and must never be served for a plain
+/// ndarray build's, or the other way round).
+pub fn numerics(name: &str) -> &str {
+    match name {
+        #[cfg(feature = "blas")]
+        "ndarray" => "ndarray+openblas",
+        other => other,
+    }
+}
+
 /// What runs backend `name`: the CPU for ndarray and flex, the graphics adapter for wgpu (its
 /// name, kind and graphics API, e.g. `llvmpipe (LLVM 15.0.6, 256 bits), Cpu, Vulkan` for Mesa's
 /// software Vulkan driver). For tables that compare backends.
@@ -64,8 +76,13 @@ pub fn describe(name: &str) -> Result<String> {
         #[cfg(feature = "wgpu")]
         "wgpu" => wgpu_adapter()?,
         _ => format!(
-            "CPU, {} threads",
-            std::thread::available_parallelism().map_or(1, usize::from)
+            "CPU, {} threads{}",
+            std::thread::available_parallelism().map_or(1, usize::from),
+            if numerics(name) == name {
+                ""
+            } else {
+                ", OpenBLAS"
+            }
         ),
     })
 }
@@ -158,6 +175,18 @@ pub fn test_backend_names() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_openblas_build_keys_its_ndarray_work_apart() {
+        let expected = if cfg!(feature = "blas") {
+            "ndarray+openblas"
+        } else {
+            "ndarray"
+        };
+        assert_eq!(numerics("ndarray"), expected);
+        assert_eq!(numerics("flex"), "flex");
+        assert_eq!(numerics("wgpu"), "wgpu");
+    }
 
     #[test]
     fn unknown_backend_lists_the_available_ones() {
