@@ -313,7 +313,8 @@ pub fn run(
 /// the jobs split the models between them through the same locks, so the records, and the tables
 /// made from them, are the ones a single job writes; only the order of the log lines differs.
 /// Worth it when the backend leaves cores idle (burn-ndarray runs these small models on about one
-/// core). The first error of any job is returned once every job has stopped.
+/// core). The first error of any job is returned once every job has stopped; a job's panic is
+/// carried on with its message, as in a single job.
 ///
 /// In the summary `new_records` and `trained` are summed over the jobs (no model is trained twice,
 /// no record written twice); `skipped_records` counts what was there before the run (each job
@@ -334,16 +335,10 @@ pub fn run_jobs(
             .iter_mut()
             .map(|observer| scope.spawn(move || run(matrix, opts, registry, *observer)))
             .collect();
+        // a job's panic goes on as it would in a single job, with its own message
         handles
             .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(ExperimentError::invalid(
-                        "jobs",
-                        "a job panicked".to_string(),
-                    ))
-                })
-            })
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
     let summaries = results.into_iter().collect::<Result<Vec<_>>>()?;
