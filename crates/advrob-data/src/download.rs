@@ -41,7 +41,7 @@ impl Mirror {
     fn describe(&self, file: &str) -> String {
         match self {
             Mirror::Dir(d) => d.join(file).display().to_string(),
-            Mirror::Url(u) => format!("{u}{file}.gz"),
+            Mirror::Url(u) => redact(&format!("{u}{file}.gz"), u),
         }
     }
 
@@ -57,21 +57,53 @@ impl Mirror {
                 Err(format!("neither {file}.gz nor {file} is there"))
             }
             Mirror::Url(base) => {
+                // a dead mirror answers nothing: give up on it quickly (the whole file may
+                // still take minutes on a slow line)
                 let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_connect(Some(CONNECT_TIMEOUT))
+                    .timeout_recv_response(Some(RESPONSE_TIMEOUT))
                     .timeout_global(Some(Duration::from_secs(300)))
                     .build()
                     .into();
                 let url = format!("{base}{file}.gz");
-                let mut resp = agent.get(&url).call().map_err(|e| e.to_string())?;
+                let fail = |e: &dyn std::fmt::Display| redact(&e.to_string(), base);
+                let mut resp = agent.get(&url).call().map_err(|e| fail(&e))?;
                 let mut body = Vec::new();
                 resp.body_mut()
                     .as_reader()
                     .take(256 << 20)
                     .read_to_end(&mut body)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| fail(&e))?;
                 Ok(body)
             }
         }
+    }
+}
+
+/// How long a mirror may take to accept a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a mirror may take to start answering a request.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `text` with the credentials of the mirror URL `base` (`https://user:password@host/`) masked,
+/// wherever they appear: logs and errors never print a password.
+fn redact(text: &str, base: &str) -> String {
+    let Some(rest) = base.split_once("://").map(|(_, r)| r) else {
+        return text.to_string();
+    };
+    let host_part = rest.split('/').next().unwrap_or_default();
+    match host_part.rsplit_once('@') {
+        Some((userinfo, _)) if !userinfo.is_empty() => {
+            let mut out = text.replace(&format!("{userinfo}@"), "***@");
+            // a client may print the password alone (or percent-decoded)
+            if let Some((_, password)) = userinfo.split_once(':')
+                && !password.is_empty()
+            {
+                out = out.replace(password, "***");
+            }
+            out
+        }
+        _ => text.to_string(),
     }
 }
 
@@ -135,6 +167,8 @@ pub fn fetch_verified(
         cached: Vec::new(),
         fetched: Vec::new(),
     };
+    // per mirror: why it is not tried again (a URL that could not be fetched from)
+    let mut dead: Vec<Option<String>> = vec![None; mirrors.len()];
     for &(file, expected) in files {
         let dest = dir.join(file);
         if is_verified(&dest, expected)? {
@@ -150,10 +184,19 @@ pub fn fetch_verified(
         }
         let mut attempts = Vec::new();
         let mut done = false;
-        for m in mirrors {
+        for (i, m) in mirrors.iter().enumerate() {
             let source = m.describe(file);
+            if let Some(why) = &dead[i] {
+                attempts.push(format!("{source}: not tried: it failed for {why}"));
+                continue;
+            }
             log::info!("fetching {source}");
-            let bytes = match m.get(file).and_then(decompress_if_gz) {
+            let got = m.get(file);
+            if let (Mirror::Url(_), Err(reason)) = (m, &got) {
+                // a mirror that cannot be reached is not tried again for the other files
+                dead[i] = Some(format!("{file} ({reason})"));
+            }
+            let bytes = match got.and_then(decompress_if_gz) {
                 Ok(b) => b,
                 Err(reason) => {
                     attempts.push(format!("{source}: {reason}"));
@@ -260,6 +303,63 @@ mod tests {
         let report = fetch_verified(&dest_dir, &files, &[]).expect("cached");
         assert_eq!(report.cached, vec!["f".to_string()]);
         assert!(report.fetched.is_empty());
+    }
+
+    #[test]
+    fn a_dead_mirror_is_tried_once_and_credentials_are_never_shown() {
+        // a mirror that accepts connections and closes them without an answer
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let server = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed)
+                && start.elapsed() < Duration::from_secs(60)
+            {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        drop(conn);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        let src = tempfile::tempdir().expect("temp");
+        fake_mirror(src.path());
+        let out = tempfile::tempdir().expect("temp");
+        let mirrors = [
+            Mirror::parse(&format!("http://user:s3cret@127.0.0.1:{port}/mnist")),
+            Mirror::Dir(src.path().to_path_buf()),
+        ];
+        let digests: Vec<(&str, String)> = FILE_NAMES
+            .iter()
+            .map(|n| {
+                let bytes = idx::read_maybe_gz(&src.path().join(format!("{n}.gz"))).expect("read");
+                (*n, sha256_hex(&bytes))
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = digests.iter().map(|(a, b)| (*a, b.as_str())).collect();
+        let r = fetch_verified(out.path(), &files, &mirrors).expect("second mirror");
+        assert_eq!(r.fetched.len(), files.len());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        server.join().expect("server");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // every file failing: the error names the mirror without its password
+        let empty = tempfile::tempdir().expect("temp");
+        let out = tempfile::tempdir().expect("temp");
+        let mirrors = [
+            Mirror::parse("http://user:s3cret@127.0.0.1:9/mnist"),
+            Mirror::Dir(empty.path().to_path_buf()),
+        ];
+        let e = fetch_verified(out.path(), &files, &mirrors).expect_err("nothing there");
+        let text = e.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("***@127.0.0.1:9"), "{text}");
     }
 
     #[test]

@@ -38,17 +38,59 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Decompresses `raw` if it is a gzip stream, else returns it unchanged.
-pub(crate) fn decompress_if_gz(raw: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| e.to_string())?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// The most a file advrob reads may decompress to (MNIST's largest file is 47 MB).
+pub const MAX_DECOMPRESSED: u64 = 1 << 30;
+
+/// The size an IDX file declares in its header (magic, dimensions), `None` when `head` does not
+/// start like one.
+fn declared_size(head: &[u8]) -> Option<u64> {
+    if head.len() < 4 || head[0] != 0 || head[1] != 0 {
+        return None;
     }
+    let dims = usize::from(head[3]);
+    if dims == 0 || head.len() < 4 + 4 * dims {
+        return None;
+    }
+    let body = (0..dims).try_fold(1u64, |p, i| {
+        p.checked_mul(u64::from(be_u32(head, 4 + 4 * i)))
+    })?;
+    body.checked_add(4 + 4 * dims as u64)
+}
+
+/// Decompresses `raw` if it is a gzip stream, else returns it unchanged. The output is bounded by
+/// what the IDX header at its start declares: a stream that inflates far beyond it (twice the
+/// declared size and 1 MiB more; [`MAX_DECOMPRESSED`] at most, or where there is no header) is
+/// refused as soon as it does, without holding the rest in memory. Within the bound the bytes are
+/// returned as they are, so that the IDX parser names what is wrong with them.
+pub(crate) fn decompress_if_gz(raw: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
+    let mut dec = GzDecoder::new(raw.as_slice());
+    let mut out = Vec::with_capacity(16);
+    (&mut dec)
+        .take(16)
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
+    let declared = declared_size(&out);
+    let limit = declared
+        .map_or(MAX_DECOMPRESSED, |n| {
+            n.saturating_mul(2).saturating_add(1 << 20)
+        })
+        .min(MAX_DECOMPRESSED);
+    (&mut dec)
+        .take(limit.saturating_sub(out.len() as u64) + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
+    if out.len() as u64 > limit {
+        return Err(match declared {
+            Some(n) => format!(
+                "decompresses to more than {limit} bytes, far beyond the {n} bytes its header declares (a damaged file, or a decompression bomb)"
+            ),
+            None => format!("decompresses to more than the {limit} bytes advrob reads"),
+        });
+    }
+    Ok(out)
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
@@ -242,6 +284,36 @@ mod tests {
         ));
         let err = parse_labels(Path::new("l.idx"), &[0, 0, 8]).expect_err("short header");
         assert!(matches!(err, DataError::Truncated { .. }));
+    }
+
+    #[test]
+    fn a_gzip_stream_is_never_inflated_beyond_its_header() {
+        // 10 images of 28×28 declared, 10 000 delivered: refused soon after the declared size
+        let mut bytes = encode_images(&IdxImages {
+            count: 10,
+            rows: 28,
+            cols: 28,
+            pixels: vec![0; 10 * 28 * 28],
+        });
+        bytes.extend(std::iter::repeat_n(0u8, 9990 * 28 * 28));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &bytes).expect("gzip");
+        let packed = gz.finish().expect("gzip");
+        assert!(packed.len() < 100_000, "{}", packed.len());
+        let e = decompress_if_gz(packed).expect_err("bomb");
+        assert!(
+            e.contains("more than 1064288 bytes, far beyond the 7856 bytes its header declares"),
+            "{e}"
+        );
+        // a little more than declared is left to the parser, which says how much
+        let mut over = encode_labels(&[1, 2, 3]);
+        over.extend([0, 0]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &over).expect("gzip");
+        assert_eq!(
+            decompress_if_gz(gz.finish().expect("gzip")).expect("bytes"),
+            over
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod batch;
 mod dataset;
 mod download;
 mod error;
+pub mod floats;
 pub mod idx;
 pub mod rng;
 pub mod synthetic;
