@@ -55,9 +55,11 @@ pub struct EvalRecord {
     /// happens to repair it): RobustBench's and AutoAttack's count.
     pub adversarial_correct: usize,
     /// `clean_correct / examples`.
+    #[serde(deserialize_with = "advrob_data::floats::null_as_nan")]
     pub clean_accuracy: f64,
     /// `adversarial_correct / examples`: robust accuracy under this attack; never above
     /// `clean_accuracy`.
+    #[serde(deserialize_with = "advrob_data::floats::null_as_nan")]
     pub adversarial_accuracy: f64,
     /// Attack success rate: among the examples correctly classified before the attack, the share
     /// misclassified after it. `None` when no example was correct to begin with. (This is not the
@@ -70,14 +72,18 @@ pub struct EvalRecord {
     #[serde(default)]
     pub targeted_success: Option<f64>,
     /// Mean over examples of ‖x_adv − x‖∞, measured after clipping.
+    #[serde(deserialize_with = "advrob_data::floats::null_as_nan")]
     pub mean_linf: f64,
     /// Mean over examples of ‖x_adv − x‖₂, measured after clipping.
+    #[serde(deserialize_with = "advrob_data::floats::null_as_nan")]
     pub mean_l2: f64,
     /// Mean over examples of the softmax probability of the predicted class on the adversarial
     /// input.
+    #[serde(deserialize_with = "advrob_data::floats::null_as_nan")]
     pub mean_confidence: f64,
     /// Wall time of evaluating the whole ε grid this record belongs to (attack and inference);
     /// the same in every record of one grid, since work such as FGSM's gradient is shared.
+    #[serde(deserialize_with = "advrob_data::floats::null_as_nan")]
     pub seconds: f64,
     /// Per example, in the order evaluated: whether it is counted in `adversarial_correct`
     /// (correct before and after the attack). What per-example statistics need (the worst case

@@ -147,6 +147,7 @@ fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
 /// already in `dir` (a training record written before, say), each file atomically. The manifest
 /// goes last: a checkpoint is complete once it exists. Returns the weights' digest.
 pub fn save(model: &Deployed, config: &NetConfig, dir: &Path) -> Result<String> {
+    check_finite(&model.net, dir)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     write_json(&dir.join(CONFIG_FILE), config)?;
     write_json(&dir.join(DEPLOY_FILE), &model.config)?;
@@ -167,6 +168,23 @@ pub fn save(model: &Deployed, config: &NetConfig, dir: &Path) -> Result<String> 
     };
     write_json(&dir.join(MANIFEST_FILE), &manifest)?;
     Ok(manifest.weights_sha256)
+}
+
+/// Refuses a network whose parameters hold NaN or ±∞ (training diverged, or weights damaged):
+/// every figure computed with it would be meaningless. `path` names where they came from.
+pub fn check_finite(net: &Net, path: &Path) -> Result<()> {
+    for (name, data) in named_parameters(net) {
+        let n = data.iter::<f32>().filter(|x| !x.is_finite()).count();
+        if n > 0 {
+            return Err(bad(
+                path,
+                format!(
+                    "{name} holds {n} values that are NaN or infinite (training diverged, or the weights are damaged): a model's weights must be finite numbers"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// SHA-256 of every file of `dir` but the weights and the manifest.
@@ -250,6 +268,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Deployed, NetConfig, String)
         .try_load_record(record)
         .map_err(|e| bad(&weights, format!("{e}: {}", recovery(dir))))?
         .valid();
+    check_finite(&net, &weights)?;
     let digest = sha256_hex(&weights_safetensors(&net, &weights)?);
     if digest != manifest.weights_sha256 {
         return Err(bad(
@@ -330,6 +349,15 @@ impl Import<'_> {
             ));
         }
         let (shape, v) = tensor_f32(&self.st, &name, self.path)?;
+        let bad_values = v.iter().filter(|x| !x.is_finite()).count();
+        if bad_values > 0 {
+            return Err(bad(
+                self.path,
+                format!(
+                    "{name} holds {bad_values} values that are NaN or infinite: a model's weights must be finite numbers"
+                ),
+            ));
+        }
         if shape != want {
             return Err(bad(
                 self.path,
@@ -387,6 +415,17 @@ pub fn import_pytorch(
     names: &NameMap,
     device: &Device,
 ) -> Result<Net> {
+    let mut targets: BTreeMap<&str, &str> = BTreeMap::new();
+    for (module, theirs) in names {
+        if let Some(other) = targets.insert(theirs, module) {
+            return Err(bad(
+                path,
+                format!(
+                    "names: {other} and {module} both map to {theirs}: each of advrob's modules takes a tensor of its own"
+                ),
+            ));
+        }
+    }
     let bytes = std::fs::read(path).map_err(io(path))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(path, e))?;
     let mut imp = Import {
@@ -422,6 +461,22 @@ pub fn import_pytorch(
             imp.linear("fc1", &mut m.fc1)?;
             imp.linear("fc2", &mut m.fc2)?;
         }
+    }
+    let modules: Vec<String> = named_parameters(&net)
+        .into_iter()
+        .filter_map(|(n, _)| n.rsplit_once('.').map(|(m, _)| m.to_string()))
+        .collect();
+    if let Some(m) = names.keys().find(|m| !modules.contains(m)) {
+        let mut list = modules.clone();
+        list.dedup();
+        return Err(bad(
+            path,
+            format!(
+                "names: {m} is not a module of the {} architecture (its modules: {})",
+                config.arch(),
+                list.join(", ")
+            ),
+        ));
     }
     let mut unused: Vec<String> = imp
         .st

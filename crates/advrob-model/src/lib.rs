@@ -7,6 +7,7 @@ pub mod defense;
 pub mod deploy;
 mod error;
 mod loss;
+pub mod memory;
 mod mlp;
 mod network;
 mod train;

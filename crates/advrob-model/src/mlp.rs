@@ -65,7 +65,12 @@ impl MlpConfig {
                 .and_then(|l| sum.checked_add(l))
         });
         match params {
-            Some(p) if p <= MAX_PARAMETERS => Ok(()),
+            // the weights, and a copy of them while they are built, saved or loaded
+            Some(p) if p <= MAX_PARAMETERS => crate::memory::check_fits(
+                "hidden",
+                &format!("an MLP of widths {:?} ({p} parameters)", self.hidden),
+                p * 4 * 2,
+            ),
             _ => Err(ModelError::invalid(
                 "hidden",
                 format!(

@@ -121,13 +121,16 @@ pub struct EpochStats {
     /// 1-based epoch number.
     pub epoch: usize,
     /// Mean over batches of the batch loss.
+    #[serde(deserialize_with = "advrob_data::floats::null_as_nan")]
     pub loss: f64,
     /// Share of the examples fed to the model (after the hook, so adversarial copies count) whose
     /// training-mode prediction equals their true label.
+    #[serde(deserialize_with = "advrob_data::floats::null_as_nan")]
     pub accuracy: f64,
     /// Examples fed, after the hook.
     pub examples: usize,
     /// Wall time of the epoch.
+    #[serde(deserialize_with = "advrob_data::floats::null_as_nan")]
     pub seconds: f64,
 }
 
