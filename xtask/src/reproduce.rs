@@ -51,12 +51,9 @@ pub fn reproduce(
         m.models.len(),
         m.eps
     );
-    let s = run_with_bars(
-        &m,
-        &RunOptions::new(out.to_path_buf(), data.data_dir.clone(), data.mirrors()),
-        &registry,
-        jobs,
-    )?;
+    let mut options = RunOptions::new(out.to_path_buf(), data.data_dir.clone(), data.mirrors());
+    options.extend = matrix.extend;
+    let s = run_with_bars(&m, &options, &registry, jobs)?;
     println!(
         "{}: {} new records, {} already there; {} models trained, {} loaded",
         out.display(),

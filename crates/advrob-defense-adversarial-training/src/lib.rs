@@ -61,12 +61,21 @@ impl AdversarialTrainingConfig {
         }
     }
 
-    /// Refuses ε < 0 (or not finite) and a ratio outside (0, 1], naming the field.
+    /// Refuses ε outside [0, 1] (or not finite) and a ratio outside (0, 1], naming the field.
     pub fn check(&self) -> advrob_model::Result<()> {
         if !(self.eps.is_finite() && self.eps >= 0.0) {
             return Err(ModelError::invalid(
                 "eps",
                 format!("{} is not a finite number ≥ 0", self.eps),
+            ));
+        }
+        if self.eps > 1.0 {
+            return Err(ModelError::invalid(
+                "eps",
+                format!(
+                    "{} is above 1: pixels lie in [0, 1], so ε = 1 is already the whole input space",
+                    self.eps
+                ),
             ));
         }
         if !(self.ratio > 0.0 && self.ratio <= 1.0) {
@@ -303,12 +312,21 @@ impl Default for RetrainingConfig {
 }
 
 impl RetrainingConfig {
-    /// Refuses ε < 0 (or not finite) and an attack batch of zero.
+    /// Refuses ε outside [0, 1] (or not finite) and an attack batch of zero.
     pub fn check(&self) -> advrob_model::Result<()> {
         if !(self.eps.is_finite() && self.eps >= 0.0) {
             return Err(ModelError::invalid(
                 "eps",
                 format!("{} is not a finite number ≥ 0", self.eps),
+            ));
+        }
+        if self.eps > 1.0 {
+            return Err(ModelError::invalid(
+                "eps",
+                format!(
+                    "{} is above 1: pixels lie in [0, 1], so ε = 1 is already the whole input space",
+                    self.eps
+                ),
             ));
         }
         if self.attack_batch == 0 {

@@ -61,9 +61,15 @@ impl RunDir {
         self.root.join("models").join(format!("{name}.{what}.lock"))
     }
 
-    /// The matrix file.
+    /// The matrix file: the matrix the directory was started with.
     pub fn matrix(&self) -> PathBuf {
         self.root.join(MATRIX_FILE)
+    }
+
+    /// Every matrix run into the directory, each as `<digest>.toml` (the first, those added with
+    /// `--extend`, those a Slurm submission's tasks read).
+    pub fn matrices(&self) -> PathBuf {
+        self.root.join("matrices")
     }
 
     /// The checkpoint directory of model `model` trained on `backend` with `seed`, whose
@@ -74,8 +80,23 @@ impl RunDir {
             .join(format!("{model}-{backend}-s{seed}-{key}"))
     }
 
-    /// The checkpoint directory a record was evaluated from.
+    /// The checkpoint directory a record was evaluated from. A record renamed for a report
+    /// (see `advrob_report::identity`) is found by its backend, seed and model key.
     pub fn checkpoint_of(&self, r: &Record) -> PathBuf {
-        self.checkpoint(&r.model, &r.backend, r.seed, r.model_key())
+        let named = self.checkpoint(&r.model, &r.backend, r.seed, r.model_key());
+        if named.exists() {
+            return named;
+        }
+        let tail = format!("-{}-s{}-{}", r.backend, r.seed, r.model_key());
+        std::fs::read_dir(self.root.join("models"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().ends_with(&tail))
+            })
+            .unwrap_or(named)
     }
 }

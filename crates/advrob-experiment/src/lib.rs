@@ -21,4 +21,4 @@ pub use registry::{Described, Registry};
 pub use runner::{
     Event, Observer, Quiet, RunOptions, RunSummary, Shard, run, run_jobs, train_models,
 };
-pub use store::{RecordLog, RunRecords, read_records, read_run};
+pub use store::{Quarantined, RecordLog, RunRecords, read_records, read_run, validate};

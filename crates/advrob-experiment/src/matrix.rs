@@ -185,11 +185,105 @@ impl ModelSpec {
                         )
                     },
                 )?;
+                // the model computes in float32: (x − mean) / std must stay a number for pixels
+                // x in [0, 1]
+                let in_f32 = |x: f64| ((x - n.mean) / n.std) as f32;
+                ensure(
+                    (n.std as f32).is_normal()
+                        && in_f32(0.0).is_finite()
+                        && in_f32(1.0).is_finite(),
+                    "normalize",
+                    || {
+                        format!(
+                            "mean {} and std {}: (x − mean) / std overflows float32 for pixels in [0, 1]",
+                            n.mean, n.std
+                        )
+                    },
+                )?;
             }
             Ok(())
         };
         inner().map_err(|e| e.in_model(&self.name))
     }
+}
+
+/// The path of the first float of `v` that is NaN or infinite (`attacks[0].step_size = nan`).
+fn non_finite(v: &toml::Value, path: &str) -> Option<String> {
+    match v {
+        toml::Value::Float(f) if !f.is_finite() => Some(format!("{path} = {f}")),
+        toml::Value::Table(t) => t.iter().find_map(|(k, x)| {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            non_finite(x, &p)
+        }),
+        toml::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| non_finite(x, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// An architecture as the matrix spells it (`"lenet"`).
+fn arch_name(a: Arch) -> String {
+    serde_json::to_string(&a).unwrap_or_default()
+}
+
+/// Refuses a fine-tuned model (`from`) that declares an architecture (`arch`, `hidden`,
+/// `dropout`) other than the one of the model it starts from: it would silently train the
+/// parent's. `table` is the TOML `m` was parsed from (what a model leaves out is not declared).
+fn check_fine_tuned_arch(
+    m: &Matrix,
+    table: &toml::Table,
+) -> std::result::Result<(), toml::de::Error> {
+    let Some(tables) = table.get("models").and_then(toml::Value::as_array) else {
+        return Ok(());
+    };
+    for (spec, t) in m.models.iter().zip(tables) {
+        let Some(parent) = &spec.from else { continue };
+        // the architecture comes from the first model of the chain
+        let mut root = spec;
+        let mut steps = 0;
+        while let Some(p) = root
+            .from
+            .as_ref()
+            .and_then(|f| m.models.iter().find(|x| &x.name == f))
+        {
+            root = p;
+            steps += 1;
+            if steps > m.models.len() {
+                break;
+            }
+        }
+        let declared = |k: &str| t.get(k).is_some();
+        let differs = [
+            ("arch", declared("arch") && spec.arch != root.arch),
+            ("hidden", declared("hidden") && spec.hidden != root.hidden),
+            (
+                "dropout",
+                declared("dropout") && spec.dropout != root.dropout,
+            ),
+        ];
+        if let Some((field, _)) = differs.iter().find(|(_, d)| *d) {
+            let value = match *field {
+                "arch" => arch_name(spec.arch),
+                "hidden" => format!("{:?}", spec.hidden),
+                _ => format!("{}", spec.dropout),
+            };
+            return Err(serde::de::Error::custom(format!(
+                "model {}: {field} = {value} contradicts its from = {parent:?}, whose architecture is {} with hidden {:?} and dropout {}: a fine-tuned model keeps the architecture it starts from; remove {field} from {}, or train it from scratch without from",
+                spec.name,
+                arch_name(root.arch),
+                root.hidden,
+                root.dropout,
+                spec.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a name that is not a plain file name (it becomes a directory of the run): letters,
@@ -229,8 +323,9 @@ pub fn check_grid(field: &str, eps: &[f64]) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a target shift that is a multiple of the class count (it targets the true label), in
-/// an attack's settings or any attack inside them.
+/// Refuses a target shift that is a multiple of the class count (it targets the true label) and
+/// more target classes than there are classes other than the true one, in an attack's settings
+/// or any attack inside them.
 fn check_shifts(config: &Value) -> Result<()> {
     match config {
         Value::Object(m) => {
@@ -246,6 +341,19 @@ fn check_shifts(config: &Value) -> Result<()> {
                         format!(
                             "a shift of {k} is a multiple of the {} classes: it targets the true label",
                             advrob_data::NUM_CLASSES
+                        )
+                    },
+                )?;
+            }
+            if let Some(k) = m.get("target_classes").and_then(Value::as_u64) {
+                ensure(
+                    k < advrob_data::NUM_CLASSES as u64,
+                    "target_classes",
+                    || {
+                        format!(
+                            "{k} target classes: with {} classes there are {} other than the true one",
+                            advrob_data::NUM_CLASSES,
+                            advrob_data::NUM_CLASSES - 1
                         )
                     },
                 )?;
@@ -465,10 +573,19 @@ impl Matrix {
     /// Parses a TOML matrix; unknown keys are errors (a typo must not silently run the default).
     /// The settings of attacks and defenses are checked by [`Matrix::check`].
     pub fn from_toml(text: &str) -> std::result::Result<Self, toml::de::Error> {
+        let table: toml::Table = toml::from_str(text)?;
+        // an attack's or defense's settings pass through JSON, where NaN and ±∞ become null
+        // (read back as "not given"): refuse them here, by their path
+        if let Some(path) = non_finite(&toml::Value::Table(table.clone()), "") {
+            return Err(serde::de::Error::custom(format!(
+                "{path}: not a finite number"
+            )));
+        }
         let mut m: Matrix = toml::from_str(text)?;
+        check_fine_tuned_arch(&m, &table)?;
+        m.adopt_parent_arch();
         // the default attacks transfer from the default `surrogate` model: a matrix that lists
         // its own models and no attacks keeps the white-box ones only
-        let table: toml::Table = toml::from_str(text)?;
         if !table.contains_key("attacks") {
             let models = m.models.clone();
             m.attacks.retain(|a| {
@@ -480,6 +597,33 @@ impl Matrix {
             });
         }
         Ok(m)
+    }
+
+    /// Gives every fine-tuned model (`from`) the architecture (`arch`, `hidden`, `dropout`) of the
+    /// model its chain starts from: the one it is trained with, whatever it left out.
+    pub fn adopt_parent_arch(&mut self) {
+        for i in 0..self.models.len() {
+            let mut root = i;
+            for _ in 0..self.models.len() {
+                let parent = self.models[root]
+                    .from
+                    .as_ref()
+                    .and_then(|f| self.models.iter().position(|x| &x.name == f));
+                match parent {
+                    Some(p) if p != root => root = p,
+                    _ => break,
+                }
+            }
+            if root != i {
+                let (arch, hidden, dropout) = (
+                    self.models[root].arch,
+                    self.models[root].hidden.clone(),
+                    self.models[root].dropout,
+                );
+                let m = &mut self.models[i];
+                (m.arch, m.hidden, m.dropout) = (arch, hidden, dropout);
+            }
+        }
     }
 
     /// Checks everything that can be checked before any work: ε values, sizes, names, and every
@@ -504,6 +648,16 @@ impl Matrix {
             }
         }
         ensure(!self.seeds.is_empty(), "seeds", || "none given".into())?;
+        // the matrix is kept as TOML, whose integers are signed 64-bit
+        if let Some(s) = self.seeds.iter().find(|s| i64::try_from(**s).is_err()) {
+            return Err(ExperimentError::invalid(
+                "seeds",
+                format!(
+                    "{s} is above {}: a run directory keeps its matrix as TOML, whose integers are signed 64-bit",
+                    i64::MAX
+                ),
+            ));
+        }
         ensure(!self.backends.is_empty(), "backends", || {
             "none given".into()
         })?;

@@ -107,6 +107,7 @@ pub struct Record {
     /// digest the checkpoint's manifest holds and verifies on load).
     pub checkpoint_sha256: String,
     /// Wall time of training (0 when the model came from the cache of an earlier run).
+    #[serde(deserialize_with = "advrob_data::floats::null_as_nan")]
     pub train_seconds: f64,
     /// Whether the model was loaded from a checkpoint rather than trained in this invocation.
     pub from_cache: bool,

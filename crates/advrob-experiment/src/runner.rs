@@ -2,7 +2,7 @@
 //! grid, and write the records, skipping whatever an earlier invocation already finished. The
 //! runner prints nothing: it reports where it is to an [`Observer`] and logs through `log`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub mirrors: Vec<Mirror>,
     /// Do only this share of the evaluations (a task of a job array); `None`: all of them.
     pub shard: Option<Shard>,
+    /// Run the matrix into a directory that already holds another one ([`check_matrix`]).
+    pub extend: bool,
 }
 
 impl RunOptions {
@@ -47,6 +49,7 @@ impl RunOptions {
             data_dir: data_dir.into(),
             mirrors,
             shard: None,
+            extend: false,
         }
     }
 }
@@ -217,17 +220,71 @@ fn refuse_old_records(dir: &RunDir, records: &[Record]) -> Result<()> {
     Ok(())
 }
 
-/// Writes `matrix.toml` when it is new or changed (a run with nothing to do writes nothing, so a
-/// read-only run directory can be re-read).
-fn write_matrix(dir: &RunDir, matrix: &Matrix) -> Result<()> {
+/// `matrix` as the TOML a run directory keeps, and its digest.
+fn matrix_toml(dir: &RunDir, matrix: &Matrix) -> Result<(String, String)> {
     let toml =
         toml::to_string_pretty(matrix).map_err(|e| ExperimentError::file(dir.matrix(), e))?;
-    if std::fs::read_to_string(dir.matrix()).is_ok_and(|old| old == toml) {
+    let digest = sha256_hex(toml.as_bytes())[..16].to_string();
+    Ok((toml, digest))
+}
+
+/// A run directory's matrix is written once: refuses `matrix` when the directory already holds
+/// another one (`matrix.toml`, or one of `matrices/` that an earlier `--extend` or a Slurm
+/// submission added), unless `extend` says to add it. Writes nothing.
+pub fn check_matrix(dir: &RunDir, matrix: &Matrix, extend: bool) -> Result<()> {
+    let path = dir.matrix();
+    let old = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ExperimentError::io(&path, e)),
+    };
+    let (toml, _) = matrix_toml(dir, matrix)?;
+    // the same matrix as one the directory holds (read leniently: a file of an older advrob)
+    let holds = |text: &str| {
+        text == toml
+            || toml::from_str::<Matrix>(text).is_ok_and(|mut m| {
+                m.adopt_parent_arch();
+                let mut want = matrix.clone();
+                want.adopt_parent_arch();
+                m == want
+            })
+    };
+    let mut held = vec![old];
+    if let Ok(entries) = std::fs::read_dir(dir.matrices()) {
+        held.extend(
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok()),
+        );
+    }
+    if extend || held.iter().any(|t| holds(t)) {
         return Ok(());
     }
-    std::fs::create_dir_all(dir.root()).map_err(|e| ExperimentError::io(dir.root(), e))?;
-    advrob_data::atomic_write(&dir.matrix(), toml.as_bytes())?;
-    Ok(())
+    Err(ExperimentError::file(
+        &path,
+        "holds another matrix, and a run directory keeps the matrix it was started with (queued Slurm tasks and reports rely on it); run into a new --out, or add --extend to run this matrix into the same directory beside it (records stay apart by their keys)",
+    ))
+}
+
+/// The file under `matrices/` that holds `matrix` once [`write_matrix`] wrote it.
+pub fn matrix_file(dir: &RunDir, matrix: &Matrix) -> Result<PathBuf> {
+    let (_, digest) = matrix_toml(dir, matrix)?;
+    Ok(dir.matrices().join(format!("{digest}.toml")))
+}
+
+/// Writes `matrix.toml` when the directory has none, and the matrix under `matrices/<digest>.toml`
+/// (a run with nothing to do writes nothing, so a read-only run directory can be re-read).
+/// Returns the path of the matrix's own file. [`check_matrix`] decides whether it may.
+pub fn write_matrix(dir: &RunDir, matrix: &Matrix) -> Result<PathBuf> {
+    let (toml, _) = matrix_toml(dir, matrix)?;
+    let own = matrix_file(dir, matrix)?;
+    if !dir.matrix().is_file() {
+        advrob_data::atomic_write(&dir.matrix(), toml.as_bytes())?;
+    }
+    if !own.is_file() {
+        advrob_data::atomic_write(&own, toml.as_bytes())?;
+    }
+    Ok(own)
 }
 
 /// Runs `matrix` with the attacks and defenses of `registry`, resuming from whatever
@@ -241,6 +298,7 @@ pub fn run(
 ) -> Result<RunSummary> {
     matrix.check(registry)?;
     let dir = RunDir::new(&opts.out);
+    check_matrix(&dir, matrix, opts.extend)?;
     let existing = read_run(&dir, registry)?;
     refuse_old_records(&dir, &existing.records)?;
     let attacks: Vec<Described> = matrix
@@ -248,14 +306,9 @@ pub fn run(
         .iter()
         .map(|a| registry.describe(a))
         .collect::<Result<_>>()?;
-    let mut records: BTreeMap<String, Record> = existing
-        .records
-        .into_iter()
-        .map(|r| (r.key.clone(), r))
-        .collect();
+    let mut records = existing.settled();
     let mut log = RecordLog::new(&dir);
     let mut summary = RunSummary::default();
-    let mut matrix_written = false;
     let mut cell = 0usize;
     for source in DataSource::of(matrix) {
         let (ds, ds_name) = load_data(&source, &opts.data_dir, &opts.mirrors)?;
@@ -298,7 +351,7 @@ pub fn run(
                     records: &mut records,
                     summary: &mut summary,
                 };
-                ctx.evaluate_cell(&mut models, &mut matrix_written, observer)?;
+                ctx.evaluate_cell(&mut models, observer)?;
                 ctx.summary.trained += models.trained;
                 ctx.summary.loaded += models.loaded;
                 cell += 1;
@@ -367,6 +420,7 @@ pub fn train_models(
         ensure_model(matrix, n)?;
     }
     let dir = RunDir::new(&opts.out);
+    check_matrix(&dir, matrix, opts.extend)?;
     write_matrix(&dir, matrix)?;
     let mut summary = RunSummary::default();
     for source in DataSource::of(matrix) {
@@ -475,6 +529,39 @@ pub struct TrainFile {
     pub teacher: Option<String>,
     /// Every training stage with its per-epoch statistics.
     pub stages: Vec<Stage>,
+    /// The model's name in the matrix it was trained for (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The model's cache key (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl TrainFile {
+    /// Refuses a checkpoint directory that does not hold model `name` of key `plan.key`: a
+    /// directory moved or swapped under `models/` (its own manifest still verifies its files).
+    /// Older checkpoints without a name and key are compared by their settings.
+    fn check_holds(&self, dir: &Path, name: &str, plan: &Plan) -> Result<()> {
+        let holds = match (&self.name, &self.key) {
+            (Some(n), Some(k)) => (n.as_str(), k.as_str()) == (name, plan.key.as_str()),
+            _ => {
+                json(&self.model_config)? == json(&plan.net)?
+                    && json(&self.train_config)? == json(&plan.train)?
+            }
+        };
+        if holds {
+            return Ok(());
+        }
+        Err(ExperimentError::file(
+            dir,
+            format!(
+                "holds model {} (key {}), not {name} (key {}): a checkpoint directory was moved or swapped; move it back, or delete it to train {name} again",
+                self.name.as_deref().unwrap_or("of other settings"),
+                self.key.as_deref().unwrap_or("unknown"),
+                plan.key
+            ),
+        ))
+    }
 }
 
 /// How one model of the matrix is made, for one (dataset, backend, seed).
@@ -593,8 +680,11 @@ impl<'a> Models<'a> {
         let _lock = Lock::wait(&self.run.lock(&self.plans[i].dir, "train"))?;
         let got = if checkpoint::exists(&self.plans[i].dir) {
             let dir = &self.plans[i].dir;
+            // its files verified against its manifest first, then what it holds
             let (model, _, sha) = checkpoint::load(dir, self.device)?;
-            let stages = read_train_file(dir)?.stages;
+            let train_file = read_train_file(dir)?;
+            train_file.check_holds(dir, &self.matrix.models[i].name, &self.plans[i])?;
+            let stages = train_file.stages;
             self.loaded += 1;
             (
                 model,
@@ -704,6 +794,8 @@ impl Models<'_> {
                 from: spec.from.clone(),
                 teacher: spec.teacher.clone(),
                 stages: stages.to_vec(),
+                name: Some(spec.name.clone()),
+                key: Some(plan.key.clone()),
             },
         )?;
         Ok(checkpoint::save(model, &plan.net, &plan.dir)?)
@@ -762,7 +854,8 @@ struct EvalContext<'a> {
     test_split: &'a Split,
     run: &'a RunDir,
     log: &'a mut RecordLog,
-    records: &'a mut BTreeMap<String, Record>,
+    /// The keys already settled ([`crate::RunRecords::settled`]).
+    records: &'a mut BTreeSet<String>,
     summary: &'a mut RunSummary,
 }
 
@@ -803,7 +896,7 @@ impl EvalContext<'_> {
                     .iter()
                     .copied()
                     .filter(|&e| {
-                        !self.records.contains_key(&record_key(
+                        !self.records.contains(&record_key(
                             model_key,
                             &self.attacks[ai].name,
                             &key,
@@ -838,19 +931,16 @@ impl EvalContext<'_> {
 
     /// Re-reads the run's records: another writer may have added some.
     fn refresh(&mut self) -> Result<()> {
-        for r in read_run(self.run, self.registry)?.records {
-            self.records.entry(r.key.clone()).or_insert(r);
-        }
+        self.records
+            .extend(read_run(self.run, self.registry)?.settled());
         Ok(())
     }
 
-    /// Evaluates every model of the cell that has work left, writing `matrix.toml` before the
-    /// first (`matrix_written` says whether it is); a model another writer is evaluating is
-    /// waited for at the end, and then evaluated only if that writer left work.
+    /// Evaluates every model of the cell that has work left; a model another writer is
+    /// evaluating is waited for at the end, and then evaluated only if that writer left work.
     fn evaluate_cell(
         &mut self,
         models: &mut Models<'_>,
-        matrix_written: &mut bool,
         observer: &mut dyn Observer,
     ) -> Result<()> {
         let (matrix, dir) = (self.matrix, self.run);
@@ -859,10 +949,6 @@ impl EvalContext<'_> {
             if !self.has_work(models, i) {
                 self.skip(models, i);
                 continue;
-            }
-            if !*matrix_written {
-                write_matrix(dir, matrix)?;
-                *matrix_written = true;
             }
             // another writer evaluating this model: come back to it at the end
             match Lock::try_take(&dir.lock(&models.plans[i].dir, "eval"))? {
@@ -915,6 +1001,9 @@ impl EvalContext<'_> {
             .sum::<usize>()
             - todo.iter().map(|(_, e)| e.len()).sum::<usize>();
         let (model, info) = models.get(i, observer)?;
+        // the matrix is kept once its first model is there (a run refused before, or with
+        // nothing to do, writes nothing)
+        write_matrix(self.run, matrix)?;
         for (ai, eps) in todo {
             let attack = self.registry.attack(&matrix.attacks[ai], &mut |name| {
                 let i = models.index(name)?;
@@ -947,7 +1036,7 @@ impl EvalContext<'_> {
             // after every (model, attack): a kill loses at most the evaluation under way
             self.log.append(&new)?;
             for r in new {
-                self.records.insert(r.key.clone(), r);
+                self.records.insert(r.key);
                 self.summary.new_records += 1;
             }
         }

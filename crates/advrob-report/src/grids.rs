@@ -266,7 +266,14 @@ pub fn example_grids(
             continue;
         }
         let device = backend::device(&r.backend)?;
-        let (m, _, _) = checkpoint::load(&dir, &device)?;
+        let (m, _, sha) = checkpoint::load(&dir, &device)?;
+        if sha != r.checkpoint_sha256 {
+            log::warn!(
+                "{}: holds other weights than {model}'s records were evaluated with: no example grid",
+                dir.display()
+            );
+            continue;
+        }
         let spec: AttackSpec = serde_json::from_value(r.attack_config.clone())
             .map_err(|e| ReportError::Records(format!("record {}: attack_config: {e}", r.key)))?;
         let attack = registry.attack(&spec, &mut |name| {
@@ -285,7 +292,7 @@ pub fn example_grids(
             g.dedup();
             g
         };
-        let path = reports.join(format!("examples_{model}.png"));
+        let path = reports.join(format!("examples_{}.png", crate::file_safe(model)));
         examples(
             &m,
             attack.as_ref(),

@@ -5,6 +5,7 @@ pub mod cards;
 mod error;
 pub mod grids;
 pub mod html;
+pub mod identity;
 pub mod plots;
 pub mod stats;
 pub mod tables;
@@ -36,6 +37,108 @@ pub struct Run {
     /// Its logs that end in a cut-short line (a writer killed, or one still writing): a record
     /// missing from the report.
     pub torn: Vec<PathBuf>,
+    /// Its log lines that are not used (not a valid record, or a copy of a key whose copies
+    /// disagree), each with its reason.
+    pub quarantined: Vec<advrob_experiment::Quarantined>,
+    /// What the run's matrices ask for and no record holds, one line per model (or model and
+    /// attack), as [`missing`] words it.
+    pub missing: Vec<String>,
+}
+
+/// What the matrices of `run` (`matrix.toml` and `matrices/`) ask for that `records` do not hold:
+/// a model with no record at all, or the budgets of an attack a model lacks, one line each. The
+/// records are matched by model, attack, ε, backend and seed.
+pub fn missing(run: &RunDir, records: &[Record], registry: &Registry) -> Vec<String> {
+    let mut files = vec![run.matrix()];
+    if let Ok(entries) = std::fs::read_dir(run.matrices()) {
+        let mut more: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        more.sort();
+        files.extend(more);
+    }
+    let eps_text = |e: f64| format!("{}", if e == 0.0 { 0.0 } else { e });
+    let have: BTreeSet<(String, String, String, String, u64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.model.clone(),
+                r.attack.clone(),
+                eps_text(r.eval.eps),
+                r.backend.clone(),
+                r.seed,
+            )
+        })
+        .collect();
+    // per model, every (attack, ε, backend, seed) its matrices ask for
+    type Want = BTreeMap<String, BTreeSet<(String, String, String, u64)>>;
+    let mut want: Want = BTreeMap::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let m = match advrob_experiment::Matrix::from_toml(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!(
+                    "{}: not a matrix, not checked for missing results: {e}",
+                    file.display()
+                );
+                continue;
+            }
+        };
+        for model in &m.models {
+            for a in &m.attacks {
+                let Ok(d) = registry.describe(a) else {
+                    continue;
+                };
+                for &e in a.eps.as_ref().unwrap_or(&m.eps) {
+                    for b in &m.backends {
+                        for &seed in &m.seeds {
+                            want.entry(model.name.clone()).or_default().insert((
+                                d.name.clone(),
+                                eps_text(e),
+                                b.clone(),
+                                seed,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (model, cells) in want {
+        let n = cells.len();
+        let mut gaps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (attack, eps, backend, seed) in cells {
+            if !have.contains(&(
+                model.clone(),
+                attack.clone(),
+                eps.clone(),
+                backend.clone(),
+                seed,
+            )) {
+                gaps.entry(attack)
+                    .or_default()
+                    .push(format!("ε {eps} on {backend}, seed {seed}"));
+            }
+        }
+        if gaps.is_empty() {
+            continue;
+        }
+        if !records.iter().any(|r| r.model == model) {
+            out.push(format!(
+                "model `{model}`: none of its {n} results (never evaluated)"
+            ));
+            continue;
+        }
+        for (attack, cells) in gaps {
+            out.push(format!(
+                "model `{model}` under `{attack}`: {}",
+                cells.join("; ")
+            ));
+        }
+    }
+    out
 }
 
 /// What a report read and wrote.
@@ -97,9 +200,11 @@ pub fn collect(runs: &[PathBuf], registry: &Registry) -> Result<(Vec<Run>, Vec<R
             }
         }
         out.push(Run {
+            missing: missing(&dir, &read.records, registry),
             dir,
             records: read.records,
             torn: read.torn,
+            quarantined: read.quarantined,
         });
     }
     Ok((out, by_key.into_values().collect(), duplicates))
@@ -123,22 +228,35 @@ pub fn report_with(
     data_dir: Option<&Path>,
     registry: &Registry,
 ) -> Result<Summary> {
-    let (runs, records, duplicates) = collect(runs, registry)?;
+    let (mut runs, records, duplicates) = collect(runs, registry)?;
     if records.is_empty() {
+        let quarantined: Vec<String> = runs
+            .iter()
+            .flat_map(|r| r.quarantined.iter().map(ToString::to_string))
+            .collect();
         return Err(ReportError::Records(format!(
-            "no records in {:?}",
-            runs.iter().map(|r| r.dir.root()).collect::<Vec<_>>()
+            "no records in {:?}{}",
+            runs.iter().map(|r| r.dir.root()).collect::<Vec<_>>(),
+            if quarantined.is_empty() {
+                String::new()
+            } else {
+                format!(" that can be used; quarantined: {}", quarantined.join("; "))
+            }
         )));
     }
+    // from here on, a name stands for one row identity: results that share a name but not
+    // their settings are renamed apart, so that nothing below averages them
+    let distinct = identity::distinguish(&records);
+    let records = distinct.apply(&records);
+    for run in &mut runs {
+        run.records = distinct.apply(&run.records);
+    }
+    let top = format!("{}{}", incomplete_note(&runs), distinct.note());
     let mut df = frame(&records)?;
     std::fs::create_dir_all(reports).map_err(|e| ReportError::io(reports, e))?;
-    let mut written = write_results(&mut df, reports)?;
+    let mut written = write_results(&mut df, reports, &top)?;
 
-    let summary = format!(
-        "{}{}",
-        incomplete_note(&runs),
-        tables::summary_markdown(&df)?
-    );
+    let summary = format!("{top}{}", tables::summary_markdown(&df)?);
     let summary_path = reports.join("summary.md");
     advrob_data::atomic_write(&summary_path, summary.as_bytes())?;
     written.push(summary_path.clone());
@@ -162,11 +280,7 @@ pub fn report_with(
     let probes = probes_of_parts(probes, &records, &original);
     let verdicts = verdict::verdicts(&records, &probes);
     let worst = stats::worst_case(&records);
-    let verdict_md = format!(
-        "{}{}",
-        incomplete_note(&runs),
-        verdict_markdown(&verdicts, &worst)
-    );
+    let verdict_md = format!("{top}{}", verdict_markdown(&verdicts, &worst));
     let mut intervals = stats::intervals(&records, &worst)?;
     let intervals_path = reports.join("intervals.csv");
     write_atomic(&intervals_path, |f| {
@@ -252,7 +366,7 @@ fn probes_of_parts(
 }
 
 /// `name` as a file name: characters other than letters, digits, `.`, `_` and `-` become `_`.
-fn file_safe(name: &str) -> String {
+pub(crate) fn file_safe(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
@@ -271,21 +385,48 @@ fn incomplete_note(runs: &[Run]) -> String {
         .iter()
         .flat_map(|r| r.torn.iter().map(|p| format!("`{}`", p.display())))
         .collect();
-    if torn.is_empty() {
-        return String::new();
+    let mut out = String::new();
+    if !torn.is_empty() {
+        out.push_str(&format!(
+            "> **Incomplete run.** {} {} in a cut-short record (a writer was killed, or is still \
+             running): that result is missing from every table below. Run the matrix again to redo \
+             it, then report again.\n\n",
+            torn.join(", "),
+            if torn.len() == 1 { "ends" } else { "end" }
+        ));
     }
-    format!(
-        "> **Incomplete run.** {} {} in a cut-short record (a writer was killed, or is still \
-         running): that result is missing from every table below. Run the matrix again to redo \
-         it, then report again.\n\n",
-        torn.join(", "),
-        if torn.len() == 1 { "ends" } else { "end" }
-    )
+    let missing: Vec<String> = runs
+        .iter()
+        .flat_map(|r| r.missing.iter().map(|m| format!("> - {m}")))
+        .collect();
+    if !missing.is_empty() {
+        out.push_str(&format!(
+            "> **Missing results.** The run's matrix asks for results that no record holds (the run was stopped, a shard or task did not finish, or it is still running): they are absent from every table below.\n>\n{}\n\n",
+            missing.join("\n")
+        ));
+    }
+    let quarantined: Vec<String> = runs
+        .iter()
+        .flat_map(|r| r.quarantined.iter().map(|q| format!("> - `{q}`")))
+        .collect();
+    if !quarantined.is_empty() {
+        out.push_str(&format!(
+            "> **Quarantined records.** {} record {} not used in any table below:\n>\n{}\n\n",
+            quarantined.len(),
+            if quarantined.len() == 1 {
+                "line is"
+            } else {
+                "lines are"
+            },
+            quarantined.join("\n")
+        ));
+    }
+    out
 }
 
 /// `results.csv`, `results.parquet` and `results.md` (accuracy × ε per dataset, and the targeted
 /// attacks' success where there are any).
-fn write_results(df: &mut DataFrame, reports: &Path) -> Result<Vec<PathBuf>> {
+fn write_results(df: &mut DataFrame, reports: &Path, top: &str) -> Result<Vec<PathBuf>> {
     let csv = reports.join("results.csv");
     write_atomic(&csv, |f| Ok(CsvWriter::new(f).finish(df)?))?;
     let parquet = reports.join("results.parquet");
@@ -295,8 +436,9 @@ fn write_results(df: &mut DataFrame, reports: &Path) -> Result<Vec<PathBuf>> {
     })?;
     let md = reports.join("results.md");
     let mut text = String::from(
-        "# advrob results\n\nRobust accuracy (share of all test examples classified correctly both before and under the attack), mean over seeds; `clean` is the accuracy without attack.\n\n",
+        "# advrob results\n\nRobust accuracy (share of all test examples classified correctly both before and under the attack), mean over the seeds listed; `clean` is the accuracy without attack.\n\n",
     );
+    text.push_str(top);
     for (heading, part) in tables::parts(df)? {
         text.push_str(&format!("## {heading}\n\n"));
         text.push_str(&tables::accuracy_table(&part)?);
@@ -473,7 +615,15 @@ fn run_probes(run: &Run, test: &Split) -> Result<BTreeMap<(String, String), Prob
             continue;
         }
         let device = backend::device(&r.backend)?;
-        let (m, config, _) = checkpoint::load(&dir, &device)?;
+        let (m, config, sha) = checkpoint::load(&dir, &device)?;
+        if sha != r.checkpoint_sha256 {
+            log::warn!(
+                "{}: holds other weights than {}'s records were evaluated with: no gradient check for it",
+                dir.display(),
+                r.model
+            );
+            continue;
+        }
         // the examples the run evaluated (a `--test-limit` run: the first N)
         let test = test.take(r.eval.examples);
         out.insert(

@@ -1,6 +1,7 @@
 //! The records of one or more runs as polars tables — CSV, Parquet and Markdown tables of
 //! accuracy × ε per model, attack and backend.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use advrob_experiment::Record;
@@ -72,8 +73,9 @@ pub fn frame(records: &[Record]) -> PolarsResult<DataFrame> {
 /// The row keys of the ε tables.
 const KEYS: [&str; 4] = ["model", "defense", "attack", "backend"];
 
-/// Accuracy × ε: one row per (model, defense, attack, backend), the mean over seeds, clean
-/// accuracy first.
+/// Accuracy × ε: one row per (model, defense, attack, backend), the mean over seeds (the `seeds`
+/// column lists them), clean accuracy first. Records that share these names but not their
+/// settings must have been renamed apart first ([`crate::identity::distinguish`]).
 pub fn accuracy_table(df: &DataFrame) -> Result<String> {
     eps_table(df, "adversarial_accuracy", &[])
 }
@@ -102,7 +104,7 @@ pub fn summary_table(df: &DataFrame) -> Result<String> {
 pub fn eps_table(df: &DataFrame, value: &str, extra: &[(&str, &str, bool)]) -> Result<String> {
     let wide = pivot_by_eps(df, value)?;
     let clean = df.group_by(KEYS)?.select(["clean_accuracy"]).mean()?;
-    let seeds = df.group_by(KEYS)?.select(["seed"]).n_unique()?;
+    let seeds = seeds_of(df)?;
     let attacked = df.filter(&df.column("eps")?.f64()?.gt(0.0))?;
     let extras: Vec<DataFrame> = extra
         .iter()
@@ -124,9 +126,9 @@ pub fn eps_table(df: &DataFrame, value: &str, extra: &[(&str, &str, bool)]) -> R
         if cells.iter().all(Option::is_none) {
             continue;
         }
-        let n_seeds = lookup(&seeds, "seed_n_unique", &key)?
-            .and_then(|v| v.extract::<u64>())
-            .unwrap_or(0);
+        let n_seeds = seeds.get(&key).map_or_else(String::new, |s| {
+            s.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        });
         out.push_str("| ");
         for k in &key {
             out.push_str(k.as_deref().unwrap_or(""));
@@ -180,6 +182,18 @@ fn pivot_by_eps(df: &DataFrame, value: &str) -> Result<DataFrame> {
     order.extend(KEYS);
     let wide = wide.sort(order, SortMultipleOptions::default())?;
     Ok(wide)
+}
+
+/// The seeds each row key of `df` averages over.
+fn seeds_of(df: &DataFrame) -> Result<BTreeMap<Vec<Option<String>>, BTreeSet<u64>>> {
+    let seed = df.column("seed")?.u64()?;
+    let mut out: BTreeMap<Vec<Option<String>>, BTreeSet<u64>> = BTreeMap::new();
+    for i in 0..df.height() {
+        if let Some(s) = seed.get(i) {
+            out.entry(key_of(df, i)).or_default().insert(s);
+        }
+    }
+    Ok(out)
 }
 
 /// The row key (model, defense, attack, backend) of row `i` of `t`.
@@ -348,7 +362,7 @@ mod tests {
         // model a: clean mean 0.85, ε=0.1 mean (0.5 + 0.3) / 2 = 0.4, two seeds
         assert_eq!(
             lines[2],
-            "| a | none | fgsm | ndarray | 2 | 85.00% | 85.00% | 40.00% |"
+            "| a | none | fgsm | ndarray | 1, 2 | 85.00% | 85.00% | 40.00% |"
         );
         assert_eq!(
             lines[3],

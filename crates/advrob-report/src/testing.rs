@@ -39,7 +39,7 @@ pub(crate) fn set_attack(r: &mut Record, name: &str) {
     r.attack = d.name;
     r.attack_config = d.config;
     r.attack_info = Some(d.info);
-    r.key = format!("{}/{name}/{}", r.model_key(), r.eval.eps);
+    r.key = format!("{}/{name}/e/{}", r.model_key(), r.eval.eps);
 }
 
 /// A record of `model` under FGSM at `eps`: 100 examples, clean and adversarial accuracy as given.
@@ -77,8 +77,8 @@ pub(crate) fn rec(model: &str, seed: u64, eps: f64, clean: f64, adv: f64) -> Rec
         eval: EvalRecord {
             eps,
             examples: 100,
-            clean_correct: (clean * 100.0) as usize,
-            adversarial_correct: (adv * 100.0) as usize,
+            clean_correct: (clean * 100.0).round() as usize,
+            adversarial_correct: (adv * 100.0).round() as usize,
             clean_accuracy: clean,
             adversarial_accuracy: adv,
             success_rate: Some(1.0 - adv / clean),

@@ -70,6 +70,10 @@ pub struct MatrixArgs {
     /// A named matrix: default, seed-000-notebook, seed-004-notebook (see EXPERIMENTS.md).
     #[arg(long)]
     pub preset: Option<String>,
+    /// Run this matrix into an --out that holds another one (a run directory keeps the matrix
+    /// it was started with; this adds one beside it, and the records stay apart by their keys).
+    #[arg(long)]
+    pub extend: bool,
     /// Reproduce the seed-004 notebook's bug: over the ε grid, each FGSM step starts from the
     /// previous ε's adversarial image, so perturbations accumulate (records say `-cumulative`).
     #[arg(long)]
@@ -166,8 +170,14 @@ impl MatrixArgs {
         }
         if let Some(n) = self.num_seeds {
             anyhow::ensure!(n >= 1, "invalid --num-seeds: must be at least 1");
+            anyhow::ensure!(n <= 10_000, "invalid --num-seeds: {n} is more than 10000");
             let first = m.seeds.first().copied().unwrap_or(42);
-            m.seeds = (0..n).map(|i| first + i).collect();
+            m.seeds = (0..n)
+                .map(|i| first.checked_add(i))
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    anyhow::anyhow!("invalid --num-seeds: {first} + {n} seeds overflow")
+                })?;
         }
         if let Some(v) = &self.eps {
             m.eps = v.clone();
@@ -291,6 +301,13 @@ impl EvaluateArgs {
             None => ModelFile::default(),
         };
         if let Some(pairs) = &self.names {
+            let mut given = std::collections::BTreeSet::new();
+            for (k, _) in pairs {
+                anyhow::ensure!(
+                    given.insert(k.as_str()),
+                    "invalid --names: {k} is mapped twice"
+                );
+            }
             file.names.extend(pairs.iter().cloned());
         }
         let normalize = match self.normalize.as_deref() {

@@ -211,6 +211,7 @@ fn run_cmd(
     let m = matrix.matrix(registry)?;
     let out = out_dir(out, &m);
     let mut options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
+    options.extend = matrix.extend;
     options.shard = match shard.as_deref() {
         None => None,
         Some("slurm") => {
@@ -244,7 +245,8 @@ fn train_cmd(
     let m = matrix.matrix(registry)?;
     let out = out_dir(out, &m);
     let names = model_names(&m, models, stage, task)?;
-    let options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
+    let mut options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
+    options.extend = matrix.extend;
     let s = train_models(&m, &options, registry, &names, &mut Bars::default())?;
     println!(
         "{}: {} models trained, {} loaded",
@@ -289,7 +291,7 @@ fn slurm_cmd(
     registry: &Registry,
 ) -> anyhow::Result<()> {
     let m = matrix.matrix(registry)?;
-    let ids = bench_runner::slurm::submit(&m, out, data, slurm, registry)?;
+    let ids = bench_runner::slurm::submit(&m, out, data, slurm, matrix.extend, registry)?;
     for (name, id) in ids {
         println!("{name}: job {id}");
     }
@@ -308,7 +310,8 @@ fn evaluate_cmd(
     let m = model.matrix(matrix, registry)?;
     let out = out_dir(out, &m);
     let reports = reports.unwrap_or_else(|| PathBuf::from("reports").join(&m.name));
-    let options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
+    let mut options = RunOptions::new(out.clone(), data.data_dir.clone(), data.mirrors());
+    options.extend = matrix.extend;
     let s = run(&m, &options, registry, &mut Bars::default())?;
     println!(
         "{}: {} new records, {} already there",

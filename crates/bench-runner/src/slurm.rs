@@ -141,7 +141,9 @@ pub fn jobs(
     for m in &data.mirror {
         data_flags.push_str(&format!(" --mirror {}", quote(m)));
     }
-    let config = quote(&RunDir::new(&out).matrix().to_string_lossy());
+    // each submission's tasks read the matrix it submitted, whatever `matrix.toml` says later
+    let own = advrob_experiment::runner::matrix_file(&RunDir::new(&out), matrix)?;
+    let config = quote(&own.to_string_lossy());
     let exe = quote(&exe.to_string_lossy());
     let outq = quote(&out.to_string_lossy());
     let prologue = args.task_prologue.clone().unwrap_or_default();
@@ -198,9 +200,11 @@ pub fn submit(
     out: &Path,
     data: &DataArgs,
     args: &SlurmArgs,
+    extend: bool,
     registry: &Registry,
 ) -> anyhow::Result<Vec<(String, String)>> {
     matrix.check(registry)?;
+    advrob_experiment::runner::check_matrix(&RunDir::new(absolute(out)?), matrix, extend)?;
     let exe = std::env::current_exe()?;
     let jobs = jobs(matrix, out, data, args, &exe)?;
     if args.dry_run {
@@ -212,7 +216,7 @@ pub fn submit(
     // every task reads the same matrix and finds the data already fetched and verified
     let run = RunDir::new(absolute(out)?);
     std::fs::create_dir_all(run.root().join("slurm/logs"))?;
-    advrob_data::atomic_write(&run.matrix(), toml::to_string_pretty(matrix)?.as_bytes())?;
+    advrob_experiment::runner::write_matrix(&run, matrix)?;
     for source in DataSource::of(matrix) {
         load_data(&source, &data.data_dir, &data.mirrors())?;
     }
@@ -318,7 +322,8 @@ mod tests {
             "module load x",
             "--shard \"$SLURM_ARRAY_TASK_ID/6\"",
             "--mirror '/mirror'",
-            "--config '/runs/study/matrix.toml'",
+            // the tasks read the matrix submitted, not whatever matrix.toml holds when they start
+            "--config '/runs/study/matrices/",
         ] {
             assert!(eval.contains(want), "{want} in\n{eval}");
         }

@@ -925,10 +925,148 @@ fn old_schema_run(dir: &Path) {
     std::fs::write(dir.join("out/records.jsonl"), format!("{v}\n")).expect("write");
 }
 
+/// A copy of the LeNet fixture (PyTorch weights) as `lenet.safetensors`.
+fn with_lenet(dir: &Path) {
+    std::fs::copy(lenet_fixture(), dir.join("lenet.safetensors")).expect("copy");
+}
+
+fn lenet_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../advrob-model/tests/fixtures/lenet.safetensors")
+}
+
+/// `evaluate` of `lenet.safetensors` with `extra`.
+fn evaluate_lenet(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut v = vec![
+        "evaluate",
+        "--weights",
+        "lenet.safetensors",
+        "--arch",
+        "lenet",
+        "--dataset-dir",
+        "ds",
+        "--out",
+        "out",
+        "--attack-labels",
+        "true",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// The refusals of settings that used to be accepted, or refused with a message about something
+/// else: values that cannot be, and architectures, seeds and names that contradict each other.
+fn contradiction_probes() -> Vec<Probe> {
+    macro_rules! t {
+        ($name:expr, $toml:expr, $says:expr) => {
+            probe($name, |d| write_toml(d, $toml), toml_run(), $says)
+        };
+    }
+    vec![
+        t!(
+            "toml: a fine-tuned model that declares another architecture",
+            "eps = [0.0]\n[train]\nepochs = 1\n[[models]]\nname = \"base\"\nhidden = [16]\n[[models]]\nname = \"ft\"\nfrom = \"base\"\narch = \"lenet\"\n",
+            &[
+                "m.toml",
+                "model ft: arch = \"lenet\" contradicts its from = \"base\"",
+                "\"mlp\" with hidden [16]"
+            ]
+        ),
+        t!(
+            "toml: a fine-tuned model that declares other widths",
+            "eps = [0.0]\n[train]\nepochs = 1\n[[models]]\nname = \"base\"\nhidden = [16]\n[[models]]\nname = \"ft\"\nfrom = \"base\"\nhidden = [32]\n",
+            &["model ft: hidden = [32] contradicts its from = \"base\""]
+        ),
+        t!(
+            "toml: a step size that is no number",
+            "eps = [0.0]\n[[attacks]]\nkind = \"pgd\"\nstep_size = nan\n",
+            &["m.toml", "attacks[0].step_size = NaN: not a finite number"]
+        ),
+        t!(
+            "toml: more target classes than there are",
+            "eps = [0.0]\n[[attacks]]\nkind = \"apgd\"\nloss = \"targeted-dlr\"\ntarget_classes = 20\n",
+            &["invalid target_classes: 20 target classes: with 10 classes there are 9"]
+        ),
+        t!(
+            "toml: adversarial training beyond the pixel range",
+            "eps = [0.0]\n[[models]]\nname = \"at\"\ndefense = { kind = \"adversarial-training\", eps = 5.0 }\n",
+            &["model at", "invalid eps: 5 is above 1"]
+        ),
+        probe(
+            "cli: a seed TOML cannot hold",
+            nothing,
+            run_args(&[
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--seeds",
+                "18446744073709551615",
+            ]),
+            &["invalid seeds: 18446744073709551615 is above 9223372036854775807"],
+        ),
+        probe(
+            "cli: more seeds than a study needs",
+            nothing,
+            run_args(&[
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--num-seeds",
+                "100000000000",
+            ]),
+            &["invalid --num-seeds: 100000000000 is more than 10000"],
+        ),
+        probe(
+            "evaluate: a standardisation that overflows float32",
+            with_lenet,
+            evaluate_lenet(&["--normalize", "0.1,1e-45"]),
+            &["invalid normalize", "overflows float32"],
+        ),
+        probe(
+            "evaluate: a name for a module the architecture lacks",
+            with_lenet,
+            evaluate_lenet(&["--names", "conv9=conv1"]),
+            &[
+                "lenet.safetensors",
+                "names: conv9 is not a module of the lenet architecture",
+            ],
+        ),
+        probe(
+            "evaluate: two modules named to one tensor",
+            with_lenet,
+            evaluate_lenet(&["--names", "conv1=fc1,conv2=fc1"]),
+            &["names: conv1 and conv2 both map to fc1"],
+        ),
+        probe(
+            "evaluate: one module named twice",
+            with_lenet,
+            evaluate_lenet(&["--names", "conv1=conv1,conv1=conv2"]),
+            &["invalid --names: conv1 is mapped twice"],
+        ),
+        probe(
+            "evaluate: weights that hold NaN",
+            |d| {
+                let mut bytes = std::fs::read(lenet_fixture()).expect("fixture");
+                let n = bytes.len();
+                // the last float of the file: NaN
+                bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+                std::fs::write(d.join("lenet.safetensors"), bytes).expect("write");
+            },
+            evaluate_lenet(&[]),
+            &[
+                "lenet.safetensors",
+                "holds 1 values that are NaN or infinite",
+            ],
+        ),
+    ]
+}
+
 fn probes() -> Vec<Probe> {
     let mut all = data_probes();
     all.extend(toml_probes());
     all.extend(cli_probes());
+    all.extend(contradiction_probes());
     all
 }
 
@@ -1342,6 +1480,7 @@ fn damaged_checkpoints_are_refused_with_the_way_out() {
             eps,
             "--attack-labels",
             "true",
+            "--extend",
         ])
     };
     ok(d, &quick("0"), "1 new records");
@@ -1513,23 +1652,36 @@ fn torn_and_damaged_record_lines() {
     for p in logs(&run).into_iter().filter(|p| *p != log) {
         std::fs::remove_file(p).expect("rm");
     }
-    // a damaged line in the middle: run and report refuse, naming the file and the line
+    // a damaged line in the middle: quarantined, named with its file and line at the top of the
+    // report; the rest stays readable and the run redoes the lost record
     let mut text = String::from_utf8(whole).expect("utf8");
     text = text.replacen("\"schema\":2", "\"schema\":2,,", 2).replacen(
         "\"schema\":2,,",
         "\"schema\":2",
         1,
     );
-    std::fs::write(&log, text).expect("damage");
+    std::fs::write(&log, &text).expect("damage");
     let name = format!(
         "{}: line 2: not a record",
         Path::new("out/records")
             .join(log.file_name().expect("name"))
             .display()
     );
-    fails(d, &quick(), &[&name]);
-    fails(d, &["report", "--run", "out", "--reports", "rep"], &[&name]);
+    let summary = |d: &Path| {
+        report(d, "out", "rep");
+        std::fs::read_to_string(d.join("rep/summary.md")).expect("summary")
+    };
+    let s = summary(d);
+    assert!(
+        s.contains("**Quarantined records.**") && s.contains(&name),
+        "{s}"
+    );
+    ok(d, &quick(), "1 new records, 2 already there");
+    assert!(summary(d).contains(&name), "still named until removed");
     // a record that parses but lacks a field
+    for p in logs(&run).into_iter().filter(|p| *p != log) {
+        std::fs::remove_file(p).expect("rm");
+    }
     let first = lines(&run)[0].clone();
     let mut v: serde_json::Value = serde_json::from_str(&first).expect("json");
     v.as_object_mut()
@@ -1539,7 +1691,12 @@ fn torn_and_damaged_record_lines() {
     fails(
         d,
         &["report", "--run", "out", "--reports", "rep"],
-        &["line 1", "adversarial_accuracy"],
+        &[
+            "no records",
+            "quarantined",
+            "line 1",
+            "adversarial_accuracy",
+        ],
     );
 }
 
@@ -1557,7 +1714,9 @@ fn record_keys_cover_everything_that_changes_the_number() {
         "--attack-labels",
         "true",
     ];
-    let with = |extra: &[&'static str]| [run_args(&base), extra.to_vec()].concat();
+    // each a matrix of its own into one directory
+    let with =
+        |extra: &[&'static str]| [run_args(&base), extra.to_vec(), vec!["--extend"]].concat();
     ok(
         d,
         &with(&[]),
@@ -1596,7 +1755,7 @@ fn record_keys_cover_everything_that_changes_the_number() {
             "{QUICK_TRAIN}[[models]]\nname = \"m\"\nhidden = [8]\n[[attacks]]\nkind = \"pgd\"\nsteps = 2\nstep_size = 0.01\n[[attacks]]\nkind = \"pgd\"\nsteps = 2\nstep_size = 0.05\n"
         ),
     );
-    ok(d, &toml_run(), "4 new records");
+    ok(d, &[toml_run(), vec!["--extend"]].concat(), "4 new records");
     let pgd: Vec<_> = records(&d.join("out"))
         .into_iter()
         .filter(|r| r["model"] == "m")
@@ -1622,7 +1781,7 @@ fn reports_mark_missing_attacks_mixed_test_sizes_and_unverified_data() {
     ok(d, &toml_run(), "4 new records");
     ok(
         d,
-        &[toml_run(), vec!["--test-limit", "10"]].concat(),
+        &[toml_run(), vec!["--test-limit", "10", "--extend"]].concat(),
         "4 new records",
     );
     report(d, "out", "rep");
@@ -1702,6 +1861,7 @@ fn files_follow_the_umask_and_floats_survive_a_rerun() {
             "0,0.1,0.2",
             "--attack-labels",
             "true",
+            "--extend",
         ],
         d,
     );
@@ -1744,9 +1904,433 @@ fn the_model_input_follows_the_data() {
     );
     ok(
         d,
-        &toml_run(),
+        &[toml_run(), vec!["--extend"]].concat(),
         "2 new records, 0 already there; 1 models trained",
     );
     // nothing was written outside the run directory by the refused path-like names above
     assert!(!d.join("x").exists() && !d.parent().expect("parent").join("x").exists());
+}
+
+// ---- what the report builds on the records ------------------------------------------------------
+
+/// The report of run `run` into `reports` (no data: nothing but the records), read back:
+/// `results.md`, `summary.md`, `intervals.csv`.
+fn read_report(dir: &Path, run: &str, reports: &str) -> (String, String, String) {
+    report(dir, run, reports);
+    let read = |f: &str| std::fs::read_to_string(dir.join(reports).join(f)).expect("report file");
+    (
+        read("results.md"),
+        read("summary.md"),
+        read("intervals.csv"),
+    )
+}
+
+/// The rows of the accuracy tables of `results.md` (model, attack) with their clean and ε cells.
+fn table_rows(results: &str) -> Vec<Vec<String>> {
+    results
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| model |"))
+        .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+        .collect()
+}
+
+#[test]
+fn results_that_share_a_name_are_never_averaged() {
+    let tmp = with_dataset();
+    let d = tmp.path();
+    // two PGD entries that differ in their step size only
+    write_toml(
+        d,
+        &format!(
+            "{QUICK_TRAIN}[[models]]\nname = \"m\"\nhidden = [8]\n[[attacks]]\nkind = \"pgd\"\nsteps = 3\nstep_size = 0.001\n[[attacks]]\nkind = \"pgd\"\nsteps = 3\nstep_size = 0.05\n"
+        ),
+    );
+    ok(d, &toml_run(), "4 new records");
+    // the same model name with another width, into the same directory
+    write_toml(
+        d,
+        &format!(
+            "{QUICK_TRAIN}[[models]]\nname = \"m\"\nhidden = [12]\n[[attacks]]\nkind = \"pgd\"\nsteps = 3\nstep_size = 0.001\n"
+        ),
+    );
+    ok(d, &[toml_run(), vec!["--extend"]].concat(), "2 new records");
+    let (results, summary, intervals) = read_report(d, "out", "rep");
+    assert!(results.contains("**Rows told apart.**"), "{results}");
+    assert!(summary.contains("**Rows told apart.**"), "{summary}");
+    let rows = table_rows(&results);
+    // m [hidden=[8]] under two PGDs, m [hidden=[12]] under one: three rows, each of one seed
+    assert_eq!(rows.len(), 3, "{results}");
+    let names: BTreeSet<(String, String)> =
+        rows.iter().map(|r| (r[1].clone(), r[3].clone())).collect();
+    assert_eq!(names.len(), 3, "{results}");
+    assert!(
+        names.iter().any(|(_, a)| a.contains("step_size=0.001"))
+            && names.iter().any(|(_, a)| a.contains("step_size=0.05")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|(m, _)| m.contains("hidden=[12]")),
+        "{names:?}"
+    );
+    for r in &rows {
+        assert_eq!(r[5], "42", "one seed, named: {r:?}");
+    }
+    // each cell is the record's own number, and intervals.csv says the same
+    let recs = records(&d.join("out"));
+    for r in &rows {
+        let eps_cell = &r[8];
+        let want: Vec<String> = recs
+            .iter()
+            .filter(|x| x["eps"] == 0.1)
+            .map(|x| {
+                format!(
+                    "{:.2}%",
+                    100.0 * x["adversarial_accuracy"].as_f64().expect("acc")
+                )
+            })
+            .collect();
+        assert!(want.contains(eps_cell), "{eps_cell} in {want:?}");
+    }
+    for (m, _) in &names {
+        assert!(intervals.contains(m.as_str()), "{m} in {intervals}");
+    }
+}
+
+#[test]
+fn retrained_weights_under_the_same_file_name_are_a_model_of_their_own() {
+    let tmp = with_dataset();
+    let d = tmp.path();
+    with_lenet(d);
+    let eval = evaluate_lenet(&["--eps", "0,0.1", "--reports", "rep"]);
+    ok(d, &eval, "new records");
+    // retrained: other weights, the same file name
+    let mut bytes = std::fs::read(d.join("lenet.safetensors")).expect("weights");
+    let n = bytes.len();
+    let last = f32::from_le_bytes(bytes[n - 4..].try_into().expect("4 bytes"));
+    bytes[n - 4..].copy_from_slice(&(last + 0.5).to_le_bytes());
+    std::fs::write(d.join("lenet.safetensors"), bytes).expect("write");
+    ok(d, &eval, "new records");
+    let results = std::fs::read_to_string(d.join("rep/results.md")).expect("results");
+    let rows = table_rows(&results);
+    let models: BTreeSet<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(models.len(), 2, "{results}");
+    assert!(
+        models.iter().all(|m| m.starts_with("lenet [model key=")),
+        "{models:?}"
+    );
+    assert!(results.contains("**Rows told apart.**"), "{results}");
+}
+
+#[test]
+fn an_undefined_figure_leaves_the_run_directory_readable() {
+    let tmp = with_dataset();
+    let d = tmp.path();
+    ok(d, &quick_run(), "3 new records");
+    // what serde_json writes for a NaN mean confidence (logits that overflowed)
+    let run = d.join("out");
+    let kept: Vec<String> = lines(&run)
+        .into_iter()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(&l).expect("json");
+            v["mean_confidence"] = serde_json::Value::Null;
+            v["stages"][0]["record"]["epochs"][0]["loss"] = serde_json::Value::Null;
+            v.to_string()
+        })
+        .collect();
+    common::keep_only(&run, &kept);
+    let (results, summary, _) = read_report(d, "out", "rep");
+    assert!(!summary.contains("Quarantined"), "{summary}");
+    assert_eq!(table_rows(&results).len(), 1, "{results}");
+    ok(d, &quick_run(), "0 new records, 3 already there");
+}
+
+fn quick_run() -> Vec<&'static str> {
+    run_args(&[
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--eps",
+        "0,0.1,0.2",
+        "--attack-labels",
+        "true",
+    ])
+}
+
+/// The checkpoint directory of model `name` in run `run`.
+fn checkpoint_of(run: &Path, name: &str) -> PathBuf {
+    checkpoints(run)
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{name}-")))
+        })
+        .expect("checkpoint")
+}
+
+#[test]
+fn swapped_checkpoint_directories_are_refused() {
+    let tmp = with_matrix();
+    let d = tmp.path();
+    ok(d, &matrix_args("out"), "18 new records");
+    let run = d.join("out");
+    let (a, b) = (checkpoint_of(&run, "base"), checkpoint_of(&run, "other"));
+    let parked = run.join("parked");
+    std::fs::rename(&a, &parked).expect("a aside");
+    std::fs::rename(&b, &a).expect("b to a");
+    std::fs::rename(&parked, &b).expect("a to b");
+    // one more ε: base must be loaded again, and its directory holds `other`
+    let more = [
+        matrix_args("out"),
+        vec!["--eps", "0,0.1,0.2,0.3", "--extend"],
+    ]
+    .concat();
+    let t = fails(
+        d,
+        &more,
+        &["holds model other", "not base", "moved or swapped"],
+    );
+    assert!(
+        t.contains(&a.file_name().expect("name").to_string_lossy().to_string()),
+        "{t}"
+    );
+    assert_eq!(lines(&run).len(), 18, "nothing written");
+    // put back, the run goes on
+    std::fs::rename(&a, &parked).expect("a aside");
+    std::fs::rename(&b, &a).expect("b to a");
+    std::fs::rename(&parked, &b).expect("a to b");
+    ok(d, &more, "6 new records");
+}
+
+/// Rewrites the first record line of `run` whose key is `key` through `f`.
+fn forge(run: &Path, key: &str, f: impl Fn(&mut serde_json::Value)) -> String {
+    let mut out = Vec::new();
+    let mut forged = String::new();
+    for l in lines(run) {
+        let mut v: serde_json::Value = serde_json::from_str(&l).expect("json");
+        if v["key"] == key && forged.is_empty() {
+            f(&mut v);
+            forged = v.to_string();
+            out.push(forged.clone());
+        } else {
+            out.push(l);
+        }
+    }
+    common::keep_only(run, &out);
+    forged
+}
+
+#[test]
+fn records_are_checked_when_read() {
+    let tmp = with_dataset();
+    let d = tmp.path();
+    ok(d, &quick_run(), "3 new records");
+    let run = d.join("out");
+    let all = records(&run);
+    let key_of_eps = |e: f64| {
+        all.iter()
+            .find(|r| r["eps"] == e)
+            .and_then(|r| r["key"].as_str())
+            .expect("key")
+            .to_string()
+    };
+    let (k1, k2) = (key_of_eps(0.1), key_of_eps(0.2));
+    let pristine = lines(&run);
+    // each forgery is quarantined with its reason; the rest stays readable, and a rerun redoes
+    // the quarantined record
+    for (what, says, f) in [
+        (
+            "an accuracy of 150%",
+            "adversarial_accuracy = 1.5: outside [0, 1]",
+            Box::new(|v: &mut serde_json::Value| v["adversarial_accuracy"] = 1.5.into())
+                as Box<dyn Fn(&mut serde_json::Value)>,
+        ),
+        (
+            "robust above clean",
+            "above clean_accuracy",
+            Box::new(|v: &mut serde_json::Value| {
+                let n = v["examples"].as_u64().expect("n");
+                v["clean_correct"] = 0.into();
+                v["clean_accuracy"] = 0.0.into();
+                v["adversarial_correct"] = 1.into();
+                v["adversarial_accuracy"] = (1.0 / n as f64).into();
+                v.as_object_mut()
+                    .expect("obj")
+                    .remove("adversarial_correct_examples");
+            }),
+        ),
+        (
+            "a negative norm",
+            "mean_l2 = -1: a norm is never negative",
+            Box::new(|v: &mut serde_json::Value| v["mean_l2"] = (-1.0).into()),
+        ),
+        (
+            "a key that is not its ε",
+            "is not the key of model key",
+            Box::new(|v: &mut serde_json::Value| v["eps"] = 0.3.into()),
+        ),
+        (
+            "a schema of the future",
+            "schema 9: not a schema this build reads",
+            Box::new(|v: &mut serde_json::Value| v["schema"] = 9.into()),
+        ),
+    ] {
+        common::keep_only(&run, &pristine);
+        forge(&run, &k1, f);
+        let (results, summary, _) = read_report(d, "out", "rep");
+        assert!(
+            summary.contains("**Quarantined records.**") && summary.contains(says),
+            "{what}: {summary}"
+        );
+        assert!(!results.contains("150.00%"), "{what}: {results}");
+        ok(d, &quick_run(), "1 new records, 2 already there");
+    }
+    // a conflicting duplicate: neither copy is used, whichever file comes first, and no rerun
+    // adds a third
+    common::keep_only(&run, &pristine);
+    let copy = pristine
+        .iter()
+        .find(|l| l.contains(&k2))
+        .expect("line")
+        .clone();
+    let mut other: serde_json::Value = serde_json::from_str(&copy).expect("json");
+    other["checkpoint_sha256"] = "0".repeat(64).into();
+    for (first, second) in [
+        (copy.clone(), other.to_string()),
+        (other.to_string(), copy.clone()),
+    ] {
+        let mut kept: Vec<String> = pristine
+            .iter()
+            .filter(|l| !l.contains(&k2))
+            .cloned()
+            .collect();
+        kept.push(first);
+        kept.push(second);
+        common::keep_only(&run, &kept);
+        let (results, summary, _) = read_report(d, "out", "rep");
+        assert!(summary.contains("conflicts with"), "{summary}");
+        assert!(summary.contains("neither is used"), "{summary}");
+        assert!(
+            !results.contains("| ε=0.2 |"),
+            "the conflicting ε is in no table: {results}"
+        );
+        ok(d, &quick_run(), "0 new records");
+    }
+}
+
+#[test]
+fn a_run_directory_keeps_the_matrix_it_was_started_with() {
+    let tmp = with_dataset();
+    let d = tmp.path();
+    ok(d, &quick_run(), "3 new records");
+    let matrix = std::fs::read_to_string(d.join("out/matrix.toml")).expect("matrix");
+    // another grid into the same directory: refused, nothing written
+    let other = run_args(&[
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--eps",
+        "0,0.3",
+        "--attack-labels",
+        "true",
+    ]);
+    fails(
+        d,
+        &other,
+        &[
+            "out/matrix.toml: holds another matrix",
+            "--extend",
+            "new --out",
+        ],
+    );
+    // a refused evaluate does not touch it either
+    with_lenet(d);
+    fails(
+        d,
+        &evaluate_lenet(&["--extend", "--names", "conv9=conv1"]),
+        &["conv9"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("out/matrix.toml")).expect("matrix"),
+        matrix
+    );
+    assert_eq!(lines(&d.join("out")).len(), 3);
+    // explicitly: added beside it
+    ok(
+        d,
+        &[other.clone(), vec!["--extend"]].concat(),
+        "1 new records",
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("out/matrix.toml")).expect("matrix"),
+        matrix
+    );
+    let kept = std::fs::read_dir(d.join("out/matrices"))
+        .expect("matrices")
+        .count();
+    assert_eq!(kept, 2);
+    // either matrix reruns without --extend, and the report knows both
+    ok(d, &quick_run(), "0 new records");
+    ok(d, &other, "0 new records");
+    let (_, summary, _) = read_report(d, "out", "rep");
+    assert!(!summary.contains("Missing results"), "{summary}");
+}
+
+#[test]
+fn a_model_too_large_for_the_memory_is_an_error_not_an_abort() {
+    let tmp = with_dataset();
+    let d = tmp.path();
+    let exe = env!("CARGO_BIN_EXE_bench-runner");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 4000000 && exec '{exe}' run --dataset-dir ds --out out --backends ndarray --epochs 1 --hidden 1000000 --eps 0 --attack-labels true"
+        ))
+        .current_dir(d)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("sh");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("invalid hidden") && t.contains("more than the"),
+        "{t}"
+    );
+    assert!(t.contains("this process can allocate"), "{t}");
+}
+
+#[test]
+fn a_report_names_what_the_matrix_asked_for_and_no_record_holds() {
+    let tmp = with_matrix();
+    let d = tmp.path();
+    // shards of two different counts: some units done twice, others never
+    ok(
+        d,
+        &[matrix_args("out"), vec!["--shard", "0/2"]].concat(),
+        "new records",
+    );
+    ok(
+        d,
+        &[matrix_args("out"), vec!["--shard", "1/3"]].concat(),
+        "new records",
+    );
+    let (_, summary, _) = read_report(d, "out", "rep");
+    assert!(summary.contains("**Missing results.**"), "{summary}");
+    assert!(summary.contains("model `"), "{summary}");
+    // a model without any record (its writer killed before the first)
+    let run = d.join("out");
+    ok(d, &matrix_args("out"), "new records");
+    let kept: Vec<String> = lines(&run)
+        .into_iter()
+        .filter(|l| !l.contains("\"model\":\"other\""))
+        .collect();
+    common::keep_only(&run, &kept);
+    let (_, summary, _) = read_report(d, "out", "rep2");
+    assert!(
+        summary.contains("model `other`: none of its 6 results (never evaluated)"),
+        "{summary}"
+    );
+    let verdict = std::fs::read_to_string(d.join("rep2/verdict.md")).expect("verdict");
+    assert!(verdict.contains("never evaluated"), "{verdict}");
 }
