@@ -63,21 +63,7 @@ impl AdversarialTrainingConfig {
 
     /// Refuses ε outside [0, 1] (or not finite) and a ratio outside (0, 1], naming the field.
     pub fn check(&self) -> advrob_model::Result<()> {
-        if !(self.eps.is_finite() && self.eps >= 0.0) {
-            return Err(ModelError::invalid(
-                "eps",
-                format!("{} is not a finite number ≥ 0", self.eps),
-            ));
-        }
-        if self.eps > 1.0 {
-            return Err(ModelError::invalid(
-                "eps",
-                format!(
-                    "{} is above 1: pixels lie in [0, 1], so ε = 1 is already the whole input space",
-                    self.eps
-                ),
-            ));
-        }
+        check_eps(self.eps)?;
         if !(self.ratio > 0.0 && self.ratio <= 1.0) {
             return Err(ModelError::invalid(
                 "ratio",
@@ -314,21 +300,7 @@ impl Default for RetrainingConfig {
 impl RetrainingConfig {
     /// Refuses ε outside [0, 1] (or not finite) and an attack batch of zero.
     pub fn check(&self) -> advrob_model::Result<()> {
-        if !(self.eps.is_finite() && self.eps >= 0.0) {
-            return Err(ModelError::invalid(
-                "eps",
-                format!("{} is not a finite number ≥ 0", self.eps),
-            ));
-        }
-        if self.eps > 1.0 {
-            return Err(ModelError::invalid(
-                "eps",
-                format!(
-                    "{} is above 1: pixels lie in [0, 1], so ε = 1 is already the whole input space",
-                    self.eps
-                ),
-            ));
-        }
+        check_eps(self.eps)?;
         if self.attack_batch == 0 {
             return Err(ModelError::invalid("attack_batch", "must be at least 1"));
         }
@@ -407,6 +379,25 @@ impl Defense for AdversarialRetraining {
         };
         doubled.train_with(&mut Plain, DeployConfig::new(), on_progress)
     }
+}
+
+/// Refuses a training budget that is not a number in [0, 1] (pixels lie in [0, 1]).
+fn check_eps(eps: f64) -> advrob_model::Result<()> {
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(ModelError::invalid(
+            "eps",
+            format!("{eps} is not a finite number ≥ 0"),
+        ));
+    }
+    if eps > 1.0 {
+        return Err(ModelError::invalid(
+            "eps",
+            format!(
+                "{eps} is above 1: pixels lie in [0, 1], so ε = 1 is already the whole input space"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -158,16 +158,16 @@ pub fn validate(r: &Record) -> std::result::Result<(), String> {
             e.mean_confidence
         ));
     }
-    if let Some(bits) = &e.adversarial_correct_examples {
-        if bits.0.len() != e.examples || bits.count() != e.adversarial_correct {
-            return Err(format!(
-                "adversarial_correct_examples holds {} of {} examples robust, the record says {} of {}",
-                bits.count(),
-                bits.0.len(),
-                e.adversarial_correct,
-                e.examples
-            ));
-        }
+    if let Some(bits) = &e.adversarial_correct_examples
+        && (bits.0.len() != e.examples || bits.count() != e.adversarial_correct)
+    {
+        return Err(format!(
+            "adversarial_correct_examples holds {} of {} examples robust, the record says {} of {}",
+            bits.count(),
+            bits.0.len(),
+            e.adversarial_correct,
+            e.examples
+        ));
     }
     let eps_text = if e.eps == 0.0 { 0.0 } else { e.eps };
     let head = format!("{}/{}/", r.model_key(), r.attack);
@@ -513,7 +513,8 @@ mod tests {
         let registry = Registry::default();
         let good = record("k1");
         assert_eq!(validate(&good), Ok(()));
-        let forged: [(&str, fn(&mut Record)); 7] = [
+        type Forgery = (&'static str, fn(&mut Record));
+        let forged: [Forgery; 7] = [
             ("adversarial_accuracy = 1.5: outside [0, 1]", |r| {
                 r.eval.adversarial_accuracy = 1.5
             }),
@@ -538,7 +539,7 @@ mod tests {
             }),
         ];
         let mut log = RecordLog::new(&run);
-        log.append(&[good.clone()]).expect("append");
+        log.append(std::slice::from_ref(&good)).expect("append");
         for (i, (says, f)) in forged.iter().enumerate() {
             let mut r = record(&format!("bad{i}"));
             f(&mut r);
@@ -633,7 +634,7 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_last_line_is_skipped_and_a_damaged_line_is_an_error() {
+    fn a_torn_last_line_is_skipped_and_a_damaged_line_is_quarantined() {
         let dir = tempfile::tempdir().expect("temp");
         let run = RunDir::new(dir.path());
         let registry = Registry::default();

@@ -15,6 +15,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use advrob_experiment::Record;
 use serde_json::{Value, json};
 
+/// Settings flattened to `path → value`.
+type Flat = BTreeMap<String, String>;
+
+/// Where a name is shown: dataset, test examples, backend, and the names around it.
+type Shown = (String, usize, String, String, String);
+
 /// Settings of the attack (with `evaluation`, see [`attack_side`]).
 const ATTACK_FIELDS: [&str; 2] = ["attack_config", "attack_labels"];
 
@@ -64,7 +70,7 @@ pub fn identity(r: &Record) -> Value {
 }
 
 /// `identity` flattened to `path = value` leaves (`attack_config.step_size = 0.02`).
-fn leaves(v: &Value, path: &str, out: &mut BTreeMap<String, String>) {
+fn leaves(v: &Value, path: &str, out: &mut Flat) {
     match v {
         Value::Object(o) => {
             for (k, x) in o {
@@ -139,7 +145,7 @@ fn attack_side(path: &str) -> bool {
 }
 
 /// `id` flattened, split into its model side and its attack side.
-fn sides(id: &Value) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+fn sides(id: &Value) -> (Flat, Flat) {
     let mut all = BTreeMap::new();
     leaves(id, "", &mut all);
     all.into_iter().partition(|(p, _)| !attack_side(p))
@@ -147,7 +153,7 @@ fn sides(id: &Value) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
 
 /// For each of `group` (flattened settings, several sharing one name): the tag that tells it
 /// apart from the others (`[step_size=0.05]`), or a short key where no one or two settings do.
-fn tags(group: &[&BTreeMap<String, String>]) -> Vec<String> {
+fn tags(group: &[&Flat]) -> Vec<String> {
     let paths: BTreeSet<&String> = group.iter().flat_map(|m| m.keys()).collect();
     let mut differ: Vec<&String> = paths
         .into_iter()
@@ -182,6 +188,21 @@ fn tags(group: &[&BTreeMap<String, String>]) -> Vec<String> {
             format!(" [{}]", parts.join(", "))
         })
         .collect()
+}
+
+/// The members of `group` (settings that share the shown name `name`) with their names: `name`
+/// itself when it is alone, else `name` with the tag that tells it apart ([`tags`]).
+fn named<'a>(name: &str, group: &BTreeSet<&'a Flat>) -> Vec<(&'a Flat, String)> {
+    let group: Vec<&Flat> = group.iter().copied().collect();
+    let names: Vec<String> = if group.len() < 2 {
+        vec![name.to_string()]
+    } else {
+        tags(&group)
+            .into_iter()
+            .map(|t| format!("{name}{t}"))
+            .collect()
+    };
+    group.into_iter().zip(names).collect()
 }
 
 /// Gives every row identity of `records` names of its own (see the module doc): first the models
@@ -219,10 +240,7 @@ pub fn distinguish(records: &[Record]) -> Distinct {
     let split: Vec<_> = ids.iter().map(sides).collect();
     let mut renamed = Vec::new();
     // models: per shown name, its distinct model-side settings
-    let mut model_groups: BTreeMap<
-        (String, usize, String, String, String),
-        BTreeSet<&BTreeMap<String, String>>,
-    > = BTreeMap::new();
+    let mut model_groups: BTreeMap<Shown, BTreeSet<&Flat>> = BTreeMap::new();
     for (r, (m, _)) in records.iter().zip(&split) {
         model_groups
             .entry((
@@ -235,18 +253,9 @@ pub fn distinguish(records: &[Record]) -> Distinct {
             .or_default()
             .insert(m);
     }
-    let mut model_names: BTreeMap<(&BTreeMap<String, String>, String), String> = BTreeMap::new();
+    let mut model_names: BTreeMap<(&Flat, String), String> = BTreeMap::new();
     for ((_, _, backend, model, _), group) in &model_groups {
-        let group: Vec<&BTreeMap<String, String>> = group.iter().copied().collect();
-        let names: Vec<String> = if group.len() < 2 {
-            vec![model.clone()]
-        } else {
-            tags(&group)
-                .into_iter()
-                .map(|t| format!("{model}{t}"))
-                .collect()
-        };
-        for (m, n) in group.into_iter().zip(names) {
+        for (m, n) in named(model, group) {
             if &n != model {
                 renamed.push(format!("model `{model}` on {backend} → `{n}`"));
             }
@@ -255,10 +264,7 @@ pub fn distinguish(records: &[Record]) -> Distinct {
     }
     let model_of = |i: usize| model_names[&(&split[i].0, records[i].model.clone())].clone();
     // attacks: per model (as renamed) and shown attack name, its distinct attack-side settings
-    let mut attack_groups: BTreeMap<
-        (String, usize, String, String, String),
-        BTreeSet<&BTreeMap<String, String>>,
-    > = BTreeMap::new();
+    let mut attack_groups: BTreeMap<Shown, BTreeSet<&Flat>> = BTreeMap::new();
     for (i, r) in records.iter().enumerate() {
         attack_groups
             .entry((
@@ -271,21 +277,10 @@ pub fn distinguish(records: &[Record]) -> Distinct {
             .or_default()
             .insert(&split[i].1);
     }
-    let mut attack_names: BTreeMap<
-        (String, usize, String, String, &BTreeMap<String, String>),
-        String,
-    > = BTreeMap::new();
+    type AttackOf<'a> = (String, usize, String, String, &'a Flat);
+    let mut attack_names: BTreeMap<AttackOf<'_>, String> = BTreeMap::new();
     for ((dataset, examples, backend, model, attack), group) in &attack_groups {
-        let group: Vec<&BTreeMap<String, String>> = group.iter().copied().collect();
-        let names: Vec<String> = if group.len() < 2 {
-            vec![attack.clone()]
-        } else {
-            tags(&group)
-                .into_iter()
-                .map(|t| format!("{attack}{t}"))
-                .collect()
-        };
-        for (a, n) in group.into_iter().zip(names) {
+        for (a, n) in named(attack, group) {
             if &n != attack {
                 renamed.push(format!("`{attack}` on `{model}` ({backend}) → `{n}`"));
             }

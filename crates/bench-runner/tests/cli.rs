@@ -414,6 +414,8 @@ fn a_pytorch_model_is_evaluated_and_reported_by_one_command() {
             "rep",
             "--backends",
             &backend,
+            // one run directory, a matrix per backend
+            "--extend",
         ];
         let o = bench_runner(&args, tmp.path());
         assert!(o.status.success(), "{}", text(&o));
