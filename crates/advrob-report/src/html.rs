@@ -43,7 +43,7 @@ pub fn html(
     records: &[Record],
 ) -> Result<String> {
     let mut page = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\nbody{{font-family:sans-serif;margin:2em;max-width:1900px}} table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}} td:first-child,th:first-child{{text-align:left}} img{{max-width:100%;border:1px solid #ddd;margin:.5em 0}} pre{{font-size:12px;white-space:pre-wrap}}\n</style></head><body>\n<h1>{}</h1>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\nbody{{font-family:sans-serif;margin:2em;max-width:1900px}} table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}} td:first-child,th:first-child{{text-align:left}} img{{max-width:100%;border:1px solid #ddd;margin:.5em 0}} blockquote.note{{border-left:4px solid #c80;background:#fff8ec;margin:1em 0;padding:.3em 1em}} code{{font-size:90%}} pre{{font-size:12px;white-space:pre-wrap}}\n</style></head><body>\n<h1>{}</h1>\n",
         escape(title),
         escape(title)
     );
@@ -62,11 +62,79 @@ pub fn html(
     Ok(page)
 }
 
-/// The Markdown summary as HTML: its headings, paragraphs and tables.
+/// A line of Markdown text as HTML: escaped, with `**bold**` and `` `code` `` kept.
+fn inline(text: &str) -> String {
+    let escaped = escape(text);
+    let mut out = String::new();
+    let (mut bold, mut code) = (false, false);
+    let mut rest = escaped.as_str();
+    while let Some(c) = rest.chars().next() {
+        if !code && rest.starts_with("**") {
+            out.push_str(if bold { "</strong>" } else { "<strong>" });
+            bold = !bold;
+            rest = &rest[2..];
+        } else if c == '`' {
+            out.push_str(if code { "</code>" } else { "<code>" });
+            code = !code;
+            rest = &rest[1..];
+        } else {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    // an unmatched marker closes at the end of the line
+    if code {
+        out.push_str("</code>");
+    }
+    if bold {
+        out.push_str("</strong>");
+    }
+    out
+}
+
+/// The lines of a Markdown quote (`> …`, the marker removed) as a note box: its paragraphs and
+/// its `- ` items as a list.
+fn note_html(lines: &[&str]) -> String {
+    let mut out = String::from("<blockquote class=\"note\">\n");
+    let mut in_list = false;
+    for l in lines {
+        if let Some(item) = l.strip_prefix("- ") {
+            if !in_list {
+                out.push_str("<ul>\n");
+                in_list = true;
+            }
+            out.push_str(&format!("<li>{}</li>\n", inline(item)));
+            continue;
+        }
+        if in_list {
+            out.push_str("</ul>\n");
+            in_list = false;
+        }
+        if !l.trim().is_empty() {
+            out.push_str(&format!("<p>{}</p>\n", inline(l)));
+        }
+    }
+    if in_list {
+        out.push_str("</ul>\n");
+    }
+    out.push_str("</blockquote>\n");
+    out
+}
+
+/// The Markdown summary as HTML: its headings, paragraphs, notes (quotes) and tables.
 fn summary_html(summary_md: &str) -> String {
     let mut page = String::new();
     let mut table = String::new();
+    let mut quote: Vec<&str> = Vec::new();
     for line in summary_md.lines().chain(std::iter::once("")) {
+        if let Some(q) = line.strip_prefix('>') {
+            quote.push(q.strip_prefix(' ').unwrap_or(q));
+            continue;
+        }
+        if !quote.is_empty() {
+            page.push_str(&note_html(&quote));
+            quote.clear();
+        }
         if line.starts_with('|') {
             table.push_str(line);
             table.push('\n');
@@ -76,12 +144,14 @@ fn summary_html(summary_md: &str) -> String {
             page.push_str(&md_table_to_html(&table));
             table.clear();
         }
-        if let Some(h) = line.strip_prefix("## ") {
-            page.push_str(&format!("<h2>{}</h2>\n", escape(h)));
+        if let Some(h) = line.strip_prefix("### ") {
+            page.push_str(&format!("<h3>{}</h3>\n", inline(h)));
+        } else if let Some(h) = line.strip_prefix("## ") {
+            page.push_str(&format!("<h2>{}</h2>\n", inline(h)));
         } else if let Some(h) = line.strip_prefix("# ") {
-            page.push_str(&format!("<p><em>{}</em></p>\n", escape(h)));
+            page.push_str(&format!("<p><em>{}</em></p>\n", inline(h)));
         } else if !line.trim().is_empty() {
-            page.push_str(&format!("<p>{}</p>\n", escape(line)));
+            page.push_str(&format!("<p>{}</p>\n", inline(line)));
         }
     }
     page
@@ -151,6 +221,24 @@ fn provenance_row(r: &Record) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_become_boxes_with_their_lists_bold_and_code() {
+        let html = summary_html(
+            "> **Quarantined records.** 1 line:\n>\n> - `out/records/a.jsonl: line 2`\n\n# t\n",
+        );
+        assert!(html.contains("<blockquote class=\"note\">"), "{html}");
+        assert!(
+            html.contains("<strong>Quarantined records.</strong>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<li><code>out/records/a.jsonl: line 2</code></li>"),
+            "{html}"
+        );
+        assert!(!html.contains("&gt; "), "{html}");
+        assert_eq!(inline("a < b **c**"), "a &lt; b <strong>c</strong>");
+    }
 
     #[test]
     fn markdown_tables_become_html_tables() {

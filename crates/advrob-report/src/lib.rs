@@ -56,20 +56,21 @@ pub fn missing(run: &RunDir, records: &[Record], registry: &Registry) -> Vec<Str
         files.extend(more);
     }
     let eps_text = |e: f64| format!("{}", if e == 0.0 { 0.0 } else { e });
+    // attacks by their full settings: two entries of one name are two attacks
     let have: BTreeSet<(String, String, String, String, u64)> = records
         .iter()
         .map(|r| {
             (
                 r.model.clone(),
-                r.attack.clone(),
+                r.attack_config.to_string(),
                 eps_text(r.eval.eps),
                 r.backend.clone(),
                 r.seed,
             )
         })
         .collect();
-    // per model, every (attack, ε, backend, seed) its matrices ask for
-    type Want = BTreeMap<String, BTreeSet<(String, String, String, u64)>>;
+    // per model, every (attack name, its settings, ε, backend, seed) its matrices ask for
+    type Want = BTreeMap<String, BTreeSet<(String, String, String, String, u64)>>;
     let mut want: Want = BTreeMap::new();
     for file in files {
         let Ok(text) = std::fs::read_to_string(&file) else {
@@ -95,6 +96,7 @@ pub fn missing(run: &RunDir, records: &[Record], registry: &Registry) -> Vec<Str
                         for &seed in &m.seeds {
                             want.entry(model.name.clone()).or_default().insert((
                                 d.name.clone(),
+                                d.config.to_string(),
                                 eps_text(e),
                                 b.clone(),
                                 seed,
@@ -108,16 +110,29 @@ pub fn missing(run: &RunDir, records: &[Record], registry: &Registry) -> Vec<Str
     let mut out = Vec::new();
     for (model, cells) in want {
         let n = cells.len();
+        // an attack whose name several entries share is told apart by its settings' digest
+        let mut configs: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (attack, config, ..) in &cells {
+            configs.entry(attack).or_default().insert(config);
+        }
         let mut gaps: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (attack, eps, backend, seed) in cells {
+        for (attack, config, eps, backend, seed) in &cells {
             if !have.contains(&(
                 model.clone(),
-                attack.clone(),
+                config.clone(),
                 eps.clone(),
                 backend.clone(),
-                seed,
+                *seed,
             )) {
-                gaps.entry(attack)
+                let shown = if configs[attack.as_str()].len() > 1 {
+                    format!(
+                        "{attack} [{}]",
+                        &advrob_data::sha256_hex(config.as_bytes())[..8]
+                    )
+                } else {
+                    attack.clone()
+                };
+                gaps.entry(shown)
                     .or_default()
                     .push(format!("ε {eps} on {backend}, seed {seed}"));
             }
@@ -280,7 +295,8 @@ pub fn report_with(
     let probes = probes_of_parts(probes, &records, &original);
     let verdicts = verdict::verdicts(&records, &probes);
     let worst = stats::worst_case(&records);
-    let verdict_md = format!("{top}{}", verdict_markdown(&verdicts, &worst));
+    let verdict_body = verdict_markdown(&verdicts, &worst);
+    let verdict_md = format!("{top}{verdict_body}");
     let mut intervals = stats::intervals(&records, &worst)?;
     let intervals_path = reports.join("intervals.csv");
     write_atomic(&intervals_path, |f| {
@@ -309,7 +325,8 @@ pub fn report_with(
     )?);
     // the cross-backend agreement `bench-runner agree` (or reproduce) left here
     let agreement = std::fs::read_to_string(reports.join("agreement.md")).unwrap_or_default();
-    let page_md = format!("{summary}\n{cards_md}\n{verdict_md}\n{agreement}");
+    // the notes at the top once, with the summary
+    let page_md = format!("{summary}\n{cards_md}\n{verdict_body}\n{agreement}");
     let page = html::html("advrob report", &page_md, &figures, &records)?;
     let index = reports.join("index.html");
     advrob_data::atomic_write(&index, page.as_bytes())?;
