@@ -33,13 +33,29 @@ pub struct BenchArgs {
     pub rounds: usize,
 }
 
-/// What the peer script prints.
+/// What the peer script prints, and the cores it kept busy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PeerResult {
     torch: String,
     train_sps: f64,
     fgsm_ips: f64,
     infer_ips: f64,
+    /// Cores busy on average over the whole script (loading the data included): its CPU time
+    /// over its wall time, measured from outside.
+    #[serde(default)]
+    cores_busy: Option<f64>,
+}
+
+/// CPU seconds of this process's waited-for children (`/proc/self/stat` fields cutime and
+/// cstime, in the kernel's 100 ticks a second); `None` off Linux.
+fn children_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // fields 16 and 17 of stat(5), counted from 1; `rest` starts at field 3
+    let ticks = f.get(13)?.parse::<f64>().ok()? + f.get(14)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// One round: every backend, then the peer.
@@ -123,11 +139,17 @@ fn run_peer(peer: &Peer, data: &Path) -> anyhow::Result<PeerResult> {
         "{}: no such peer script (--peer-script)",
         peer.script.display()
     );
+    let cpu = children_cpu_seconds();
+    let wall = std::time::Instant::now();
     let out = Command::new(&peer.python)
         .arg(&peer.script)
         .arg(data)
         .output()
         .map_err(|e| anyhow::anyhow!("{}: {e} (--peer names the Python to run)", peer.python))?;
+    let wall = wall.elapsed().as_secs_f64();
+    let cores_busy = cpu
+        .zip(children_cpu_seconds())
+        .map(|(a, b)| (b - a) / wall.max(1e-9));
     let stdout = String::from_utf8_lossy(&out.stdout);
     anyhow::ensure!(
         out.status.success(),
@@ -138,12 +160,24 @@ fn run_peer(peer: &Peer, data: &Path) -> anyhow::Result<PeerResult> {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).map_err(|e| {
+    let mut r: PeerResult = serde_json::from_str(line).map_err(|e| {
         anyhow::anyhow!(
             "{}: not the JSON line of throughputs ({e}): {line}",
             peer.script.display()
         )
-    })
+    })?;
+    r.cores_busy = cores_busy;
+    Ok(r)
+}
+
+/// The range of cores busy over the rounds (`–` where none was measured).
+fn busy(v: &[Option<f64>]) -> String {
+    let v: Vec<f64> = v.iter().flatten().copied().collect();
+    if v.is_empty() {
+        "–".into()
+    } else {
+        range(&v, 2)
+    }
 }
 
 /// `lo–hi` of `v` (one value: itself), with `digits` decimals.
@@ -202,22 +236,36 @@ fn rounds_table(rounds: &[Round], flops: Flops) -> String {
             .collect()
     };
     let mut s = format!(
-        "Throughput of the README MLP (784-128-10) over {} interleaved round(s): thousands per second, range over rounds, and the GFLOP/s it amounts to ({:.2} MFLOP a training example, {:.2} an FGSM example, {:.2} a forward pass).\n\n| | device | train samples/s (batch 128) | FGSM images/s (batch 1000) | inference images/s (batch 1000) |\n|---|---|---:|---:|---:|\n",
+        "Throughput of the README MLP (784-128-10) over {} interleaved round(s): thousands per second, range over rounds, and the GFLOP/s it amounts to ({:.2} MFLOP a training example, {:.2} an FGSM example, {:.2} a forward pass). The same work on both sides: FGSM and inference time tensors made before their timers (advrob converts the test batches first, PyTorch its test set); training times the epoch with advrob converting each batch of bytes inside it, as every run does, while PyTorch converts its training set before its timer. *Cores busy*: CPU time of the process's threads over wall time, measured per timed part for advrob (train / FGSM / inference) and over the whole script, data loading included, for PyTorch (from outside: the peer script reports no CPU time).\n\n| | device | train samples/s (batch 128) | FGSM images/s (batch 1000) | inference images/s (batch 1000) | cores busy |\n|---|---|---:|---:|---:|---:|\n",
         rounds.len(),
         flops.train / 1e6,
         flops.fgsm / 1e6,
         flops.forward / 1e6
     );
     for (i, (b, device)) in backends.iter().enumerate() {
-        s.push_str(&format!("| advrob {b} | {device} |{}\n", cells(&of(i))));
+        let part = |f: fn(&BenchResult) -> Option<f64>| -> String {
+            busy(&rounds.iter().map(|r| f(&r.advrob[i])).collect::<Vec<_>>())
+        };
+        s.push_str(&format!(
+            "| advrob {b} | {device} |{} {} / {} / {} |\n",
+            cells(&of(i)),
+            part(|r| r.train_cores_busy),
+            part(|r| r.fgsm_cores_busy),
+            part(|r| r.inference_cores_busy)
+        ));
     }
     let Some(peer) = peer else {
         return s;
     };
     let torch = rounds[0].peer.as_ref().map_or("", |p| p.torch.as_str());
+    let peer_busy: Vec<Option<f64>> = rounds
+        .iter()
+        .map(|r| r.peer.as_ref().and_then(|p| p.cores_busy))
+        .collect();
     s.push_str(&format!(
-        "| PyTorch {torch} | CPU, 2 threads |{}\n",
-        cells(&peer)
+        "| PyTorch {torch} | CPU, torch.set_num_threads(2) |{} {} (whole script) |\n",
+        cells(&peer),
+        busy(&peer_busy)
     ));
     for (i, (b, _)) in backends.iter().enumerate() {
         let row = of(i);
@@ -228,7 +276,7 @@ fn rounds_table(rounds: &[Round], flops: Flops) -> String {
             })
             .collect();
         s.push_str(&format!(
-            "| advrob {b} / PyTorch | (same round) |{ratios}\n"
+            "| advrob {b} / PyTorch | (same round) |{ratios} |\n"
         ));
     }
     s

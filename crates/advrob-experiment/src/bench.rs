@@ -34,6 +34,43 @@ pub struct BenchResult {
     pub inference_seconds: f64,
     /// Inference throughput.
     pub inference_images_per_second: f64,
+    /// Cores busy on average during the timed training epoch: the CPU time of every thread of
+    /// this process over the wall time (1.0: one core; `None` where the system does not say).
+    #[serde(default)]
+    pub train_cores_busy: Option<f64>,
+    /// The same during FGSM.
+    #[serde(default)]
+    pub fgsm_cores_busy: Option<f64>,
+    /// The same during inference.
+    #[serde(default)]
+    pub inference_cores_busy: Option<f64>,
+}
+
+/// CPU seconds the threads of this process have run, summed over them (`/proc/self/task/*/
+/// schedstat`, nanoseconds); `None` off Linux. Threads that have ended are not counted: call it
+/// around work whose threads (a backend's pool) outlive it.
+pub fn cpu_seconds() -> Option<f64> {
+    let ns: u64 = std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .filter_map(|task| {
+            // a thread that ends meanwhile has no schedstat any more
+            let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            text.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    Some(ns as f64 / 1e9)
+}
+
+/// Wall seconds and cores busy (CPU seconds over wall seconds) of `work`.
+fn timed<T>(work: impl FnOnce() -> Result<T>) -> Result<(T, f64, Option<f64>)> {
+    let cpu = cpu_seconds();
+    let t = Instant::now();
+    let out = work()?;
+    let wall = t.elapsed().as_secs_f64();
+    let busy = cpu
+        .zip(cpu_seconds())
+        .map(|(a, b)| (b - a) / wall.max(1e-9));
+    Ok((out, wall, busy))
 }
 
 /// Floating-point operations per example of the benched model (multiply and add counted apart),
@@ -75,7 +112,8 @@ impl Flops {
 }
 
 /// Times one epoch of training of the README model (batch 128), FGSM generation at ε = 0.1 and
-/// clean inference on the test set (batch 1000), after a short warm-up.
+/// clean inference on the test set (batch 1000), after a short warm-up; with the cores each kept
+/// busy.
 pub fn bench(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
     let device = backend::device(backend_name)?;
     let cfg = MlpConfig::new().with_input(ds.train.image_size());
@@ -90,34 +128,40 @@ pub fn bench(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
         &mut Plain,
         &mut |_| {},
     )?;
-    let t = Instant::now();
-    let (model, _) = train(
-        cfg.init(&device)?,
-        &ds.train,
-        &TrainConfig::new().with_epochs(1),
-        &device,
-        &mut Plain,
-        &mut |_| {},
-    )?;
-    let train_epoch_seconds = t.elapsed().as_secs_f64();
+    // training converts each batch of bytes inside the timed epoch, as every run does
+    let ((model, _), train_epoch_seconds, train_cores_busy) = timed(|| {
+        Ok(train(
+            cfg.init(&device)?,
+            &ds.train,
+            &TrainConfig::new().with_epochs(1),
+            &device,
+            &mut Plain,
+            &mut |_| {},
+        )?)
+    })?;
 
+    // the test batches are tensors before the timers start, as the peer's test set is
     let n = ds.test.len();
+    let batches: Vec<_> = (0..n)
+        .step_by(1000)
+        .map(|s| range_tensors(&ds.test, s, 1000, &device))
+        .collect();
     let fgsm = Fgsm::new();
-    let t = Instant::now();
-    for s in (0..n).step_by(1000) {
-        let (x, y) = range_tensors(&ds.test, s, 1000, &device);
-        let adv = fgsm.perturb(&model, x, y, 0.1)?;
-        // read one value back so that lazy backends finish the work inside the timing
-        let _: f32 = adv.sum().into_scalar();
-    }
-    let fgsm_seconds = t.elapsed().as_secs_f64();
+    let ((), fgsm_seconds, fgsm_cores_busy) = timed(|| {
+        for (x, y) in &batches {
+            let adv = fgsm.perturb(&model, x.clone(), y.clone(), 0.1)?;
+            // read one value back so that lazy backends finish the work inside the timing
+            let _: f32 = adv.sum().into_scalar();
+        }
+        Ok(())
+    })?;
 
-    let t = Instant::now();
-    for s in (0..n).step_by(1000) {
-        let (x, _) = range_tensors(&ds.test, s, 1000, &device);
-        let _: i64 = model.forward(x).argmax(1).sum().into_scalar();
-    }
-    let inference_seconds = t.elapsed().as_secs_f64();
+    let ((), inference_seconds, inference_cores_busy) = timed(|| {
+        for (x, _) in &batches {
+            let _: i64 = model.forward(x.clone()).argmax(1).sum().into_scalar();
+        }
+        Ok(())
+    })?;
     Ok(BenchResult {
         backend: backend_name.to_string(),
         device: backend::describe(backend_name)?,
@@ -129,22 +173,29 @@ pub fn bench(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
         fgsm_images_per_second: n as f64 / fgsm_seconds,
         inference_seconds,
         inference_images_per_second: n as f64 / inference_seconds,
+        train_cores_busy,
+        fgsm_cores_busy,
+        inference_cores_busy,
     })
 }
 
 /// A Markdown table of bench results, one row per backend.
 pub fn format_table(results: &[BenchResult]) -> String {
     let mut s = String::from(
-        "| backend | device | train samples/s (batch 128) | FGSM images/s (batch 1000) | inference images/s |\n|---|---|---:|---:|---:|\n",
+        "| backend | device | train samples/s (batch 128) | FGSM images/s (batch 1000) | inference images/s | cores busy (train / FGSM / inference) |\n|---|---|---:|---:|---:|---:|\n",
     );
+    let busy = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |x| format!("{x:.2}"));
     for r in results {
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {} / {} / {} |\n",
             r.backend,
             r.device,
             r.train_samples_per_second,
             r.fgsm_images_per_second,
-            r.inference_images_per_second
+            r.inference_images_per_second,
+            busy(r.train_cores_busy),
+            busy(r.fgsm_cores_busy),
+            busy(r.inference_cores_busy)
         ));
     }
     s
@@ -153,6 +204,49 @@ pub fn format_table(results: &[BenchResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CPU seconds of the calling thread.
+    fn own_cpu() -> f64 {
+        let t = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+        t.split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("ns")
+            / 1e9
+    }
+
+    /// Runs on the CPU until this thread has used `secs` of CPU time.
+    fn burn_cpu(secs: f64) {
+        let start = own_cpu();
+        let mut x = 0u64;
+        while own_cpu() - start < secs {
+            for _ in 0..10_000 {
+                x = x.wrapping_add(std::hint::black_box(1));
+            }
+        }
+        std::hint::black_box(x);
+    }
+
+    #[test]
+    fn cpu_seconds_count_the_work_of_every_thread() {
+        let before = cpu_seconds().expect("Linux says");
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let (measured, release) = std::sync::mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || {
+            burn_cpu(0.1);
+            done.send(()).expect("send");
+            // alive until measured: an ended thread is not counted
+            release.recv().expect("recv");
+        });
+        burn_cpu(0.1);
+        wait.recv().expect("helper done");
+        let after = cpu_seconds().expect("Linux says");
+        measured.send(()).expect("send");
+        helper.join().expect("join");
+        // both threads' 0.1 s, and not much more
+        assert!(after - before >= 0.2, "{}", after - before);
+        assert!(after - before < 1.0, "{}", after - before);
+    }
 
     #[test]
     fn flops_of_the_readme_mlp() {

@@ -76,7 +76,7 @@ pub fn describe(name: &str) -> Result<String> {
         #[cfg(feature = "wgpu")]
         "wgpu" => wgpu_adapter()?,
         _ => format!(
-            "CPU, {} threads{}",
+            "CPU, {} cores{}",
             std::thread::available_parallelism().map_or(1, usize::from),
             if numerics(name) == name {
                 ""

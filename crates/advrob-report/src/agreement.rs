@@ -62,6 +62,8 @@ pub fn agree(
     registry: &Registry,
 ) -> Result<Vec<Row>> {
     let records = read_records(run, registry)?;
+    // one row per model identity, as in the report: models that share a name are compared apart
+    let records = crate::identity::distinguish(&records).apply(&records);
     if records.is_empty() {
         return Err(ReportError::Records(format!(
             "{}: no records",
