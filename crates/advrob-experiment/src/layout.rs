@@ -87,7 +87,12 @@ impl RunDir {
         if named.exists() {
             return named;
         }
-        let tail = format!("-{}-s{}-{}", r.backend, r.seed, r.model_key());
+        // the directory name without the model's: `-<backend>-s<seed>-<key>`
+        let unnamed = self.checkpoint("", &r.backend, r.seed, r.model_key());
+        let tail = unnamed
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         std::fs::read_dir(self.root.join("models"))
             .into_iter()
             .flatten()

@@ -242,22 +242,9 @@ fn check_fine_tuned_arch(
     let Some(tables) = table.get("models").and_then(toml::Value::as_array) else {
         return Ok(());
     };
-    for (spec, t) in m.models.iter().zip(tables) {
+    for (i, (spec, t)) in m.models.iter().zip(tables).enumerate() {
         let Some(parent) = &spec.from else { continue };
-        // the architecture comes from the first model of the chain
-        let mut root = spec;
-        let mut steps = 0;
-        while let Some(p) = root
-            .from
-            .as_ref()
-            .and_then(|f| m.models.iter().find(|x| &x.name == f))
-        {
-            root = p;
-            steps += 1;
-            if steps > m.models.len() {
-                break;
-            }
-        }
+        let root = &m.models[m.root_of(i)];
         let declared = |k: &str| t.get(k).is_some();
         let differs = [
             ("arch", declared("arch") && spec.arch != root.arch),
@@ -599,21 +586,28 @@ impl Matrix {
         Ok(m)
     }
 
+    /// The model the `from` chain of model `i` starts from (`i` itself when it has none; a chain
+    /// that does not end stops after as many steps as there are models).
+    fn root_of(&self, i: usize) -> usize {
+        let mut root = i;
+        for _ in 0..self.models.len() {
+            let parent = self.models[root]
+                .from
+                .as_ref()
+                .and_then(|f| self.models.iter().position(|x| &x.name == f));
+            match parent {
+                Some(p) if p != root => root = p,
+                _ => break,
+            }
+        }
+        root
+    }
+
     /// Gives every fine-tuned model (`from`) the architecture (`arch`, `hidden`, `dropout`) of the
     /// model its chain starts from: the one it is trained with, whatever it left out.
     pub fn adopt_parent_arch(&mut self) {
         for i in 0..self.models.len() {
-            let mut root = i;
-            for _ in 0..self.models.len() {
-                let parent = self.models[root]
-                    .from
-                    .as_ref()
-                    .and_then(|f| self.models.iter().position(|x| &x.name == f));
-                match parent {
-                    Some(p) if p != root => root = p,
-                    _ => break,
-                }
-            }
+            let root = self.root_of(i);
             if root != i {
                 let (arch, hidden, dropout) = (
                     self.models[root].arch,

@@ -133,6 +133,21 @@ impl Record {
         }
     }
 
+    /// The evaluation's digest in [`key`](Record::key), when the key is the one
+    /// [`record_key`] gives for this record's model key, attack and ε; `None` when it is not.
+    pub fn eval_key(&self) -> Option<&str> {
+        let rest = self
+            .key
+            .strip_prefix(self.model_key())?
+            .strip_prefix('/')?
+            .strip_prefix(self.attack.as_str())?
+            .strip_prefix('/')?;
+        let (eval_key, _) = rest.rsplit_once('/')?;
+        (!eval_key.is_empty()
+            && record_key(self.model_key(), &self.attack, eval_key, self.eval.eps) == self.key)
+            .then_some(eval_key)
+    }
+
     /// The attack's metadata (reading a run guarantees it is there).
     ///
     /// # Panics
@@ -171,9 +186,13 @@ impl EvalKey<'_> {
     }
 }
 
+/// ε as keys write it: −0 as 0.
+pub fn eps_text(eps: f64) -> String {
+    format!("{}", if eps == 0.0 { 0.0 } else { eps })
+}
+
 /// The key of a result: the model's key, the attack's name (for people), the digest of the
-/// evaluation ([`EvalKey`]) and ε (−0 written as 0).
+/// evaluation ([`EvalKey`]) and ε ([`eps_text`]).
 pub fn record_key(model_key: &str, attack: &str, eval_key: &str, eps: f64) -> String {
-    let eps = if eps == 0.0 { 0.0 } else { eps };
-    format!("{model_key}/{attack}/{eval_key}/{eps}")
+    format!("{model_key}/{attack}/{eval_key}/{}", eps_text(eps))
 }

@@ -239,13 +239,13 @@ pub fn check_matrix(dir: &RunDir, matrix: &Matrix, extend: bool) -> Result<()> {
         Err(e) => return Err(ExperimentError::io(&path, e)),
     };
     let (toml, _) = matrix_toml(dir, matrix)?;
+    let mut want = matrix.clone();
+    want.adopt_parent_arch();
     // the same matrix as one the directory holds (read leniently: a file of an older advrob)
     let holds = |text: &str| {
         text == toml
             || toml::from_str::<Matrix>(text).is_ok_and(|mut m| {
                 m.adopt_parent_arch();
-                let mut want = matrix.clone();
-                want.adopt_parent_arch();
                 m == want
             })
     };
@@ -269,22 +269,24 @@ pub fn check_matrix(dir: &RunDir, matrix: &Matrix, extend: bool) -> Result<()> {
 /// The file under `matrices/` that holds `matrix` once [`write_matrix`] wrote it.
 pub fn matrix_file(dir: &RunDir, matrix: &Matrix) -> Result<PathBuf> {
     let (_, digest) = matrix_toml(dir, matrix)?;
-    Ok(dir.matrices().join(format!("{digest}.toml")))
+    Ok(own_file(dir, &digest))
+}
+
+fn own_file(dir: &RunDir, digest: &str) -> PathBuf {
+    dir.matrices().join(format!("{digest}.toml"))
 }
 
 /// Writes `matrix.toml` when the directory has none, and the matrix under `matrices/<digest>.toml`
 /// (a run with nothing to do writes nothing, so a read-only run directory can be re-read).
-/// Returns the path of the matrix's own file. [`check_matrix`] decides whether it may.
-pub fn write_matrix(dir: &RunDir, matrix: &Matrix) -> Result<PathBuf> {
-    let (toml, _) = matrix_toml(dir, matrix)?;
-    let own = matrix_file(dir, matrix)?;
-    if !dir.matrix().is_file() {
-        advrob_data::atomic_write(&dir.matrix(), toml.as_bytes())?;
+/// [`check_matrix`] decides whether it may.
+pub fn write_matrix(dir: &RunDir, matrix: &Matrix) -> Result<()> {
+    let (toml, digest) = matrix_toml(dir, matrix)?;
+    for path in [dir.matrix(), own_file(dir, &digest)] {
+        if !path.is_file() {
+            advrob_data::atomic_write(&path, toml.as_bytes())?;
+        }
     }
-    if !own.is_file() {
-        advrob_data::atomic_write(&own, toml.as_bytes())?;
-    }
-    Ok(own)
+    Ok(())
 }
 
 /// Runs `matrix` with the attacks and defenses of `registry`, resuming from whatever

@@ -169,14 +169,7 @@ pub fn validate(r: &Record) -> std::result::Result<(), String> {
             e.examples
         ));
     }
-    let eps_text = if e.eps == 0.0 { 0.0 } else { e.eps };
-    let head = format!("{}/{}/", r.model_key(), r.attack);
-    let tail = format!("/{eps_text}");
-    let middle = r
-        .key
-        .strip_prefix(&head)
-        .and_then(|rest| rest.strip_suffix(&tail));
-    if !middle.is_some_and(|m| !m.is_empty() && !m.contains('/')) {
+    if r.eval_key().is_none() {
         return Err(format!(
             "key {:?} is not the key of model key {:?}, attack {:?} and eps = {}",
             r.key,
@@ -191,17 +184,24 @@ pub fn validate(r: &Record) -> std::result::Result<(), String> {
 /// What two copies of one key must agree on: the weights and every count (floats such as the
 /// norms may differ in the last bits between writers on a GPU; the counts may not).
 fn same_result(a: &Record, b: &Record) -> bool {
-    let (x, y) = (&a.eval, &b.eval);
-    a.checkpoint_sha256 == b.checkpoint_sha256
-        && (x.examples, x.clean_correct, x.adversarial_correct)
-            == (y.examples, y.clean_correct, y.adversarial_correct)
-        && x.adversarial_correct_examples == y.adversarial_correct_examples
-        && x.components
-            .as_ref()
-            .map(|c| c.iter().map(|c| c.broken).collect::<Vec<_>>())
-            == y.components
+    type Counts<'a> = (
+        &'a str,
+        (usize, usize, usize),
+        &'a Option<advrob_eval::Bits>,
+        Option<Vec<usize>>,
+    );
+    fn counts(r: &Record) -> Counts<'_> {
+        let e = &r.eval;
+        (
+            r.checkpoint_sha256.as_str(),
+            (e.examples, e.clean_correct, e.adversarial_correct),
+            &e.adversarial_correct_examples,
+            e.components
                 .as_ref()
-                .map(|c| c.iter().map(|c| c.broken).collect::<Vec<_>>())
+                .map(|c| c.iter().map(|c| c.broken).collect::<Vec<_>>()),
+        )
+    }
+    counts(a) == counts(b)
 }
 
 /// The logs of a run, in the order they are merged: the legacy single file first, then every
@@ -290,7 +290,6 @@ fn parse_line(line: &str, registry: &Registry) -> std::result::Result<Record, St
 /// is not a record is an error naming the file and line; a torn last line is skipped.
 pub fn read_run(run: &RunDir, registry: &Registry) -> Result<RunRecords> {
     let mut out = RunRecords::default();
-    let mut seen = BTreeSet::new();
     let mut torn = Vec::new();
     // every valid copy of every key, in the order of the logs
     let mut copies: Vec<(PathBuf, usize, Record)> = Vec::new();
@@ -336,7 +335,7 @@ pub fn read_run(run: &RunDir, registry: &Registry) -> Result<RunRecords> {
                     ))
                 ),
             });
-        } else if seen.insert(r.key.clone()) {
+        } else if first[r.key.as_str()] == i {
             out.records.push(r.clone());
         } else {
             out.duplicates += 1;
@@ -356,7 +355,7 @@ pub fn read_run(run: &RunDir, registry: &Registry) -> Result<RunRecords> {
     }
     // a cut line whose record another writer has since written whole is no loss
     for (log, key) in torn {
-        if key.is_some_and(|k| seen.contains(&k)) {
+        if key.is_some_and(|k| first.contains_key(k.as_str()) && !out.conflicts.contains(&k)) {
             continue;
         }
         log::warn!(

@@ -33,16 +33,6 @@ fn without_seed(v: &Value) -> Value {
     v
 }
 
-/// The part of the key that names the evaluation (attack settings, grid, data, test examples,
-/// batch size): `model_key/attack/EVAL/eps`.
-fn eval_part(r: &Record) -> &str {
-    let rest = r.key.strip_prefix(r.model_key()).unwrap_or(&r.key);
-    let rest = rest.trim_start_matches('/');
-    let rest = rest.strip_prefix(r.attack.as_str()).unwrap_or(rest);
-    let rest = rest.trim_start_matches('/');
-    rest.rsplit_once('/').map_or(rest, |(e, _)| e)
-}
-
 /// Everything a row's number depends on except the seed and ε, as JSON.
 pub fn identity(r: &Record) -> Value {
     let data: Vec<&str> = r.dataset_files.iter().map(|f| f.sha256.as_str()).collect();
@@ -65,7 +55,9 @@ pub fn identity(r: &Record) -> Value {
         "attack_config": r.attack_config,
         "attack_labels": r.attack_labels,
         "backend": r.backend,
-        "evaluation": eval_part(r),
+        // the evaluation's digest (attack settings, grid, data, test examples, batch size); a
+        // record read from a run always has one, a hand-made one may not
+        "evaluation": r.eval_key().unwrap_or_default(),
     })
 }
 
@@ -124,16 +116,10 @@ impl Distinct {
 
     /// The note at the top of a report that renamed rows; empty when none was.
     pub fn note(&self) -> String {
-        if self.renamed.is_empty() {
-            return String::new();
-        }
-        format!(
-            "> **Rows told apart.** Some results share a name but not their settings, so they are reported as separate rows, never averaged (rows average over seeds only):\n>\n{}\n\n",
-            self.renamed
-                .iter()
-                .map(|l| format!("> - {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
+        crate::note(
+            "Rows told apart.",
+            "Some results share a name but not their settings, so they are reported as separate rows, never averaged (rows average over seeds only):",
+            &self.renamed,
         )
     }
 }

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use advrob_data::{Dataset, Split};
 use advrob_eval::Probe;
+use advrob_experiment::record::eps_text;
 use advrob_experiment::{Record, Registry, RunDir, read_run};
 use advrob_model::{backend, checkpoint};
 use polars::prelude::*;
@@ -55,7 +56,6 @@ pub fn missing(run: &RunDir, records: &[Record], registry: &Registry) -> Vec<Str
         more.sort();
         files.extend(more);
     }
-    let eps_text = |e: f64| format!("{}", if e == 0.0 { 0.0 } else { e });
     // attacks by their full settings: two entries of one name are two attacks
     let have: BTreeSet<(String, String, String, String, u64)> = records
         .iter()
@@ -412,33 +412,40 @@ fn incomplete_note(runs: &[Run]) -> String {
             if torn.len() == 1 { "ends" } else { "end" }
         ));
     }
-    let missing: Vec<String> = runs
-        .iter()
-        .flat_map(|r| r.missing.iter().map(|m| format!("> - {m}")))
-        .collect();
-    if !missing.is_empty() {
-        out.push_str(&format!(
-            "> **Missing results.** The run's matrix asks for results that no record holds (the run was stopped, a shard or task did not finish, or it is still running): they are absent from every table below.\n>\n{}\n\n",
-            missing.join("\n")
-        ));
-    }
+    let missing: Vec<String> = runs.iter().flat_map(|r| r.missing.clone()).collect();
+    out.push_str(&note(
+        "Missing results.",
+        "The run's matrix asks for results that no record holds (the run was stopped, a shard or task did not finish, or it is still running): they are absent from every table below.",
+        &missing,
+    ));
     let quarantined: Vec<String> = runs
         .iter()
-        .flat_map(|r| r.quarantined.iter().map(|q| format!("> - `{q}`")))
+        .flat_map(|r| r.quarantined.iter().map(|q| format!("`{q}`")))
         .collect();
-    if !quarantined.is_empty() {
-        out.push_str(&format!(
-            "> **Quarantined records.** {} record {} not used in any table below:\n>\n{}\n\n",
+    out.push_str(&note(
+        "Quarantined records.",
+        &format!(
+            "{} record {} not used in any table below:",
             quarantined.len(),
             if quarantined.len() == 1 {
                 "line is"
             } else {
                 "lines are"
-            },
-            quarantined.join("\n")
-        ));
-    }
+            }
+        ),
+        &quarantined,
+    ));
     out
+}
+
+/// A note for the top of a report: `**title** text` and a list of `items`, as a Markdown quote;
+/// nothing when there are no items.
+pub(crate) fn note(title: &str, text: &str, items: &[String]) -> String {
+    if items.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = items.iter().map(|i| format!("> - {i}")).collect();
+    format!("> **{title}** {text}\n>\n{}\n\n", list.join("\n"))
 }
 
 /// `results.csv`, `results.parquet` and `results.md` (accuracy × ε per dataset, and the targeted
