@@ -83,6 +83,12 @@ def load(dir_, straight_through=False):
     if os.path.exists(dpath):
         with open(dpath) as f:
             deploy.update(json.load(f))
+    # Refuse what this loader does not implement rather than attack a different model.
+    if cfg.get("arch", "mlp") != "mlp":
+        raise ValueError(f"{dir_}: model.json arch {cfg['arch']!r}; only 'mlp' is implemented here")
+    unknown = {k: v for k, v in deploy.items() if k not in ("quantize", "logit_scale") and v is not None}
+    if unknown:
+        raise ValueError(f"{dir_}: deploy.json sets {unknown}, which this loader does not implement")
     widths = [cfg["input"], *cfg["hidden"], cfg["classes"]]
     model = AdvrobMlp(widths, deploy["quantize"], deploy["logit_scale"], straight_through)
     wpath = os.path.join(dir_, "model.safetensors")

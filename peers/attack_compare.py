@@ -32,6 +32,14 @@ Attacks (all untargeted L-inf, seed 0):
                        agreed with advrob's own FGSM on every example checked)
   fmn                  foolbox LInfFMNAttack(steps=100), minimum-norm: per-example smallest L-inf
                        epsilon found, and the robust accuracy it implies at each eps.
+  aa-square            the ORIGINAL AutoAttack Square (fra31/auto-attack, autoattack/square.py,
+                       SquareAttack), constructed as AutoAttack 'standard' does: norm='Linf',
+                       n_queries=5000, p_init=0.8, n_restarts=1, seed=0, loss='margin',
+                       resc_schedule=False (torchattacks' Square rescales the schedule), device='cpu',
+                       verbose=False; perturb(x, y) on the clean-correct examples, in chunks of
+                       --batch. Needs --autoattack-src (a checkout of fra31/auto-attack, put on
+                       sys.path); given that option without --attacks, aa-square is added to the
+                       default list. Not an aa-components member.
 Derived rows (no extra attack run): `aa-components` is the per-example worst case over apgd-ce,
 apgd-t, fab-t and square (the original AutoAttack 'standard' ensemble at 100 iterations), and
 `worst-case` is the per-example worst case over every attack run at that eps (fmn included).
@@ -57,6 +65,11 @@ import advrob_layout  # noqa: E402
 DEFAULT_ATTACKS = "apgd-ce,apgd-t,fab-t,square,autoattack-standard,pgd20,apgd-ce-bpda,pgd20-bpda,fmn"
 AA_COMPONENTS = ["apgd-ce", "apgd-t", "fab-t", "square"]
 BPDA = {"apgd-ce-bpda": "apgd-ce", "pgd20-bpda": "pgd20"}
+# fra31/auto-attack SquareAttack exactly as AutoAttack(version='standard') builds it (autoattack.py).
+AA_SQUARE_SETTINGS = {"norm": "Linf", "n_queries": 5000, "p_init": 0.8, "n_restarts": 1, "seed": 0,
+                      "loss": "margin", "resc_schedule": False, "targeted": False, "device": "cpu",
+                      "verbose": False}
+AUTOATTACK = {}  # filled by load_autoattack(): the SquareAttack class and where it came from
 TOL = 1e-6  # float32 slack allowed on the budget and the box before an example counts as invalid
 
 
@@ -112,6 +125,48 @@ def make_attack(name, model, eps):
     raise SystemExit(f"unknown attack {name!r}")
 
 
+def load_autoattack(src, declared_commit=None):
+    """Import SquareAttack from a fra31/auto-attack source tree (the directory holding autoattack/)."""
+    import hashlib
+    import subprocess
+
+    src = os.path.abspath(src)
+    if not os.path.isfile(os.path.join(src, "autoattack", "square.py")):
+        raise SystemExit(f"--autoattack-src {src}: no autoattack/square.py there")
+    sys.path.insert(0, src)
+    from autoattack.square import SquareAttack  # noqa: E402
+
+    path = os.path.abspath(sys.modules[SquareAttack.__module__].__file__)
+    if not path.startswith(src + os.sep):
+        raise SystemExit(f"autoattack was imported from {path}, not from --autoattack-src {src}")
+    with open(path, "rb") as f:
+        data = f.read()
+    digest = hashlib.sha256(data).hexdigest()
+    # git's blob id of square.py: compare with `git ls-tree <commit> autoattack/square.py` upstream.
+    blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    try:
+        commit = subprocess.run(["git", "-C", src, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip() or None
+    except Exception:  # noqa: BLE001  (an exported tree has no .git)
+        commit = None
+    AUTOATTACK.update(cls=SquareAttack, info={"src": src, "square_py": path, "square_py_sha256": digest,
+                                              "square_py_git_blob": blob, "git_commit": commit,
+                                              "declared_commit": declared_commit})
+
+
+def run_aa_square(model, x, y, eps, clean_ok, batch):
+    """fra31's SquareAttack.perturb on the clean-correct examples; the others keep x (not robust anyway)."""
+    seed_all(0)
+    t0 = time.perf_counter()
+    atk = AUTOATTACK["cls"](model, eps=eps, **AA_SQUARE_SETTINGS)
+    adv = x.clone()
+    idx = clean_ok.nonzero().flatten()
+    for i in range(0, len(idx), batch):
+        j = idx[i:i + batch]
+        adv[j] = atk.perturb(x[j].clone(), y[j].clone()).detach()
+    return adv, time.perf_counter() - t0
+
+
 def check(model, x, y, adv, eps, clean_ok):
     """Budget/box checks and the robust masks for one attack's output."""
     adv = adv.detach().to(torch.float32)
@@ -138,6 +193,12 @@ def check(model, x, y, adv, eps, clean_ok):
 
 
 def run_attack(name, model, st_model, x, y, eps, clean_ok, batch):
+    if name == "aa-square":
+        adv, wall = run_aa_square(model, x, y, eps, clean_ok, batch)
+        res = check(model, x, y, adv, eps, clean_ok)
+        res["settings"] = {"class": "autoattack.square.SquareAttack", "eps": eps, **AA_SQUARE_SETTINGS,
+                           "inputs": "clean-correct examples only", "batch": batch}
+        return res, wall
     attacker_model = st_model if name in BPDA else model
     base = BPDA.get(name, name)
     seed_all(0)
@@ -284,7 +345,13 @@ def main():
     ap.add_argument("--mnist", default="../shared/data/mnist")
     ap.add_argument("--n", type=int, default=1000, help="first N test images")
     ap.add_argument("--eps", default="0.1,0.2,0.3")
-    ap.add_argument("--attacks", default=DEFAULT_ATTACKS)
+    ap.add_argument("--attacks", default=None,
+                    help=f"default {DEFAULT_ATTACKS} (+aa-square when --autoattack-src is given)")
+    ap.add_argument("--autoattack-src", default=None,
+                    help="a fra31/auto-attack source tree (holding autoattack/square.py), for aa-square")
+    ap.add_argument("--autoattack-commit", default=None,
+                    help="the fra31/auto-attack commit the tree was exported from, recorded as given (for a "
+                         "tree without .git; the git blob id of square.py is recorded either way)")
     ap.add_argument("--batch", type=int, default=1000, help="examples per attack call")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
@@ -293,7 +360,13 @@ def main():
     torch.set_num_threads(args.threads)
     seed_all(0)
     eps_list = [float(e) for e in args.eps.split(",") if e]
+    if args.attacks is None:
+        args.attacks = DEFAULT_ATTACKS + (",aa-square" if args.autoattack_src else "")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    if "aa-square" in attacks:
+        if not args.autoattack_src:
+            raise SystemExit("aa-square needs --autoattack-src (a fra31/auto-attack checkout)")
+        load_autoattack(args.autoattack_src, args.autoattack_commit)
     x, y = load_mnist(args.mnist, "test")
     x, y = x[:args.n].contiguous(), y[:args.n].contiguous()
 
@@ -305,6 +378,7 @@ def main():
                     "versions": versions(), "n": len(x), "eps": eps_list, "attacks": attacks,
                     "mnist": os.path.abspath(args.mnist), "split": "test, first n", "threads": args.threads,
                     "seed": 0, "tolerance": TOL, "command": " ".join(sys.argv),
+                    **({"autoattack": AUTOATTACK["info"]} if AUTOATTACK else {}),
                     "robust_definition": "clean-correct AND correct on the attack's output (deployed model)",
                     "notes": [
                         "torchattacks AutoAttack(version='standard') runs APGD-CE, APGD-T, FAB-T with steps=10 "

@@ -14,6 +14,7 @@ NAMES = {
     "apgd-t": "apgd-t-100-top9",
     "fmn": "fmn-linf-100",
     "square": "square-5000",
+    "aa-square": "square-5000",
     "pgd20": "pgd-linf-20",
     "aa-components": "ensemble(apgd-ce,apgd-t,fmn,square)",
 }
@@ -22,6 +23,7 @@ PEER = {
     "apgd-t": "APGD-T (torchattacks, 9 targets × 100 steps)",
     "fmn": "FMN-L∞ (foolbox, 100 steps)",
     "square": "Square (torchattacks, 5000 queries)",
+    "aa-square": "Square (fra31/auto-attack a392200, 5000 queries, resc_schedule=False)",
     "pgd20": "PGD-20 (torchattacks)",
     "aa-components": "AutoAttack standard, 100 steps (peer: APGD-CE, APGD-T, FAB-T, Square; advrob: its ensemble, FMN for FAB-T)",
     "worst-case": "worst case over every attack run, per example",

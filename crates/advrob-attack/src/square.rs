@@ -4,11 +4,11 @@
 //!
 //! Each example starts from vertical stripes of ±ε; each query redraws one square window of the
 //! perturbation to ±ε and keeps it when the margin `z_y − max_{j≠y} z_j` drops. The window's side
-//! shrinks along the paper's schedule of `p` (the share of pixels it covers), rescaled to the
-//! query budget.
+//! shrinks along the paper's schedule of `p` (the share of pixels it covers), counted in queries
+//! as AutoAttack runs it (`resc_schedule=False`) or, as an option, rescaled to the query budget.
 
 use advrob_data::rng::SplitMix64;
-use advrob_model::Classifier;
+use advrob_model::{AffineFirst, Classifier};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,8 @@ use crate::info::{Access, AttackInfo, Family, Norm};
 use crate::rows::{host, host_int, mix_seed};
 use crate::{Attack, AttackConfig};
 
-/// The settings of [`Square`]; the defaults are the paper's (5000 queries, p = 0.8).
+/// The settings of [`Square`]; the defaults are AutoAttack's (5000 queries, p = 0.8, one restart,
+/// the schedule not rescaled).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SquareConfig {
@@ -30,6 +31,10 @@ pub struct SquareConfig {
     pub restarts: usize,
     /// Seed of the stripes, windows and signs.
     pub seed: u64,
+    /// Rescale the schedule of `p` to the query budget, as the paper's code can
+    /// (`rescale_schedule=True`); AutoAttack runs it unscaled, so that with 5000 queries the
+    /// window stops shrinking at `p_init / 128`.
+    pub rescale_schedule: bool,
 }
 
 impl Default for SquareConfig {
@@ -39,6 +44,7 @@ impl Default for SquareConfig {
             p_init: 0.8,
             restarts: 1,
             seed: 0,
+            rescale_schedule: false,
         }
     }
 }
@@ -76,13 +82,23 @@ impl AttackConfig for SquareConfig {
 
 /// The Square attack with checked settings ([`SquareConfig::check`]). Per example it returns its
 /// first misclassified query, else the query of lowest margin: within ε in L∞ and in [0, 1].
+///
+/// On a model with an affine first layer ([`Classifier::affine_first`]: the MLPs, deployed or
+/// not) a query updates the first layer's outputs by the window's pixels only and runs the rest
+/// of the network; an accepted query's outputs are then recomputed from all pixels, so rounding
+/// never accumulates. The queries drawn are the same either way.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Square(SquareConfig);
 
-/// The share of pixels a window covers at query `i` of `n` (the paper's schedule, on a budget
-/// rescaled to 10,000 queries).
-pub fn p_schedule(p_init: f64, i: usize, n: usize) -> f64 {
-    let it = (i as f64 / n as f64 * 10_000.0) as usize;
+/// The share of pixels a window covers at query `i` of `n`: the paper's schedule, halving `p` at
+/// queries 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 — of the budget rescaled to 10,000
+/// queries when `rescale`, else as they come (AutoAttack's).
+pub fn p_schedule(p_init: f64, i: usize, n: usize, rescale: bool) -> f64 {
+    let it = if rescale {
+        (i as f64 / n as f64 * 10_000.0) as usize
+    } else {
+        i
+    };
     let halvings = match it {
         0..=10 => 0,
         11..=50 => 1,
@@ -98,13 +114,161 @@ pub fn p_schedule(p_init: f64, i: usize, n: usize) -> f64 {
     p_init / f64::from(1u32 << halvings)
 }
 
-/// One example under attack: its clean pixels, its best query and that query's margin.
+/// The side of a window covering the share `p` of an `h × w` image: at least 1 and, as in the
+/// reference, at most `min(h, w) − 1`.
+fn window_side(p: f64, h: usize, w: usize) -> usize {
+    let s = (p * (h * w) as f64).sqrt().round() as usize;
+    s.min(h.min(w).saturating_sub(1)).max(1)
+}
+
+/// One query's change: the `side × side` window at (`top`, `left`) set to clean ± ε.
+struct Window {
+    top: usize,
+    left: usize,
+    side: usize,
+    sign: f32,
+}
+
+impl Window {
+    /// A window of side `s` at a random place (corners drawn as the reference draws them, in
+    /// `[0, h − s)` × `[0, w − s)`), with a random sign.
+    fn draw(rng: &mut SplitMix64, h: usize, w: usize, s: usize) -> Self {
+        let top = rng.below(h.saturating_sub(s).max(1) as u64) as usize;
+        let left = rng.below(w.saturating_sub(s).max(1) as u64) as usize;
+        let sign = if rng.next_u64() & 1 == 1 { 1.0 } else { -1.0 };
+        Self {
+            top,
+            left,
+            side: s,
+            sign,
+        }
+    }
+
+    /// The pixels it covers, with their new values, in an image `w` wide.
+    fn pixels<'c>(
+        &self,
+        clean: &'c [f32],
+        w: usize,
+        eps: f32,
+    ) -> impl Iterator<Item = (usize, f32)> + 'c {
+        let (top, left, side, step) = (self.top, self.left, self.side, self.sign * eps);
+        (top..top + side).flat_map(move |r| {
+            (left..left + side).map(move |c| {
+                let k = r * w + c;
+                (k, (clean[k] + step).clamp(0.0, 1.0))
+            })
+        })
+    }
+}
+
+/// One example under attack: its clean pixels, its best query, that query's margin and, on the
+/// incremental path, the first layer's outputs for it.
 struct Example {
     row: usize,
     clean: Vec<f32>,
     best: Vec<f32>,
     margin: f32,
+    first: Vec<f32>,
     rng: SplitMix64,
+}
+
+/// How the queries are scored: the whole model, or its head after an updated first layer.
+struct Scorer<'m> {
+    model: &'m dyn Classifier,
+    split: Option<AffineFirst<'m>>,
+    hw: [usize; 2],
+    device: burn::tensor::Device,
+}
+
+impl Scorer<'_> {
+    /// Margins `z_y − max_{j≠y} z_j` of the logits `[n, classes]`.
+    fn margins(logits: Tensor<2>, labels: &[i64]) -> Result<Vec<f32>> {
+        let device = logits.device();
+        let y =
+            Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [labels.len()]), &device);
+        // the margin loss is max_{j≠y} z_j − z_y: its negation
+        Ok(host(per_example_loss(logits, y, AttackLoss::Margin))?
+            .into_iter()
+            .map(|m| -m)
+            .collect())
+    }
+
+    /// Margins of whole images, one after another in `images`; with a split, also the first
+    /// layer's outputs of each.
+    fn score(&self, images: &[f32], labels: &[i64]) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+        let n = labels.len();
+        let size = self.hw[0] * self.hw[1];
+        match &self.split {
+            Some(f) => {
+                let first: Vec<Vec<f32>> = images.chunks(size).map(|x| f.first(x)).collect();
+                let margins = self.head(f, first.concat(), labels)?;
+                Ok((margins, first))
+            }
+            None => {
+                let x = Tensor::<3>::from_data(
+                    TensorData::new(images.to_vec(), [n, self.hw[0], self.hw[1]]),
+                    &self.device,
+                );
+                Ok((Self::margins(self.model.logits(x), labels)?, vec![]))
+            }
+        }
+    }
+
+    /// The margins of the rest of the model on first-layer outputs `first` (`[n, outputs]`).
+    fn head(&self, f: &AffineFirst<'_>, first: Vec<f32>, labels: &[i64]) -> Result<Vec<f32>> {
+        let z = Tensor::<2>::from_data(
+            TensorData::new(first, [labels.len(), f.outputs()]),
+            &self.device,
+        );
+        Self::margins((f.head)(z), labels)
+    }
+
+    /// Margins of each example's best image with its window applied.
+    fn queries(
+        &self,
+        examples: &[Example],
+        windows: &[Window],
+        labels: &[i64],
+        eps: f32,
+    ) -> Result<Vec<f32>> {
+        let w = self.hw[1];
+        match &self.split {
+            Some(f) => {
+                let mut first = Vec::with_capacity(examples.len() * f.outputs());
+                for (e, win) in examples.iter().zip(windows) {
+                    let mut z = e.first.clone();
+                    for (k, v) in win.pixels(&e.clean, w, eps) {
+                        f.add_row(&mut z, k, (f.pixel)(v) - (f.pixel)(e.best[k]));
+                    }
+                    first.extend_from_slice(&z);
+                }
+                self.head(f, first, labels)
+            }
+            None => {
+                let mut images = Vec::with_capacity(examples.len() * self.hw[0] * self.hw[1]);
+                for (e, win) in examples.iter().zip(windows) {
+                    let start = images.len();
+                    images.extend_from_slice(&e.best);
+                    for (k, v) in win.pixels(&e.clean, w, eps) {
+                        images[start + k] = v;
+                    }
+                }
+                Ok(self.score(&images, labels)?.0)
+            }
+        }
+    }
+
+    /// Makes `window` part of `e`'s best image, whose margin is now `margin`.
+    fn accept(&self, e: &mut Example, window: &Window, margin: f32, eps: f32) {
+        for (k, v) in window.pixels(&e.clean, self.hw[1], eps) {
+            e.best[k] = v;
+        }
+        e.margin = margin;
+        if let Some(f) = &self.split {
+            // from all pixels again: the accepted outputs carry no rounding of earlier updates
+            e.first = f.first(&e.best);
+        }
+    }
 }
 
 impl Square {
@@ -113,77 +277,32 @@ impl Square {
         &self.0
     }
 
-    /// Margins `z_y − max_{j≠y} z_j` of `images` (`n` examples of `h × w`).
-    fn margins(
-        model: &dyn Classifier,
-        images: Vec<f32>,
-        n: usize,
-        hw: [usize; 2],
-        labels: &[i64],
-        device: &burn::tensor::Device,
-    ) -> Result<Vec<f32>> {
-        let x = Tensor::<3>::from_data(TensorData::new(images, [n, hw[0], hw[1]]), device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), device);
-        // the margin loss is max_{j≠y} z_j − z_y: its negation
-        Ok(
-            host(per_example_loss(model.logits(x), y, AttackLoss::Margin))?
-                .into_iter()
-                .map(|m| -m)
-                .collect(),
-        )
-    }
-
     /// One run on `examples` (all correctly classified so far); returns them with their best
     /// queries.
-    #[allow(clippy::too_many_arguments)] // one run's inputs
     fn run(
         &self,
-        model: &dyn Classifier,
+        scorer: &Scorer<'_>,
         mut examples: Vec<Example>,
         labels: &[i64],
-        hw: [usize; 2],
         eps: f32,
-        device: &burn::tensor::Device,
     ) -> Result<Vec<Example>> {
-        let [h, w] = hw;
-        let size = h * w;
+        let [h, w] = scorer.hw;
         let mut done: Vec<Example> = examples.extract_if(.., |e| e.margin <= 0.0).collect();
         for i in 1..self.0.queries {
             if examples.is_empty() {
                 break;
             }
             let active_labels: Vec<i64> = examples.iter().map(|e| labels[e.row]).collect();
-            let p = p_schedule(self.0.p_init, i, self.0.queries);
-            let s = ((p * size as f64).sqrt().round() as usize).clamp(1, h.min(w));
-            let mut candidates = Vec::with_capacity(examples.len() * size);
-            for e in &mut examples {
-                let (vh, vw) = (
-                    e.rng.below((h - s + 1) as u64) as usize,
-                    e.rng.below((w - s + 1) as u64) as usize,
-                );
-                let sign = if e.rng.next_u64() & 1 == 1 { 1.0 } else { -1.0 };
-                let mut cand = e.best.clone();
-                for r in vh..vh + s {
-                    for c in vw..vw + s {
-                        let k = r * w + c;
-                        cand[k] = (e.clean[k] + sign * eps).clamp(0.0, 1.0);
-                    }
-                }
-                candidates.extend_from_slice(&cand);
-            }
-            let margins = Self::margins(
-                model,
-                candidates.clone(),
-                examples.len(),
-                hw,
-                &active_labels,
-                device,
-            )?;
-            for (j, e) in examples.iter_mut().enumerate() {
-                if margins[j] < e.margin {
-                    e.margin = margins[j];
-                    e.best
-                        .copy_from_slice(&candidates[j * size..(j + 1) * size]);
+            let p = p_schedule(self.0.p_init, i, self.0.queries, self.0.rescale_schedule);
+            let s = window_side(p, h, w);
+            let windows: Vec<Window> = examples
+                .iter_mut()
+                .map(|e| Window::draw(&mut e.rng, h, w, s))
+                .collect();
+            let margins = scorer.queries(&examples, &windows, &active_labels, eps)?;
+            for ((e, win), m) in examples.iter_mut().zip(&windows).zip(margins) {
+                if m < e.margin {
+                    scorer.accept(e, win, m, eps);
                 }
             }
             done.extend(examples.extract_if(.., |e| e.margin <= 0.0));
@@ -198,6 +317,9 @@ impl Attack for Square {
         let mut n = format!("square-{}", self.0.queries);
         if self.0.restarts > 1 {
             n.push_str(&format!("x{}", self.0.restarts));
+        }
+        if self.0.rescale_schedule {
+            n.push_str("-rescaled");
         }
         n
     }
@@ -231,6 +353,14 @@ impl Attack for Square {
         let clean = host(x)?;
         let labels = host_int(labels)?;
         let eps = eps as f32;
+        let scorer = Scorer {
+            model,
+            split: model
+                .affine_first()
+                .filter(|f| f.outputs() > 0 && f.weight.len() == size * f.outputs()),
+            hw: [h, w],
+            device: device.clone(),
+        };
         let mut result = clean.clone();
         let mut best_margin = vec![f32::INFINITY; b];
         let mut pending: Vec<usize> = (0..b).collect();
@@ -254,7 +384,8 @@ impl Attack for Square {
             }
             let first: Vec<f32> = starts.iter().flat_map(|s| s.2.iter().copied()).collect();
             let row_labels: Vec<i64> = pending.iter().map(|&r| labels[r]).collect();
-            let margins = Self::margins(model, first, pending.len(), [h, w], &row_labels, &device)?;
+            let (margins, outputs) = scorer.score(&first, &row_labels)?;
+            let mut outputs = outputs.into_iter();
             let examples: Vec<Example> = starts
                 .into_iter()
                 .zip(margins)
@@ -263,10 +394,11 @@ impl Attack for Square {
                     clean,
                     best,
                     margin,
+                    first: outputs.next().unwrap_or_default(),
                     rng,
                 })
                 .collect();
-            let finished = self.run(model, examples, &labels, [h, w], eps, &device)?;
+            let finished = self.run(&scorer, examples, &labels, eps)?;
             pending.clear();
             for e in finished {
                 // success first, margin second
@@ -296,12 +428,22 @@ mod tests {
 
     #[test]
     fn the_schedule_halves_p_as_in_the_paper() {
-        assert_eq!(p_schedule(0.8, 0, 10_000), 0.8);
-        assert_eq!(p_schedule(0.8, 11, 10_000), 0.4);
-        assert_eq!(p_schedule(0.8, 300, 10_000), 0.1);
-        assert_eq!(p_schedule(0.8, 9_000, 10_000), 0.8 / 512.0);
+        for rescale in [false, true] {
+            assert_eq!(p_schedule(0.8, 0, 10_000, rescale), 0.8);
+            assert_eq!(p_schedule(0.8, 11, 10_000, rescale), 0.4);
+            assert_eq!(p_schedule(0.8, 300, 10_000, rescale), 0.1);
+            assert_eq!(p_schedule(0.8, 9_000, 10_000, rescale), 0.8 / 512.0);
+        }
         // rescaled to the budget: query 50 of 1000 is query 500 of 10,000
-        assert_eq!(p_schedule(0.8, 50, 1000), 0.1);
+        assert_eq!(p_schedule(0.8, 50, 1000, true), 0.1);
+        assert_eq!(p_schedule(0.8, 50, 1000, false), 0.4);
+        // AutoAttack's 5000 queries, unscaled: the last window covers p_init / 128
+        assert_eq!(p_schedule(0.8, 4999, 5000, false), 0.8 / 128.0);
+        assert_eq!(p_schedule(0.8, 4999, 5000, true), 0.8 / 512.0);
+        // sides as the reference rounds them, never the whole image
+        assert_eq!(window_side(0.8, 28, 28), 25);
+        assert_eq!(window_side(1.0, 28, 28), 27);
+        assert_eq!(window_side(0.8 / 512.0, 28, 28), 1);
     }
 
     #[test]
@@ -368,6 +510,65 @@ mod tests {
                 .expect("square");
             assert_ne!(host(other).expect("host"), a);
             assert_eq!(square.info().access, Access::BlackBox);
+        });
+    }
+
+    /// The model without its split: Square scores every query with the whole network.
+    struct Opaque<'a>(&'a dyn Classifier);
+
+    impl Classifier for Opaque<'_> {
+        fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+            self.0.logits(images)
+        }
+    }
+
+    #[test]
+    fn incremental_queries_give_the_full_recomputations_images() {
+        on_test_backends(|device| {
+            let mlp = MlpConfig::new()
+                .with_hidden(vec![32])
+                .with_seed(11)
+                .init(device)
+                .expect("init");
+            let x: Vec<f32> = (0..6 * 784)
+                .map(|i| ((i * 53) % 89) as f32 / 88.0)
+                .collect();
+            let images = Tensor::<3>::from_data(TensorData::new(x, [6, 28, 28]), device);
+            for deploy in [
+                DeployConfig::new(),
+                DeployConfig::new()
+                    .with_quantize(Some(8))
+                    .with_logit_scale(50.0),
+            ] {
+                let model = Deployed {
+                    net: mlp.clone().into(),
+                    config: deploy,
+                };
+                assert!(model.affine_first().is_some());
+                let labels = model.logits(images.clone()).argmax(1).flatten::<1>(0, 1);
+                for rescale_schedule in [false, true] {
+                    let square = SquareConfig {
+                        queries: 400,
+                        restarts: 2,
+                        rescale_schedule,
+                        ..SquareConfig::default()
+                    }
+                    .check()
+                    .expect("square");
+                    let run = |m: &dyn Classifier| {
+                        host(
+                            square
+                                .perturb_seeded(m, images.clone(), labels.clone(), 0.15, 3)
+                                .expect("square"),
+                        )
+                        .expect("host")
+                    };
+                    let fast = run(&model);
+                    let full = run(&Opaque(&model));
+                    assert_eq!(fast, full, "rescale {rescale_schedule}");
+                    assert_ne!(fast, host(images.clone()).expect("host"));
+                }
+            }
         });
     }
 }

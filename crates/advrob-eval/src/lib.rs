@@ -289,6 +289,20 @@ impl Classifier for Counting<'_> {
         self.inner.logits(images)
     }
 
+    /// The inner model's split, its head counted: each row it maps is one forward pass.
+    fn affine_first(&self) -> Option<advrob_model::AffineFirst<'_>> {
+        let passes = self.passes;
+        Some(self.inner.affine_first()?.wrap(
+            |x| x,
+            move |logits| {
+                let mut p = passes.get();
+                p.forward += logits.dims()[0] as u64;
+                passes.set(p);
+                logits
+            },
+        ))
+    }
+
     fn straight_through(&self) -> Option<Box<dyn Classifier + '_>> {
         let view = self.inner.straight_through()?;
         Some(Box::new(CountingView {

@@ -5,6 +5,7 @@
 use burn::config::Config;
 use burn::tensor::Tensor;
 
+use crate::affine::AffineFirst;
 use crate::error::ModelError;
 use crate::mlp::Classifier;
 use crate::network::Net;
@@ -168,6 +169,22 @@ impl Classifier for Deployed {
         self.config
             .quantize
             .map(|_| Box::new(StraightThrough(self)) as Box<dyn Classifier + '_>)
+    }
+
+    /// The network's split behind the deployment's input transform, which acts on each pixel
+    /// alone (the same f32 arithmetic as [`DeployConfig::preprocess`]), and with the logit scale
+    /// after its head.
+    fn affine_first(&self) -> Option<AffineFirst<'_>> {
+        let split = self.net.affine_first()?;
+        let steps = self.config.quantize.map(|l| (l.max(2) - 1) as f32);
+        let norm = self.config.normalize.map(|n| (n.mean as f32, n.std as f32));
+        Some(split.wrap(
+            move |x| {
+                let q = steps.map_or(x, |s| (x * s).round_ties_even() / s);
+                norm.map_or(q, |(mean, std)| (q - mean) / std)
+            },
+            |z| self.scaled(z),
+        ))
     }
 }
 

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod affine;
 pub mod backend;
 pub mod checkpoint;
 mod cnn;
@@ -12,6 +13,7 @@ mod mlp;
 mod network;
 mod train;
 
+pub use affine::AffineFirst;
 pub use cnn::{FgsmTutorial, FgsmTutorialConfig, Lenet, LenetConfig, MadryCnn, MadryCnnConfig};
 pub use defense::{
     Defense, DefenseConfig, NoDefense, Stage, TeacherUse, TrainSetup, Trained, Undefended,

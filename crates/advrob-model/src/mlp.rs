@@ -7,6 +7,7 @@ use burn::nn::Linear;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::affine::AffineFirst;
 use crate::error::ModelError;
 
 /// The most parameters a model may have (4 GiB of f32): a typo such as `--hidden 100000000` is a
@@ -198,11 +199,41 @@ pub trait Classifier {
     fn straight_through(&self) -> Option<Box<dyn Classifier + '_>> {
         None
     }
+
+    /// The same function opened at an affine first layer, `head(pixel(x) · W + b)`, for attacks
+    /// that change a few pixels at a time ([`AffineFirst`]). `None` when the model has no such
+    /// layer (convolutions, a non-elementwise input transform) or its weights cannot be read.
+    fn affine_first(&self) -> Option<AffineFirst<'_>> {
+        None
+    }
 }
 
 impl Classifier for Mlp {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
         self.forward(images)
+    }
+
+    fn affine_first(&self) -> Option<AffineFirst<'_>> {
+        let first = self.layers.first()?;
+        let read = |t: Tensor<2>| t.into_data().try_into_vec_as::<f32>().ok();
+        let weight = read(first.weight.val())?;
+        let bias = match &first.bias {
+            Some(b) => b.val().into_data().try_into_vec_as::<f32>().ok()?,
+            None => vec![0.0; first.weight.dims()[1]],
+        };
+        let rest = &self.layers[1..];
+        Some(AffineFirst {
+            pixel: Box::new(|x| x),
+            weight,
+            bias,
+            head: Box::new(move |z: Tensor<2>| {
+                let mut x = z;
+                for layer in rest {
+                    x = layer.forward(relu(x));
+                }
+                x
+            }),
+        })
     }
 }
 

@@ -159,4 +159,12 @@ impl Classifier for Net {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
         self.forward(images)
     }
+
+    fn affine_first(&self) -> Option<crate::AffineFirst<'_>> {
+        match self {
+            Net::Mlp(m) => m.affine_first(),
+            // a convolution's window of pixels touches a window of outputs: not done yet
+            Net::Lenet(_) | Net::FgsmTutorial(_) | Net::MadryCnn(_) => None,
+        }
+    }
 }
