@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{AttackError, Result, check_eps};
 use crate::grad::{AttackLoss, pass, per_example_loss};
 use crate::info::{AttackInfo, Family, Norm};
-use crate::pgd::{l2_norms, project};
-use crate::rows::{Best, blend, column, host, mix_seed, select_rows};
+#[cfg(doc)]
+use crate::pgd::project;
+use crate::rows::{Best, copy_rows, host, mix_seed, select_rows, take_rows};
 use crate::{Attack, AttackConfig};
 
 /// The loss APGD ascends.
@@ -161,20 +162,26 @@ pub fn dlr_loss(
     }
 }
 
-/// The per-example state of one APGD run; rows leave it once misclassified.
+/// The per-example state of one APGD run; rows leave it once misclassified. The images and
+/// gradients live on the host, `size` values a row: each step reads the gradient back once and
+/// updates every row in one pass, where the same step as tensor operations took a dozen passes
+/// and allocations over the batch (on burn-ndarray they cost more than the model's own matrix
+/// products). The model's pass is the only device work.
 struct Run {
     /// The example of each row.
     rows: Vec<usize>,
-    x: Tensor<3>,
+    /// `[H, W]` of an image.
+    shape: [usize; 2],
+    x: Vec<f32>,
     y: Tensor<1, Int>,
     y_host: Vec<i64>,
     targets: Option<Tensor<1, Int>>,
-    adv: Tensor<3>,
-    old: Tensor<3>,
-    grad: Tensor<3>,
+    adv: Vec<f32>,
+    old: Vec<f32>,
+    grad: Vec<f32>,
     /// The iterate of highest loss and its gradient.
-    best: Tensor<3>,
-    grad_best: Tensor<3>,
+    best: Vec<f32>,
+    grad_best: Vec<f32>,
     loss_best: Vec<f32>,
     previous: Vec<f32>,
     rises: Vec<usize>,
@@ -184,17 +191,22 @@ struct Run {
 }
 
 impl Run {
+    /// Values per image.
+    fn size(&self) -> usize {
+        self.shape[0] * self.shape[1]
+    }
+
     /// Keeps the rows `kept` (indices into the current rows), in that order.
     fn keep(&mut self, kept: &[usize]) {
-        let v = |v: &[f32]| kept.iter().map(|&i| v[i]).collect::<Vec<f32>>();
-        self.rows = kept.iter().map(|&i| self.rows[i]).collect();
-        self.y_host = kept.iter().map(|&i| self.y_host[i]).collect();
-        self.rises = kept.iter().map(|&i| self.rises[i]).collect();
-        self.reduced_last = kept.iter().map(|&i| self.reduced_last[i]).collect();
-        self.loss_best = v(&self.loss_best);
-        self.previous = v(&self.previous);
-        self.eta = v(&self.eta);
-        self.best_at_last = v(&self.best_at_last);
+        let size = self.size();
+        self.rows = take_rows(&self.rows, 1, kept);
+        self.y_host = take_rows(&self.y_host, 1, kept);
+        self.rises = take_rows(&self.rises, 1, kept);
+        self.reduced_last = take_rows(&self.reduced_last, 1, kept);
+        self.loss_best = take_rows(&self.loss_best, 1, kept);
+        self.previous = take_rows(&self.previous, 1, kept);
+        self.eta = take_rows(&self.eta, 1, kept);
+        self.best_at_last = take_rows(&self.best_at_last, 1, kept);
         for t in [
             &mut self.x,
             &mut self.adv,
@@ -203,10 +215,42 @@ impl Run {
             &mut self.best,
             &mut self.grad_best,
         ] {
-            *t = select_rows(t.clone(), kept);
+            *t = take_rows(t, size, kept);
         }
         self.y = select_rows(self.y.clone(), kept);
         self.targets = self.targets.take().map(|t| select_rows(t, kept));
+    }
+}
+
+/// `(x + P(a − x)).clamp(0, 1)` for one value: `a` projected onto the L∞ ball of radius `eps`
+/// around `x` and into [0, 1], in the f32 operations of [`project`] on tensors.
+fn project_linf(x: f32, a: f32, eps: f32) -> f32 {
+    (x + (a - x).clamp(-eps, eps)).clamp(0.0, 1.0)
+}
+
+/// The L2 norm of a row.
+fn norm_l2(row: &[f32]) -> f32 {
+    row.iter().map(|v| v * v).sum::<f32>().sqrt()
+}
+
+/// Row `a` projected onto the L2 ball of radius `eps` around row `x` and into [0, 1], in place
+/// (as [`project`] does on tensors: δ scaled by min(1, ε/‖δ‖), then clipped).
+fn project_l2_row(x: &[f32], a: &mut [f32], eps: f32) {
+    let delta: Vec<f32> = a.iter().zip(x).map(|(a, x)| a - x).collect();
+    let factor = (norm_l2(&delta).max(1e-12).recip() * eps).min(1.0);
+    for ((a, x), d) in a.iter_mut().zip(x).zip(&delta) {
+        *a = (x + d * factor).clamp(0.0, 1.0);
+    }
+}
+
+/// The sign of a gradient value as burn's `sign` gives it (0 for 0 and NaN).
+fn sign(g: f32) -> f32 {
+    if g > 0.0 {
+        1.0
+    } else if g < 0.0 {
+        -1.0
+    } else {
+        0.0
     }
 }
 
@@ -285,7 +329,7 @@ impl Apgd {
         let device = x.device();
         let (mut s, fooled) = self.begin(model, x, y, targets, rows, eps, seed)?;
         // an example misclassified at its random start is done
-        self.retire(&mut s, &fooled, best)?;
+        self.retire(&mut s, &fooled, best);
         let (n_first, n_min, n_decr) = (
             ((0.22 * c.steps as f64) as usize).max(1),
             ((0.06 * c.steps as f64) as usize).max(1),
@@ -306,10 +350,18 @@ impl Apgd {
                 k = k.saturating_sub(n_decr).max(n_min);
             }
             let fooled: Vec<bool> = pred.iter().zip(&s.y_host).map(|(p, l)| p != l).collect();
-            self.retire(&mut s, &fooled, best)?;
+            self.retire(&mut s, &fooled, best);
         }
-        let fooled = vec![false; s.rows.len()];
-        best.offer_rows(s.best, &s.rows, &s.loss_best, &fooled)
+        let size = s.size();
+        for (i, &row) in s.rows.iter().enumerate() {
+            best.offer(
+                row,
+                &s.best[i * size..(i + 1) * size],
+                s.loss_best[i],
+                false,
+            );
+        }
+        Ok(())
     }
 
     /// The state of a run on the examples `rows` of `x`, `y` at its random start, with its first
@@ -328,16 +380,20 @@ impl Apgd {
     ) -> Result<(Run, Vec<bool>)> {
         let [b, h, w] = x.dims();
         let device = x.device();
-        let start = Tensor::<3>::from_data(
-            TensorData::new(self.start(&rows, h * w, eps, seed), [b, h, w]),
-            &device,
-        );
-        let adv = (x.clone() + start).clamp(0.0, 1.0);
-        let p = self.pass(model, &adv, &y, targets.as_ref(), true)?;
+        let x = host(x)?;
+        let start = self.start(&rows, h * w, eps, seed);
+        // as the tensor sum `(x + start).clamp(0, 1)`
+        let adv: Vec<f32> = x
+            .iter()
+            .zip(&start)
+            .map(|(x, d)| (x + d).clamp(0.0, 1.0))
+            .collect();
+        let p = self.pass(model, &adv, [b, h, w], &y, targets.as_ref(), &device)?;
         let y_host = crate::rows::host_int(y.clone())?;
-        let grad = p.grad.ok_or(AttackError::NoGradient)?;
+        let grad = host(p.grad.ok_or(AttackError::NoGradient)?)?;
         let mut s = Run {
             rows,
+            shape: [h, w],
             x,
             y,
             y_host,
@@ -371,30 +427,50 @@ impl Apgd {
         eps: f64,
         device: &burn::tensor::Device,
     ) -> Result<Vec<i64>> {
-        let norm = self.0.norm;
-        let proj = |x: &Tensor<3>, a: Tensor<3>| {
-            (x.clone() + project(a - x.clone(), norm, eps)).clamp(0.0, 1.0)
-        };
-        let dir = match norm {
-            Norm::Linf => s.grad.clone().sign(),
-            Norm::L2 => s.grad.clone() / l2_norms(s.grad.clone()).clamp_min(1e-12),
-        };
-        let z = proj(&s.x, s.adv.clone() + dir * column(&s.eta, device));
-        let moved = s.adv.clone()
-            + (z - s.adv.clone()) * momentum
-            + (s.adv.clone() - s.old.clone()) * (1.0 - momentum);
-        s.old = s.adv.clone();
-        s.adv = proj(&s.x, moved);
-        let p = self.pass(model, &s.adv, &s.y, s.targets.as_ref(), true)?;
-        s.grad = p.grad.ok_or(AttackError::NoGradient)?;
+        let size = s.size();
+        let (m, m1, e) = (momentum as f32, (1.0 - momentum) as f32, eps as f32);
+        let mut next = vec![0.0f32; s.adv.len()];
+        for j in 0..s.rows.len() {
+            let r = j * size..(j + 1) * size;
+            let (x, adv, old, g) = (
+                &s.x[r.clone()],
+                &s.adv[r.clone()],
+                &s.old[r.clone()],
+                &s.grad[r.clone()],
+            );
+            let out = &mut next[r];
+            let eta = s.eta[j];
+            match self.0.norm {
+                Norm::Linf => {
+                    for i in 0..size {
+                        let z = project_linf(x[i], adv[i] + sign(g[i]) * eta, e);
+                        let moved = adv[i] + (z - adv[i]) * m + (adv[i] - old[i]) * m1;
+                        out[i] = project_linf(x[i], moved, e);
+                    }
+                }
+                Norm::L2 => {
+                    let n = norm_l2(g).max(1e-12);
+                    let mut z: Vec<f32> = adv.iter().zip(g).map(|(a, g)| a + g / n * eta).collect();
+                    project_l2_row(x, &mut z, e);
+                    for i in 0..size {
+                        out[i] = adv[i] + (z[i] - adv[i]) * m + (adv[i] - old[i]) * m1;
+                    }
+                    project_l2_row(x, out, e);
+                }
+            }
+        }
+        s.old = std::mem::replace(&mut s.adv, next);
+        let dims = [s.rows.len(), s.shape[0], s.shape[1]];
+        let p = self.pass(model, &s.adv, dims, &s.y, s.targets.as_ref(), device)?;
+        s.grad = host(p.grad.ok_or(AttackError::NoGradient)?)?;
         let improved: Vec<bool> = p
             .loss
             .iter()
             .zip(&s.loss_best)
             .map(|(l, b)| l > b)
             .collect();
-        s.best = blend(s.best.clone(), s.adv.clone(), &improved);
-        s.grad_best = blend(s.grad_best.clone(), s.grad.clone(), &improved);
+        copy_rows(&mut s.best, &s.adv, size, &improved);
+        copy_rows(&mut s.grad_best, &s.grad, size, &improved);
         for (j, l) in p.loss.iter().enumerate() {
             s.rises[j] += usize::from(*l > s.previous[j]);
             s.loss_best[j] = s.loss_best[j].max(*l);
@@ -419,42 +495,46 @@ impl Apgd {
                 s.eta[j] /= 2.0;
             }
         }
-        s.adv = blend(s.adv.clone(), s.best.clone(), &halve);
-        s.grad = blend(s.grad.clone(), s.grad_best.clone(), &halve);
+        let size = s.size();
+        copy_rows(&mut s.adv, &s.best, size, &halve);
+        copy_rows(&mut s.grad, &s.grad_best, size, &halve);
         s.reduced_last = halve;
         s.best_at_last = s.loss_best.clone();
         s.rises.iter_mut().for_each(|r| *r = 0);
     }
 
     /// Hands the rows whose current iterate is misclassified to `best` and drops them.
-    fn retire(&self, s: &mut Run, fooled: &[bool], best: &mut Best) -> Result<()> {
+    fn retire(&self, s: &mut Run, fooled: &[bool], best: &mut Best) {
         let (done, kept): (Vec<usize>, Vec<usize>) = (0..s.rows.len()).partition(|&i| fooled[i]);
         if done.is_empty() {
-            return Ok(());
+            return;
         }
-        let done_rows: Vec<usize> = done.iter().map(|&i| s.rows[i]).collect();
-        let loss: Vec<f32> = done.iter().map(|&i| s.previous[i]).collect();
-        best.offer_rows(
-            select_rows(s.adv.clone(), &done),
-            &done_rows,
-            &loss,
-            &vec![true; done.len()],
-        )?;
+        let size = s.size();
+        for &i in &done {
+            best.offer(
+                s.rows[i],
+                &s.adv[i * size..(i + 1) * size],
+                s.previous[i],
+                true,
+            );
+        }
         s.keep(&kept);
-        Ok(())
     }
 
+    /// The model's pass on the host images `adv` of shape `dims`.
     fn pass(
         &self,
         model: &dyn Classifier,
-        adv: &Tensor<3>,
+        adv: &[f32],
+        dims: [usize; 3],
         y: &Tensor<1, Int>,
         targets: Option<&Tensor<1, Int>>,
-        with_grad: bool,
+        device: &burn::tensor::Device,
     ) -> Result<crate::grad::Pass> {
         let (y, t) = (y.clone(), targets.cloned());
         let loss = move |z: Tensor<2>| self.loss(z, y.clone(), t.clone());
-        pass(model, adv.clone(), &loss, with_grad)
+        let images = Tensor::<3>::from_data(TensorData::new(adv.to_vec(), dims), device);
+        pass(model, images, &loss, true)
     }
 }
 impl Attack for Apgd {

@@ -50,6 +50,23 @@ where
     )
 }
 
+/// Rows `kept` of `v` (rows of `size` values on the host), in that order.
+pub(crate) fn take_rows<T: Copy>(v: &[T], size: usize, kept: &[usize]) -> Vec<T> {
+    let mut out = Vec::with_capacity(kept.len() * size);
+    for &i in kept {
+        out.extend_from_slice(&v[i * size..(i + 1) * size]);
+    }
+    out
+}
+
+/// Row `i` of `dst` replaced by row `i` of `src` wherever `mask[i]` (rows of `size` values on the
+/// host): [`blend`] without the device.
+pub(crate) fn copy_rows(dst: &mut [f32], src: &[f32], size: usize, mask: &[bool]) {
+    for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m) {
+        dst[i * size..(i + 1) * size].copy_from_slice(&src[i * size..(i + 1) * size]);
+    }
+}
+
 /// A per-example column `[B, 1, 1]` holding `values`.
 pub(crate) fn column(values: &[f32], device: &Device) -> Tensor<3> {
     Tensor::from_data(
