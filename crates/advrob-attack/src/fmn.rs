@@ -14,14 +14,14 @@
 //! not adversarial; without the overshoot the radius stays there and nothing is found.
 
 use advrob_model::Classifier;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result, check_eps};
 use crate::grad::{AttackLoss, pass, per_example_loss};
 use crate::info::{AttackInfo, Family, Norm};
 use crate::pgd::project;
-use crate::rows::{blend, column, host};
+use crate::rows::{copy_rows, host, sum_f32};
 use crate::{Attack, AttackConfig};
 
 /// The settings of [`Fmn`]; the defaults are those of the paper's reference implementation (step
@@ -103,28 +103,6 @@ impl Fmn {
     }
 }
 
-/// Per example of `t`, its L∞ norm.
-fn linf_norms(t: Tensor<3>) -> Result<Vec<f32>> {
-    let [b, _, _] = t.dims();
-    host(
-        t.abs()
-            .reshape([b as i64, -1])
-            .max_dim(1)
-            .flatten::<1>(0, 1),
-    )
-}
-
-/// Per example of `t`, its L1 norm.
-fn l1_norms(t: Tensor<3>) -> Result<Vec<f32>> {
-    let [b, _, _] = t.dims();
-    host(
-        t.abs()
-            .reshape([b as i64, -1])
-            .sum_dim(1)
-            .flatten::<1>(0, 1),
-    )
-}
-
 impl Attack for Fmn {
     fn name(&self) -> String {
         format!("fmn-linf-{}", self.0.steps)
@@ -173,6 +151,10 @@ impl Attack for Fmn {
             .collect())
     }
 
+    /// The run on the host: the images, δ and the best points live there, `size` values a row,
+    /// and each step updates every row in one pass after reading the gradient back once (the
+    /// same f32 operations, reductions in burn-ndarray's order, as the tensor version it
+    /// replaced); the model's pass is the only device work.
     fn minimum_norm(
         &self,
         model: &dyn Classifier,
@@ -181,39 +163,52 @@ impl Attack for Fmn {
         _seed: u64,
     ) -> Result<Option<(Tensor<3>, Vec<f64>)>> {
         let c = &self.0;
-        let x = images.without_autodiff();
-        let dims = x.dims();
-        let b = dims[0];
-        let device = x.device();
+        let x_dev = images.without_autodiff();
+        let dims = x_dev.dims();
+        let [b, h, w] = dims;
+        let size = h * w;
+        let device = x_dev.device();
+        let x = host(x_dev)?;
         let y = labels.without_autodiff();
+        let rows = |v: &[f32]| -> Vec<std::ops::Range<usize>> {
+            (0..v.len() / size.max(1))
+                .map(|j| j * size..(j + 1) * size)
+                .collect()
+        };
+        let linf = |v: &[f32]| -> Vec<f32> {
+            rows(v)
+                .into_iter()
+                .map(|r| v[r].iter().fold(0.0f32, |m, d| m.max(d.abs())))
+                .collect()
+        };
         // the largest L∞ distance any image in [0, 1] can be from x
-        let worst = linf_norms(x.clone().neg() + 0.5)?
+        let worst: Vec<f32> = linf(&x.iter().map(|p| -p + 0.5).collect::<Vec<f32>>())
             .iter()
             .map(|m| m + 0.5)
-            .collect::<Vec<f32>>();
-        let mut delta = x.zeros_like();
+            .collect();
+        let mut delta = vec![0.0f32; x.len()];
         let mut eps = vec![f32::INFINITY; b];
         let mut best_norm = worst.clone();
         let mut best = x.clone();
         let mut found = vec![false; b];
         for i in 0..c.steps {
             let cosine = (1.0 + (std::f64::consts::PI * i as f64 / c.steps as f64).cos()) / 2.0;
-            let alpha = c.alpha_final + (c.alpha_init - c.alpha_final) * cosine;
+            let alpha = (c.alpha_final + (c.alpha_init - c.alpha_final) * cosine) as f32;
             let gamma = (c.gamma_final + (c.gamma_init - c.gamma_final) * cosine) as f32;
-            let norm = linf_norms(delta.clone())?;
-            let adv = x.clone() + delta.clone();
+            let norm = linf(&delta);
+            let adv: Vec<f32> = x.iter().zip(&delta).map(|(x, d)| x + d).collect();
             let yy = y.clone();
             // ascend max_{j≠y} z_j − z_y: adversarial once it is positive
             let loss = move |z: Tensor<2>| per_example_loss(z, yy.clone(), AttackLoss::Margin);
-            let p = pass(model, adv.clone(), &loss, true)?;
-            let g = p.grad.ok_or(AttackError::NoGradient)?;
-            let dual = l1_norms(g.clone())?;
+            let images = Tensor::<3>::from_data(TensorData::new(adv.clone(), dims), &device);
+            let p = pass(model, images, &loss, true)?;
+            let g = host(p.grad.ok_or(AttackError::NoGradient)?)?;
             let is_adv: Vec<bool> = p.loss.iter().map(|l| *l > 0.0).collect();
             let improves: Vec<bool> = (0..b)
                 .map(|j| is_adv[j] && norm[j] < best_norm[j])
                 .collect();
-            best = blend(best, adv, &improves);
-            for j in 0..b {
+            copy_rows(&mut best, &adv, size, &improves);
+            for (j, r) in rows(&g).into_iter().enumerate() {
                 if improves[j] {
                     best_norm[j] = norm[j];
                 }
@@ -227,16 +222,22 @@ impl Attack for Fmn {
                     // piecewise-linear network the estimate is exact inside a linear region, and a
                     // step that lands exactly on the boundary is not adversarial, so without the
                     // overshoot the radius would stay there
-                    norm[j] + p.loss[j].abs() / dual[j].max(1e-12) * (1.0 + gamma)
+                    let dual = sum_f32(&g[r.clone()].iter().map(|v| v.abs()).collect::<Vec<f32>>());
+                    norm[j] + p.loss[j].abs() / dual.max(1e-12) * (1.0 + gamma)
                 };
                 eps[j] = eps[j].min(worst[j]);
+                // a step along the L2-normalised gradient, δ clamped into [−ε, ε] and x + δ
+                // into [0, 1]
+                let gr = &g[r.clone()];
+                let l2 = sum_f32(&gr.iter().map(|v| v * v).collect::<Vec<f32>>())
+                    .sqrt()
+                    .max(1e-12);
+                let e = eps[j];
+                for (d, (gv, xv)) in delta[r.clone()].iter_mut().zip(gr.iter().zip(&x[r])) {
+                    let clamped = (*d + gv / l2 * alpha).max(-e).min(e);
+                    *d = (xv + clamped).clamp(0.0, 1.0) - xv;
+                }
             }
-            let l2 = crate::pgd::l2_norms(g.clone()).clamp_min(1e-12);
-            let stepped = delta + g / l2 * alpha;
-            // the per-example radius: clamp δ into [−ε, ε] through a column of ε
-            let radius = column(&eps, &device).expand(dims);
-            let clamped = stepped.max_pair(radius.clone().neg()).min_pair(radius);
-            delta = (x.clone() + clamped).clamp(0.0, 1.0) - x.clone();
         }
         let norms = (0..b)
             .map(|j| {
@@ -247,7 +248,10 @@ impl Attack for Fmn {
                 }
             })
             .collect();
-        Ok(Some((best, norms)))
+        Ok(Some((
+            Tensor::from_data(TensorData::new(best, dims), &device),
+            norms,
+        )))
     }
 }
 

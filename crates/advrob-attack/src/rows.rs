@@ -67,12 +67,25 @@ pub(crate) fn copy_rows(dst: &mut [f32], src: &[f32], size: usize, mask: &[bool]
     }
 }
 
-/// A per-example column `[B, 1, 1]` holding `values`.
-pub(crate) fn column(values: &[f32], device: &Device) -> Tensor<3> {
-    Tensor::from_data(
-        TensorData::new(values.to_vec(), [values.len(), 1, 1]),
-        device,
-    )
+/// The sum of `xs` in burn-ndarray's order (ndarray's eightfold unrolled fold, which its
+/// `sum_dim` over a contiguous row uses), so that a host loop gives the same f32 as the tensor
+/// reduction it replaces.
+pub(crate) fn sum_f32(xs: &[f32]) -> f32 {
+    let mut p = [0.0f32; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (acc, v) in p.iter_mut().zip(c) {
+            *acc += v;
+        }
+    }
+    let mut acc = 0.0f32;
+    for k in 0..4 {
+        acc += p[k] + p[k + 4];
+    }
+    for v in chunks.remainder() {
+        acc += v;
+    }
+    acc
 }
 
 /// `new` on the rows where `mask` is true, `old` elsewhere.
@@ -197,6 +210,23 @@ mod tests {
         assert_eq!(&b.images[0..2], &[3.0, 3.0]);
         assert_eq!(b.pending(), vec![1]);
         assert!(mix_seed(&[1, 2]) != mix_seed(&[2, 1]) && mix_seed(&[1]) != mix_seed(&[1, 0]));
+    }
+
+    #[test]
+    fn host_sums_are_burn_ndarrays_to_the_bit() {
+        #[allow(deprecated)]
+        let device = Device::ndarray();
+        let mut rng = SplitMix64::new(7);
+        for len in [1usize, 7, 8, 9, 100, 784] {
+            let rows = 5;
+            let v: Vec<f32> = (0..rows * len)
+                .map(|_| (rng.next_f64() * 2.0 - 1.0) as f32 * 3.7)
+                .collect();
+            let t = Tensor::<2>::from_data(TensorData::new(v.clone(), [rows, len]), &device);
+            let want = host(t.sum_dim(1)).expect("host");
+            let got: Vec<f32> = v.chunks(len).map(sum_f32).collect();
+            assert_eq!(got, want, "rows of {len}");
+        }
     }
 
     #[test]
