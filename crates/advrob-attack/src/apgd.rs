@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{AttackError, Result, check_eps};
 use crate::grad::{AttackLoss, pass, per_example_loss};
 use crate::info::{AttackInfo, Family, Norm};
-#[cfg(doc)]
-use crate::pgd::project;
-use crate::rows::{Best, copy_rows, host, mix_seed, select_rows, take_rows};
+use crate::rows::{
+    Best, copy_rows, host, mix_seed, norm_l2, project_l2_row, project_linf, select_rows, sign,
+    take_rows,
+};
 use crate::{Attack, AttackConfig};
 
 /// The loss APGD ascends.
@@ -219,38 +220,6 @@ impl Run {
         }
         self.y = select_rows(self.y.clone(), kept);
         self.targets = self.targets.take().map(|t| select_rows(t, kept));
-    }
-}
-
-/// `(x + P(a − x)).clamp(0, 1)` for one value: `a` projected onto the L∞ ball of radius `eps`
-/// around `x` and into [0, 1], in the f32 operations of [`project`] on tensors.
-fn project_linf(x: f32, a: f32, eps: f32) -> f32 {
-    (x + (a - x).clamp(-eps, eps)).clamp(0.0, 1.0)
-}
-
-/// The L2 norm of a row.
-fn norm_l2(row: &[f32]) -> f32 {
-    row.iter().map(|v| v * v).sum::<f32>().sqrt()
-}
-
-/// Row `a` projected onto the L2 ball of radius `eps` around row `x` and into [0, 1], in place
-/// (as [`project`] does on tensors: δ scaled by min(1, ε/‖δ‖), then clipped).
-fn project_l2_row(x: &[f32], a: &mut [f32], eps: f32) {
-    let delta: Vec<f32> = a.iter().zip(x).map(|(a, x)| a - x).collect();
-    let factor = (norm_l2(&delta).max(1e-12).recip() * eps).min(1.0);
-    for ((a, x), d) in a.iter_mut().zip(x).zip(&delta) {
-        *a = (x + d * factor).clamp(0.0, 1.0);
-    }
-}
-
-/// The sign of a gradient value as burn's `sign` gives it (0 for 0 and NaN).
-fn sign(g: f32) -> f32 {
-    if g > 0.0 {
-        1.0
-    } else if g < 0.0 {
-        -1.0
-    } else {
-        0.0
     }
 }
 

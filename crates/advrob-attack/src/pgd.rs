@@ -11,7 +11,10 @@ use crate::error::{AttackError, Result, check_eps};
 use crate::fgsm::TargetRule;
 use crate::grad::{AttackLoss, LabelMode, Pass, pass, per_example_loss, target_labels};
 use crate::info::{AttackInfo, Family, Norm};
-use crate::rows::{Best, blend, host, host_int, mix_seed, select_rows};
+use crate::rows::{
+    Best, copy_rows, host, host_int, mix_seed, norm_l2, project_l2_row, project_linf, select_rows,
+    sign, sum_f32, take_rows,
+};
 use crate::{Attack, AttackConfig};
 
 /// The settings of a [`Pgd`]: iterated gradient steps of size `step_size` on the loss, each
@@ -199,46 +202,54 @@ impl Pgd {
         out
     }
 
-    /// The direction of one step from gradient `g` (MI-FGSM: with the momentum `velocity`).
-    fn direction(&self, g: Tensor<3>, velocity: &mut Option<Tensor<3>>) -> Tensor<3> {
+    /// The direction of one step from the gradient rows `g` (MI-FGSM: with the momentum
+    /// `velocity`), in place, `size` values a row: the f32 operations of the tensor version
+    /// (L1 normalisation, momentum, sign or L2 normalisation), reductions as [`sum_f32`].
+    fn direction(&self, g: &mut [f32], size: usize, velocity: &mut Option<Vec<f32>>) {
         let c = &self.0;
-        let [b, _, _] = g.dims();
-        let mut g = g;
         if let Some(mu) = c.momentum {
-            let l1 = g
-                .clone()
-                .abs()
-                .reshape([b as i64, -1])
-                .sum_dim(1)
-                .reshape([b, 1, 1])
-                .clamp_min(1e-12);
-            let normalised = g / l1;
-            g = match velocity.take() {
-                Some(v) => v * mu + normalised,
-                None => normalised,
-            };
-            *velocity = Some(g.clone());
+            let mu = mu as f32;
+            for (j, row) in g.chunks_mut(size).enumerate() {
+                let l1 = sum_f32(&row.iter().map(|v| v.abs()).collect::<Vec<f32>>()).max(1e-12);
+                match velocity.as_ref() {
+                    Some(v) => row
+                        .iter_mut()
+                        .zip(&v[j * size..(j + 1) * size])
+                        .for_each(|(g, v)| *g = v * mu + *g / l1),
+                    None => row.iter_mut().for_each(|g| *g /= l1),
+                }
+            }
+            *velocity = Some(g.to_vec());
         }
-        match c.norm {
-            Norm::Linf => g.sign(),
-            Norm::L2 => g.clone() / l2_norms(g).clamp_min(1e-12),
+        for row in g.chunks_mut(size) {
+            match c.norm {
+                Norm::Linf => row.iter_mut().for_each(|v| *v = sign(*v)),
+                Norm::L2 => {
+                    let n = norm_l2(row).max(1e-12);
+                    row.iter_mut().for_each(|v| *v /= n);
+                }
+            }
         }
     }
 
-    /// The first iterate of a restart on the examples `rows` of `x`: a random start in the
-    /// ε-ball when the settings ask for one (and ε > 0), else the clean images.
-    fn start(&self, x: &Tensor<3>, rows: &[usize], eps: f64, seed: u64) -> Tensor<3> {
+    /// The first iterate of a restart on the examples `rows` of the host images `x`: a random
+    /// start in the ε-ball when the settings ask for one (and ε > 0), else the clean images.
+    fn start(&self, x: &[f32], size: usize, rows: &[usize], eps: f64, seed: u64) -> Vec<f32> {
         if self.0.random_start && eps > 0.0 {
-            let [_, h, w] = x.dims();
-            let d = self.random_delta(rows, h * w, eps, seed);
-            let d = Tensor::<3>::from_data(TensorData::new(d, [rows.len(), h, w]), &x.device());
-            (x.clone() + d).clamp(0.0, 1.0)
+            let d = self.random_delta(rows, size, eps, seed);
+            x.iter()
+                .zip(&d)
+                .map(|(x, d)| (x + d).clamp(0.0, 1.0))
+                .collect()
         } else {
-            x.clone()
+            x.to_vec()
         }
     }
 
     /// One restart on the examples `rows` of the batch, offering each example's result to `best`.
+    /// The iterates, gradients and candidates live on the host and each step updates every row
+    /// in one pass after one gradient readback (the same f32 operations as the tensor version
+    /// it replaced); the model's pass is the only device work.
     #[allow(clippy::too_many_arguments)] // one restart's inputs: the batch and where results go
     fn restart(
         &self,
@@ -253,55 +264,77 @@ impl Pgd {
         let c = &self.0;
         let targeted = c.target.is_some();
         let (alpha, sign) = (self.alpha(eps), if targeted { -1.0 } else { 1.0 });
+        let [_, h, w] = x.dims();
+        let size = h * w;
+        let device = x.device();
         let mut goal_host = host_int(goal.clone())?;
-        let (mut x, mut goal) = (x, goal);
-        let mut adv = self.start(&x, &rows, eps, seed);
+        let mut goal = goal;
+        let mut x = host(x)?;
+        let mut adv = self.start(&x, size, &rows, eps, seed);
         let mut cand = Candidates::new(adv.clone(), rows.len());
-        let mut velocity: Option<Tensor<3>> = None;
+        let mut velocity: Option<Vec<f32>> = None;
+        let (e, by) = (eps as f32, (sign * alpha) as f32);
         for step in 0..=c.steps {
             let y = goal.clone();
             let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), c.loss);
-            let p = pass(grad_model, adv.clone(), &loss, step < c.steps)?;
+            let images =
+                Tensor::<3>::from_data(TensorData::new(adv.clone(), [rows.len(), h, w]), &device);
+            let p = pass(grad_model, images, &loss, step < c.steps)?;
             if step > 0 {
-                cand = cand.offer(adv.clone(), &p, &goal_host, targeted, sign, c.keep_last);
+                cand.offer(&adv, size, &p, &goal_host, targeted, sign, c.keep_last);
             }
-            let Some(mut g) = p.grad else { break };
+            let Some(g) = p.grad else { break };
+            let mut g = host(g)?;
             // rows already broken take no more steps: hand them over and drop them
             let done = cand.fooled.iter().filter(|f| **f).count();
             if !c.keep_last && done > 0 && done * 8 >= rows.len() {
                 let (finished, kept): (Vec<usize>, Vec<usize>) =
                     (0..rows.len()).partition(|&i| cand.fooled[i]);
-                let finished_rows: Vec<usize> = finished.iter().map(|&i| rows[i]).collect();
-                best.offer_rows(
-                    select_rows(cand.images.clone(), &finished),
-                    &finished_rows,
-                    &finished.iter().map(|&i| cand.score[i]).collect::<Vec<_>>(),
-                    &vec![true; finished.len()],
-                )?;
+                for &i in &finished {
+                    let image = &cand.images[i * size..(i + 1) * size];
+                    best.offer(rows[i], image, cand.score[i], true);
+                }
                 if kept.is_empty() {
                     return Ok(());
                 }
-                cand = cand.keep(&kept);
-                goal_host = kept.iter().map(|&i| goal_host[i]).collect();
-                rows = kept.iter().map(|&i| rows[i]).collect();
-                x = select_rows(x, &kept);
+                cand = cand.keep(&kept, size);
+                goal_host = take_rows(&goal_host, 1, &kept);
+                rows = take_rows(&rows, 1, &kept);
+                x = take_rows(&x, size, &kept);
                 goal = select_rows(goal, &kept);
-                adv = select_rows(adv, &kept);
-                g = select_rows(g, &kept);
-                velocity = velocity.map(|v| select_rows(v, &kept));
+                adv = take_rows(&adv, size, &kept);
+                g = take_rows(&g, size, &kept);
+                velocity = velocity.map(|v| take_rows(&v, size, &kept));
             }
-            let step = self.direction(g, &mut velocity) * (sign * alpha);
-            adv = (x.clone() + project(adv + step - x.clone(), c.norm, eps)).clamp(0.0, 1.0);
+            self.direction(&mut g, size, &mut velocity);
+            match c.norm {
+                Norm::Linf => {
+                    for ((a, d), x) in adv.iter_mut().zip(&g).zip(&x) {
+                        *a = project_linf(*x, *a + d * by, e);
+                    }
+                }
+                Norm::L2 => {
+                    for ((a, d), x) in adv.chunks_mut(size).zip(g.chunks(size)).zip(x.chunks(size))
+                    {
+                        a.iter_mut().zip(d).for_each(|(a, d)| *a += d * by);
+                        project_l2_row(x, a, e);
+                    }
+                }
+            }
         }
-        best.offer_rows(cand.images, &rows, &cand.score, &cand.fooled)
+        for (i, &row) in rows.iter().enumerate() {
+            let image = &cand.images[i * size..(i + 1) * size];
+            best.offer(row, image, cand.score[i], cand.fooled[i]);
+        }
+        Ok(())
     }
 }
 
 /// The candidate of each row of a restart: an iterate after a step, misclassified (targeted:
 /// classified as the target) if one was found, else the one of highest loss.
 struct Candidates {
-    /// The candidate images.
-    images: Tensor<3>,
+    /// The candidate images, on the host.
+    images: Vec<f32>,
     /// The loss of each, negated when targeted (higher is better).
     score: Vec<f32>,
     /// Whether each is misclassified (targeted: classified as the target).
@@ -310,7 +343,7 @@ struct Candidates {
 
 impl Candidates {
     /// `n` rows whose candidates are `images`, none scored yet.
-    fn new(images: Tensor<3>, n: usize) -> Self {
+    fn new(images: Vec<f32>, n: usize) -> Self {
         Self {
             images,
             score: vec![f32::NEG_INFINITY; n],
@@ -318,18 +351,20 @@ impl Candidates {
         }
     }
 
-    /// Offers the iterates `adv` of a step, on which `p` is the pass against `goal_host`: a row
-    /// not broken yet takes its iterate when that breaks it or scores higher (`sign`: −1 when
-    /// targeted); with `always`, every row takes it.
+    /// Offers the iterates `adv` of a step (`size` values a row), on which `p` is the pass
+    /// against `goal_host`: a row not broken yet takes its iterate when that breaks it or scores
+    /// higher (`sign`: −1 when targeted); with `always`, every row takes it.
+    #[allow(clippy::too_many_arguments)] // one step's iterates and how to judge them
     fn offer(
-        mut self,
-        adv: Tensor<3>,
+        &mut self,
+        adv: &[f32],
+        size: usize,
         p: &Pass,
         goal_host: &[i64],
         targeted: bool,
         sign: f64,
         always: bool,
-    ) -> Self {
+    ) {
         let fooled: Vec<bool> = p
             .pred
             .iter()
@@ -342,22 +377,21 @@ impl Candidates {
                     || (!self.fooled[i] && (fooled[i] || sign as f32 * p.loss[i] > self.score[i]))
             })
             .collect();
-        self.images = blend(self.images, adv, &take);
+        copy_rows(&mut self.images, adv, size, &take);
         for i in 0..take.len() {
             if take[i] {
                 self.score[i] = sign as f32 * p.loss[i];
                 self.fooled[i] = fooled[i];
             }
         }
-        self
     }
 
     /// Keeps the rows `kept` (indices into the current rows), in that order, none broken.
-    fn keep(self, kept: &[usize]) -> Self {
+    fn keep(self, kept: &[usize], size: usize) -> Self {
         Self {
-            score: kept.iter().map(|&i| self.score[i]).collect(),
+            score: take_rows(&self.score, 1, kept),
             fooled: vec![false; kept.len()],
-            images: select_rows(self.images, kept),
+            images: take_rows(&self.images, size, kept),
         }
     }
 }

@@ -88,33 +88,36 @@ pub(crate) fn sum_f32(xs: &[f32]) -> f32 {
     acc
 }
 
-/// `new` on the rows where `mask` is true, `old` elsewhere.
-///
-/// # Shapes
-///
-/// - old, new: `[B, H, W]`, mask: `B` entries
-pub(crate) fn blend(old: Tensor<3>, new: Tensor<3>, mask: &[bool]) -> Tensor<3> {
-    if !mask.iter().any(|m| *m) {
-        return old;
+/// `(x + P(a − x)).clamp(0, 1)` for one value: `a` projected onto the L∞ ball of radius `eps`
+/// around `x` and into [0, 1], in the f32 operations of [`project`](crate::pgd::project) on tensors.
+pub(crate) fn project_linf(x: f32, a: f32, eps: f32) -> f32 {
+    (x + (a - x).clamp(-eps, eps)).clamp(0.0, 1.0)
+}
+
+/// The L2 norm of a row (summed as [`sum_f32`] does).
+pub(crate) fn norm_l2(row: &[f32]) -> f32 {
+    sum_f32(&row.iter().map(|v| v * v).collect::<Vec<f32>>()).sqrt()
+}
+
+/// Row `a` projected onto the L2 ball of radius `eps` around row `x` and into [0, 1], in place
+/// (as [`project`](crate::pgd::project) does on tensors: δ scaled by min(1, ε/‖δ‖), then clipped).
+pub(crate) fn project_l2_row(x: &[f32], a: &mut [f32], eps: f32) {
+    let delta: Vec<f32> = a.iter().zip(x).map(|(a, x)| a - x).collect();
+    let factor = (norm_l2(&delta).max(1e-12).recip() * eps).min(1.0);
+    for ((a, x), d) in a.iter_mut().zip(x).zip(&delta) {
+        *a = (x + d * factor).clamp(0.0, 1.0);
     }
-    if mask.iter().all(|m| *m) {
-        return new;
+}
+
+/// The sign of a gradient value as burn's `sign` gives it (0 for 0 and NaN).
+pub(crate) fn sign(g: f32) -> f32 {
+    if g > 0.0 {
+        1.0
+    } else if g < 0.0 {
+        -1.0
+    } else {
+        0.0
     }
-    // whole rows gathered from the two stacked: row i of `old` is row i, of `new` row B + i. On
-    // burn-ndarray this copies rows (0.83 ms for 1000 MNIST images) where a per-element
-    // `mask_where` with the mask broadcast from `[B, 1, 1]` walks every element (1.2 ms), and the
-    // arithmetic blend old·(1 − m) + new·m took four passes and four allocations
-    let b = old.dims()[0];
-    let device = old.device();
-    let rows: Vec<i64> = mask
-        .iter()
-        .enumerate()
-        .map(|(i, &m)| if m { (b + i) as i64 } else { i as i64 })
-        .collect();
-    Tensor::cat(vec![old, new], 0).select(
-        0,
-        Tensor::<1, Int>::from_data(TensorData::new(rows, [b]), &device),
-    )
 }
 
 /// The best result so far of every example of a batch, on the host: an image that is
@@ -165,29 +168,6 @@ impl Best {
         }
     }
 
-    /// Offers rows of a device tensor: `rows[i]` is the example of the tensor's row `i`.
-    pub fn offer_rows(
-        &mut self,
-        images: Tensor<3>,
-        rows: &[usize],
-        loss: &[f32],
-        fooled: &[bool],
-    ) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let pixels = host(images)?;
-        for (i, &row) in rows.iter().enumerate() {
-            self.offer(
-                row,
-                &pixels[i * self.size..(i + 1) * self.size],
-                loss[i],
-                fooled[i],
-            );
-        }
-        Ok(())
-    }
-
     /// The images as a device tensor of shape `dims`.
     pub fn tensor(&self, dims: [usize; 3], device: &Device) -> Tensor<3> {
         Tensor::from_data(TensorData::new(self.images.clone(), dims), device)
@@ -226,24 +206,6 @@ mod tests {
             let want = host(t.sum_dim(1)).expect("host");
             let got: Vec<f32> = v.chunks(len).map(sum_f32).collect();
             assert_eq!(got, want, "rows of {len}");
-        }
-    }
-
-    #[test]
-    fn blend_takes_whole_rows_on_every_backend() {
-        for device in advrob_model::backend::test_devices() {
-            let old = Tensor::<3>::from_data(
-                TensorData::new((0..12).map(|v| v as f32).collect::<Vec<_>>(), [3, 2, 2]),
-                &device,
-            );
-            let new = old.clone().neg() - 1.0;
-            let got = host(blend(old.clone(), new.clone(), &[true, false, true])).expect("host");
-            let want = [
-                -1.0, -2.0, -3.0, -4.0, 4.0, 5.0, 6.0, 7.0, -9.0, -10.0, -11.0, -12.0,
-            ];
-            assert_eq!(got, want, "{device:?}");
-            let none = host(blend(old.clone(), new.clone(), &[false; 3])).expect("host");
-            assert_eq!(none, host(old).expect("host"));
         }
     }
 }
