@@ -7,11 +7,11 @@
 
 use advrob_data::rng::SplitMix64;
 use advrob_model::Classifier;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result, check_eps};
-use crate::grad::{AttackLoss, pass, per_example_loss};
+use crate::grad::{AttackLoss, HostModel, HostPass, per_example_loss};
 use crate::info::{AttackInfo, Family, Norm};
 use crate::rows::{
     Best, copy_rows, host, mix_seed, norm_l2, project_l2_row, project_linf, select_rows, sign,
@@ -285,7 +285,7 @@ impl Apgd {
     #[allow(clippy::too_many_arguments)] // one run's inputs: the batch and where results go
     fn run(
         &self,
-        model: &dyn Classifier,
+        model: &HostModel<'_>,
         x: Tensor<3>,
         y: Tensor<1, Int>,
         targets: Option<Tensor<1, Int>>,
@@ -295,7 +295,6 @@ impl Apgd {
         best: &mut Best,
     ) -> Result<()> {
         let c = &self.0;
-        let device = x.device();
         let (mut s, fooled) = self.begin(model, x, y, targets, rows, eps, seed)?;
         // an example misclassified at its random start is done
         self.retire(&mut s, &fooled, best);
@@ -311,7 +310,7 @@ impl Apgd {
                 return Ok(());
             }
             let momentum = if i == 0 { 1.0 } else { 0.75 };
-            let pred = self.step(model, &mut s, momentum, eps, &device)?;
+            let pred = self.step(model, &mut s, momentum, eps)?;
             since_check += 1;
             if since_check == k {
                 self.checkpoint(&mut s, k);
@@ -339,7 +338,7 @@ impl Apgd {
     #[allow(clippy::too_many_arguments)] // one run's inputs: the batch and its seed
     fn begin(
         &self,
-        model: &dyn Classifier,
+        model: &HostModel<'_>,
         x: Tensor<3>,
         y: Tensor<1, Int>,
         targets: Option<Tensor<1, Int>>,
@@ -348,7 +347,6 @@ impl Apgd {
         seed: u64,
     ) -> Result<(Run, Vec<bool>)> {
         let [b, h, w] = x.dims();
-        let device = x.device();
         let x = host(x)?;
         let start = self.start(&rows, h * w, eps, seed);
         // as the tensor sum `(x + start).clamp(0, 1)`
@@ -357,9 +355,9 @@ impl Apgd {
             .zip(&start)
             .map(|(x, d)| (x + d).clamp(0.0, 1.0))
             .collect();
-        let p = self.pass(model, &adv, [b, h, w], &y, targets.as_ref(), &device)?;
+        let p = self.pass(model, &adv, [b, h, w], &y, targets.as_ref())?;
         let y_host = crate::rows::host_int(y.clone())?;
-        let grad = host(p.grad.ok_or(AttackError::NoGradient)?)?;
+        let grad = p.grad.ok_or(AttackError::NoGradient)?;
         let mut s = Run {
             rows,
             shape: [h, w],
@@ -390,11 +388,10 @@ impl Apgd {
     /// on the new iterate.
     fn step(
         &self,
-        model: &dyn Classifier,
+        model: &HostModel<'_>,
         s: &mut Run,
         momentum: f64,
         eps: f64,
-        device: &burn::tensor::Device,
     ) -> Result<Vec<i64>> {
         let size = s.size();
         let (m, m1, e) = (momentum as f32, (1.0 - momentum) as f32, eps as f32);
@@ -430,8 +427,8 @@ impl Apgd {
         }
         s.old = std::mem::replace(&mut s.adv, next);
         let dims = [s.rows.len(), s.shape[0], s.shape[1]];
-        let p = self.pass(model, &s.adv, dims, &s.y, s.targets.as_ref(), device)?;
-        s.grad = host(p.grad.ok_or(AttackError::NoGradient)?)?;
+        let p = self.pass(model, &s.adv, dims, &s.y, s.targets.as_ref())?;
+        s.grad = p.grad.ok_or(AttackError::NoGradient)?;
         let improved: Vec<bool> = p
             .loss
             .iter()
@@ -493,19 +490,18 @@ impl Apgd {
     /// The model's pass on the host images `adv` of shape `dims`.
     fn pass(
         &self,
-        model: &dyn Classifier,
+        model: &HostModel<'_>,
         adv: &[f32],
         dims: [usize; 3],
         y: &Tensor<1, Int>,
         targets: Option<&Tensor<1, Int>>,
-        device: &burn::tensor::Device,
-    ) -> Result<crate::grad::Pass> {
+    ) -> Result<HostPass> {
         let (y, t) = (y.clone(), targets.cloned());
         let loss = move |z: Tensor<2>| self.loss(z, y.clone(), t.clone());
-        let images = Tensor::<3>::from_data(TensorData::new(adv.to_vec(), dims), device);
-        pass(model, images, &loss, true)
+        model.pass(adv, dims, &loss, true)
     }
 }
+
 impl Attack for Apgd {
     fn name(&self) -> String {
         let c = &self.0;
@@ -570,6 +566,7 @@ impl Attack for Apgd {
             });
         }
         let mut best = Best::new(host(x.clone())?, dims[0]);
+        let on_host = HostModel::new(model, &device);
         let ranks: Vec<Option<usize>> = match c.loss {
             ApgdLoss::TargetedDlr => (1..=c.target_classes.min(classes - 1)).map(Some).collect(),
             _ => vec![None],
@@ -584,7 +581,7 @@ impl Attack for Apgd {
                 let ys = select_rows(labels.clone().without_autodiff(), &rows);
                 let ts = rank.map(|r| Self::targets_of_rank(model, &xs, r));
                 let seed = mix_seed(&[c.seed, seed, run as u64, restart as u64]);
-                self.run(model, xs, ys, ts, rows, eps, seed, &mut best)?;
+                self.run(&on_host, xs, ys, ts, rows, eps, seed, &mut best)?;
             }
         }
         Ok(best.tensor(dims, &device))
@@ -597,6 +594,7 @@ mod tests {
     use crate::PgdConfig;
     use advrob_model::backend::on_test_backends;
     use advrob_model::{Mlp, MlpConfig};
+    use burn::tensor::TensorData;
 
     fn setup(device: &burn::tensor::Device) -> (Mlp, Tensor<3>, Tensor<1, Int>, Vec<f32>) {
         let model = MlpConfig::new()

@@ -18,7 +18,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result, check_eps};
-use crate::grad::{AttackLoss, pass, per_example_loss};
+use crate::grad::{AttackLoss, HostModel, per_example_loss};
 use crate::info::{AttackInfo, Family, Norm};
 use crate::pgd::project;
 use crate::rows::{copy_rows, host, sum_f32};
@@ -170,6 +170,7 @@ impl Attack for Fmn {
         let device = x_dev.device();
         let x = host(x_dev)?;
         let y = labels.without_autodiff();
+        let on_host = HostModel::new(model, &device);
         let rows = |v: &[f32]| -> Vec<std::ops::Range<usize>> {
             (0..v.len() / size.max(1))
                 .map(|j| j * size..(j + 1) * size)
@@ -200,9 +201,8 @@ impl Attack for Fmn {
             let yy = y.clone();
             // ascend max_{j≠y} z_j − z_y: adversarial once it is positive
             let loss = move |z: Tensor<2>| per_example_loss(z, yy.clone(), AttackLoss::Margin);
-            let images = Tensor::<3>::from_data(TensorData::new(adv.clone(), dims), &device);
-            let p = pass(model, images, &loss, true)?;
-            let g = host(p.grad.ok_or(AttackError::NoGradient)?)?;
+            let p = on_host.pass(&adv, dims, &loss, true)?;
+            let g = p.grad.ok_or(AttackError::NoGradient)?;
             let is_adv: Vec<bool> = p.loss.iter().map(|l| *l > 0.0).collect();
             let improves: Vec<bool> = (0..b)
                 .map(|j| is_adv[j] && norm[j] < best_norm[j])

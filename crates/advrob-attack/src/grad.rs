@@ -1,8 +1,8 @@
 //! The gradient of the loss with respect to the input, the one primitive gradient attacks share.
 
-use advrob_model::{Classifier, LossKind};
+use advrob_model::{Classifier, Dense, LossKind};
 use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result};
@@ -179,6 +179,87 @@ pub(crate) fn pass(
         grad: Some(grad),
         pred: host_int(pred)?,
     })
+}
+
+/// What one pass on host images gives, per example, on the host.
+pub(crate) struct HostPass {
+    /// The loss of each example.
+    pub loss: Vec<f32>,
+    /// Its gradient with respect to the input (`None` when not asked for), row-major.
+    pub grad: Option<Vec<f32>>,
+    /// The predicted class of each example.
+    pub pred: Vec<i64>,
+}
+
+/// A model as an iterative attack on host images passes through it: through its dense chain on
+/// the host ([`Dense`]) where the device is burn-ndarray — the tensor path's numbers to the bit,
+/// without its per-operation allocations and graph — else through the model on the device.
+pub(crate) struct HostModel<'a> {
+    /// The model.
+    pub model: &'a dyn Classifier,
+    chain: Option<Dense<'a>>,
+    device: Device,
+}
+
+impl<'a> HostModel<'a> {
+    /// `model` on `device`.
+    pub fn new(model: &'a dyn Classifier, device: &Device) -> Self {
+        let chain = if advrob_model::backend::is_ndarray(device) {
+            model.dense()
+        } else {
+            None
+        };
+        Self {
+            model,
+            chain,
+            device: device.clone(),
+        }
+    }
+
+    /// [`pass`] on host images of shape `dims` (the loss and its gradient with respect to the
+    /// logits always computed by burn on the small logits tensor, so every loss works
+    /// unchanged).
+    pub fn pass(
+        &self,
+        images: &[f32],
+        dims: [usize; 3],
+        loss: &dyn Fn(Tensor<2>) -> Tensor<1>,
+        with_grad: bool,
+    ) -> Result<HostPass> {
+        let Some(chain) = &self.chain else {
+            let t = Tensor::<3>::from_data(TensorData::new(images.to_vec(), dims), &self.device);
+            let p = pass(self.model, t, loss, with_grad)?;
+            return Ok(HostPass {
+                loss: p.loss,
+                grad: p.grad.map(host).transpose()?,
+                pred: p.pred,
+            });
+        };
+        let b = dims[0];
+        let f = chain.forward(images, b, with_grad);
+        let classes = f.logits.len() / b.max(1);
+        let z = Tensor::<2>::from_data(
+            TensorData::new(f.logits.clone(), [b, classes]),
+            &self.device,
+        );
+        let pred = host_int(z.clone().argmax(1).flatten::<1>(0, 1))?;
+        if !with_grad {
+            return Ok(HostPass {
+                loss: host(loss(z))?,
+                grad: None,
+                pred,
+            });
+        }
+        let z = z.autodiff().require_grad();
+        let l = loss(z.clone());
+        let grads = l.clone().sum().backward();
+        let dz = host(z.grad(&grads).ok_or(AttackError::NoGradient)?)?;
+        Ok(HostPass {
+            loss: host(l.without_autodiff())?,
+            grad: Some(chain.backward(&f, &dz)),
+            pred,
+        })
+    }
 }
 
 /// ∇ₓ of the per-example loss `kind` ([`per_example_loss`]), summed over the batch.

@@ -4,12 +4,12 @@
 
 use advrob_data::rng::SplitMix64;
 use advrob_model::Classifier;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result, check_eps};
 use crate::fgsm::TargetRule;
-use crate::grad::{AttackLoss, LabelMode, Pass, pass, per_example_loss, target_labels};
+use crate::grad::{AttackLoss, HostModel, HostPass, LabelMode, per_example_loss, target_labels};
 use crate::info::{AttackInfo, Family, Norm};
 use crate::rows::{
     Best, copy_rows, host, host_int, mix_seed, norm_l2, project_l2_row, project_linf, select_rows,
@@ -253,7 +253,7 @@ impl Pgd {
     #[allow(clippy::too_many_arguments)] // one restart's inputs: the batch and where results go
     fn restart(
         &self,
-        grad_model: &dyn Classifier,
+        grad_model: &HostModel<'_>,
         x: Tensor<3>,
         goal: Tensor<1, Int>,
         mut rows: Vec<usize>,
@@ -266,7 +266,6 @@ impl Pgd {
         let (alpha, sign) = (self.alpha(eps), if targeted { -1.0 } else { 1.0 });
         let [_, h, w] = x.dims();
         let size = h * w;
-        let device = x.device();
         let mut goal_host = host_int(goal.clone())?;
         let mut goal = goal;
         let mut x = host(x)?;
@@ -277,14 +276,11 @@ impl Pgd {
         for step in 0..=c.steps {
             let y = goal.clone();
             let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), c.loss);
-            let images =
-                Tensor::<3>::from_data(TensorData::new(adv.clone(), [rows.len(), h, w]), &device);
-            let p = pass(grad_model, images, &loss, step < c.steps)?;
+            let p = grad_model.pass(&adv, [rows.len(), h, w], &loss, step < c.steps)?;
             if step > 0 {
                 cand.offer(&adv, size, &p, &goal_host, targeted, sign, c.keep_last);
             }
-            let Some(g) = p.grad else { break };
-            let mut g = host(g)?;
+            let Some(mut g) = p.grad else { break };
             // rows already broken take no more steps: hand them over and drop them
             let done = cand.fooled.iter().filter(|f| **f).count();
             if !c.keep_last && done > 0 && done * 8 >= rows.len() {
@@ -359,7 +355,7 @@ impl Candidates {
         &mut self,
         adv: &[f32],
         size: usize,
-        p: &Pass,
+        p: &HostPass,
         goal_host: &[i64],
         targeted: bool,
         sign: f64,
@@ -472,7 +468,7 @@ impl Attack for Pgd {
         } else {
             None
         };
-        let grad_model: &dyn Classifier = view.as_deref().unwrap_or(model);
+        let grad_model = HostModel::new(view.as_deref().unwrap_or(model), &device);
         let goal = match self.targets(model, x.clone(), labels.clone())? {
             Some(t) => t,
             None => target_labels(model, x.clone(), labels, c.labels),
@@ -491,7 +487,7 @@ impl Attack for Pgd {
                 select_rows(goal.clone(), &rows)
             };
             self.restart(
-                grad_model,
+                &grad_model,
                 sub(x.clone()),
                 goal_rows,
                 rows.clone(),
@@ -540,6 +536,7 @@ mod tests {
     use crate::{Fgsm, TargetRule};
     use advrob_model::backend::on_test_backends;
     use advrob_model::{DeployConfig, Deployed, MlpConfig};
+    use burn::tensor::TensorData;
 
     fn pgd(c: PgdConfig) -> Pgd {
         c.check().expect("valid settings")

@@ -303,12 +303,29 @@ impl Classifier for Counting<'_> {
         ))
     }
 
+    /// The inner model's host chain, its passes counted as the model's own.
+    fn dense(&self) -> Option<advrob_model::Dense<'_>> {
+        Some(self.inner.dense()?.counted(count_into(self.passes)))
+    }
+
     fn straight_through(&self) -> Option<Box<dyn Classifier + '_>> {
         let view = self.inner.straight_through()?;
         Some(Box::new(CountingView {
             view,
             passes: self.passes,
         }))
+    }
+}
+
+/// Counts a host pass of `rows` examples (with a gradient or not) into `passes`.
+fn count_into(passes: &Cell<Passes>) -> impl Fn(usize, bool) + '_ {
+    move |rows, with_gradient| {
+        let mut p = passes.get();
+        p.forward += rows as u64;
+        if with_gradient {
+            p.backward += rows as u64;
+        }
+        passes.set(p);
     }
 }
 
@@ -326,6 +343,10 @@ impl Classifier for CountingView<'_> {
         }
         .count(&images);
         self.view.logits(images)
+    }
+
+    fn dense(&self) -> Option<advrob_model::Dense<'_>> {
+        Some(self.view.dense()?.counted(count_into(self.passes)))
     }
 }
 

@@ -55,6 +55,22 @@ pub fn device(name: &str) -> Result<Device> {
     }
 }
 
+/// Whether `device` is burn-ndarray's: where [`Dense`](crate::Dense)'s host chain computes what
+/// the tensor path would, to the bit, without its per-operation allocations.
+pub fn is_ndarray(device: &Device) -> bool {
+    #[cfg(any(test, feature = "ndarray"))]
+    {
+        #[allow(deprecated)]
+        let ndarray = Device::ndarray();
+        *device == ndarray
+    }
+    #[cfg(not(any(test, feature = "ndarray")))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// How backend `name`'s arithmetic is done, for cache keys: the name itself, except ndarray in a
 /// build with the `blas` feature, `ndarray+openblas` (OpenBLAS sums products in another order, so
 /// its trained weights and figures differ in the last bits and must never be served for a plain

@@ -6,6 +6,7 @@ use burn::config::Config;
 use burn::tensor::Tensor;
 
 use crate::affine::AffineFirst;
+use crate::dense::{Dense, PixelMap};
 use crate::error::ModelError;
 use crate::mlp::Classifier;
 use crate::network::Net;
@@ -186,6 +187,25 @@ impl Classifier for Deployed {
             |z| self.scaled(z),
         ))
     }
+
+    fn dense(&self) -> Option<Dense<'_>> {
+        self.dense_with(false)
+    }
+}
+
+impl Deployed {
+    /// The network's host chain behind the deployment's input map (quantisation blocking
+    /// gradients, or passing them straight through) and with its logit scale.
+    fn dense_with(&self, straight_through: bool) -> Option<Dense<'_>> {
+        let mut d = self.net.dense()?;
+        d.pixel = PixelMap {
+            quantize_steps: self.config.quantize.map(|l| (l.max(2) - 1) as f32),
+            straight_through,
+            normalize: self.config.normalize.map(|n| (n.mean as f32, n.std as f32)),
+        };
+        d.logit_scale = (self.config.logit_scale != 1.0).then_some(self.config.logit_scale as f32);
+        Some(d)
+    }
 }
 
 /// A [`Deployed`] model whose quantisation passes gradients straight through:
@@ -198,6 +218,10 @@ impl Classifier for StraightThrough<'_> {
         let q = c.quantized(images.clone()).detach();
         let through = images.clone() + (q - images.detach()).detach();
         self.0.scaled(self.0.net.forward(c.normalized(through)))
+    }
+
+    fn dense(&self) -> Option<Dense<'_>> {
+        self.0.dense_with(true)
     }
 }
 

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod checkpoint;
 mod cnn;
 pub mod defense;
+mod dense;
 pub mod deploy;
 mod error;
 mod loss;
@@ -18,6 +19,7 @@ pub use cnn::{FgsmTutorial, FgsmTutorialConfig, Lenet, LenetConfig, MadryCnn, Ma
 pub use defense::{
     Defense, DefenseConfig, NoDefense, Stage, TeacherUse, TrainSetup, Trained, Undefended,
 };
+pub use dense::{Dense, DenseForward, DenseLayer, PixelMap};
 pub use deploy::{DeployConfig, Deployed, Normalize, quantize};
 pub use error::{ModelError, Result};
 pub use loss::{LossKind, Targets, loss};

@@ -8,6 +8,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::affine::AffineFirst;
+use crate::dense::{Dense, DenseLayer, PixelMap};
 use crate::error::ModelError;
 
 /// The most parameters a model may have (4 GiB of f32): a typo such as `--hidden 100000000` is a
@@ -206,11 +207,40 @@ pub trait Classifier {
     fn affine_first(&self) -> Option<AffineFirst<'_>> {
         None
     }
+
+    /// The same function as a chain of dense layers on the host ([`Dense`]), for attacks that
+    /// run many passes on a CPU. `None` when the model is not such a chain (convolutions) or its
+    /// weights cannot be read.
+    fn dense(&self) -> Option<Dense<'_>> {
+        None
+    }
 }
 
 impl Classifier for Mlp {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
         self.forward(images)
+    }
+
+    fn dense(&self) -> Option<Dense<'_>> {
+        let read = |t: Tensor<2>| t.into_data().try_into_vec_as::<f32>().ok();
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                let weight = read(l.weight.val())?;
+                let bias = match &l.bias {
+                    Some(b) => b.val().into_data().try_into_vec_as::<f32>().ok()?,
+                    None => vec![0.0; l.weight.dims()[1]],
+                };
+                Some(DenseLayer { weight, bias })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Dense {
+            pixel: PixelMap::default(),
+            layers,
+            logit_scale: None,
+            count: None,
+        })
     }
 
     fn affine_first(&self) -> Option<AffineFirst<'_>> {

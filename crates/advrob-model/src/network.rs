@@ -167,4 +167,11 @@ impl Classifier for Net {
             Net::Lenet(_) | Net::FgsmTutorial(_) | Net::MadryCnn(_) => None,
         }
     }
+
+    fn dense(&self) -> Option<crate::Dense<'_>> {
+        match self {
+            Net::Mlp(m) => m.dense(),
+            Net::Lenet(_) | Net::FgsmTutorial(_) | Net::MadryCnn(_) => None,
+        }
+    }
 }

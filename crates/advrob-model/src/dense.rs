@@ -1,0 +1,279 @@
+//! A classifier that is a chain of dense layers with ReLU between them, behind a per-pixel input
+//! map and with its logits scaled, opened on the host: the forward pass and the gradient with
+//! respect to the input as a few matrix products over host memory, with no tensor graph and no
+//! per-operation allocation ([`Classifier::dense`](crate::Classifier::dense)).
+//!
+//! The products go through ndarray's `general_mat_mul` (`matrixmultiply`'s `sgemm`), as
+//! burn-ndarray's `matmul` does,
+//! and every elementwise step is the f32 operation burn-ndarray performs (bias added after the
+//! product, ReLU, the input map's arithmetic, the logit scale; backward: the product with the
+//! transposed weight, ReLU's mask, the map's derivative), so on burn-ndarray the results are the
+//! tensor path's to the bit (tested). Attacks use it there ([`crate::backend::is_ndarray`]); on
+//! other backends the tensor path runs.
+
+/// One dense layer, `[inputs, outputs]` row-major weights and its bias.
+#[derive(Debug, Clone)]
+pub struct DenseLayer {
+    /// `[inputs, outputs]`, row-major.
+    pub weight: Vec<f32>,
+    /// `[outputs]`.
+    pub bias: Vec<f32>,
+}
+
+impl DenseLayer {
+    /// Inputs of the layer.
+    pub fn inputs(&self) -> usize {
+        self.weight.len() / self.outputs().max(1)
+    }
+
+    /// Outputs of the layer.
+    pub fn outputs(&self) -> usize {
+        self.bias.len()
+    }
+}
+
+/// What happens to each pixel before the first layer, in [`crate::DeployConfig`]'s order:
+/// quantisation, then standardisation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PixelMap {
+    /// Quantisation to `steps + 1` levels: `round(x · steps) / steps`, ties to even.
+    pub quantize_steps: Option<f32>,
+    /// Quantisation passes gradients straight through (BPDA) instead of blocking them.
+    pub straight_through: bool,
+    /// `(x − mean) / std`.
+    pub normalize: Option<(f32, f32)>,
+}
+
+impl PixelMap {
+    fn forward(&self, x: f32) -> f32 {
+        let q = match self.quantize_steps {
+            None => x,
+            Some(s) => {
+                let q = (x * s).round_ties_even() / s;
+                if self.straight_through {
+                    // `x + (q − x).detach()`
+                    x + (q - x)
+                } else {
+                    // `x · 0 + q.detach()`
+                    x * 0.0 + q
+                }
+            }
+        };
+        match self.normalize {
+            Some((mean, std)) => (q - mean) / std,
+            None => q,
+        }
+    }
+
+    fn backward(&self, g: f32) -> f32 {
+        let g = match self.normalize {
+            // burn's backward of a division by a scalar multiplies by its reciprocal
+            Some((_, std)) => g * (1.0 / std),
+            None => g,
+        };
+        match self.quantize_steps {
+            Some(_) if !self.straight_through => g * 0.0,
+            _ => g,
+        }
+    }
+}
+
+/// A dense chain on the host; `count` (when set) is told the rows of every pass and whether it
+/// took a gradient, as a counted model's own passes would be.
+pub struct Dense<'a> {
+    /// The input map.
+    pub pixel: PixelMap,
+    /// The layers; every one but the last is followed by ReLU.
+    pub layers: Vec<DenseLayer>,
+    /// The logits' scale, `None` for 1.
+    pub logit_scale: Option<f32>,
+    /// Told `(rows, with_gradient)` at every forward pass.
+    pub count: Option<Box<dyn Fn(usize, bool) + 'a>>,
+}
+
+/// What the backward pass needs of a forward one.
+pub struct DenseForward {
+    rows: usize,
+    /// The input of every layer (the mapped pixels, then each hidden layer after ReLU).
+    inputs: Vec<Vec<f32>>,
+    /// The logits, `[rows, classes]`.
+    pub logits: Vec<f32>,
+}
+
+/// `c = a · b` for row-major `a` `[m, k]` and `b` `[k, n]` (`transposed`: `b` is stored as the
+/// row-major `[n, k]` matrix whose transpose it is), through ndarray's `general_mat_mul`, which
+/// is what burn-ndarray's `matmul` calls with the same strides.
+fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], transposed: bool) -> Vec<f32> {
+    use ndarray::{ArrayView2, linalg::general_mat_mul};
+    let mut c = ndarray::Array2::<f32>::zeros((m, n));
+    let a = ArrayView2::from_shape((m, k), &a[..m * k]).expect("a is [m, k]");
+    if transposed {
+        let b = ArrayView2::from_shape((n, k), &b[..k * n]).expect("b is [n, k]");
+        general_mat_mul(1.0, &a, &b.t(), 0.0, &mut c);
+    } else {
+        let b = ArrayView2::from_shape((k, n), &b[..k * n]).expect("b is [k, n]");
+        general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+    }
+    c.into_raw_vec_and_offset().0
+}
+
+impl<'a> Dense<'a> {
+    /// Logits `[rows, classes]` of the host images `x` (`rows` images, pixels row-major),
+    /// keeping what the backward pass needs.
+    pub fn forward(&self, x: &[f32], rows: usize, with_gradient: bool) -> DenseForward {
+        if let Some(count) = &self.count {
+            count(rows, with_gradient);
+        }
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut a: Vec<f32> = x.iter().map(|&p| self.pixel.forward(p)).collect();
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (k, n) = (layer.inputs(), layer.outputs());
+            let mut h = gemm(rows, k, n, &a, &layer.weight, false);
+            for row in h.chunks_mut(n) {
+                for (v, b) in row.iter_mut().zip(&layer.bias) {
+                    *v += b;
+                }
+            }
+            if i < last {
+                h.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            inputs.push(std::mem::replace(&mut a, h));
+        }
+        if let Some(s) = self.logit_scale {
+            a.iter_mut().for_each(|v| *v *= s);
+        }
+        DenseForward {
+            rows,
+            inputs,
+            logits: a,
+        }
+    }
+
+    /// The gradient with respect to the input pixels, `[rows, pixels]`, of a loss whose
+    /// gradient with respect to the logits of `forward` is `dlogits`.
+    pub fn backward(&self, forward: &DenseForward, dlogits: &[f32]) -> Vec<f32> {
+        let rows = forward.rows;
+        let mut g: Vec<f32> = match self.logit_scale {
+            Some(s) => dlogits.iter().map(|v| v * s).collect(),
+            None => dlogits.to_vec(),
+        };
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let (k, n) = (layer.inputs(), layer.outputs());
+            // dx = g · Wᵀ, the weight read through swapped strides
+            let mut d = gemm(rows, n, k, &g, &layer.weight, true);
+            if i > 0 {
+                // ReLU's mask: its input was this layer's input
+                for (v, h) in d.iter_mut().zip(&forward.inputs[i]) {
+                    if *h <= 0.0 {
+                        *v = 0.0;
+                    }
+                }
+            }
+            g = d;
+        }
+        g.iter_mut().for_each(|v| *v = self.pixel.backward(*v));
+        g
+    }
+
+    /// The same chain told to `count` at every pass instead (a counted model's view).
+    pub fn counted<'b>(self, count: impl Fn(usize, bool) + 'b) -> Dense<'b>
+    where
+        'a: 'b,
+    {
+        Dense {
+            pixel: self.pixel,
+            layers: self.layers,
+            logit_scale: self.logit_scale,
+            count: Some(Box::new(count)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::on_test_backends;
+    use crate::{Classifier, DeployConfig, Deployed, MlpConfig, Normalize};
+    use burn::tensor::activation::log_softmax;
+    use burn::tensor::{Tensor, TensorData};
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_into_vec_as::<f32>().expect("f32")
+    }
+
+    /// The host chain gives the tensor path's logits and input gradient: to the bit on
+    /// burn-ndarray (the same kernel and f32 steps), to rounding elsewhere.
+    #[test]
+    fn the_host_chain_is_the_tensor_path() {
+        on_test_backends(|d| {
+            let exact = crate::backend::is_ndarray(d);
+            let mlp = MlpConfig::new()
+                .with_hidden(vec![12, 7])
+                .with_seed(9)
+                .init(d)
+                .expect("init");
+            let deployed = |quantize, scale| Deployed {
+                net: mlp.clone().into(),
+                config: DeployConfig::new()
+                    .with_quantize(quantize)
+                    .with_logit_scale(scale)
+                    .with_normalize(Some(Normalize {
+                        mean: 0.13,
+                        std: 0.31,
+                    })),
+            };
+            let (plain, quantized) = (deployed(None, 3.0), deployed(Some(16), 1.0));
+            let through = quantized
+                .straight_through()
+                .expect("a straight-through view");
+            let x: Vec<f32> = (0..3 * 784)
+                .map(|i| ((i * 37) % 101) as f32 / 100.0)
+                .collect();
+            let models: [&dyn Classifier; 5] =
+                [&mlp, &plain.net, &plain, &quantized, through.as_ref()];
+            for (mi, m) in models.into_iter().enumerate() {
+                let dense = m.dense().expect("an MLP opens on the host");
+                let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 28, 28]), d);
+                let xg = images.autodiff().require_grad();
+                let logits = m.logits(xg.clone());
+                let labels = [3usize, 0, 9];
+                let pick: Vec<f32> = (0..30)
+                    .map(|i| f32::from(u8::from(labels[i / 10] == i % 10)))
+                    .collect();
+                let onehot = Tensor::<2>::from_data(TensorData::new(pick, [3, 10]), d).autodiff();
+                let loss = (log_softmax(logits.clone(), 1) * onehot.clone())
+                    .sum()
+                    .neg();
+                let grads = loss.backward();
+                let want_grad = host(xg.grad(&grads).expect("gradient"));
+                let want_logits = host(logits.without_autodiff());
+
+                let f = dense.forward(&x, 3, true);
+                // the loss's gradient with respect to the logits: softmax − one-hot
+                let z = Tensor::<2>::from_data(TensorData::new(f.logits.clone(), [3, 10]), d)
+                    .autodiff()
+                    .require_grad();
+                let onehot = onehot.without_autodiff().autodiff();
+                let loss = (log_softmax(z.clone(), 1) * onehot).sum().neg();
+                let dz = host(z.grad(&loss.backward()).expect("dz"));
+                let got_grad = dense.backward(&f, &dz);
+                for (what, got, want) in [
+                    ("logits", &f.logits, &want_logits),
+                    ("gradient", &got_grad, &want_grad),
+                ] {
+                    assert_eq!(got.len(), want.len());
+                    for (a, b) in got.iter().zip(want.iter()) {
+                        if exact {
+                            assert!(
+                                a == b || a.to_bits() == b.to_bits(),
+                                "model {mi} {what}: {a} vs {b}"
+                            );
+                        } else {
+                            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
