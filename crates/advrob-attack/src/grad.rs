@@ -201,17 +201,22 @@ pub(crate) struct HostModel<'a> {
     device: Device,
 }
 
+/// `model`'s dense chain on the host ([`Dense`]) where passes on `device` should take it:
+/// burn-ndarray, where it computes the tensor path's numbers to the bit.
+pub(crate) fn host_chain<'a>(model: &'a dyn Classifier, device: &Device) -> Option<Dense<'a>> {
+    if advrob_model::backend::is_ndarray(device) {
+        model.dense()
+    } else {
+        None
+    }
+}
+
 impl<'a> HostModel<'a> {
     /// `model` on `device`.
     pub fn new(model: &'a dyn Classifier, device: &Device) -> Self {
-        let chain = if advrob_model::backend::is_ndarray(device) {
-            model.dense()
-        } else {
-            None
-        };
         Self {
             model,
-            chain,
+            chain: host_chain(model, device),
             device: device.clone(),
         }
     }

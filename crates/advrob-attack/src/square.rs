@@ -8,7 +8,7 @@
 //! as AutoAttack runs it (`resc_schedule=False`) or, as an option, rescaled to the query budget.
 
 use advrob_data::rng::SplitMix64;
-use advrob_model::{AffineFirst, Classifier};
+use advrob_model::{AffineFirst, Classifier, Dense};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -176,6 +176,9 @@ struct Example {
 struct Scorer<'m> {
     model: &'m dyn Classifier,
     split: Option<AffineFirst<'m>>,
+    /// The model's dense chain on the host, where it computes the device's numbers to the bit
+    /// (burn-ndarray): the head after the first layer runs there.
+    chain: Option<Dense<'m>>,
     hw: [usize; 2],
     device: burn::tensor::Device,
 }
@@ -216,6 +219,23 @@ impl Scorer<'_> {
 
     /// The margins of the rest of the model on first-layer outputs `first` (`[n, outputs]`).
     fn head(&self, f: &AffineFirst<'_>, first: Vec<f32>, labels: &[i64]) -> Result<Vec<f32>> {
+        if let Some(chain) = &self.chain {
+            let z = chain.head(&first, labels.len());
+            let classes = z.len() / labels.len().max(1);
+            // −(max_{j≠y} z_j − z_y), as the margin loss on the tensor computes it
+            return Ok(z
+                .chunks(classes.max(1))
+                .zip(labels)
+                .map(|(row, &y)| {
+                    let other = row
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j as i64 != y)
+                        .fold(f32::NEG_INFINITY, |m, (_, v)| m.max(*v));
+                    -(other - row[y as usize])
+                })
+                .collect());
+        }
         let z = Tensor::<2>::from_data(
             TensorData::new(first, [labels.len(), f.outputs()]),
             &self.device,
@@ -358,6 +378,7 @@ impl Attack for Square {
             split: model
                 .affine_first()
                 .filter(|f| f.outputs() > 0 && f.weight.len() == size * f.outputs()),
+            chain: crate::grad::host_chain(model, &device),
             hw: [h, w],
             device: device.clone(),
         };

@@ -176,6 +176,31 @@ impl<'a> Dense<'a> {
         g
     }
 
+    /// Logits `[rows, classes]` from the first layer's outputs before its ReLU (`first`,
+    /// `[rows, outputs of the first layer]`): the rest of the chain, for an attack that updates
+    /// the first layer itself ([`AffineFirst`](crate::AffineFirst)); each row counts as a forward
+    /// pass.
+    pub fn head(&self, first: &[f32], rows: usize) -> Vec<f32> {
+        if let Some(count) = &self.count {
+            count(rows, false);
+        }
+        let mut a = first.to_vec();
+        for layer in self.layers.iter().skip(1) {
+            a.iter_mut().for_each(|v| *v = v.max(0.0));
+            let (k, n) = (layer.inputs(), layer.outputs());
+            a = gemm(rows, k, n, &a, &layer.weight, false);
+            for row in a.chunks_mut(n) {
+                for (v, b) in row.iter_mut().zip(&layer.bias) {
+                    *v += b;
+                }
+            }
+        }
+        if let Some(s) = self.logit_scale {
+            a.iter_mut().for_each(|v| *v *= s);
+        }
+        a
+    }
+
     /// The same chain told to `count` at every pass instead (a counted model's view).
     pub fn counted<'b>(self, count: impl Fn(usize, bool) + 'b) -> Dense<'b>
     where
