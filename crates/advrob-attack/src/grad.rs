@@ -278,9 +278,28 @@ pub fn loss_gradient(
     labels: Tensor<1, Int>,
     kind: impl Into<AttackLoss>,
 ) -> Result<Tensor<3>> {
+    let kind = kind.into();
+    let device = images.device().without_autodiff();
+    if let Some(chain) = host_chain(model, &device) {
+        // the same numbers through the host chain (burn-ndarray)
+        let dims = images.dims();
+        let x = host(images.without_autodiff())?;
+        let y = labels.without_autodiff();
+        let on_host = HostModel {
+            model,
+            chain: Some(chain),
+            device: device.clone(),
+        };
+        let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), kind);
+        let grad = on_host
+            .pass(&x, dims, &loss, true)?
+            .grad
+            .ok_or(AttackError::NoGradient)?;
+        return Ok(Tensor::from_data(TensorData::new(grad, dims), &device));
+    }
     let x = images.without_autodiff().autodiff().require_grad();
     let logits = model.logits(x.clone());
-    let loss = per_example_loss(logits, labels.without_autodiff().autodiff(), kind.into()).sum();
+    let loss = per_example_loss(logits, labels.without_autodiff().autodiff(), kind).sum();
     let grads = loss.backward();
     x.grad(&grads).ok_or(AttackError::NoGradient)
 }
