@@ -183,7 +183,9 @@ fn resamples(n: usize, replicates: usize, seed: u64) -> std::sync::Arc<Vec<u32>>
     static CACHE: std::sync::Mutex<Option<(Key, std::sync::Arc<Vec<u32>>)>> =
         std::sync::Mutex::new(None);
     let key = (n, replicates, seed);
-    let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((k, draws)) = cache.as_ref()
         && *k == key
     {
