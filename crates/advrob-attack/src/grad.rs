@@ -195,8 +195,7 @@ pub(crate) struct HostPass {
 /// the host ([`Dense`]) where the device is burn-ndarray — the tensor path's numbers to the bit,
 /// without its per-operation allocations and graph — else through the model on the device.
 pub(crate) struct HostModel<'a> {
-    /// The model.
-    pub model: &'a dyn Classifier,
+    model: &'a dyn Classifier,
     chain: Option<Dense<'a>>,
     device: Device,
 }
@@ -280,16 +279,12 @@ pub fn loss_gradient(
 ) -> Result<Tensor<3>> {
     let kind = kind.into();
     let device = images.device().without_autodiff();
-    if let Some(chain) = host_chain(model, &device) {
+    let on_host = HostModel::new(model, &device);
+    if on_host.chain.is_some() {
         // the same numbers through the host chain (burn-ndarray)
         let dims = images.dims();
         let x = host(images.without_autodiff())?;
         let y = labels.without_autodiff();
-        let on_host = HostModel {
-            model,
-            chain: Some(chain),
-            device: device.clone(),
-        };
         let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), kind);
         let grad = on_host
             .pass(&x, dims, &loss, true)?

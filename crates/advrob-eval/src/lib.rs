@@ -273,13 +273,7 @@ struct Counting<'a> {
 
 impl Counting<'_> {
     fn count(&self, images: &Tensor<3>) {
-        let b = images.dims()[0] as u64;
-        let mut p = self.passes.get();
-        p.forward += b;
-        if images.is_require_grad() {
-            p.backward += b;
-        }
-        self.passes.set(p);
+        count_into(self.passes)(images.dims()[0], images.is_require_grad());
     }
 }
 

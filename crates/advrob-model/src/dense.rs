@@ -117,6 +117,23 @@ fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], transposed: bool) ->
     c.into_raw_vec_and_offset().0
 }
 
+/// `a · W + b` for the `rows` rows of `a`: the product, then the bias, as burn's `linear`.
+fn affine(layer: &DenseLayer, a: &[f32], rows: usize) -> Vec<f32> {
+    let (k, n) = (layer.inputs(), layer.outputs());
+    let mut h = gemm(rows, k, n, a, &layer.weight, false);
+    for row in h.chunks_mut(n) {
+        for (v, b) in row.iter_mut().zip(&layer.bias) {
+            *v += b;
+        }
+    }
+    h
+}
+
+/// ReLU in place.
+fn relu(a: &mut [f32]) {
+    a.iter_mut().for_each(|v| *v = v.max(0.0));
+}
+
 impl<'a> Dense<'a> {
     /// Logits `[rows, classes]` of the host images `x` (`rows` images, pixels row-major),
     /// keeping what the backward pass needs.
@@ -128,21 +145,13 @@ impl<'a> Dense<'a> {
         let mut a: Vec<f32> = x.iter().map(|&p| self.pixel.forward(p)).collect();
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
-            let (k, n) = (layer.inputs(), layer.outputs());
-            let mut h = gemm(rows, k, n, &a, &layer.weight, false);
-            for row in h.chunks_mut(n) {
-                for (v, b) in row.iter_mut().zip(&layer.bias) {
-                    *v += b;
-                }
-            }
+            let mut h = affine(layer, &a, rows);
             if i < last {
-                h.iter_mut().for_each(|v| *v = v.max(0.0));
+                relu(&mut h);
             }
             inputs.push(std::mem::replace(&mut a, h));
         }
-        if let Some(s) = self.logit_scale {
-            a.iter_mut().for_each(|v| *v *= s);
-        }
+        self.scale(&mut a);
         DenseForward {
             rows,
             inputs,
@@ -186,19 +195,18 @@ impl<'a> Dense<'a> {
         }
         let mut a = first.to_vec();
         for layer in self.layers.iter().skip(1) {
-            a.iter_mut().for_each(|v| *v = v.max(0.0));
-            let (k, n) = (layer.inputs(), layer.outputs());
-            a = gemm(rows, k, n, &a, &layer.weight, false);
-            for row in a.chunks_mut(n) {
-                for (v, b) in row.iter_mut().zip(&layer.bias) {
-                    *v += b;
-                }
-            }
+            relu(&mut a);
+            a = affine(layer, &a, rows);
         }
-        if let Some(s) = self.logit_scale {
-            a.iter_mut().for_each(|v| *v *= s);
-        }
+        self.scale(&mut a);
         a
+    }
+
+    /// The logit scale applied in place.
+    fn scale(&self, logits: &mut [f32]) {
+        if let Some(s) = self.logit_scale {
+            logits.iter_mut().for_each(|v| *v *= s);
+        }
     }
 
     /// The same chain told to `count` at every pass instead (a counted model's view).
