@@ -24,7 +24,7 @@ pub use info::{Access, AttackInfo, Family, Norm};
 pub use pgd::{Pgd, PgdConfig, project};
 pub use rows::mix_seed;
 pub use square::{Square, SquareConfig, p_schedule};
-pub use transfer::Transfer;
+pub use transfer::{Cached, Transfer, TransferCache};
 
 use advrob_model::Classifier;
 use burn::tensor::{Int, Tensor};

@@ -1,8 +1,12 @@
 //! Transfer (black-box) attacks: adversarial examples crafted on a surrogate model and evaluated on
 //! the target, which the attack never queries.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use advrob_model::Classifier;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
+use sha2::{Digest, Sha256};
 
 use crate::Attack;
 use crate::error::Result;
@@ -68,6 +72,156 @@ impl Attack for Transfer {
     }
 }
 
+/// Examples transfer attacks crafted, kept so that the other target models of a run are handed
+/// the same examples instead of crafting them again: a transfer attack never queries its target, so
+/// its examples depend only on the surrogate, the attack, the images, the labels, the budgets and
+/// the seed, which together are the key. Shared by the jobs of a run; entries past `budget` bytes
+/// are not kept (they are crafted again, as without a cache).
+#[derive(Debug)]
+pub struct TransferCache {
+    budget: usize,
+    entries: Mutex<(Entries, usize)>,
+}
+
+/// The examples of each key, shared with the attacks handing them out.
+type Entries = HashMap<[u8; 32], Arc<Vec<TensorData>>>;
+
+impl Default for TransferCache {
+    /// At most 1 GiB of examples (the default matrix keeps 250 MB: 10k MNIST images at 8 budgets).
+    fn default() -> Self {
+        Self::with_budget(1 << 30)
+    }
+}
+
+impl TransferCache {
+    /// A cache that keeps at most `budget` bytes of examples.
+    pub fn with_budget(budget: usize) -> Self {
+        Self {
+            budget,
+            entries: Mutex::new((HashMap::new(), 0)),
+        }
+    }
+
+    /// Bytes of examples kept.
+    pub fn bytes(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Arc<Vec<TensorData>>> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.0.get(key).cloned()
+    }
+
+    fn put(&self, key: [u8; 32], value: Vec<TensorData>) {
+        let size: usize = value.iter().map(|d| d.as_bytes().len()).sum();
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.1 + size <= self.budget && !entries.0.contains_key(&key) {
+            entries.0.insert(key, Arc::new(value));
+            entries.1 += size;
+        }
+    }
+}
+
+/// A transfer attack whose examples are shared through a [`TransferCache`]: the examples are
+/// those of the attack it wraps, crafted once per (images, labels, budgets, seed) for all the
+/// models it is evaluated on.
+pub struct Cached {
+    attack: Box<dyn Attack>,
+    surrogate_key: String,
+    cache: Arc<TransferCache>,
+}
+
+impl Cached {
+    /// Wraps `attack`, which must be a transfer attack (its examples independent of the target
+    /// model; `None` otherwise). `surrogate_key` names the surrogate's weights and the attack's
+    /// settings exactly (for example the surrogate's checkpoint digest and the attack's config).
+    pub fn new(
+        attack: Box<dyn Attack>,
+        surrogate_key: String,
+        cache: Arc<TransferCache>,
+    ) -> std::result::Result<Self, Box<dyn Attack>> {
+        if attack.info().access != Access::Transfer || !attack.components().is_empty() {
+            return Err(attack);
+        }
+        Ok(Self {
+            attack,
+            surrogate_key,
+            cache,
+        })
+    }
+
+    fn key(&self, images: &TensorData, labels: &TensorData, eps: &[f64], seed: u64) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.surrogate_key.as_bytes());
+        h.update([0]);
+        h.update(seed.to_le_bytes());
+        for e in eps {
+            h.update(e.to_bits().to_le_bytes());
+        }
+        for d in [images, labels] {
+            h.update(format!("{:?}{:?}", d.dtype(), d.shape()).as_bytes());
+            h.update(d.as_bytes());
+        }
+        h.finalize().into()
+    }
+}
+
+impl Attack for Cached {
+    fn info(&self) -> AttackInfo {
+        self.attack.info()
+    }
+
+    fn name(&self) -> String {
+        self.attack.name()
+    }
+
+    fn targets(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<3>,
+        labels: Tensor<1, Int>,
+    ) -> Result<Option<Tensor<1, Int>>> {
+        self.attack.targets(model, images, labels)
+    }
+
+    fn perturb_seeded(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<3>,
+        labels: Tensor<1, Int>,
+        eps: f64,
+        seed: u64,
+    ) -> Result<Tensor<3>> {
+        let mut one = self.perturb_grid(model, images, labels, &[eps], seed)?;
+        Ok(one.remove(0))
+    }
+
+    fn perturb_grid(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<3>,
+        labels: Tensor<1, Int>,
+        eps: &[f64],
+        seed: u64,
+    ) -> Result<Vec<Tensor<3>>> {
+        let key = self.key(&images.to_data(), &labels.to_data(), eps, seed);
+        let device = images.device();
+        if let Some(hit) = self.cache.get(&key) {
+            return Ok(hit
+                .iter()
+                .map(|d| Tensor::from_data(d.clone(), &device))
+                .collect());
+        }
+        let advs = self.attack.perturb_grid(model, images, labels, eps, seed)?;
+        self.cache
+            .put(key, advs.iter().map(|a| a.to_data()).collect());
+        Ok(advs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +265,99 @@ mod tests {
             assert_eq!(a, on_surrogate);
             assert_ne!(a, on_target);
         });
+    }
+
+    fn pgd() -> Box<dyn Attack> {
+        use crate::AttackConfig;
+        crate::PgdConfig::linf(3).build().expect("pgd")
+    }
+
+    #[test]
+    fn a_cached_transfer_hands_every_target_the_examples_crafted_once() {
+        on_test_backends(|device| {
+            let device = device.clone();
+            let net = |seed| {
+                MlpConfig::new()
+                    .with_hidden(vec![8])
+                    .with_seed(seed)
+                    .init(&device)
+                    .expect("init")
+            };
+            let transfer = |seed| Transfer {
+                surrogate_name: "s".into(),
+                surrogate: Box::new(Deployed::plain(net(seed))),
+                attack: pgd(),
+            };
+            let cache = Arc::new(TransferCache::default());
+            let cached = Cached::new(Box::new(transfer(2)), "s/pgd".into(), cache.clone())
+                .unwrap_or_else(|_| panic!("a transfer attack is cached"));
+            let x = Tensor::<3>::ones([2, 28, 28], &device) * 0.4;
+            let y = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 4], [2]), &device);
+            let host = |ts: Vec<Tensor<3>>| {
+                ts.into_iter()
+                    .map(|t| t.into_data().try_into_vec_as::<f32>().expect("f32"))
+                    .collect::<Vec<_>>()
+            };
+            let eps = [0.1, 0.2];
+            let (t1, t2) = (net(5), net(6));
+            let direct = host(
+                transfer(2)
+                    .perturb_grid(&t1, x.clone(), y.clone(), &eps, 9)
+                    .expect("grid"),
+            );
+            let first = host(
+                cached
+                    .perturb_grid(&t1, x.clone(), y.clone(), &eps, 9)
+                    .expect("grid"),
+            );
+            let kept = cache.bytes();
+            assert_eq!(kept, 2 * 2 * 28 * 28 * 4, "two budgets of two images kept");
+            let second = host(
+                cached
+                    .perturb_grid(&t2, x.clone(), y.clone(), &eps, 9)
+                    .expect("grid"),
+            );
+            assert_eq!(first, direct);
+            assert_eq!(second, direct, "another target, the same examples");
+            assert_eq!(cache.bytes(), kept, "served from the cache");
+            // another seed, other images or other labels are other entries
+            let _ = cached
+                .perturb_grid(&t2, x.clone(), y.clone(), &eps, 10)
+                .expect("grid");
+            assert_eq!(cache.bytes(), 2 * kept);
+            let y2 = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 5], [2]), &device);
+            let _ = cached.perturb_grid(&t2, x, y2, &eps, 9).expect("grid");
+            assert_eq!(cache.bytes(), 3 * kept);
+            // a white-box attack is refused: its examples depend on the model
+            assert!(Cached::new(pgd(), "k".into(), cache).is_err());
+        });
+    }
+
+    #[test]
+    fn a_full_cache_keeps_nothing_more_and_still_answers() {
+        let device = Default::default();
+        let net = |seed| {
+            MlpConfig::new()
+                .with_hidden(vec![8])
+                .with_seed(seed)
+                .init(&device)
+                .expect("init")
+        };
+        let cache = Arc::new(TransferCache::with_budget(100));
+        let cached = Cached::new(
+            Box::new(Transfer {
+                surrogate_name: "s".into(),
+                surrogate: Box::new(Deployed::plain(net(2))),
+                attack: Box::new(Fgsm::new()),
+            }),
+            "s/fgsm".into(),
+            cache.clone(),
+        )
+        .unwrap_or_else(|_| panic!("cached"));
+        let x = Tensor::<3>::ones([2, 28, 28], &device) * 0.4;
+        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 4], [2]), &device);
+        let out = cached.perturb_grid(&net(1), x, y, &[0.1], 0).expect("grid");
+        assert_eq!(out.len(), 1);
+        assert_eq!(cache.bytes(), 0);
     }
 }

@@ -35,6 +35,9 @@ pub struct RunOptions {
     pub shard: Option<Shard>,
     /// Run the matrix into a directory that already holds another one ([`check_matrix`]).
     pub extend: bool,
+    /// The examples of transfer attacks, crafted once and handed to every target model (shared
+    /// by the jobs of [`run_jobs`]; the records are those of crafting them each time).
+    pub transfer_cache: std::sync::Arc<advrob_attack::TransferCache>,
 }
 
 impl RunOptions {
@@ -50,6 +53,7 @@ impl RunOptions {
             mirrors,
             shard: None,
             extend: false,
+            transfer_cache: Default::default(),
         }
     }
 }
@@ -343,6 +347,7 @@ pub fn run(
                     matrix,
                     registry,
                     shard: opts.shard,
+                    transfer_cache: &opts.transfer_cache,
                     cell,
                     attacks: &attacks,
                     ds: &ds,
@@ -848,6 +853,7 @@ struct EvalContext<'a> {
     registry: &'a Registry,
     /// The share of the units this run does.
     shard: Option<Shard>,
+    transfer_cache: &'a std::sync::Arc<advrob_attack::TransferCache>,
     /// The (dataset, backend, seed) cell, counted in the matrix's order.
     cell: usize,
     attacks: &'a [Described],
@@ -1007,10 +1013,23 @@ impl EvalContext<'_> {
         // nothing to do, writes nothing)
         write_matrix(self.run, matrix)?;
         for (ai, eps) in todo {
-            let attack = self.registry.attack(&matrix.attacks[ai], &mut |name| {
+            let spec_ai = &matrix.attacks[ai];
+            let mut attack = self.registry.attack(spec_ai, &mut |name| {
                 let i = models.index(name)?;
                 Ok(models.get(i, observer)?.0)
             })?;
+            // a transfer attack's examples do not depend on the target: crafted once per
+            // surrogate (its weights' digest), attack, batch, budgets and seed for every model
+            if let Some(name) = self.registry.surrogate_of(spec_ai)? {
+                let surrogate = models.index(&name)?;
+                let digest = models.get(surrogate, observer)?.1.checkpoint_sha256;
+                let key = format!("{digest}/{}", self.attacks[ai].config);
+                attack = match advrob_attack::Cached::new(attack, key, self.transfer_cache.clone())
+                {
+                    Ok(cached) => Box::new(cached),
+                    Err(attack) => attack,
+                };
+            }
             let described = &self.attacks[ai];
             let batches = self.test_split.len().div_ceil(matrix.eval.batch_size) as u64;
             let label = format!("{} vs {} ({backend_name})", spec.name, described.name);
