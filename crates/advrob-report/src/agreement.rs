@@ -76,40 +76,92 @@ pub fn agree(
             data_dir.display()
         ))
     })?;
+    let models: Vec<(&str, &Record)> = crate::grids::reference_records(&records)
+        .into_iter()
+        .collect();
+    // the models are independent: one worker per core takes the next model (on CPU backends each
+    // comparison keeps about one core busy), the rows come back in the models' order
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(models.len())
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, Result<Vec<Row>>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(model, r)) = models.get(i) else {
+                            break;
+                        };
+                        let rows = compare_model(run, &records, registry, &ds, backends, model, r);
+                        out.push((i, rows));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(out) => out,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
     let mut rows = Vec::new();
-    for (model, r) in crate::grids::reference_records(&records) {
-        let dir = run.checkpoint_of(r);
-        if !checkpoint::exists(&dir) {
-            log::warn!("{}: no checkpoint, {model} not compared", dir.display());
-            continue;
-        }
-        let eps = run_eps(&records, r);
-        let attack = rebuild_attack(registry, r)?;
-        // the examples the run evaluated (a `--test-limit` run: the first N)
-        let test = ds.test.take(r.eval.examples);
-        let device_a = backend::device(&r.backend)?;
-        let (model_a, _, _) = checkpoint::load(&dir, &device_a)?;
-        for b in backends.iter().filter(|b| **b != r.backend) {
-            log::info!("agreement of {model}: {} vs {b}", r.backend);
-            let device_b = backend::device(b)?;
-            let (model_b, _, _) = checkpoint::load(&dir, &device_b)?;
-            let a = agreement(
-                OnBackend {
-                    model: &model_a,
-                    device: &device_a,
-                },
-                OnBackend {
-                    model: &model_b,
-                    device: &device_b,
-                },
-                attack.as_ref(),
-                &test,
-                &eps,
-                1000,
-            )?;
-            let adapter_b = backend::describe(b)?;
-            rows.extend(rows_of(model, r, b, &adapter_b, &a));
-        }
+    for (_, r) in done {
+        rows.extend(r?);
+    }
+    Ok(rows)
+}
+
+/// The rows of `model` (its reference record `r`) against each of `backends` other than its own;
+/// none when its checkpoint is gone.
+fn compare_model(
+    run: &RunDir,
+    records: &[Record],
+    registry: &Registry,
+    ds: &advrob_data::Dataset,
+    backends: &[String],
+    model: &str,
+    r: &Record,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let dir = run.checkpoint_of(r);
+    if !checkpoint::exists(&dir) {
+        log::warn!("{}: no checkpoint, {model} not compared", dir.display());
+        return Ok(rows);
+    }
+    let eps = run_eps(records, r);
+    let attack = rebuild_attack(registry, r)?;
+    // the examples the run evaluated (a `--test-limit` run: the first N)
+    let test = ds.test.take(r.eval.examples);
+    let device_a = backend::device(&r.backend)?;
+    let (model_a, _, _) = checkpoint::load(&dir, &device_a)?;
+    for b in backends.iter().filter(|b| **b != r.backend) {
+        log::info!("agreement of {model}: {} vs {b}", r.backend);
+        let device_b = backend::device(b)?;
+        let (model_b, _, _) = checkpoint::load(&dir, &device_b)?;
+        let a = agreement(
+            OnBackend {
+                model: &model_a,
+                device: &device_a,
+            },
+            OnBackend {
+                model: &model_b,
+                device: &device_b,
+            },
+            attack.as_ref(),
+            &test,
+            &eps,
+            1000,
+        )?;
+        let adapter_b = backend::describe(b)?;
+        rows.extend(rows_of(model, r, b, &adapter_b, &a));
     }
     Ok(rows)
 }
