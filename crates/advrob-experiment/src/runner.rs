@@ -390,10 +390,28 @@ pub fn run_jobs(
     if let [only] = observers {
         return run(matrix, opts, registry, *only);
     }
+    // each job computes in a rayon pool of its own, cores ÷ jobs threads (burn-flex's kernels and
+    // the host path's products run there), so that the jobs together never ask for more threads
+    // than the machine has cores: with one shared pool the jobs' threads wait on each other's work
+    // (the default matrix at 1000 images: 53 s -> 59-60 s with 2 jobs on 2 cores)
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = (cores / observers.len()).max(1);
     let results: Vec<Result<RunSummary>> = std::thread::scope(|scope| {
         let handles: Vec<_> = observers
             .iter_mut()
-            .map(|observer| scope.spawn(move || run(matrix, opts, registry, *observer)))
+            .map(|observer| {
+                scope.spawn(move || {
+                    match rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .thread_name(|i| format!("advrob-job-{i}"))
+                        .build()
+                    {
+                        Ok(pool) => pool.install(|| run(matrix, opts, registry, *observer)),
+                        // no pool to be had: the job computes on the global one
+                        Err(_) => run(matrix, opts, registry, *observer),
+                    }
+                })
+            })
             .collect();
         // a job's panic goes on as it would in a single job, with its own message
         handles

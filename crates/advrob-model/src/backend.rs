@@ -103,6 +103,38 @@ pub fn describe(name: &str) -> Result<String> {
     })
 }
 
+/// How a CPU backend uses the machine's cores, for `bench-runner backends` and the bench: burn-flex
+/// splits its matrix products and kernels over the current rayon pool (all cores; in a run of
+/// several jobs each job has a pool of cores ÷ jobs threads, so jobs × threads never exceeds the
+/// cores); burn-ndarray computes on the thread that calls it, with SIMD kernels, and the host path
+/// of MLP attacks splits its products over the current pool. `None` for GPU backends and unknown
+/// names.
+pub fn threading(name: &str) -> Option<String> {
+    match name {
+        "ndarray" => Some(format!(
+            "burn ops on the calling thread (SIMD kernels{}); MLP attacks' products on the host, over {} threads",
+            if numerics(name) == name {
+                ""
+            } else {
+                ", OpenBLAS products"
+            },
+            rayon_threads()
+        )),
+        #[cfg(feature = "flex")]
+        "flex" => Some(format!(
+            "products and kernels over {} threads (SIMD kernels, gemm)",
+            rayon_threads()
+        )),
+        _ => None,
+    }
+}
+
+/// The threads of the current rayon pool (what burn-flex and the host path spread over): the
+/// machine's cores, or cores ÷ jobs inside a job of a run.
+fn rayon_threads() -> usize {
+    rayon::current_num_threads()
+}
+
 /// The adapter wgpu will run on, probed once per process: an error naming the driver to install
 /// when there is none, instead of a panic deep inside the backend at the first tensor operation.
 #[cfg(feature = "wgpu")]

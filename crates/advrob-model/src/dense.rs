@@ -102,11 +102,53 @@ pub struct DenseForward {
 
 /// `c = a · b` for row-major `a` `[m, k]` and `b` `[k, n]` (`transposed`: `b` is stored as the
 /// row-major `[n, k]` matrix whose transpose it is), through ndarray's `general_mat_mul`, which
-/// is what burn-ndarray's `matmul` calls with the same strides.
+/// is what burn-ndarray's `matmul` calls with the same strides. Large products are split by rows
+/// over the current rayon pool (all cores; a job's share of them in a run of several jobs):
+/// each element of `c` is the same sum in the same order whichever block its row falls in, so the
+/// result is the single product's to the bit (tested).
 fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], transposed: bool) -> Vec<f32> {
-    use ndarray::{ArrayView2, linalg::general_mat_mul};
-    let mut c = ndarray::Array2::<f32>::zeros((m, n));
-    let a = ArrayView2::from_shape((m, k), &a[..m * k]).expect("a is [m, k]");
+    let rows = rows_per_block(m, k, n, rayon::current_num_threads());
+    gemm_blocks(rows, m, k, n, a, b, transposed)
+}
+
+/// [`gemm`] in blocks of `rows` rows, in parallel when there are several.
+fn gemm_blocks(
+    rows: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    transposed: bool,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut c = vec![0.0f32; m * n];
+    if rows >= m || n == 0 || k == 0 {
+        gemm_into(m, k, n, &a[..m * k], b, transposed, &mut c);
+    } else {
+        c.par_chunks_mut(rows * n)
+            .zip(a[..m * k].par_chunks(rows * k))
+            .for_each(|(c, a)| gemm_into(c.len() / n, k, n, a, b, transposed, c));
+    }
+    c
+}
+
+/// Rows of each block when a `[m, k] · [k, n]` product is split over `threads`: all `m` (one
+/// block) below about a million multiply-adds, else blocks of at least 64 rows, one per thread.
+fn rows_per_block(m: usize, k: usize, n: usize, threads: usize) -> usize {
+    const MIN_WORK: usize = 1 << 20;
+    const MIN_ROWS: usize = 64;
+    if threads <= 1 || m * k * n < MIN_WORK || m < 2 * MIN_ROWS {
+        return m;
+    }
+    m.div_ceil(threads).max(MIN_ROWS)
+}
+
+/// One block of [`gemm`]: `c` `[m, n]` = `a` `[m, k]` · `b`.
+fn gemm_into(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], transposed: bool, c: &mut [f32]) {
+    use ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
+    let mut c = ArrayViewMut2::from_shape((m, n), c).expect("c is [m, n]");
+    let a = ArrayView2::from_shape((m, k), a).expect("a is [m, k]");
     if transposed {
         let b = ArrayView2::from_shape((n, k), &b[..k * n]).expect("b is [n, k]");
         general_mat_mul(1.0, &a, &b.t(), 0.0, &mut c);
@@ -114,7 +156,6 @@ fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], transposed: bool) ->
         let b = ArrayView2::from_shape((k, n), &b[..k * n]).expect("b is [k, n]");
         general_mat_mul(1.0, &a, &b, 0.0, &mut c);
     }
-    c.into_raw_vec_and_offset().0
 }
 
 /// `a · W + b` for the `rows` rows of `a`: the product, then the bias, as burn's `linear`.
@@ -225,6 +266,7 @@ impl<'a> Dense<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::{gemm_blocks, rows_per_block};
     use crate::backend::on_test_backends;
     use crate::{Classifier, DeployConfig, Deployed, MlpConfig, Normalize};
     use burn::tensor::activation::log_softmax;
@@ -308,5 +350,48 @@ mod tests {
                 }
             }
         });
+    }
+
+    #[test]
+    fn a_product_split_by_rows_is_the_single_product_to_the_bit() {
+        // the README MLP's first layer on a batch of 300: forward and the input gradient's product
+        let (m, k, n) = (300, 784, 128);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut draw = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let (a, w, g) = (draw(m * k), draw(k * n), draw(m * n));
+        for (a, b, k, n, transposed) in [(&a, &w, k, n, false), (&g, &w, n, k, true)] {
+            let whole = gemm_blocks(m, m, k, n, a, b, transposed);
+            for rows in [64, 100, 150, 299] {
+                let split = gemm_blocks(rows, m, k, n, a, b, transposed);
+                assert!(
+                    whole
+                        .iter()
+                        .zip(&split)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "blocks of {rows} rows (transposed: {transposed})"
+                );
+            }
+        }
+        assert_eq!(rows_per_block(1000, 784, 128, 2), 500);
+        assert_eq!(rows_per_block(1000, 784, 128, 1), 1000);
+        assert_eq!(
+            rows_per_block(100, 784, 128, 2),
+            100,
+            "too few rows to split"
+        );
+        assert_eq!(
+            rows_per_block(1000, 10, 10, 2),
+            1000,
+            "too little work to split"
+        );
     }
 }

@@ -374,6 +374,9 @@ fn download_cmd(dataset: &str, data: &DataArgs) -> anyhow::Result<()> {
 /// `backends`: prints the backends compiled into this build.
 fn backends_cmd() {
     for b in advrob_model::backend::compiled_backends() {
-        println!("{b}");
+        match advrob_model::backend::threading(b) {
+            Some(t) => println!("{b}\t{t}"),
+            None => println!("{b}"),
+        }
     }
 }

@@ -190,7 +190,7 @@ fn backends_lists_ndarray() {
     assert!(
         String::from_utf8_lossy(&o.stdout)
             .lines()
-            .any(|l| l == "ndarray")
+            .any(|l| l.split('\t').next() == Some("ndarray") && l.contains("calling thread"))
     );
 }
 
