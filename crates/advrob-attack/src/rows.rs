@@ -20,9 +20,8 @@ pub fn mix_seed(parts: &[u64]) -> u64 {
 
 /// The values of a float tensor, on the host.
 pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| AttackError::Readback(format!("{e:?}")))
+    advrob_model::backend::read_f32(t)
+        .ok_or_else(|| AttackError::Readback("the tensor's values are not f32".into()))
 }
 
 /// The values of an integer tensor, on the host.

@@ -5,10 +5,10 @@
 use advrob_attack::Attack;
 use advrob_data::{Split, range_tensors};
 use advrob_model::Classifier;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::{EvalError, Result};
+use crate::{Result, host, host_int};
 
 /// One model on one backend: the model must live on `device`.
 #[derive(Clone, Copy)]
@@ -58,17 +58,6 @@ pub struct Agreement {
     pub eps: Vec<EpsAgreement>,
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| EvalError::Readback(format!("{e:?}")))
-}
-
-fn host_int(t: Tensor<1, burn::tensor::Int>) -> Result<Vec<i64>> {
-    t.into_data()
-        .try_into_vec_as::<i64>()
-        .map_err(|e| EvalError::Readback(format!("{e:?}")))
-}
 
 /// Runs `attack` at every ε of `eps` with the model on both backends, each backend crafting its
 /// own adversarial inputs from its own gradients (as a user of that backend would), and compares

@@ -239,13 +239,13 @@ fn perturbation_norms(adv: &[f32], x: &[f32], size: usize) -> (f64, f64) {
     (linf, l2)
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| EvalError::Readback(format!("{e:?}")))
+/// The values of a float tensor on the host ([`advrob_model::backend::read_f32`]).
+pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    advrob_model::backend::read_f32(t)
+        .ok_or_else(|| EvalError::Readback("the tensor's values are not f32".into()))
 }
 
-fn host_int(t: Tensor<1, Int>) -> Result<Vec<i64>> {
+pub(crate) fn host_int(t: Tensor<1, Int>) -> Result<Vec<i64>> {
     t.into_data()
         .try_into_vec_as::<i64>()
         .map_err(|e| EvalError::Readback(format!("{e:?}")))

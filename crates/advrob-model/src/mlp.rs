@@ -222,14 +222,14 @@ impl Classifier for Mlp {
     }
 
     fn dense(&self) -> Option<Dense<'_>> {
-        let read = |t: Tensor<2>| t.into_data().try_into_vec_as::<f32>().ok();
+        let read = crate::backend::read_f32::<2>;
         let layers = self
             .layers
             .iter()
             .map(|l| {
                 let weight = read(l.weight.val())?;
                 let bias = match &l.bias {
-                    Some(b) => b.val().into_data().try_into_vec_as::<f32>().ok()?,
+                    Some(b) => crate::backend::read_f32(b.val())?,
                     None => vec![0.0; l.weight.dims()[1]],
                 };
                 Some(DenseLayer { weight, bias })
@@ -245,10 +245,9 @@ impl Classifier for Mlp {
 
     fn affine_first(&self) -> Option<AffineFirst<'_>> {
         let first = self.layers.first()?;
-        let read = |t: Tensor<2>| t.into_data().try_into_vec_as::<f32>().ok();
-        let weight = read(first.weight.val())?;
+        let weight = crate::backend::read_f32(first.weight.val())?;
         let bias = match &first.bias {
-            Some(b) => b.val().into_data().try_into_vec_as::<f32>().ok()?,
+            Some(b) => crate::backend::read_f32(b.val())?,
             None => vec![0.0; first.weight.dims()[1]],
         };
         let rest = &self.layers[1..];
