@@ -332,6 +332,7 @@ pub fn run(
         )?;
         for backend_name in &matrix.backends {
             let device = backend::device(backend_name)?;
+            warn_slow_convolutions(matrix, backend_name);
             for &seed in &matrix.seeds {
                 let mut models = Models::new(
                     matrix,
@@ -458,6 +459,7 @@ pub fn train_models(
         )?;
         for backend_name in &matrix.backends {
             let device = backend::device(backend_name)?;
+            warn_slow_convolutions(matrix, backend_name);
             for &seed in &matrix.seeds {
                 let mut models = Models::new(
                     matrix,
@@ -866,6 +868,24 @@ fn imported_digest(weights: &Path, spec: &ModelSpec) -> Result<String> {
 }
 
 /// Where the records of one dataset go.
+/// Says so when a matrix puts a CNN on burn-ndarray, whose convolutions are the slow path: a LeNet
+/// training epoch (60,000 MNIST images) took 345 s there and 17 s on burn-flex (2026-12-05, 2
+/// cores; `bench-runner run` with one LeNet, one epoch), and its attacks are as far apart.
+fn warn_slow_convolutions(matrix: &Matrix, backend_name: &str) {
+    let cnns: Vec<&str> = matrix
+        .models
+        .iter()
+        .filter(|m| m.arch != Arch::Mlp)
+        .map(|m| m.name.as_str())
+        .collect();
+    if backend_name == "ndarray" && !cnns.is_empty() {
+        log::warn!(
+            "{} on ndarray: burn-ndarray's convolutions are about 20x slower than burn-flex's (a LeNet epoch 345 s against 17 s); build with the flex feature and pass --backends flex",
+            cnns.join(", ")
+        );
+    }
+}
+
 struct EvalContext<'a> {
     matrix: &'a Matrix,
     registry: &'a Registry,
