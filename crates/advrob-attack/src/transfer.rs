@@ -228,22 +228,32 @@ mod tests {
     use crate::Fgsm;
     use advrob_model::backend::on_test_backends;
     use advrob_model::{Deployed, MlpConfig};
-    use burn::tensor::TensorData;
+    use burn::tensor::{Device, TensorData};
+
+    /// A small MLP of seed `seed`.
+    fn net(seed: u64, device: &Device) -> advrob_model::Mlp {
+        MlpConfig::new()
+            .with_hidden(vec![8])
+            .with_seed(seed)
+            .init(device)
+            .expect("init")
+    }
+
+    /// Two grey images labelled 3 and 4.
+    fn batch(device: &Device) -> (Tensor<3>, Tensor<1, Int>) {
+        (
+            Tensor::<3>::ones([2, 28, 28], device) * 0.4,
+            Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 4], [2]), device),
+        )
+    }
 
     #[test]
     fn crafts_on_the_surrogate_not_on_the_target() {
         on_test_backends(|device| {
             let device = device.clone();
-            let net = |seed| {
-                MlpConfig::new()
-                    .with_hidden(vec![8])
-                    .with_seed(seed)
-                    .init(&device)
-                    .expect("init")
-            };
+            let net = |seed| net(seed, &device);
             let (target, surrogate) = (net(1), net(2));
-            let x = Tensor::<3>::ones([2, 28, 28], &device) * 0.4;
-            let y = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 4], [2]), &device);
+            let (x, y) = batch(&device);
             let transfer = Transfer {
                 surrogate_name: "s".into(),
                 surrogate: Box::new(Deployed::plain(surrogate.clone())),
@@ -276,13 +286,7 @@ mod tests {
     fn a_cached_transfer_hands_every_target_the_examples_crafted_once() {
         on_test_backends(|device| {
             let device = device.clone();
-            let net = |seed| {
-                MlpConfig::new()
-                    .with_hidden(vec![8])
-                    .with_seed(seed)
-                    .init(&device)
-                    .expect("init")
-            };
+            let net = |seed| net(seed, &device);
             let transfer = |seed| Transfer {
                 surrogate_name: "s".into(),
                 surrogate: Box::new(Deployed::plain(net(seed))),
@@ -291,8 +295,7 @@ mod tests {
             let cache = Arc::new(TransferCache::default());
             let cached = Cached::new(Box::new(transfer(2)), "s/pgd".into(), cache.clone())
                 .unwrap_or_else(|_| panic!("a transfer attack is cached"));
-            let x = Tensor::<3>::ones([2, 28, 28], &device) * 0.4;
-            let y = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 4], [2]), &device);
+            let (x, y) = batch(&device);
             let host = |ts: Vec<Tensor<3>>| {
                 ts.into_iter()
                     .map(|t| t.into_data().try_into_vec_as::<f32>().expect("f32"))
@@ -336,13 +339,7 @@ mod tests {
     #[test]
     fn a_full_cache_keeps_nothing_more_and_still_answers() {
         let device = Default::default();
-        let net = |seed| {
-            MlpConfig::new()
-                .with_hidden(vec![8])
-                .with_seed(seed)
-                .init(&device)
-                .expect("init")
-        };
+        let net = |seed| net(seed, &device);
         let cache = Arc::new(TransferCache::with_budget(100));
         let cached = Cached::new(
             Box::new(Transfer {
@@ -354,8 +351,7 @@ mod tests {
             cache.clone(),
         )
         .unwrap_or_else(|_| panic!("cached"));
-        let x = Tensor::<3>::ones([2, 28, 28], &device) * 0.4;
-        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 4], [2]), &device);
+        let (x, y) = batch(&device);
         let out = cached.perturb_grid(&net(1), x, y, &[0.1], 0).expect("grid");
         assert_eq!(out.len(), 1);
         assert_eq!(cache.bytes(), 0);

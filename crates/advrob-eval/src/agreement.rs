@@ -58,7 +58,6 @@ pub struct Agreement {
     pub eps: Vec<EpsAgreement>,
 }
 
-
 /// Runs `attack` at every ε of `eps` with the model on both backends, each backend crafting its
 /// own adversarial inputs from its own gradients (as a user of that backend would), and compares
 /// logits, predictions and inputs. Batches of `batch_size` test examples.
