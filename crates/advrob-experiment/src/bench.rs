@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use advrob_attack::{Attack, Fgsm};
 use advrob_data::{Dataset, range_tensors};
-use advrob_model::{MlpConfig, Plain, TrainConfig, backend, train};
+use advrob_model::{Classifier, MlpConfig, Plain, TrainConfig, backend, train};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -158,7 +158,7 @@ pub fn bench(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
 
     let ((), inference_seconds, inference_cores_busy) = timed(|| {
         for (x, _) in &batches {
-            let _: i64 = model.forward(x.clone()).argmax(1).sum().into_scalar();
+            let _: i64 = model.logits(x.clone()).argmax(1).sum().into_scalar();
         }
         Ok(())
     })?;

@@ -123,7 +123,7 @@ pub fn describe(name: &str) -> Result<String> {
 pub fn threading(name: &str) -> Option<String> {
     match name {
         "ndarray" => Some(format!(
-            "burn ops on the calling thread (SIMD kernels{}); MLP attacks' products on the host, over {} threads",
+            "burn ops on the calling thread (SIMD kernels{}); an MLP's logits and attacks on the host, products over {} threads",
             if numerics(name) == name {
                 ""
             } else {

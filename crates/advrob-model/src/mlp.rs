@@ -217,7 +217,20 @@ pub trait Classifier {
 }
 
 impl Classifier for Mlp {
+    /// On a plain burn-ndarray tensor (no autodiff: no graph to keep) the logits come from the
+    /// host chain ([`Classifier::dense`]), the tensor path's numbers to the bit, its products
+    /// over the current rayon pool; elsewhere from [`Mlp::forward`].
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+        if !images.is_autodiff() && crate::backend::is_ndarray(&images.device()) {
+            let b = images.dims()[0];
+            let device = images.device();
+            if let (Some(dense), Some(x)) = (self.dense(), crate::backend::read_f32(images.clone()))
+                && let Some(classes) = dense.layers.last().map(DenseLayer::outputs)
+            {
+                let out = dense.forward(&x, b, false);
+                return Tensor::from_data(TensorData::new(out.logits, [b, classes]), &device);
+            }
+        }
         self.forward(images)
     }
 
@@ -270,6 +283,41 @@ impl Classifier for Mlp {
 mod tests {
     use super::*;
     use crate::backend::on_test_backends;
+
+    #[test]
+    fn logits_are_the_forward_pass_to_the_bit_and_keep_the_graph() {
+        on_test_backends(|device| {
+            let device = device.clone();
+            let m = MlpConfig::new().init(&device).expect("init");
+            // enough rows for the host chain to split its products over the pool
+            let x = Tensor::<3>::random(
+                [300, 28, 28],
+                burn::tensor::Distribution::Uniform(0.0, 1.0),
+                &device,
+            );
+            let bits = |t: Tensor<2>| -> Vec<u32> {
+                t.into_data()
+                    .try_into_vec_as::<f32>()
+                    .expect("f32")
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            let logits = m.logits(x.clone());
+            assert_eq!(logits.dims(), [300, 10]);
+            assert_eq!(bits(logits), bits(m.forward(x.clone())));
+            // an empty batch keeps its classes on the host chain (burn-cubecl's own kernels
+            // refuse empty tensors, so only ndarray is asked)
+            if crate::backend::is_ndarray(&device) {
+                let none = m.logits(Tensor::<3>::zeros([0, 28, 28], &device));
+                assert_eq!(none.dims(), [0, 10]);
+            }
+            // with autodiff the logits stay on the graph
+            let xa = x.autodiff().require_grad();
+            let grads = m.logits(xa.clone()).sum().backward();
+            assert!(xa.grad(&grads).is_some(), "a gradient through the logits");
+        });
+    }
 
     #[test]
     fn shapes_and_param_count() {

@@ -157,7 +157,11 @@ impl Net {
 
 impl Classifier for Net {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        self.forward(images)
+        match self {
+            // an MLP's own logits: the host chain on plain burn-ndarray tensors
+            Net::Mlp(m) => m.logits(images),
+            _ => self.forward(images),
+        }
     }
 
     fn affine_first(&self) -> Option<crate::AffineFirst<'_>> {
