@@ -867,7 +867,6 @@ fn imported_digest(weights: &Path, spec: &ModelSpec) -> Result<String> {
     ))
 }
 
-/// Where the records of one dataset go.
 /// Says so when a matrix puts a CNN on burn-ndarray, whose convolutions are the slow path: a LeNet
 /// training epoch (60,000 MNIST images) took 345 s there and 17 s on burn-flex (2026-12-05, 2
 /// cores; `bench-runner run` with one LeNet, one epoch), and its attacks are as far apart.
@@ -886,6 +885,7 @@ fn warn_slow_convolutions(matrix: &Matrix, backend_name: &str) {
     }
 }
 
+/// Where the records of one dataset go.
 struct EvalContext<'a> {
     matrix: &'a Matrix,
     registry: &'a Registry,
