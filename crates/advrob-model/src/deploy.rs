@@ -163,7 +163,8 @@ impl Deployed {
 
 impl Classifier for Deployed {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        self.scaled(self.net.forward(self.config.preprocess(images)))
+        // the network's own logits: an MLP's host chain on plain burn-ndarray tensors
+        self.scaled(self.net.logits(self.config.preprocess(images)))
     }
 
     fn straight_through(&self) -> Option<Box<dyn Classifier + '_>> {

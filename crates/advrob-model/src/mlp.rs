@@ -235,18 +235,10 @@ impl Classifier for Mlp {
     }
 
     fn dense(&self) -> Option<Dense<'_>> {
-        let read = crate::backend::read_f32::<2>;
         let layers = self
             .layers
             .iter()
-            .map(|l| {
-                let weight = read(l.weight.val())?;
-                let bias = match &l.bias {
-                    Some(b) => crate::backend::read_f32(b.val())?,
-                    None => vec![0.0; l.weight.dims()[1]],
-                };
-                Some(DenseLayer { weight, bias })
-            })
+            .map(host_layer)
             .collect::<Option<Vec<_>>>()?;
         Some(Dense {
             pixel: PixelMap::default(),
@@ -257,12 +249,7 @@ impl Classifier for Mlp {
     }
 
     fn affine_first(&self) -> Option<AffineFirst<'_>> {
-        let first = self.layers.first()?;
-        let weight = crate::backend::read_f32(first.weight.val())?;
-        let bias = match &first.bias {
-            Some(b) => crate::backend::read_f32(b.val())?,
-            None => vec![0.0; first.weight.dims()[1]],
-        };
+        let DenseLayer { weight, bias } = host_layer(self.layers.first()?)?;
         let rest = &self.layers[1..];
         Some(AffineFirst {
             pixel: Box::new(|x| x),
@@ -277,6 +264,16 @@ impl Classifier for Mlp {
             }),
         })
     }
+}
+
+/// A linear layer's weights `[inputs, outputs]` and bias (zeros without one), on the host.
+fn host_layer(l: &Linear) -> Option<DenseLayer> {
+    let weight = crate::backend::read_f32(l.weight.val())?;
+    let bias = match &l.bias {
+        Some(b) => crate::backend::read_f32(b.val())?,
+        None => vec![0.0; l.weight.dims()[1]],
+    };
+    Some(DenseLayer { weight, bias })
 }
 
 #[cfg(test)]
