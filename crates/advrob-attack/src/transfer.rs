@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::Attack;
 use crate::error::Result;
 use crate::info::{Access, AttackInfo};
+use crate::rows::host;
 
 /// `attack` run against `surrogate`; the model it is evaluated on is ignored while crafting.
 pub struct Transfer {
@@ -207,7 +208,9 @@ impl Attack for Cached {
         eps: &[f64],
         seed: u64,
     ) -> Result<Vec<Tensor<3>>> {
-        let key = self.key(&images.to_data(), &labels.to_data(), eps, seed);
+        // through the host readback: to_data on a shared burn-ndarray tensor copies element by
+        // element (labels are a few hundred integers)
+        let key = self.key(&host_data(&images)?, &labels.to_data(), eps, seed);
         let device = images.device();
         if let Some(hit) = self.cache.get(&key) {
             return Ok(hit
@@ -217,9 +220,14 @@ impl Attack for Cached {
         }
         let advs = self.attack.perturb_grid(model, images, labels, eps, seed)?;
         self.cache
-            .put(key, advs.iter().map(|a| a.to_data()).collect());
+            .put(key, advs.iter().map(host_data).collect::<Result<_>>()?);
         Ok(advs)
     }
+}
+
+/// `t`'s values and shape as [`TensorData`], read back through [`host`].
+fn host_data(t: &Tensor<3>) -> Result<TensorData> {
+    Ok(TensorData::new(host(t.clone())?, t.dims()))
 }
 
 #[cfg(test)]
