@@ -94,8 +94,8 @@ pub struct Dense<'a> {
 /// What the backward pass needs of a forward one.
 pub struct DenseForward {
     rows: usize,
-    /// The input of every layer (the mapped pixels, then each hidden layer after ReLU).
-    inputs: Vec<Vec<f32>>,
+    /// The input of every layer but the first: each hidden layer's output after ReLU.
+    hidden: Vec<Vec<f32>>,
     /// The logits, `[rows, classes]`.
     pub logits: Vec<f32>,
 }
@@ -158,21 +158,18 @@ fn gemm_into(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], transposed: boo
     }
 }
 
-/// `a · W + b` for the `rows` rows of `a`: the product, then the bias, as burn's `linear`.
-fn affine(layer: &DenseLayer, a: &[f32], rows: usize) -> Vec<f32> {
+/// `a · W + b` for the `rows` rows of `a`: the product, then the bias, as burn's `linear`; with
+/// `relu`, ReLU after the bias in the same pass (the same two f32 operations in the same order).
+fn affine(layer: &DenseLayer, a: &[f32], rows: usize, relu: bool) -> Vec<f32> {
     let (k, n) = (layer.inputs(), layer.outputs());
     let mut h = gemm(rows, k, n, a, &layer.weight, false);
     for row in h.chunks_mut(n) {
         for (v, b) in row.iter_mut().zip(&layer.bias) {
-            *v += b;
+            let s = *v + b;
+            *v = if relu { s.max(0.0) } else { s };
         }
     }
     h
-}
-
-/// ReLU in place.
-fn relu(a: &mut [f32]) {
-    a.iter_mut().for_each(|v| *v = v.max(0.0));
 }
 
 impl<'a> Dense<'a> {
@@ -182,21 +179,30 @@ impl<'a> Dense<'a> {
         if let Some(count) = &self.count {
             count(rows, with_gradient);
         }
-        let mut inputs = Vec::with_capacity(self.layers.len());
-        let mut a: Vec<f32> = x.iter().map(|&p| self.pixel.forward(p)).collect();
+        // the identity map (a bare model) reads the caller's pixels as they are
+        let mapped: Vec<f32>;
+        let x = if self.pixel == PixelMap::default() {
+            x
+        } else {
+            mapped = x.iter().map(|&p| self.pixel.forward(p)).collect();
+            &mapped
+        };
+        let mut hidden = Vec::with_capacity(self.layers.len().saturating_sub(1));
         let last = self.layers.len().saturating_sub(1);
+        let mut a: Option<Vec<f32>> = None;
         for (i, layer) in self.layers.iter().enumerate() {
-            let mut h = affine(layer, &a, rows);
-            if i < last {
-                relu(&mut h);
+            let input = a.as_deref().unwrap_or(x);
+            let h = affine(layer, input, rows, i < last);
+            if let Some(done) = a.replace(h) {
+                hidden.push(done);
             }
-            inputs.push(std::mem::replace(&mut a, h));
         }
-        self.scale(&mut a);
+        let mut logits = a.unwrap_or_else(|| x.to_vec());
+        self.scale(&mut logits);
         DenseForward {
             rows,
-            inputs,
-            logits: a,
+            hidden,
+            logits,
         }
     }
 
@@ -213,8 +219,8 @@ impl<'a> Dense<'a> {
             // dx = g · Wᵀ, the weight read through swapped strides
             let mut d = gemm(rows, n, k, &g, &layer.weight, true);
             if i > 0 {
-                // ReLU's mask: its input was this layer's input
-                for (v, h) in d.iter_mut().zip(&forward.inputs[i]) {
+                // ReLU's mask: its output was this layer's input
+                for (v, h) in d.iter_mut().zip(&forward.hidden[i - 1]) {
                     if *h <= 0.0 {
                         *v = 0.0;
                     }
@@ -222,7 +228,9 @@ impl<'a> Dense<'a> {
             }
             g = d;
         }
-        g.iter_mut().for_each(|v| *v = self.pixel.backward(*v));
+        if self.pixel != PixelMap::default() {
+            g.iter_mut().for_each(|v| *v = self.pixel.backward(*v));
+        }
         g
     }
 
@@ -234,10 +242,15 @@ impl<'a> Dense<'a> {
         if let Some(count) = &self.count {
             count(rows, false);
         }
-        let mut a = first.to_vec();
-        for layer in self.layers.iter().skip(1) {
-            relu(&mut a);
-            a = affine(layer, &a, rows);
+        let last = self.layers.len().saturating_sub(1);
+        // ReLU between the first layer and the next, where there is a next
+        let mut a: Vec<f32> = if last > 0 {
+            first.iter().map(|v| v.max(0.0)).collect()
+        } else {
+            first.to_vec()
+        };
+        for (i, layer) in self.layers.iter().enumerate().skip(1) {
+            a = affine(layer, &a, rows, i < last);
         }
         self.scale(&mut a);
         a
