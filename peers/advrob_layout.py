@@ -67,6 +67,62 @@ class AdvrobMlp(nn.Module):
         return h
 
 
+class AdvrobLenet(nn.Module):
+    """advrob's LeNet (`arch: lenet`, crates/advrob-model/src/cnn.rs): conv 5x5 (6, padding 2) ->
+    ReLU -> max-pool 2 -> conv 5x5 (16) -> ReLU -> max-pool 2 -> FC 120 -> ReLU -> FC 84 -> ReLU ->
+    FC classes; with the same deployment wrapper as AdvrobMlp (quantisation, logit scale)."""
+
+    def __init__(self, image=(28, 28), classes=10, quantize=None, logit_scale=1.0, straight_through=False):
+        super().__init__()
+        side = lambda s: ((s + 4 - 4) // 2 - 4) // 2  # noqa: E731  (conv1 keeps the size, conv2 does not)
+        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * side(image[0]) * side(image[1]), 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, classes)
+        self.quantize = quantize
+        self.logit_scale = float(logit_scale)
+        self.straight_through = straight_through
+
+    preprocess = AdvrobMlp.preprocess
+
+    def forward(self, x):
+        x = self.preprocess(x)
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(x.flatten(1)))
+        x = F.relu(self.fc2(x))
+        h = self.fc3(x)
+        if self.logit_scale != 1.0:
+            h = h * self.logit_scale
+        return h
+
+
+def _load_lenet(cfg, deploy, tensors, wpath, straight_through):
+    """An AdvrobLenet with the checkpoint's tensors: convolutions [out, in, k, k] as PyTorch's, linear
+    weights [in, out] (transposed relative to PyTorch's)."""
+    model = AdvrobLenet(cfg.get("image", [28, 28]), cfg["classes"], deploy["quantize"], deploy["logit_scale"],
+                        straight_through)
+    expected = set()
+    with torch.no_grad():
+        for name, mod in model.named_children():
+            want = list(mod.weight.shape) if isinstance(mod, nn.Conv2d) else [mod.in_features, mod.out_features]
+            w = tensors.get(f"{name}.weight")
+            if w is None or list(w.shape) != want:
+                raise ValueError(f"{wpath}: {name}.weight is {None if w is None else list(w.shape)}, expected {want}")
+            mod.weight.copy_(w.to(torch.float32) if isinstance(mod, nn.Conv2d) else w.t().to(torch.float32))
+            expected.add(f"{name}.weight")
+            b = tensors.get(f"{name}.bias")
+            if b is None:
+                mod.bias.zero_()
+            else:
+                mod.bias.copy_(b.to(torch.float32))
+                expected.add(f"{name}.bias")
+    return model, expected
+
+
 def load_mnist(directory, split="test"):
     """(images float32 [N, 1, 28, 28] in [0, 1], labels int64 [N]) from IDX files, .gz or not,
     read by the examples' reader (examples/pytorch/mnist_idx.py)."""
@@ -84,15 +140,33 @@ def load(dir_, straight_through=False):
         with open(dpath) as f:
             deploy.update(json.load(f))
     # Refuse what this loader does not implement rather than attack a different model.
-    if cfg.get("arch", "mlp") != "mlp":
-        raise ValueError(f"{dir_}: model.json arch {cfg['arch']!r}; only 'mlp' is implemented here")
+    arch = cfg.get("arch", "mlp")
+    if arch not in ("mlp", "lenet"):
+        raise ValueError(f"{dir_}: model.json arch {arch!r}; only 'mlp' and 'lenet' are implemented here")
     unknown = {k: v for k, v in deploy.items() if k not in ("quantize", "logit_scale") and v is not None}
     if unknown:
         raise ValueError(f"{dir_}: deploy.json sets {unknown}, which this loader does not implement")
-    widths = [cfg["input"], *cfg["hidden"], cfg["classes"]]
-    model = AdvrobMlp(widths, deploy["quantize"], deploy["logit_scale"], straight_through)
     wpath = os.path.join(dir_, "model.safetensors")
     tensors = load_file(wpath)
+    if arch == "lenet":
+        model, expected = _load_lenet(cfg, deploy, tensors, wpath, straight_through)
+    else:
+        model, expected = _load_mlp(cfg, deploy, tensors, wpath, straight_through)
+    extra = set(tensors) - expected
+    if extra:
+        raise ValueError(f"{wpath}: unexpected tensors {sorted(extra)}")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with open(wpath, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return model, {"config": cfg, "deploy": deploy, "weights_sha256": digest}
+
+
+def _load_mlp(cfg, deploy, tensors, wpath, straight_through):
+    """An AdvrobMlp with the checkpoint's tensors ([in, out] weights, transposed relative to PyTorch's)."""
+    widths = [cfg["input"], *cfg["hidden"], cfg["classes"]]
+    model = AdvrobMlp(widths, deploy["quantize"], deploy["logit_scale"], straight_through)
     expected = set()
     with torch.no_grad():
         for i, layer in enumerate(model.layers):
@@ -108,15 +182,7 @@ def load(dir_, straight_through=False):
             else:
                 layer.bias.copy_(b.to(torch.float32))
                 expected.add(f"layers.{i}.bias")
-    extra = set(tensors) - expected
-    if extra:
-        raise ValueError(f"{wpath}: unexpected tensors {sorted(extra)}")
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    with open(wpath, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    return model, {"config": cfg, "deploy": deploy, "weights_sha256": digest}
+    return model, expected
 
 
 def save(model, dir_, seed=42, dropout=0.2, write_deploy=None):

@@ -40,6 +40,13 @@ Attacks (all untargeted L-inf, seed 0):
                        --batch. Needs --autoattack-src (a checkout of fra31/auto-attack, put on
                        sys.path); given that option without --attacks, aa-square is added to the
                        default list. Not an aa-components member.
+  aa-standard          the ORIGINAL AutoAttack as a whole (fra31/auto-attack, autoattack/autoattack.py):
+                       AutoAttack(model, norm='Linf', eps, version='standard', seed=0, device='cpu')
+                       .run_standard_evaluation(x, y, bs=--batch, return_labels=True): APGD-CE, APGD-T,
+                       FAB-T, Square with the iterations, restarts, targets and queries AutoAttack sets
+                       for 'standard', each on what the earlier ones left. The row keeps the robust accuracy after each stage
+                       (from AutoAttack's own log) and the wall time of the whole call, which is the
+                       figure the speed comparison with advrob's ensemble uses. Needs --autoattack-src.
 Derived rows (no extra attack run): `aa-components` is the per-example worst case over apgd-ce,
 apgd-t, fab-t and square (the original AutoAttack 'standard' ensemble at 100 iterations), and
 `worst-case` is the per-example worst case over every attack run at that eps (fmn included).
@@ -69,7 +76,7 @@ BPDA = {"apgd-ce-bpda": "apgd-ce", "pgd20-bpda": "pgd20"}
 AA_SQUARE_SETTINGS = {"norm": "Linf", "n_queries": 5000, "p_init": 0.8, "n_restarts": 1, "seed": 0,
                       "loss": "margin", "resc_schedule": False, "targeted": False, "device": "cpu",
                       "verbose": False}
-AUTOATTACK = {}  # filled by load_autoattack(): the SquareAttack class and where it came from
+AUTOATTACK = {}  # filled by load_autoattack(): the SquareAttack and AutoAttack classes, where they came from
 TOL = 1e-6  # float32 slack allowed on the budget and the box before an example counts as invalid
 
 
@@ -135,6 +142,7 @@ def load_autoattack(src, declared_commit=None):
         raise SystemExit(f"--autoattack-src {src}: no autoattack/square.py there")
     sys.path.insert(0, src)
     from autoattack.square import SquareAttack  # noqa: E402
+    from autoattack import AutoAttack  # noqa: E402
 
     path = os.path.abspath(sys.modules[SquareAttack.__module__].__file__)
     if not path.startswith(src + os.sep):
@@ -149,7 +157,7 @@ def load_autoattack(src, declared_commit=None):
                                 check=True).stdout.strip() or None
     except Exception:  # noqa: BLE001  (an exported tree has no .git)
         commit = None
-    AUTOATTACK.update(cls=SquareAttack, info={"src": src, "square_py": path, "square_py_sha256": digest,
+    AUTOATTACK.update(cls=SquareAttack, AutoAttack=AutoAttack, info={"src": src, "square_py": path, "square_py_sha256": digest,
                                               "square_py_git_blob": blob, "git_commit": commit,
                                               "declared_commit": declared_commit})
 
@@ -165,6 +173,28 @@ def run_aa_square(model, x, y, eps, clean_ok, batch):
         j = idx[i:i + batch]
         adv[j] = atk.perturb(x[j].clone(), y[j].clone()).detach()
     return adv, time.perf_counter() - t0
+
+
+def run_aa_standard(model, x, y, eps, batch):
+    """fra31's AutoAttack(version='standard') on all of x, as its README runs it; returns the
+    adversarial examples, the wall time of the call and the robust accuracy after each stage, read
+    from AutoAttack's own log (it keeps no other record of them)."""
+    import tempfile
+
+    seed_all(0)
+    with tempfile.TemporaryDirectory() as d:
+        log_path = os.path.join(d, "autoattack.log")
+        t0 = time.perf_counter()
+        aa = AUTOATTACK["AutoAttack"](model, norm="Linf", eps=eps, version="standard", seed=0, device="cpu",
+                                      verbose=True, log_path=log_path)
+        adv, _ = aa.run_standard_evaluation(x.clone(), y.clone(), bs=batch, return_labels=True)
+        wall = time.perf_counter() - t0
+        with open(log_path) as f:
+            text = f.read()
+    stages = [{"attack": m.group(1).lower(), "robust_acc": round(float(m.group(2)) / 100, 6),
+               "cumulative_s": float(m.group(3))}
+              for m in re.finditer(r"robust accuracy after (\S+): ([\d.]+)% \(total time ([\d.]+) s\)", text)]
+    return adv.detach(), wall, stages
 
 
 def check(model, x, y, adv, eps, clean_ok):
@@ -198,6 +228,13 @@ def run_attack(name, model, st_model, x, y, eps, clean_ok, batch):
         res = check(model, x, y, adv, eps, clean_ok)
         res["settings"] = {"class": "autoattack.square.SquareAttack", "eps": eps, **AA_SQUARE_SETTINGS,
                            "inputs": "clean-correct examples only", "batch": batch}
+        return res, wall
+    if name == "aa-standard":
+        adv, wall, stages = run_aa_standard(model, x, y, eps, batch)
+        res = check(model, x, y, adv, eps, clean_ok)
+        res["settings"] = {"class": "autoattack.AutoAttack", "version": "standard", "norm": "Linf", "eps": eps,
+                           "seed": 0, "device": "cpu", "bs": batch, "inputs": "all n examples"}
+        res["stages"] = stages
         return res, wall
     attacker_model = st_model if name in BPDA else model
     base = BPDA.get(name, name)
@@ -348,7 +385,7 @@ def main():
     ap.add_argument("--attacks", default=None,
                     help=f"default {DEFAULT_ATTACKS} (+aa-square when --autoattack-src is given)")
     ap.add_argument("--autoattack-src", default=None,
-                    help="a fra31/auto-attack source tree (holding autoattack/square.py), for aa-square")
+                    help="a fra31/auto-attack source tree (holding autoattack/), for aa-square and aa-standard")
     ap.add_argument("--autoattack-commit", default=None,
                     help="the fra31/auto-attack commit the tree was exported from, recorded as given (for a "
                          "tree without .git; the git blob id of square.py is recorded either way)")
@@ -363,9 +400,9 @@ def main():
     if args.attacks is None:
         args.attacks = DEFAULT_ATTACKS + (",aa-square" if args.autoattack_src else "")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    if "aa-square" in attacks:
+    if "aa-square" in attacks or "aa-standard" in attacks:
         if not args.autoattack_src:
-            raise SystemExit("aa-square needs --autoattack-src (a fra31/auto-attack checkout)")
+            raise SystemExit("aa-square and aa-standard need --autoattack-src (a fra31/auto-attack checkout)")
         load_autoattack(args.autoattack_src, args.autoattack_commit)
     x, y = load_mnist(args.mnist, "test")
     x, y = x[:args.n].contiguous(), y[:args.n].contiguous()
