@@ -4,9 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use advrob_experiment::bench::{BenchResult, Flops, bench as run_bench, format_table};
+use advrob_experiment::bench::{
+    BenchResult, Flops, LenetBench, bench as run_bench, bench_lenet, format_table,
+};
 use advrob_experiment::{DataSource, load_data};
 use bench_runner::cli::{DataArgs, backends_or_compiled};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The PyTorch peer: a Python with torch, and `torch_bench.py`.
@@ -31,6 +34,11 @@ pub struct BenchArgs {
     pub peer: Option<Peer>,
     /// Rounds of the interleaving.
     pub rounds: usize,
+    /// Also time a LeNet-5 training epoch on the first N training images (`Some(None)`: all of
+    /// them), on every backend and, with a peer, in PyTorch (`lenet_script`).
+    pub lenet: Option<Option<usize>>,
+    /// The peer's LeNet script.
+    pub lenet_script: PathBuf,
 }
 
 /// What the peer script prints, and the cores it kept busy.
@@ -58,11 +66,25 @@ fn children_cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// One round: every backend, then the peer.
+/// What the peer's LeNet script prints, and the cores it kept busy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PeerLenet {
+    torch: String,
+    lenet_sps: f64,
+    lenet_examples: usize,
+    #[serde(default)]
+    cores_busy: Option<f64>,
+}
+
+/// One round: every backend, then the peer; then the same for a LeNet epoch when asked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Round {
     advrob: Vec<BenchResult>,
     peer: Option<PeerResult>,
+    #[serde(default)]
+    lenet: Vec<LenetBench>,
+    #[serde(default)]
+    peer_lenet: Option<PeerLenet>,
 }
 
 pub fn bench(args: &BenchArgs, data: &DataArgs, reports: &Path) -> anyhow::Result<()> {
@@ -103,17 +125,52 @@ pub fn bench(args: &BenchArgs, data: &DataArgs, reports: &Path) -> anyhow::Resul
         let peer = match &args.peer {
             Some(p) => {
                 log::info!("round {round}: the PyTorch peer");
-                Some(run_peer(p, peer_data.path())?)
+                let (mut r, busy) = run_script::<PeerResult>(
+                    p,
+                    &p.script,
+                    "--peer-script",
+                    peer_data.path(),
+                    None,
+                )?;
+                r.cores_busy = busy;
+                Some(r)
             }
             None => None,
         };
-        rounds.push(Round { advrob, peer });
+        let (mut lenet, mut peer_lenet) = (Vec::new(), None);
+        if let Some(limit) = args.lenet {
+            for b in &backends {
+                log::info!("round {round}: a LeNet epoch on {b}");
+                lenet.push(bench_lenet(&ds, b, limit)?);
+            }
+            if let Some(p) = &args.peer {
+                log::info!("round {round}: a LeNet epoch in PyTorch");
+                let (mut r, busy) = run_script::<PeerLenet>(
+                    p,
+                    &args.lenet_script,
+                    "--lenet-script",
+                    peer_data.path(),
+                    limit,
+                )?;
+                r.cores_busy = busy;
+                peer_lenet = Some(r);
+            }
+        }
+        rounds.push(Round {
+            advrob,
+            peer,
+            lenet,
+            peer_lenet,
+        });
     }
-    let table = if args.peer.is_some() || args.rounds > 1 {
+    let mut table = if args.peer.is_some() || args.rounds > 1 {
         rounds_table(&rounds, Flops::benched(ds.train.image_size()))
     } else {
         format_table(&rounds[0].advrob)
     };
+    if args.lenet.is_some() {
+        table.push_str(&lenet_table(&rounds));
+    }
     print!("{table}");
     std::fs::create_dir_all(reports)?;
     advrob_data::atomic_write(&reports.join("bench.md"), table.as_bytes())?;
@@ -132,18 +189,29 @@ fn find(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("{}: no {name} (plain or .gz) here", dir.display()))
 }
 
-/// Runs the peer script on the IDX directory `data` and parses its last line.
-fn run_peer(peer: &Peer, data: &Path) -> anyhow::Result<PeerResult> {
+/// Runs a peer script (`script`, named by the option `option`) on the IDX directory `data`
+/// (and `limit`, the training images to use, when given), and parses its last line; with the
+/// cores it kept busy, measured from outside.
+fn run_script<T: DeserializeOwned>(
+    peer: &Peer,
+    script: &Path,
+    option: &str,
+    data: &Path,
+    limit: Option<usize>,
+) -> anyhow::Result<(T, Option<f64>)> {
     anyhow::ensure!(
-        peer.script.is_file(),
-        "{}: no such peer script (--peer-script)",
-        peer.script.display()
+        script.is_file(),
+        "{}: no such peer script ({option})",
+        script.display()
     );
     let cpu = children_cpu_seconds();
     let wall = std::time::Instant::now();
-    let out = Command::new(&peer.python)
-        .arg(&peer.script)
-        .arg(data)
+    let mut cmd = Command::new(&peer.python);
+    cmd.arg(script).arg(data);
+    if let Some(n) = limit {
+        cmd.arg(n.to_string());
+    }
+    let out = cmd
         .output()
         .map_err(|e| anyhow::anyhow!("{}: {e} (--peer names the Python to run)", peer.python))?;
     let wall = wall.elapsed().as_secs_f64();
@@ -155,19 +223,75 @@ fn run_peer(peer: &Peer, data: &Path) -> anyhow::Result<PeerResult> {
         out.status.success(),
         "{} {}: {}\n{}",
         peer.python,
-        peer.script.display(),
+        script.display(),
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
     let line = stdout.lines().last().unwrap_or_default();
-    let mut r: PeerResult = serde_json::from_str(line).map_err(|e| {
+    let r: T = serde_json::from_str(line).map_err(|e| {
         anyhow::anyhow!(
             "{}: not the JSON line of throughputs ({e}): {line}",
-            peer.script.display()
+            script.display()
         )
     })?;
-    r.cores_busy = cores_busy;
-    Ok(r)
+    Ok((r, cores_busy))
+}
+
+/// The LeNet table: per backend and for the peer the range of samples per second over the
+/// rounds and the cores busy, then each backend's ratio to the peer round by round.
+fn lenet_table(rounds: &[Round]) -> String {
+    let Some(first) = rounds.first() else {
+        return String::new();
+    };
+    let examples = first.lenet.first().map_or(0, |r| r.examples);
+    let mut s = format!(
+        "\nOne LeNet-5 training epoch (the `cnn` preset's network; batch 128, Adam) on the first {examples} training images, over {} interleaved round(s), after a warm-up on 512: thousands of samples per second, range over rounds; cores busy as above. PyTorch: `peers/torch_lenet_bench.py`, the same network, optimiser and batches, its training set a tensor before the timer.\n\n| | LeNet epoch samples/s | cores busy |\n|---|---:|---:|\n",
+        rounds.len()
+    );
+    for (i, r) in first.lenet.iter().enumerate() {
+        let sps: Vec<f64> = rounds
+            .iter()
+            .map(|x| x.lenet[i].samples_per_second / 1e3)
+            .collect();
+        let b: Vec<Option<f64>> = rounds.iter().map(|x| x.lenet[i].cores_busy).collect();
+        s.push_str(&format!(
+            "| advrob {} | {}k | {} |\n",
+            r.backend,
+            range(&sps, 2),
+            busy(&b)
+        ));
+    }
+    if !rounds.iter().all(|r| r.peer_lenet.is_some()) {
+        return s;
+    }
+    let peer: Vec<f64> = rounds
+        .iter()
+        .filter_map(|r| r.peer_lenet.as_ref().map(|p| p.lenet_sps))
+        .collect();
+    let torch = first.peer_lenet.as_ref().map_or("", |p| p.torch.as_str());
+    let pb: Vec<Option<f64>> = rounds
+        .iter()
+        .map(|r| r.peer_lenet.as_ref().and_then(|p| p.cores_busy))
+        .collect();
+    let k: Vec<f64> = peer.iter().map(|v| v / 1e3).collect();
+    s.push_str(&format!(
+        "| PyTorch {torch} | {}k | {} (whole script) |\n",
+        range(&k, 2),
+        busy(&pb)
+    ));
+    for (i, r) in first.lenet.iter().enumerate() {
+        let ratio: Vec<f64> = rounds
+            .iter()
+            .zip(&peer)
+            .map(|(x, p)| x.lenet[i].samples_per_second / p)
+            .collect();
+        s.push_str(&format!(
+            "| advrob {} / PyTorch | {}× | |\n",
+            r.backend,
+            range(&ratio, 2)
+        ));
+    }
+    s
 }
 
 /// The range of cores busy over the rounds (`–` where none was measured).
@@ -280,4 +404,60 @@ fn rounds_table(rounds: &[Round], flops: Flops) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lenet(backend: &str, sps: f64) -> LenetBench {
+        LenetBench {
+            backend: backend.into(),
+            examples: 1000,
+            seconds: 1000.0 / sps,
+            samples_per_second: sps,
+            cores_busy: Some(1.0),
+        }
+    }
+
+    fn round(advrob: f64, peer: Option<f64>) -> Round {
+        Round {
+            advrob: vec![],
+            peer: None,
+            lenet: vec![lenet("flex", advrob)],
+            peer_lenet: peer.map(|p| PeerLenet {
+                torch: "2.x".into(),
+                lenet_sps: p,
+                lenet_examples: 1000,
+                cores_busy: Some(1.5),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_lenet_table_gives_ranges_and_ratios_round_by_round() {
+        let t = lenet_table(&[round(4000.0, Some(16000.0)), round(5000.0, Some(10000.0))]);
+        assert!(
+            t.contains("first 1000 training images, over 2 interleaved"),
+            "{t}"
+        );
+        assert!(t.contains("| advrob flex | 4.00–5.00k | 1.00 |"), "{t}");
+        assert!(
+            t.contains("| PyTorch 2.x | 10.00–16.00k | 1.50 (whole script) |"),
+            "{t}"
+        );
+        // each round's ratio (4/16, 5/10), not the ratio of the ranges
+        assert!(
+            t.contains("| advrob flex / PyTorch | 0.25–0.50× | |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn without_the_peer_in_every_round_the_lenet_table_has_no_ratio() {
+        let t = lenet_table(&[round(4000.0, Some(16000.0)), round(5000.0, None)]);
+        assert!(t.contains("| advrob flex | 4.00–5.00k |"), "{t}");
+        assert!(!t.contains("PyTorch 2.x"), "{t}");
+        assert!(!t.contains("×"), "{t}");
+    }
 }

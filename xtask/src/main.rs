@@ -66,6 +66,14 @@ enum Task {
         /// Rounds: each times every backend, then the peer; the table gives the range over rounds.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Also time one LeNet-5 training epoch on every backend (and, with --peer, in PyTorch),
+        /// on the first N training images (no N: all of them; ndarray's convolutions take minutes
+        /// for all 60,000).
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+        lenet: Option<usize>,
+        /// The peer's LeNet script.
+        #[arg(long, default_value = "peers/torch_lenet_bench.py")]
+        lenet_script: PathBuf,
     },
 }
 
@@ -103,6 +111,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             peer,
             peer_script,
             rounds,
+            lenet,
+            lenet_script,
         } => bench::bench(
             &bench::BenchArgs {
                 backends: backend,
@@ -113,6 +123,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     script: peer_script,
                 }),
                 rounds,
+                // 0, the flag alone: the whole training set
+                lenet: lenet.map(|n| (n > 0).then_some(n)),
+                lenet_script,
             },
             &data,
             &reports,

@@ -179,6 +179,59 @@ pub fn bench(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
     })
 }
 
+/// One timed LeNet-5 training epoch on one backend ([`bench_lenet`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LenetBench {
+    /// Backend name.
+    pub backend: String,
+    /// Training examples in the timed epoch.
+    pub examples: usize,
+    /// Wall time of the epoch (batch 128, Adam, as the study trains).
+    pub seconds: f64,
+    /// Training throughput.
+    pub samples_per_second: f64,
+    /// Cores busy during the epoch, as [`BenchResult::train_cores_busy`].
+    #[serde(default)]
+    pub cores_busy: Option<f64>,
+}
+
+/// Times one training epoch of LeNet-5 ([`LenetConfig`](advrob_model::LenetConfig), batch 128)
+/// on the first `limit` training images (all with `None`), after a warm-up on 512 of them: the
+/// CNN the study's `cnn` preset trains, and the convolutions a backend has.
+pub fn bench_lenet(ds: &Dataset, backend_name: &str, limit: Option<usize>) -> Result<LenetBench> {
+    let device = backend::device(backend_name)?;
+    let [h, w] = [ds.train.images.rows, ds.train.images.cols];
+    let cfg = advrob_model::NetConfig::Lenet(advrob_model::LenetConfig::new().with_image([h, w]));
+    let data = ds.train.take(limit.unwrap_or(usize::MAX));
+    let warm = ds.train.take(512);
+    let epoch = TrainConfig::new().with_epochs(1);
+    let _ = train(
+        cfg.init(&device)?,
+        &warm,
+        &epoch,
+        &device,
+        &mut Plain,
+        &mut |_| {},
+    )?;
+    let (_, seconds, cores_busy) = timed(|| {
+        Ok(train(
+            cfg.init(&device)?,
+            &data,
+            &epoch,
+            &device,
+            &mut Plain,
+            &mut |_| {},
+        )?)
+    })?;
+    Ok(LenetBench {
+        backend: backend_name.to_string(),
+        examples: data.len(),
+        seconds,
+        samples_per_second: data.len() as f64 / seconds,
+        cores_busy,
+    })
+}
+
 /// A Markdown table of bench results, one row per backend.
 pub fn format_table(results: &[BenchResult]) -> String {
     let mut s = String::from(
