@@ -868,7 +868,7 @@ fn imported_digest(weights: &Path, spec: &ModelSpec) -> Result<String> {
 }
 
 /// Says so when a matrix puts a CNN on burn-ndarray, whose convolutions are the slow path: a LeNet
-/// training epoch (60,000 MNIST images) took 345 s there and 17 s on burn-flex (2026-12-05, 2
+/// training epoch (60,000 MNIST images) took 150 s there and 12-13 s on burn-flex (2026-12-05, 2
 /// cores; `bench-runner run` with one LeNet, one epoch), and its attacks are as far apart.
 fn warn_slow_convolutions(matrix: &Matrix, backend_name: &str) {
     let cnns: Vec<&str> = matrix
@@ -879,7 +879,7 @@ fn warn_slow_convolutions(matrix: &Matrix, backend_name: &str) {
         .collect();
     if backend_name == "ndarray" && !cnns.is_empty() {
         log::warn!(
-            "{} on ndarray: burn-ndarray's convolutions are about 20x slower than burn-flex's (a LeNet epoch 345 s against 17 s); build with the flex feature and pass --backends flex",
+            "{} on ndarray: burn-ndarray's convolutions are about 10x slower than burn-flex's (a LeNet epoch 150 s against 13 s); build with the flex feature and pass --backends flex",
             cnns.join(", ")
         );
     }
