@@ -108,19 +108,28 @@ def _load_lenet(cfg, deploy, tensors, wpath, straight_through):
     expected = set()
     with torch.no_grad():
         for name, mod in model.named_children():
-            want = list(mod.weight.shape) if isinstance(mod, nn.Conv2d) else [mod.in_features, mod.out_features]
-            w = tensors.get(f"{name}.weight")
-            if w is None or list(w.shape) != want:
-                raise ValueError(f"{wpath}: {name}.weight is {None if w is None else list(w.shape)}, expected {want}")
-            mod.weight.copy_(w.to(torch.float32) if isinstance(mod, nn.Conv2d) else w.t().to(torch.float32))
-            expected.add(f"{name}.weight")
-            b = tensors.get(f"{name}.bias")
-            if b is None:
-                mod.bias.zero_()
-            else:
-                mod.bias.copy_(b.to(torch.float32))
-                expected.add(f"{name}.bias")
+            _copy_layer(mod, name, tensors, wpath, expected)
     return model, expected
+
+
+def _copy_layer(mod, name, tensors, wpath, expected):
+    """Copy the checkpoint's `{name}.weight` and `{name}.bias` (a missing bias is zero) into `mod`,
+    checking the shape, and add their names to `expected`: a Conv2d's weight is [out, in, k, k] as
+    PyTorch's, a Linear's [in, out] (transposed relative to PyTorch's)."""
+    conv = isinstance(mod, nn.Conv2d)
+    want = list(mod.weight.shape) if conv else [mod.in_features, mod.out_features]
+    w = tensors.get(f"{name}.weight")
+    if w is None or list(w.shape) != want:
+        raise ValueError(f"{wpath}: {name}.weight is {None if w is None else list(w.shape)}, expected "
+                         f"{'[out, in, k, k]' if conv else '[in, out]'} = {want}")
+    mod.weight.copy_(w.to(torch.float32) if conv else w.t().to(torch.float32))
+    expected.add(f"{name}.weight")
+    b = tensors.get(f"{name}.bias")
+    if b is None:
+        mod.bias.zero_()
+    else:
+        mod.bias.copy_(b.to(torch.float32))
+        expected.add(f"{name}.bias")
 
 
 def load_mnist(directory, split="test"):
@@ -170,18 +179,7 @@ def _load_mlp(cfg, deploy, tensors, wpath, straight_through):
     expected = set()
     with torch.no_grad():
         for i, layer in enumerate(model.layers):
-            w = tensors[f"layers.{i}.weight"]
-            if list(w.shape) != [layer.in_features, layer.out_features]:
-                raise ValueError(f"{wpath}: layers.{i}.weight is {list(w.shape)}, expected [in, out] = "
-                                 f"{[layer.in_features, layer.out_features]}")
-            layer.weight.copy_(w.t().to(torch.float32))
-            expected.add(f"layers.{i}.weight")
-            b = tensors.get(f"layers.{i}.bias")
-            if b is None:
-                layer.bias.zero_()
-            else:
-                layer.bias.copy_(b.to(torch.float32))
-                expected.add(f"layers.{i}.bias")
+            _copy_layer(layer, f"layers.{i}", tensors, wpath, expected)
     return model, expected
 
 

@@ -203,26 +203,20 @@ pub fn bench_lenet(ds: &Dataset, backend_name: &str, limit: Option<usize>) -> Re
     let [h, w] = [ds.train.images.rows, ds.train.images.cols];
     let cfg = advrob_model::NetConfig::Lenet(advrob_model::LenetConfig::new().with_image([h, w]));
     let data = ds.train.take(limit.unwrap_or(usize::MAX));
-    let warm = ds.train.take(512);
     let epoch = TrainConfig::new().with_epochs(1);
-    let _ = train(
-        cfg.init(&device)?,
-        &warm,
-        &epoch,
-        &device,
-        &mut Plain,
-        &mut |_| {},
-    )?;
-    let (_, seconds, cores_busy) = timed(|| {
-        Ok(train(
+    let one_epoch = |data: &advrob_data::Split| -> Result<()> {
+        train(
             cfg.init(&device)?,
-            &data,
+            data,
             &epoch,
             &device,
             &mut Plain,
             &mut |_| {},
-        )?)
-    })?;
+        )?;
+        Ok(())
+    };
+    one_epoch(&ds.train.take(512))?;
+    let ((), seconds, cores_busy) = timed(|| one_epoch(&data))?;
     Ok(LenetBench {
         backend: backend_name.to_string(),
         examples: data.len(),
