@@ -867,9 +867,11 @@ fn imported_digest(weights: &Path, spec: &ModelSpec) -> Result<String> {
     ))
 }
 
-/// Says so when a matrix puts a CNN on burn-ndarray, whose convolutions are the slow path: a LeNet
-/// training epoch (60,000 MNIST images) took 150 s there and 12-13 s on burn-flex (2026-12-05, 2
-/// cores; `bench-runner run` with one LeNet, one epoch), and its attacks are as far apart.
+/// Says so when a matrix puts a CNN on burn-ndarray, whose training is the slower path: a LeNet
+/// training epoch (60,000 MNIST images) took 37 s there (im2col convolutions in the graph, on
+/// one thread) and 18 s on burn-flex (2026-12-06, 2 cores); its attacks run on the host chain,
+/// faster than burn-flex's (the ensemble on 200 images of the cnn preset's PGD-trained LeNet:
+/// 35 s against 121 s).
 fn warn_slow_convolutions(matrix: &Matrix, backend_name: &str) {
     let cnns: Vec<&str> = matrix
         .models
@@ -879,7 +881,7 @@ fn warn_slow_convolutions(matrix: &Matrix, backend_name: &str) {
         .collect();
     if backend_name == "ndarray" && !cnns.is_empty() {
         log::warn!(
-            "{} on ndarray: burn-ndarray's convolutions are about 10x slower than burn-flex's (a LeNet epoch 150 s against 13 s); build with the flex feature and pass --backends flex",
+            "{} on ndarray: training a CNN takes about twice burn-flex's time (a LeNet epoch 37 s against 18 s; its attacks are faster here); build with the flex feature and pass --backends flex to train faster",
             cnns.join(", ")
         );
     }

@@ -10,10 +10,12 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::{log_softmax, relu};
+use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::dense::{ConvBlock, Dense, PixelMap};
 use crate::error::ModelError;
-use crate::mlp::{dropout, glorot_linear};
+use crate::mlp::{dropout, glorot_linear, host_layer};
 
 /// A convolution `in → out` with square kernels of side `k` and `pad` pixels of zero padding on
 /// every side, its weights Glorot-uniform from `rng` (fans counted over the kernel, as Keras does)
@@ -47,6 +49,105 @@ fn glorot_conv(
             PaddingConfig2d::Explicit(pad, pad, pad, pad)
         },
     }
+}
+
+/// `conv` applied to `x` `[B, C, H, W]`: on burn-ndarray, whose own convolution is a direct
+/// loop (a LeNet epoch 25–70× slower than burn-flex's), as one matrix product per image over
+/// the input's windows (im2col from tensor slices, differentiated by autodiff like any tensor
+/// operation) for the stride-1, undilated, ungrouped convolutions of these networks; elsewhere,
+/// and for anything else, the backend's own convolution.
+pub(crate) fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if crate::backend::is_ndarray(&x.device()) {
+        windowed_conv(conv, x)
+    } else {
+        conv.forward(x)
+    }
+}
+
+/// [`conv_forward`]'s im2col convolution, on any backend.
+fn windowed_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if conv.stride != [1, 1] || conv.dilation != [1, 1] || conv.groups != 1 {
+        return conv.forward(x);
+    }
+    let [b, c, h, w] = x.dims();
+    let [kh, kw] = conv.kernel_size;
+    let ((top, bottom), (left, right)) = match &conv.padding {
+        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+        PaddingConfig2d::Explicit(t, l, bo, r) => ((*t, *bo), (*l, *r)),
+        _ => return conv.forward(x),
+    };
+    let x = if top + bottom + left + right > 0 {
+        x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0))
+    } else {
+        x
+    };
+    let (hp, wp) = (h + top + bottom, w + left + right);
+    let (ho, wo) = (hp + 1 - kh, wp + 1 - kw);
+    let windows: Vec<Tensor<4>> = (0..kh)
+        .flat_map(|i| (0..kw).map(move |j| (i, j)))
+        .map(|(i, j)| {
+            x.clone()
+                .slice([0..b, 0..c, i..i + ho, j..j + wo])
+                .reshape([b, c, 1, ho * wo])
+        })
+        .collect();
+    // [B, C·kh·kw, Ho·Wo], rows in the weight's (channel, row, column) order
+    let cols: Tensor<3> = Tensor::cat(windows, 2).reshape([b, c * kh * kw, ho * wo]);
+    let [o, ..] = conv.weight.dims();
+    let wmat: Tensor<3> = conv.weight.val().reshape([1, o, c * kh * kw]);
+    let mut y = wmat.matmul(cols);
+    if let Some(bias) = &conv.bias {
+        y = y + bias.val().reshape([1, o, 1]);
+    }
+    y.reshape([b, o, ho, wo])
+}
+
+/// `conv` followed by ReLU and the 2×2 max pool as a host block, or `None` when its weights
+/// cannot be read or it is not the stride-1 square convolution with symmetric padding the block
+/// computes.
+fn host_block(conv: &Conv2d, input: [usize; 2]) -> Option<ConvBlock> {
+    let [o, c, kh, kw] = conv.weight.dims();
+    let pad = match &conv.padding {
+        PaddingConfig2d::Valid => 0,
+        PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => *t,
+        _ => return None,
+    };
+    if conv.stride != [1, 1] || conv.dilation != [1, 1] || conv.groups != 1 || kh != kw {
+        return None;
+    }
+    let weight = crate::backend::read_f32(conv.weight.val())?;
+    let bias = match &conv.bias {
+        Some(b) => crate::backend::read_f32(b.val())?,
+        None => vec![0.0; o],
+    };
+    Some(ConvBlock {
+        weight,
+        bias,
+        channels: c,
+        kernel: kh,
+        pad,
+        input,
+    })
+}
+
+/// Two conv blocks and dense layers as a host chain, for images of `image`.
+fn host_chain<'a>(convs: [&Conv2d; 2], dense: &[&Linear], image: [usize; 2]) -> Option<Dense<'a>> {
+    let first = host_block(convs[0], image)?;
+    let second = host_block(convs[1], first.output())?;
+    if second.output_size() != dense.first()?.weight.dims()[0] {
+        return None;
+    }
+    let layers = dense
+        .iter()
+        .map(|l| host_layer(l))
+        .collect::<Option<Vec<_>>>()?;
+    Some(Dense {
+        pixel: PixelMap::default(),
+        convs: vec![first, second],
+        layers,
+        logit_scale: None,
+        count: None,
+    })
 }
 
 fn pool() -> MaxPool2d {
@@ -113,6 +214,8 @@ pub struct Lenet {
     /// 84 → classes.
     pub fc3: Linear,
     pool: MaxPool2d,
+    /// Image height and width it was built for.
+    image: [usize; 2],
 }
 
 impl LenetConfig {
@@ -130,6 +233,7 @@ impl LenetConfig {
             fc2: glorot_linear(120, 84, &mut rng, device),
             fc3: glorot_linear(84, self.classes, &mut rng, device),
             pool: pool(),
+            image: self.image,
         })
     }
 }
@@ -143,12 +247,21 @@ impl Lenet {
     pub fn forward(&self, images: Tensor<3>) -> Tensor<2> {
         let x = self
             .pool
-            .forward(relu(self.conv1.forward(as_channels(images))));
-        let x = self.pool.forward(relu(self.conv2.forward(x)));
+            .forward(relu(conv_forward(&self.conv1, as_channels(images))));
+        let x = self.pool.forward(relu(conv_forward(&self.conv2, x)));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = relu(self.fc1.forward(x));
         let x = relu(self.fc2.forward(x));
         self.fc3.forward(x)
+    }
+
+    /// The network as a host chain ([`Dense`]).
+    pub fn dense(&self) -> Option<Dense<'_>> {
+        host_chain(
+            [&self.conv1, &self.conv2],
+            &[&self.fc1, &self.fc2, &self.fc3],
+            self.image,
+        )
     }
 }
 
@@ -213,8 +326,11 @@ impl FgsmTutorial {
     ///
     /// - images: `[B, H, W]`, output: `[B, classes]`
     pub fn forward(&self, images: Tensor<3>, mut rng: Option<&mut SplitMix64>) -> Tensor<2> {
-        let x = relu(self.pool.forward(self.conv1.forward(as_channels(images))));
-        let mut x = self.conv2.forward(x);
+        let x = relu(
+            self.pool
+                .forward(conv_forward(&self.conv1, as_channels(images))),
+        );
+        let mut x = conv_forward(&self.conv2, x);
         if let Some(rng) = rng.as_deref_mut()
             && self.dropout > 0.0
         {
@@ -273,6 +389,8 @@ pub struct MadryCnn {
     /// 1024 → classes.
     pub fc2: Linear,
     pool: MaxPool2d,
+    /// Image height and width it was built for.
+    image: [usize; 2],
 }
 
 impl MadryCnnConfig {
@@ -287,6 +405,7 @@ impl MadryCnnConfig {
             fc1: glorot_linear(flat, 1024, &mut rng, device),
             fc2: glorot_linear(1024, self.classes, &mut rng, device),
             pool: pool(),
+            image: self.image,
         })
     }
 }
@@ -300,10 +419,19 @@ impl MadryCnn {
     pub fn forward(&self, images: Tensor<3>) -> Tensor<2> {
         let x = self
             .pool
-            .forward(relu(self.conv1.forward(as_channels(images))));
-        let x = self.pool.forward(relu(self.conv2.forward(x)));
+            .forward(relu(conv_forward(&self.conv1, as_channels(images))));
+        let x = self.pool.forward(relu(conv_forward(&self.conv2, x)));
         let x: Tensor<2> = x.flatten(1, 3);
         self.fc2.forward(relu(self.fc1.forward(x)))
+    }
+
+    /// The network as a host chain ([`Dense`]).
+    pub fn dense(&self) -> Option<Dense<'_>> {
+        host_chain(
+            [&self.conv1, &self.conv2],
+            &[&self.fc1, &self.fc2],
+            self.image,
+        )
     }
 }
 
@@ -324,9 +452,19 @@ fn check_dropout(p: f64) -> crate::Result<()> {
     Ok(())
 }
 
+/// On a plain burn-ndarray tensor (no autodiff: no graph to keep) the logits come from the host
+/// chain ([`Classifier::dense`](crate::Classifier::dense)), the tensor path's to rounding;
+/// elsewhere from the network's `forward`.
 impl crate::Classifier for Lenet {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        self.forward(images)
+        match self.dense().and_then(|d| d.logits_of(&images)) {
+            Some(logits) => logits,
+            None => self.forward(images),
+        }
+    }
+
+    fn dense(&self) -> Option<Dense<'_>> {
+        self.dense()
     }
 }
 
@@ -336,8 +474,93 @@ impl crate::Classifier for FgsmTutorial {
     }
 }
 
+/// Logits and host chain as [`Lenet`]'s.
 impl crate::Classifier for MadryCnn {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        self.forward(images)
+        match self.dense().and_then(|d| d.logits_of(&images)) {
+            Some(logits) => logits,
+            None => self.forward(images),
+        }
+    }
+
+    fn dense(&self) -> Option<Dense<'_>> {
+        self.dense()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::on_test_backends;
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_into_vec_as::<f32>().expect("f32")
+    }
+
+    fn close(what: &str, got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{what}[{i}]: {a} vs {b}"
+            );
+        }
+    }
+
+    /// The im2col convolution gives the backend's own convolution's outputs and, through
+    /// autodiff, its gradients with respect to input, weight and bias, with padding and without.
+    #[test]
+    fn the_windowed_convolution_is_the_backends() {
+        on_test_backends(|d| {
+            let mut rng = SplitMix64::new(3);
+            for (channels, pad, side) in [([1, 6], 2, 9), ([6, 16], 0, 8)] {
+                let mut conv = glorot_conv(channels, 5, pad, &mut rng, d);
+                let bias: Vec<f32> = (0..channels[1]).map(|i| i as f32 * 0.1 - 0.2).collect();
+                conv.bias = Some(Param::from_tensor(Tensor::from_data(
+                    TensorData::new(bias, [channels[1]]),
+                    d,
+                )));
+                let n = 2 * channels[0] * side * side;
+                let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 / 100.0).collect();
+                let shape = [2, channels[0], side, side];
+                let run = |windowed: bool| {
+                    let conv = conv.clone().train();
+                    let x = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), d)
+                        .autodiff()
+                        .require_grad();
+                    let y = if windowed {
+                        windowed_conv(&conv, x.clone())
+                    } else {
+                        conv.forward(x.clone())
+                    };
+                    // a loss that weighs every output differently
+                    let weights = Tensor::<4>::from_data(
+                        TensorData::new(
+                            (0..y.dims().iter().product::<usize>())
+                                .map(|i| ((i * 13) % 7) as f32 - 3.0)
+                                .collect::<Vec<f32>>(),
+                            y.dims(),
+                        ),
+                        d,
+                    )
+                    .autodiff();
+                    let grads = (y.clone() * weights).sum().backward();
+                    let gb = conv.bias.as_ref().and_then(|b| b.val().grad(&grads));
+                    [
+                        host(y.without_autodiff()),
+                        host(x.grad(&grads).expect("input gradient")),
+                        host(conv.weight.val().grad(&grads).expect("weight gradient")),
+                        host(gb.expect("bias gradient")),
+                    ]
+                };
+                let (got, want) = (run(true), run(false));
+                for (what, (g, w)) in ["output", "input grad", "weight grad", "bias grad"]
+                    .iter()
+                    .zip(got.iter().zip(&want))
+                {
+                    close(&format!("pad {pad} {what}"), g, w);
+                }
+            }
+        });
     }
 }

@@ -11,6 +11,11 @@
 //! tensor path's to the bit (tested). Attacks use it there ([`crate::backend::is_ndarray`]); on
 //! other backends the tensor path runs.
 
+use burn::tensor::{Tensor, TensorData};
+
+use crate::conv_host::BlockTrace;
+pub use crate::conv_host::ConvBlock;
+
 /// One dense layer, `[inputs, outputs]` row-major weights and its bias.
 #[derive(Debug, Clone)]
 pub struct DenseLayer {
@@ -78,11 +83,15 @@ impl PixelMap {
     }
 }
 
-/// A dense chain on the host; `count` (when set) is told the rows of every pass and whether it
-/// took a gradient, as a counted model's own passes would be.
+/// A dense chain on the host, behind convolutional blocks where the network has them; `count`
+/// (when set) is told the rows of every pass and whether it took a gradient, as a counted model's
+/// own passes would be.
 pub struct Dense<'a> {
     /// The input map.
     pub pixel: PixelMap,
+    /// Convolution → ReLU → max-pool blocks before the dense layers (none for an MLP); the last
+    /// one's output, flattened channel by channel, is the first dense layer's input.
+    pub convs: Vec<ConvBlock>,
     /// The layers; every one but the last is followed by ReLU.
     pub layers: Vec<DenseLayer>,
     /// The logits' scale, `None` for 1.
@@ -94,6 +103,8 @@ pub struct Dense<'a> {
 /// What the backward pass needs of a forward one.
 pub struct DenseForward {
     rows: usize,
+    /// Each convolutional block's trace.
+    traces: Vec<BlockTrace>,
     /// The input of every layer but the first: each hidden layer's output after ReLU.
     hidden: Vec<Vec<f32>>,
     /// The logits, `[rows, classes]`.
@@ -173,6 +184,23 @@ fn affine(layer: &DenseLayer, a: &[f32], rows: usize, relu: bool) -> Vec<f32> {
 }
 
 impl<'a> Dense<'a> {
+    /// The logits of `images` through this chain, on a plain burn-ndarray tensor (no autodiff:
+    /// no graph to keep) whose values can be read; `None` elsewhere, where the caller's tensor
+    /// path runs.
+    pub fn logits_of(&self, images: &Tensor<3>) -> Option<Tensor<2>> {
+        if images.is_autodiff() || !crate::backend::is_ndarray(&images.device()) {
+            return None;
+        }
+        let classes = self.layers.last().map(DenseLayer::outputs)?;
+        let b = images.dims()[0];
+        let x = crate::backend::read_f32(images.clone())?;
+        let out = self.forward(&x, b, false);
+        Some(Tensor::from_data(
+            TensorData::new(out.logits, [b, classes]),
+            &images.device(),
+        ))
+    }
+
     /// Logits `[rows, classes]` of the host images `x` (`rows` images, pixels row-major),
     /// keeping what the backward pass needs.
     pub fn forward(&self, x: &[f32], rows: usize, with_gradient: bool) -> DenseForward {
@@ -187,13 +215,21 @@ impl<'a> Dense<'a> {
             mapped = x.iter().map(|&p| self.pixel.forward(p)).collect();
             &mapped
         };
+        let mut traces = Vec::with_capacity(self.convs.len());
+        let mut a: Option<Vec<f32>> = None;
+        for block in &self.convs {
+            let (out, trace) = block.forward(a.as_deref().unwrap_or(x), rows, with_gradient);
+            traces.extend(trace);
+            a = Some(out);
+        }
         let mut hidden = Vec::with_capacity(self.layers.len().saturating_sub(1));
         let last = self.layers.len().saturating_sub(1);
-        let mut a: Option<Vec<f32>> = None;
         for (i, layer) in self.layers.iter().enumerate() {
             let input = a.as_deref().unwrap_or(x);
             let h = affine(layer, input, rows, i < last);
-            if let Some(done) = a.replace(h) {
+            if let Some(done) = a.replace(h)
+                && i > 0
+            {
                 hidden.push(done);
             }
         }
@@ -201,6 +237,7 @@ impl<'a> Dense<'a> {
         self.scale(&mut logits);
         DenseForward {
             rows,
+            traces,
             hidden,
             logits,
         }
@@ -227,6 +264,9 @@ impl<'a> Dense<'a> {
                 }
             }
             g = d;
+        }
+        for (block, trace) in self.convs.iter().zip(&forward.traces).rev() {
+            g = block.backward(trace, &g, rows);
         }
         if self.pixel != PixelMap::default() {
             g.iter_mut().for_each(|v| *v = self.pixel.backward(*v));
@@ -270,6 +310,7 @@ impl<'a> Dense<'a> {
     {
         Dense {
             pixel: self.pixel,
+            convs: self.convs,
             layers: self.layers,
             logit_scale: self.logit_scale,
             count: Some(Box::new(count)),
@@ -360,6 +401,79 @@ mod tests {
                             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
                         }
                     }
+                }
+            }
+        });
+    }
+
+    /// The CNNs' host chains (LeNet, the Madry CNN, behind a deployment's input map) give the
+    /// tensor path's logits and input gradient to rounding on every backend.
+    #[test]
+    fn the_host_cnn_chain_is_the_tensor_path_to_rounding() {
+        on_test_backends(|d| {
+            let lenet = crate::LenetConfig::new()
+                .with_seed(5)
+                .init(d)
+                .expect("init");
+            let madry = crate::MadryCnnConfig::new()
+                .with_seed(6)
+                .init(d)
+                .expect("init");
+            let deployed = Deployed {
+                net: crate::Net::Lenet(lenet.clone()),
+                config: DeployConfig::new()
+                    .with_logit_scale(2.0)
+                    .with_normalize(Some(Normalize {
+                        mean: 0.13,
+                        std: 0.31,
+                    })),
+            };
+            let models: [&dyn Classifier; 3] = [&lenet, &madry, &deployed];
+            let x: Vec<f32> = (0..2 * 784)
+                .map(|i| ((i * 37) % 101) as f32 / 100.0)
+                .collect();
+            for (mi, m) in models.into_iter().enumerate() {
+                let dense = m.dense().expect("a CNN opens on the host");
+                let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [2, 28, 28]), d);
+                let xg = images.autodiff().require_grad();
+                let logits = m.logits(xg.clone());
+                // a loss with a different weight on every logit
+                let w = Tensor::<2>::from_data(
+                    TensorData::new(
+                        (0..20).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<f32>>(),
+                        [2, 10],
+                    ),
+                    d,
+                )
+                .autodiff();
+                let grads = (logits.clone() * w.clone()).sum().backward();
+                let want_grad = host(xg.grad(&grads).expect("gradient"));
+                let want_logits = host(logits.without_autodiff());
+                let f = dense.forward(&x, 2, true);
+                let got_grad = dense.backward(&f, &host(w.without_autodiff()));
+                for (what, got, want) in [
+                    ("logits", &f.logits, &want_logits),
+                    ("gradient", &got_grad, &want_grad),
+                ] {
+                    assert_eq!(got.len(), want.len());
+                    let top = want.iter().fold(0f32, |a, b| a.max(b.abs()));
+                    for (a, b) in got.iter().zip(want.iter()) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + top),
+                            "model {mi} {what}: {a} vs {b}"
+                        );
+                    }
+                }
+                // and the logits of a plain tensor are the chain's where it runs
+                let plain = host(m.logits(Tensor::<3>::from_data(
+                    TensorData::new(x.clone(), [2, 28, 28]),
+                    d,
+                )));
+                for (a, b) in plain.iter().zip(&want_logits) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "model {mi}: {a} vs {b}"
+                    );
                 }
             }
         });

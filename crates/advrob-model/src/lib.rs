@@ -4,6 +4,7 @@ mod affine;
 pub mod backend;
 pub mod checkpoint;
 mod cnn;
+mod conv_host;
 pub mod defense;
 mod dense;
 pub mod deploy;
@@ -19,7 +20,7 @@ pub use cnn::{FgsmTutorial, FgsmTutorialConfig, Lenet, LenetConfig, MadryCnn, Ma
 pub use defense::{
     Defense, DefenseConfig, NoDefense, Stage, TeacherUse, TrainSetup, Trained, Undefended,
 };
-pub use dense::{Dense, DenseForward, DenseLayer, PixelMap};
+pub use dense::{ConvBlock, Dense, DenseForward, DenseLayer, PixelMap};
 pub use deploy::{DeployConfig, Deployed, Normalize, quantize};
 pub use error::{ModelError, Result};
 pub use loss::{LossKind, Targets, loss};

@@ -221,15 +221,8 @@ impl Classifier for Mlp {
     /// host chain ([`Classifier::dense`]), the tensor path's numbers to the bit, its products
     /// over the current rayon pool; elsewhere from [`Mlp::forward`].
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        if !images.is_autodiff() && crate::backend::is_ndarray(&images.device()) {
-            let b = images.dims()[0];
-            let device = images.device();
-            if let (Some(dense), Some(x)) = (self.dense(), crate::backend::read_f32(images.clone()))
-                && let Some(classes) = dense.layers.last().map(DenseLayer::outputs)
-            {
-                let out = dense.forward(&x, b, false);
-                return Tensor::from_data(TensorData::new(out.logits, [b, classes]), &device);
-            }
+        if let Some(logits) = self.dense().and_then(|d| d.logits_of(&images)) {
+            return logits;
         }
         self.forward(images)
     }
@@ -242,6 +235,7 @@ impl Classifier for Mlp {
             .collect::<Option<Vec<_>>>()?;
         Some(Dense {
             pixel: PixelMap::default(),
+            convs: Vec::new(),
             layers,
             logit_scale: None,
             count: None,
@@ -267,7 +261,7 @@ impl Classifier for Mlp {
 }
 
 /// A linear layer's weights `[inputs, outputs]` and bias (zeros without one), on the host.
-fn host_layer(l: &Linear) -> Option<DenseLayer> {
+pub(crate) fn host_layer(l: &Linear) -> Option<DenseLayer> {
     let weight = crate::backend::read_f32(l.weight.val())?;
     let bias = match &l.bias {
         Some(b) => crate::backend::read_f32(b.val())?,

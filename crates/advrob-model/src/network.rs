@@ -158,9 +158,11 @@ impl Net {
 impl Classifier for Net {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
         match self {
-            // an MLP's own logits: the host chain on plain burn-ndarray tensors
+            // the networks' own logits: the host chain on plain burn-ndarray tensors
             Net::Mlp(m) => m.logits(images),
-            _ => self.forward(images),
+            Net::Lenet(m) => m.logits(images),
+            Net::MadryCnn(m) => m.logits(images),
+            Net::FgsmTutorial(_) => self.forward(images),
         }
     }
 
@@ -175,7 +177,10 @@ impl Classifier for Net {
     fn dense(&self) -> Option<crate::Dense<'_>> {
         match self {
             Net::Mlp(m) => m.dense(),
-            Net::Lenet(_) | Net::FgsmTutorial(_) | Net::MadryCnn(_) => None,
+            Net::Lenet(m) => m.dense(),
+            Net::MadryCnn(m) => m.dense(),
+            // pool before ReLU, log-softmax at the end: not a chain of the host's blocks
+            Net::FgsmTutorial(_) => None,
         }
     }
 }
