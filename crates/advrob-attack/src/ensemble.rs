@@ -29,6 +29,10 @@ pub struct Cascade {
     /// Per example, the component that broke it: `None` when it stayed robust or was already
     /// misclassified without attack.
     pub broken_by: Vec<Option<usize>>,
+    /// Per component, the examples it was run on at this ε: those classified correctly without
+    /// attack that no earlier component, at this ε or a smaller one, had broken. The others are
+    /// skipped: attacking them could not change a number.
+    pub attacked: Vec<usize>,
 }
 
 impl Ensemble {
@@ -163,11 +167,13 @@ pub fn cascade(
     let mut out: Vec<Option<Cascade>> = vec![None; eps.len()];
     for &k in &order {
         // no budget, nothing to attack: every image stays what it is
-        let attacks = if eps[k] > 0.0 { attacks } else { &[] };
-        for (a, attack) in attacks.iter().enumerate() {
+        let mut attacked = vec![0; attacks.len()];
+        let active = if eps[k] > 0.0 { attacks } else { &[] };
+        for (a, attack) in active.iter().enumerate() {
             let rows: Vec<usize> = (0..b)
                 .filter(|&i| clean_pred[i] == y_host[i] && broken_by[i].is_none())
                 .collect();
+            attacked[a] = rows.len();
             if rows.is_empty() {
                 break;
             }
@@ -189,6 +195,7 @@ pub fn cascade(
         out[k] = Some(Cascade {
             images: Tensor::from_data(TensorData::new(current.clone(), dims), &device),
             broken_by: broken_by.clone(),
+            attacked,
         });
     }
     Ok(out.into_iter().flatten().collect())
@@ -259,7 +266,8 @@ mod tests {
             let attacks: Vec<Box<dyn Attack>> = vec![Box::new(weak), Box::new(strong)];
             // ε = 0.1: weak moves 0.05 (breaks 0.48), strong 0.1 (breaks 0.42);
             // ε = 0.25: weak moves 0.125 (breaks none of 0.1, 0.3 left), strong 0.25 (breaks 0.3)
-            let runs = cascade(&Threshold, &attacks, x, y, &[0.25, 0.1], 0).expect("cascade");
+            let runs =
+                cascade(&Threshold, &attacks, x, y, &[0.25, 0.1, 0.0], 0).expect("cascade");
             let at_01 = &runs[1].broken_by;
             assert_eq!(at_01, &vec![None, None, Some(1), Some(0), None]);
             assert_eq!(
@@ -270,6 +278,11 @@ mod tests {
             // strong the 3 weak left; at 0.25 only the 2 still robust at 0.1, for both
             assert_eq!(*weak_seen.borrow(), vec![4, 2]);
             assert_eq!(*strong_seen.borrow(), vec![3, 2]);
+            // and each run says so; at ε = 0 nothing is attacked
+            assert_eq!(runs[1].attacked, vec![4, 3]);
+            assert_eq!(runs[0].attacked, vec![2, 2]);
+            assert_eq!(runs[2].attacked, vec![0, 0]);
+            assert_eq!(runs[2].broken_by, vec![None; 5]);
         });
     }
 

@@ -114,6 +114,12 @@ pub struct ComponentResult {
     pub info: advrob_attack::AttackInfo,
     /// Examples it broke that every earlier component (and every smaller ε) had left robust.
     pub broken: usize,
+    /// Examples it was run on: the evaluation plan attacks only those classified correctly
+    /// without attack that no earlier component, at this ε or a smaller one, had broken, and
+    /// skips the rest (`examples − attacked`), whose outcome no attack could change. `None` in
+    /// records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attacked: Option<usize>,
 }
 
 /// What a minimum-norm attack found, over the examples classified correctly before the attack.
@@ -218,6 +224,8 @@ struct Acc {
     confidence: f64,
     /// Ensembles: per component, the examples it broke first.
     broken: Vec<usize>,
+    /// Ensembles: per component, the examples it was run on.
+    attacked: Vec<usize>,
     /// Minimum-norm attacks: ε* of every clean-correct example.
     min_norms: Option<Vec<f64>>,
 }
@@ -349,6 +357,8 @@ struct Attacked {
     images: Tensor<3>,
     /// Ensembles: per example, the component that broke it.
     broken_by: Option<Vec<Option<usize>>>,
+    /// Ensembles: per component, the examples it was run on.
+    attacked: Option<Vec<usize>>,
     /// Minimum-norm attacks: per example, ε*.
     min_norms: Option<Vec<f64>>,
 }
@@ -370,6 +380,7 @@ fn attack_batch(
             .map(|c| Attacked {
                 images: c.images,
                 broken_by: Some(c.broken_by),
+                attacked: Some(c.attacked),
                 min_norms: None,
             })
             .collect());
@@ -381,6 +392,7 @@ fn attack_batch(
             .map(|&e| Attacked {
                 images: (x.clone() + project(best.clone() - x.clone(), norm, e)).clamp(0.0, 1.0),
                 broken_by: None,
+                attacked: None,
                 min_norms: Some(norms.clone()),
             })
             .collect());
@@ -391,6 +403,7 @@ fn attack_batch(
         .map(|images| Attacked {
             images,
             broken_by: None,
+            attacked: None,
             min_norms: None,
         })
         .collect())
@@ -436,6 +449,14 @@ impl BatchView<'_> {
                     acc.broken.resize(b + 1, 0);
                 }
                 acc.broken[b] += 1;
+            }
+        }
+        if let Some(runs) = attacked.attacked {
+            if acc.attacked.len() < runs.len() {
+                acc.attacked.resize(runs.len(), 0);
+            }
+            for (total, n) in acc.attacked.iter_mut().zip(runs) {
+                *total += n;
             }
         }
         if let Some(norms) = attacked.min_norms {
@@ -560,6 +581,7 @@ fn record(
                 attack: c.name(),
                 info: c.info(),
                 broken: a.broken.get(i).copied().unwrap_or(0),
+                attacked: Some(a.attacked.get(i).copied().unwrap_or(0)),
             })
             .collect()
     });
@@ -729,6 +751,42 @@ mod tests {
             },
             labels: vec![0, 0, 1, 1],
         }
+    }
+
+    /// An ensemble's record says what each component was run on: the clean-correct examples no
+    /// earlier component and no smaller ε had broken; the rest are skipped.
+    #[test]
+    fn an_ensemble_record_says_what_each_component_attacked() {
+        on_test_backends(|device| {
+            let both: Vec<Box<dyn Attack>> = vec![Box::new(Brighten), Box::new(Brighten)];
+            let ensemble = advrob_attack::Ensemble::new("twice", both).expect("ensemble");
+            let recs = evaluate(
+                &Threshold,
+                &ensemble,
+                &split(),
+                &[0.0, 0.1, 0.4],
+                3,
+                0,
+                device,
+                &mut |_, _| {},
+            )
+            .expect("evaluate");
+            let counts = |r: &EvalRecord| -> Vec<(Option<usize>, usize)> {
+                r.components
+                    .as_ref()
+                    .expect("components")
+                    .iter()
+                    .map(|c| (c.attacked, c.broken))
+                    .collect()
+            };
+            // clean-correct: 0.2, 0.45, 0.8 (the 4th, 0.45 labelled 1, is skipped throughout)
+            assert_eq!(counts(&recs[0]), vec![(Some(0), 0), (Some(0), 0)]);
+            // ε = 0.1: the first runs on the 3 and breaks 0.45; the second on the 2 left
+            assert_eq!(counts(&recs[1]), vec![(Some(3), 1), (Some(2), 0)]);
+            // ε = 0.4: 0.45 carried over; the first runs on 0.2 and 0.8 and breaks 0.2 (0.6)
+            assert_eq!(counts(&recs[2]), vec![(Some(2), 2), (Some(1), 0)]);
+            assert_eq!(recs[2].adversarial_correct, 1);
+        });
     }
 
     #[test]

@@ -716,6 +716,7 @@ mod tests {
                 ..AttackInfo::white_box(family, Norm::Linf, AttackLoss::CrossEntropy, 100)
             },
             broken,
+            attacked: None,
         };
         let ensemble = |model: &str, square: usize| {
             let mut r = with(model, "fgsm", 0.1, 0.5);
