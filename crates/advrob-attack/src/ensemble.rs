@@ -266,8 +266,7 @@ mod tests {
             let attacks: Vec<Box<dyn Attack>> = vec![Box::new(weak), Box::new(strong)];
             // ε = 0.1: weak moves 0.05 (breaks 0.48), strong 0.1 (breaks 0.42);
             // ε = 0.25: weak moves 0.125 (breaks none of 0.1, 0.3 left), strong 0.25 (breaks 0.3)
-            let runs =
-                cascade(&Threshold, &attacks, x, y, &[0.25, 0.1, 0.0], 0).expect("cascade");
+            let runs = cascade(&Threshold, &attacks, x, y, &[0.25, 0.1, 0.0], 0).expect("cascade");
             let at_01 = &runs[1].broken_by;
             assert_eq!(at_01, &vec![None, None, Some(1), Some(0), None]);
             assert_eq!(

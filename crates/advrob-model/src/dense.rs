@@ -428,13 +428,24 @@ mod tests {
                         std: 0.31,
                     })),
             };
-            let models: [&dyn Classifier; 3] = [&lenet, &madry, &deployed];
-            let x: Vec<f32> = (0..2 * 784)
-                .map(|i| ((i * 37) % 101) as f32 / 100.0)
-                .collect();
-            for (mi, m) in models.into_iter().enumerate() {
+            // odd sides: the pools drop the last row and column
+            let odd = crate::LenetConfig::new()
+                .with_image([29, 31])
+                .with_seed(7)
+                .init(d)
+                .expect("init");
+            let models: [(&dyn Classifier, [usize; 2]); 4] = [
+                (&lenet, [28, 28]),
+                (&madry, [28, 28]),
+                (&deployed, [28, 28]),
+                (&odd, [29, 31]),
+            ];
+            for (mi, (m, [ih, iw])) in models.into_iter().enumerate() {
+                let x: Vec<f32> = (0..2 * ih * iw)
+                    .map(|i| ((i * 37) % 101) as f32 / 100.0)
+                    .collect();
                 let dense = m.dense().expect("a CNN opens on the host");
-                let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [2, 28, 28]), d);
+                let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [2, ih, iw]), d);
                 let xg = images.autodiff().require_grad();
                 let logits = m.logits(xg.clone());
                 // a loss with a different weight on every logit
@@ -466,7 +477,7 @@ mod tests {
                 }
                 // and the logits of a plain tensor are the chain's where it runs
                 let plain = host(m.logits(Tensor::<3>::from_data(
-                    TensorData::new(x.clone(), [2, 28, 28]),
+                    TensorData::new(x.clone(), [2, ih, iw]),
                     d,
                 )));
                 for (a, b) in plain.iter().zip(&want_logits) {
