@@ -130,8 +130,14 @@ fn host_block(conv: &Conv2d, input: [usize; 2]) -> Option<ConvBlock> {
     })
 }
 
-/// Two conv blocks and dense layers as a host chain, for images of `image`.
-fn host_chain<'a>(convs: [&Conv2d; 2], dense: &[&Linear], image: [usize; 2]) -> Option<Dense<'a>> {
+/// Two conv blocks and dense layers as a host chain, for images of `image`, with a log-softmax
+/// at the end where the network has one.
+fn host_chain<'a>(
+    convs: [&Conv2d; 2],
+    dense: &[&Linear],
+    image: [usize; 2],
+    log_softmax: bool,
+) -> Option<Dense<'a>> {
     let first = host_block(convs[0], image)?;
     let second = host_block(convs[1], first.output())?;
     if second.output_size() != dense.first()?.weight.dims()[0] {
@@ -145,6 +151,7 @@ fn host_chain<'a>(convs: [&Conv2d; 2], dense: &[&Linear], image: [usize; 2]) -> 
         pixel: PixelMap::default(),
         convs: vec![first, second],
         layers,
+        log_softmax,
         logit_scale: None,
         count: None,
     })
@@ -261,6 +268,7 @@ impl Lenet {
             [&self.conv1, &self.conv2],
             &[&self.fc1, &self.fc2, &self.fc3],
             self.image,
+            false,
         )
     }
 }
@@ -298,6 +306,8 @@ pub struct FgsmTutorial {
     /// Dropout probability (training only).
     pub dropout: f64,
     pool: MaxPool2d,
+    /// Image height and width it was built for.
+    image: [usize; 2],
 }
 
 impl FgsmTutorialConfig {
@@ -314,6 +324,7 @@ impl FgsmTutorialConfig {
             fc2: glorot_linear(50, self.classes, &mut rng, device),
             dropout: self.dropout,
             pool: pool(),
+            image: self.image,
         })
     }
 }
@@ -345,6 +356,17 @@ impl FgsmTutorial {
             x = dropout(x, self.dropout, rng);
         }
         log_softmax(self.fc2.forward(x), 1)
+    }
+
+    /// The network in inference mode as a host chain ([`Dense`]): its max pool before ReLU is
+    /// ReLU before the pool (the two commute), its dropout the identity.
+    pub fn dense(&self) -> Option<Dense<'_>> {
+        host_chain(
+            [&self.conv1, &self.conv2],
+            &[&self.fc1, &self.fc2],
+            self.image,
+            true,
+        )
     }
 }
 
@@ -431,6 +453,7 @@ impl MadryCnn {
             [&self.conv1, &self.conv2],
             &[&self.fc1, &self.fc2],
             self.image,
+            false,
         )
     }
 }
@@ -468,9 +491,17 @@ impl crate::Classifier for Lenet {
     }
 }
 
+/// Logits and host chain as [`Lenet`]'s.
 impl crate::Classifier for FgsmTutorial {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        self.forward(images, None)
+        match self.dense().and_then(|d| d.logits_of(&images)) {
+            Some(logits) => logits,
+            None => self.forward(images, None),
+        }
+    }
+
+    fn dense(&self) -> Option<Dense<'_>> {
+        self.dense()
     }
 }
 

@@ -94,7 +94,9 @@ pub struct Dense<'a> {
     pub convs: Vec<ConvBlock>,
     /// The layers; every one but the last is followed by ReLU.
     pub layers: Vec<DenseLayer>,
-    /// The logits' scale, `None` for 1.
+    /// A log-softmax after the last layer (a network whose outputs are log-probabilities).
+    pub log_softmax: bool,
+    /// The logits' scale, `None` for 1 (after the log-softmax).
     pub logit_scale: Option<f32>,
     /// Told `(rows, with_gradient)` at every forward pass.
     pub count: Option<Box<dyn Fn(usize, bool) + 'a>>,
@@ -109,6 +111,8 @@ pub struct DenseForward {
     hidden: Vec<Vec<f32>>,
     /// The logits, `[rows, classes]`.
     pub logits: Vec<f32>,
+    /// With a log-softmax: the softmax of the last layer's outputs, for its backward.
+    probs: Vec<f32>,
 }
 
 /// `c = a · b` for row-major `a` `[m, k]` and `b` `[k, n]` (`transposed`: `b` is stored as the
@@ -234,12 +238,13 @@ impl<'a> Dense<'a> {
             }
         }
         let mut logits = a.unwrap_or_else(|| x.to_vec());
-        self.scale(&mut logits);
+        let probs = self.finish(&mut logits, rows);
         DenseForward {
             rows,
             traces,
             hidden,
             logits,
+            probs,
         }
     }
 
@@ -251,6 +256,19 @@ impl<'a> Dense<'a> {
             Some(s) => dlogits.iter().map(|v| v * s).collect(),
             None => dlogits.to_vec(),
         };
+        if self.log_softmax {
+            // ∂ log softmax(z)_i / ∂z_j = δ_ij − p_j: g − p · Σ g, row by row
+            let classes = g.len() / rows.max(1);
+            for (row, p) in g
+                .chunks_exact_mut(classes.max(1))
+                .zip(forward.probs.chunks_exact(classes.max(1)))
+            {
+                let total: f32 = row.iter().sum();
+                for (v, q) in row.iter_mut().zip(p) {
+                    *v -= q * total;
+                }
+            }
+        }
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let (k, n) = (layer.inputs(), layer.outputs());
             // dx = g · Wᵀ, the weight read through swapped strides
@@ -292,15 +310,33 @@ impl<'a> Dense<'a> {
         for (i, layer) in self.layers.iter().enumerate().skip(1) {
             a = affine(layer, &a, rows, i < last);
         }
-        self.scale(&mut a);
+        self.finish(&mut a, rows);
         a
     }
 
-    /// The logit scale applied in place.
-    fn scale(&self, logits: &mut [f32]) {
+    /// The log-softmax (where the network has one) and the logit scale applied in place to the
+    /// last layer's outputs `[rows, classes]`; returns the softmax the log-softmax's backward
+    /// needs (empty without one).
+    fn finish(&self, logits: &mut [f32], rows: usize) -> Vec<f32> {
+        let mut probs = Vec::new();
+        if self.log_softmax {
+            let classes = logits.len() / rows.max(1);
+            probs.reserve(logits.len());
+            for row in logits.chunks_exact_mut(classes.max(1)) {
+                // z − max − ln Σ exp(z − max), as burn's log_softmax
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let sum: f32 = row.iter().map(|v| (v - m).exp()).sum();
+                let lse = sum.ln();
+                for v in row.iter_mut() {
+                    *v = *v - m - lse;
+                    probs.push(v.exp());
+                }
+            }
+        }
         if let Some(s) = self.logit_scale {
             logits.iter_mut().for_each(|v| *v *= s);
         }
+        probs
     }
 
     /// The same chain told to `count` at every pass instead (a counted model's view).
@@ -312,6 +348,7 @@ impl<'a> Dense<'a> {
             pixel: self.pixel,
             convs: self.convs,
             layers: self.layers,
+            log_softmax: self.log_softmax,
             logit_scale: self.logit_scale,
             count: Some(Box::new(count)),
         }
@@ -406,7 +443,8 @@ mod tests {
         });
     }
 
-    /// The CNNs' host chains (LeNet, the Madry CNN, behind a deployment's input map) give the
+    /// The CNNs' host chains (LeNet, the Madry CNN, the FGSM tutorial's net, behind a deployment's
+    /// input map) give the
     /// tensor path's logits and input gradient to rounding on every backend.
     #[test]
     fn the_host_cnn_chain_is_the_tensor_path_to_rounding() {
@@ -434,11 +472,17 @@ mod tests {
                 .with_seed(7)
                 .init(d)
                 .expect("init");
-            let models: [(&dyn Classifier, [usize; 2]); 4] = [
+            // log-probabilities out, pool before ReLU
+            let tutorial = crate::FgsmTutorialConfig::new()
+                .with_seed(8)
+                .init(d)
+                .expect("init");
+            let models: [(&dyn Classifier, [usize; 2]); 5] = [
                 (&lenet, [28, 28]),
                 (&madry, [28, 28]),
                 (&deployed, [28, 28]),
                 (&odd, [29, 31]),
+                (&tutorial, [28, 28]),
             ];
             for (mi, (m, [ih, iw])) in models.into_iter().enumerate() {
                 let x: Vec<f32> = (0..2 * ih * iw)

@@ -237,6 +237,7 @@ impl Classifier for Mlp {
             pixel: PixelMap::default(),
             convs: Vec::new(),
             layers,
+            log_softmax: false,
             logit_scale: None,
             count: None,
         })

@@ -162,7 +162,7 @@ impl Classifier for Net {
             Net::Mlp(m) => m.logits(images),
             Net::Lenet(m) => m.logits(images),
             Net::MadryCnn(m) => m.logits(images),
-            Net::FgsmTutorial(_) => self.forward(images),
+            Net::FgsmTutorial(m) => m.logits(images),
         }
     }
 
@@ -179,8 +179,7 @@ impl Classifier for Net {
             Net::Mlp(m) => m.dense(),
             Net::Lenet(m) => m.dense(),
             Net::MadryCnn(m) => m.dense(),
-            // pool before ReLU, log-softmax at the end: not a chain of the host's blocks
-            Net::FgsmTutorial(_) => None,
+            Net::FgsmTutorial(m) => m.dense(),
         }
     }
 }
