@@ -1,15 +1,17 @@
 //! A classifier that is a chain of dense layers with ReLU between them, behind a per-pixel input
-//! map and with its logits scaled, opened on the host: the forward pass and the gradient with
-//! respect to the input as a few matrix products over host memory, with no tensor graph and no
-//! per-operation allocation ([`Classifier::dense`](crate::Classifier::dense)).
+//! map and, for a CNN, convolution → ReLU → max-pool blocks ([`ConvBlock`]), with a log-softmax
+//! and its logits scaled where the model has them, opened on the host: the forward pass and the
+//! gradient with respect to the input as a few matrix products over host memory, with no tensor
+//! graph and no per-operation allocation ([`Classifier::dense`](crate::Classifier::dense)).
 //!
 //! The products go through ndarray's `general_mat_mul` (`matrixmultiply`'s `sgemm`), as
 //! burn-ndarray's `matmul` does,
 //! and every elementwise step is the f32 operation burn-ndarray performs (bias added after the
 //! product, ReLU, the input map's arithmetic, the logit scale; backward: the product with the
-//! transposed weight, ReLU's mask, the map's derivative), so on burn-ndarray the results are the
-//! tensor path's to the bit (tested). Attacks use it there ([`crate::backend::is_ndarray`]); on
-//! other backends the tensor path runs.
+//! transposed weight, ReLU's mask, the map's derivative), so for an MLP on burn-ndarray the
+//! results are the tensor path's to the bit (tested); a CNN's convolutions sum in another order
+//! than burn's, so its results are the tensor path's to rounding (tested). Attacks use the chain
+//! on burn-ndarray ([`crate::backend::is_ndarray`]); on other backends the tensor path runs.
 
 use burn::tensor::{Tensor, TensorData};
 
@@ -250,7 +252,17 @@ impl<'a> Dense<'a> {
 
     /// The gradient with respect to the input pixels, `[rows, pixels]`, of a loss whose
     /// gradient with respect to the logits of `forward` is `dlogits`.
+    ///
+    /// # Panics
+    ///
+    /// When the chain has convolutional blocks and `forward` ran without `with_gradient` (it
+    /// then kept no pooling trace).
     pub fn backward(&self, forward: &DenseForward, dlogits: &[f32]) -> Vec<f32> {
+        assert_eq!(
+            forward.traces.len(),
+            self.convs.len(),
+            "the backward pass of a CNN's host chain needs a forward pass with_gradient"
+        );
         let rows = forward.rows;
         let mut g: Vec<f32> = match self.logit_scale {
             Some(s) => dlogits.iter().map(|v| v * s).collect(),
