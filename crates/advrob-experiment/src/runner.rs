@@ -873,18 +873,27 @@ fn imported_digest(weights: &Path, spec: &ModelSpec) -> Result<String> {
 /// faster than burn-flex's (the ensemble on 200 images of the cnn preset's PGD-trained LeNet:
 /// 35 s against 121 s).
 fn warn_slow_convolutions(matrix: &Matrix, backend_name: &str) {
-    let cnns: Vec<&str> = matrix
-        .models
-        .iter()
-        .filter(|m| m.arch != Arch::Mlp)
-        .map(|m| m.name.as_str())
-        .collect();
-    if backend_name == "ndarray" && !cnns.is_empty() {
+    let cnns = cnns_trained_slowly(matrix, backend_name);
+    if !cnns.is_empty() {
         log::warn!(
             "{} on ndarray: training a CNN takes about twice burn-flex's time (a LeNet epoch 37 s against 18 s; its attacks are faster here); build with the flex feature and pass --backends flex to train faster",
             cnns.join(", ")
         );
     }
+}
+
+/// The CNNs `matrix` trains on `backend_name` where that is burn-ndarray; imported weights are
+/// only evaluated, and attacks are fast there.
+fn cnns_trained_slowly<'m>(matrix: &'m Matrix, backend_name: &str) -> Vec<&'m str> {
+    if backend_name != "ndarray" {
+        return Vec::new();
+    }
+    matrix
+        .models
+        .iter()
+        .filter(|m| m.arch != Arch::Mlp && m.weights.is_none())
+        .map(|m| m.name.as_str())
+        .collect()
 }
 
 /// Where the records of one dataset go.
@@ -1182,4 +1191,21 @@ pub fn read_train_file(ckpt: &Path) -> Result<TrainFile> {
             format!("{e}: delete {} to train it again", ckpt.display()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_cnns_trained_on_ndarray_are_warned_about() {
+        let mut cnn = crate::presets::cnn();
+        let trained = cnns_trained_slowly(&cnn, "ndarray").len();
+        assert!(trained > 0 && trained == cnn.models.len());
+        assert!(cnns_trained_slowly(&cnn, "flex").is_empty());
+        assert!(cnns_trained_slowly(&crate::presets::default_experiment(), "ndarray").is_empty());
+        // a CNN imported from PyTorch weights is evaluated, not trained
+        cnn.models[0].weights = Some(std::path::PathBuf::from("lenet.safetensors"));
+        assert_eq!(cnns_trained_slowly(&cnn, "ndarray").len(), trained - 1);
+    }
 }
