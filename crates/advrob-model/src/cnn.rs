@@ -13,7 +13,7 @@ use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::dense::{ConvBlock, Dense, PixelMap};
+use crate::dense::{ConvBlock, Dense, PixelMap, logits_or};
 use crate::error::ModelError;
 use crate::mlp::{dropout, glorot_linear, host_layer};
 
@@ -480,10 +480,7 @@ fn check_dropout(p: f64) -> crate::Result<()> {
 /// elsewhere from the network's `forward`.
 impl crate::Classifier for Lenet {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        match self.dense().and_then(|d| d.logits_of(&images)) {
-            Some(logits) => logits,
-            None => self.forward(images),
-        }
+        logits_or(|| self.dense(), images, |x| self.forward(x))
     }
 
     fn dense(&self) -> Option<Dense<'_>> {
@@ -494,10 +491,7 @@ impl crate::Classifier for Lenet {
 /// Logits and host chain as [`Lenet`]'s.
 impl crate::Classifier for FgsmTutorial {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        match self.dense().and_then(|d| d.logits_of(&images)) {
-            Some(logits) => logits,
-            None => self.forward(images, None),
-        }
+        logits_or(|| self.dense(), images, |x| self.forward(x, None))
     }
 
     fn dense(&self) -> Option<Dense<'_>> {
@@ -508,10 +502,7 @@ impl crate::Classifier for FgsmTutorial {
 /// Logits and host chain as [`Lenet`]'s.
 impl crate::Classifier for MadryCnn {
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        match self.dense().and_then(|d| d.logits_of(&images)) {
-            Some(logits) => logits,
-            None => self.forward(images),
-        }
+        logits_or(|| self.dense(), images, |x| self.forward(x))
     }
 
     fn dense(&self) -> Option<Dense<'_>> {

@@ -189,6 +189,23 @@ fn affine(layer: &DenseLayer, a: &[f32], rows: usize, relu: bool) -> Vec<f32> {
     h
 }
 
+/// The logits of `images` through the host chain `chain()` builds where it runs (a plain
+/// burn-ndarray tensor, [`Dense::logits_of`]), else through `forward` (the network's tensor
+/// path); the chain, which reads the weights back, is only built where it runs.
+pub(crate) fn logits_or<'a>(
+    chain: impl FnOnce() -> Option<Dense<'a>>,
+    images: Tensor<3>,
+    forward: impl FnOnce(Tensor<3>) -> Tensor<2>,
+) -> Tensor<2> {
+    if !images.is_autodiff()
+        && crate::backend::is_ndarray(&images.device())
+        && let Some(logits) = chain().and_then(|d| d.logits_of(&images))
+    {
+        return logits;
+    }
+    forward(images)
+}
+
 impl<'a> Dense<'a> {
     /// The logits of `images` through this chain, on a plain burn-ndarray tensor (no autodiff:
     /// no graph to keep) whose values can be read; `None` elsewhere, where the caller's tensor

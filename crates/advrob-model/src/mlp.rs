@@ -8,7 +8,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::affine::AffineFirst;
-use crate::dense::{Dense, DenseLayer, PixelMap};
+use crate::dense::{Dense, DenseLayer, PixelMap, logits_or};
 use crate::error::ModelError;
 
 /// The most parameters a model may have (4 GiB of f32): a typo such as `--hidden 100000000` is a
@@ -221,10 +221,7 @@ impl Classifier for Mlp {
     /// host chain ([`Classifier::dense`]), the tensor path's numbers to the bit, its products
     /// over the current rayon pool; elsewhere from [`Mlp::forward`].
     fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        if let Some(logits) = self.dense().and_then(|d| d.logits_of(&images)) {
-            return logits;
-        }
-        self.forward(images)
+        logits_or(|| self.dense(), images, |x| self.forward(x))
     }
 
     fn dense(&self) -> Option<Dense<'_>> {
