@@ -64,18 +64,27 @@ pub(crate) fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
+/// The zero padding `((top, bottom), (left, right))` of a stride-1, undilated, ungrouped
+/// convolution with explicit (or no) padding, the convolutions the im2col paths compute; `None`
+/// for any other.
+fn plain_padding(conv: &Conv2d) -> Option<((usize, usize), (usize, usize))> {
+    if conv.stride != [1, 1] || conv.dilation != [1, 1] || conv.groups != 1 {
+        return None;
+    }
+    match &conv.padding {
+        PaddingConfig2d::Valid => Some(((0, 0), (0, 0))),
+        PaddingConfig2d::Explicit(t, l, b, r) => Some(((*t, *b), (*l, *r))),
+        _ => None,
+    }
+}
+
 /// [`conv_forward`]'s im2col convolution, on any backend.
 fn windowed_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if conv.stride != [1, 1] || conv.dilation != [1, 1] || conv.groups != 1 {
+    let Some(((top, bottom), (left, right))) = plain_padding(conv) else {
         return conv.forward(x);
-    }
+    };
     let [b, c, h, w] = x.dims();
     let [kh, kw] = conv.kernel_size;
-    let ((top, bottom), (left, right)) = match &conv.padding {
-        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
-        PaddingConfig2d::Explicit(t, l, bo, r) => ((*t, *bo), (*l, *r)),
-        _ => return conv.forward(x),
-    };
     let x = if top + bottom + left + right > 0 {
         x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0))
     } else {
@@ -107,12 +116,8 @@ fn windowed_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// computes.
 fn host_block(conv: &Conv2d, input: [usize; 2]) -> Option<ConvBlock> {
     let [o, c, kh, kw] = conv.weight.dims();
-    let pad = match &conv.padding {
-        PaddingConfig2d::Valid => 0,
-        PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => *t,
-        _ => return None,
-    };
-    if conv.stride != [1, 1] || conv.dilation != [1, 1] || conv.groups != 1 || kh != kw {
+    let ((pad, bottom), (left, right)) = plain_padding(conv)?;
+    if [bottom, left, right] != [pad; 3] || kh != kw {
         return None;
     }
     let weight = crate::backend::read_f32(conv.weight.val())?;

@@ -82,17 +82,8 @@ impl ConvBlock {
         lo..hi
     }
 
-    /// Images per product: one per image measured fastest (the windows of LeNet's first
-    /// convolution, 78 kB an image, stay in the core's cache; groups of images in one wider
-    /// product took 10-35% longer); several where an image's windows are small.
-    fn group(&self) -> usize {
-        let [ho, wo] = self.conv_side();
-        ((1 << 14) / (self.patch() * ho * wo).max(1)).max(1)
-    }
-
-    /// One image's windows into columns `at..at + rows·columns` of a group's `[in·k·k, stride]`
-    /// matrix, zero where they reach into the padding.
-    fn im2col(&self, x: &[f32], cols: &mut [f32], stride: usize, at: usize) {
+    /// One image's windows `[in·k·k, rows·columns]`, zero where they reach into the padding.
+    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
         let [h, w] = self.input;
         let [ho, wo] = self.conv_side();
         let (k, pad) = (self.kernel, self.pad);
@@ -100,7 +91,7 @@ impl ConvBlock {
             let plane = &x[c * h * w..(c + 1) * h * w];
             for i in 0..k {
                 for j in 0..k {
-                    let row = &mut cols[((c * k + i) * k + j) * stride + at..][..ho * wo];
+                    let row = &mut cols[((c * k + i) * k + j) * ho * wo..][..ho * wo];
                     let inside = self.inside(j);
                     for (y, out) in row.chunks_exact_mut(wo).enumerate() {
                         let sy = (y + i).wrapping_sub(pad);
@@ -119,9 +110,8 @@ impl ConvBlock {
         }
     }
 
-    /// Adds one image's window gradients (columns `at..at + rows·columns` of a group's
-    /// `[in·k·k, stride]` matrix) back onto its pixels.
-    fn col2im(&self, cols: &[f32], stride: usize, at: usize, dx: &mut [f32]) {
+    /// Adds one image's window gradients `[in·k·k, rows·columns]` back onto its pixels.
+    fn col2im(&self, cols: &[f32], dx: &mut [f32]) {
         let [h, w] = self.input;
         let [ho, wo] = self.conv_side();
         let (k, pad) = (self.kernel, self.pad);
@@ -129,7 +119,7 @@ impl ConvBlock {
             let plane = &mut dx[c * h * w..(c + 1) * h * w];
             for i in 0..k {
                 for j in 0..k {
-                    let row = &cols[((c * k + i) * k + j) * stride + at..][..ho * wo];
+                    let row = &cols[((c * k + i) * k + j) * ho * wo..][..ho * wo];
                     let inside = self.inside(j);
                     for (y, g) in row.chunks_exact(wo).enumerate() {
                         let sy = (y + i).wrapping_sub(pad);
@@ -147,7 +137,9 @@ impl ConvBlock {
     }
 
     /// The block on `rows` images `x` (`[rows, in, h, w]`): the pooled outputs
-    /// `[rows, out, h', w']` and, with `trace`, what the backward pass needs.
+    /// `[rows, out, h', w']` and, with `trace`, what the backward pass needs. One product per
+    /// image, images over the rayon pool: several images in one wider product measured 10–35%
+    /// slower (an image's windows, 78 kB for LeNet's first convolution, stay in the core's cache).
     pub(crate) fn forward(
         &self,
         x: &[f32],
@@ -158,63 +150,52 @@ impl ConvBlock {
         let [ho, wo] = self.conv_side();
         let [ph, pw] = self.output();
         let (o, patch, hw) = (self.outputs(), self.patch(), ho * wo);
-        let g = self.group();
         let mut out = vec![0.0f32; rows * osz];
         let mut winners = vec![0u32; if trace { rows * osz } else { 0 }];
         let wmat = ArrayView2::from_shape((o, patch), &self.weight[..o * patch])
             .expect("the weight is [out, in·k·k]");
-        let group = |(xs, (ys, wins)): (&[f32], (&mut [f32], &mut [u32]))| {
-            let n = xs.len() / isz;
-            let stride = n * hw;
-            let mut cols = vec![0.0f32; patch * stride];
-            for (i, xi) in xs.chunks_exact(isz).enumerate() {
-                self.im2col(xi, &mut cols, stride, i * hw);
-            }
-            let mut z = vec![0.0f32; o * stride];
-            let colm = ArrayView2::from_shape((patch, stride), &cols[..]).expect("cols");
-            let mut zm = ArrayViewMut2::from_shape((o, stride), &mut z[..]).expect("z");
+        let image = |(xi, (yo, win)): (&[f32], (&mut [f32], &mut [u32]))| {
+            let mut cols = vec![0.0f32; patch * hw];
+            self.im2col(xi, &mut cols);
+            let mut z = vec![0.0f32; o * hw];
+            let colm = ArrayView2::from_shape((patch, hw), &cols[..]).expect("cols");
+            let mut zm = ArrayViewMut2::from_shape((o, hw), &mut z[..]).expect("z");
             general_mat_mul(1.0, &wmat, &colm, 0.0, &mut zm);
             // the bias after the product, as the convolution adds it
-            for (row, b) in z.chunks_exact_mut(stride).zip(&self.bias) {
+            for (row, b) in z.chunks_exact_mut(hw).zip(&self.bias) {
                 row.iter_mut().for_each(|v| *v += b);
             }
             // ReLU then the pool: the largest of the four (ReLU commutes with the maximum), its
             // first position on ties where it is positive, as burn's max pool
-            for (i, yo) in ys.chunks_exact_mut(osz).enumerate() {
-                for c in 0..o {
-                    let plane = &z[c * stride + i * hw..][..hw];
-                    for py in 0..ph {
-                        let top = (2 * py) * wo;
-                        let (r0, r1) = (&plane[top..top + wo], &plane[top + wo..top + 2 * wo]);
-                        let slot = (c * ph + py) * pw;
-                        for px in 0..pw {
-                            let q = [r0[2 * px], r0[2 * px + 1], r1[2 * px], r1[2 * px + 1]];
-                            let m = q[0].max(q[1]).max(q[2].max(q[3]));
-                            yo[slot + px] = m.max(0.0);
-                            if !wins.is_empty() {
-                                wins[i * osz + slot + px] = if m > 0.0 {
-                                    let at = q.iter().position(|v| *v == m).unwrap_or(0);
-                                    (c * hw + top + (at / 2) * wo + 2 * px + at % 2) as u32
-                                } else {
-                                    u32::MAX
-                                };
-                            }
+            for (c, plane) in z.chunks_exact(hw).enumerate() {
+                for py in 0..ph {
+                    let top = (2 * py) * wo;
+                    let (r0, r1) = (&plane[top..top + wo], &plane[top + wo..top + 2 * wo]);
+                    let slot = (c * ph + py) * pw;
+                    for px in 0..pw {
+                        let q = [r0[2 * px], r0[2 * px + 1], r1[2 * px], r1[2 * px + 1]];
+                        let m = q[0].max(q[1]).max(q[2].max(q[3]));
+                        yo[slot + px] = m.max(0.0);
+                        if !win.is_empty() {
+                            win[slot + px] = if m > 0.0 {
+                                let at = q.iter().position(|v| *v == m).unwrap_or(0);
+                                (c * hw + top + (at / 2) * wo + 2 * px + at % 2) as u32
+                            } else {
+                                u32::MAX
+                            };
                         }
                     }
                 }
             }
         };
         if trace {
-            x.par_chunks(g * isz)
-                .zip(
-                    out.par_chunks_mut(g * osz)
-                        .zip(winners.par_chunks_mut(g * osz)),
-                )
-                .for_each(group);
+            x.par_chunks(isz)
+                .zip(out.par_chunks_mut(osz).zip(winners.par_chunks_mut(osz)))
+                .for_each(image);
         } else {
-            x.par_chunks(g * isz)
-                .zip(out.par_chunks_mut(g * osz))
-                .for_each(|(xs, ys)| group((xs, (ys, &mut []))));
+            x.par_chunks(isz)
+                .zip(out.par_chunks_mut(osz))
+                .for_each(|(xi, yo)| image((xi, (yo, &mut []))));
         }
         (out, trace.then_some(BlockTrace { winners }))
     }
@@ -225,39 +206,25 @@ impl ConvBlock {
         let (isz, osz) = (self.input_size(), self.output_size());
         let [ho, wo] = self.conv_side();
         let (o, patch, hw) = (self.outputs(), self.patch(), ho * wo);
-        let g = self.group();
         let mut dx = vec![0.0f32; rows * isz];
         let wt = ArrayView2::from_shape((o, patch), &self.weight[..o * patch])
             .expect("the weight is [out, in·k·k]");
-        dx.par_chunks_mut(g * isz)
-            .zip(
-                dy.par_chunks(g * osz)
-                    .zip(trace.winners.par_chunks(g * osz)),
-            )
-            .for_each(|(dxs, (dys, wins))| {
-                let n = dxs.len() / isz;
-                let stride = n * hw;
-                let mut dz = vec![0.0f32; o * stride];
-                for (i, (dyi, win)) in dys
-                    .chunks_exact(osz)
-                    .zip(wins.chunks_exact(osz))
-                    .enumerate()
-                {
-                    for (gv, &at) in dyi.iter().zip(win) {
-                        if at != u32::MAX {
-                            let at = at as usize;
-                            dz[(at / hw) * stride + i * hw + at % hw] += gv;
-                        }
+        dx.par_chunks_mut(isz)
+            .zip(dy.par_chunks(osz).zip(trace.winners.par_chunks(osz)))
+            .for_each(|(dxi, (dyi, win))| {
+                // the pool's gradient goes to its winner, none where ReLU was off
+                let mut dz = vec![0.0f32; o * hw];
+                for (gv, &at) in dyi.iter().zip(win) {
+                    if at != u32::MAX {
+                        dz[at as usize] += gv;
                     }
                 }
-                let mut dcols = vec![0.0f32; patch * stride];
-                let dzm = ArrayView2::from_shape((o, stride), &dz[..]).expect("dz");
+                let mut dcols = vec![0.0f32; patch * hw];
+                let dzm = ArrayView2::from_shape((o, hw), &dz[..]).expect("dz");
                 let mut dcm =
-                    ArrayViewMut2::from_shape((patch, stride), &mut dcols[..]).expect("dcols");
+                    ArrayViewMut2::from_shape((patch, hw), &mut dcols[..]).expect("dcols");
                 general_mat_mul(1.0, &wt.t(), &dzm, 0.0, &mut dcm);
-                for (i, dxi) in dxs.chunks_exact_mut(isz).enumerate() {
-                    self.col2im(&dcols, stride, i * hw, dxi);
-                }
+                self.col2im(&dcols, dxi);
             });
         dx
     }
