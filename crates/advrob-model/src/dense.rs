@@ -190,8 +190,8 @@ fn affine(layer: &DenseLayer, a: &[f32], rows: usize, relu: bool) -> Vec<f32> {
 }
 
 /// The logits of `images` through the host chain `chain()` builds where it runs (a plain
-/// burn-ndarray tensor, [`Dense::logits_of`]), else through `forward` (the network's tensor
-/// path); the chain, which reads the weights back, is only built where it runs.
+/// burn-ndarray tensor: no autodiff, no graph to keep), else through `forward` (the network's
+/// tensor path); the chain, which reads the weights back, is only built where it runs.
 pub(crate) fn logits_or<'a>(
     chain: impl FnOnce() -> Option<Dense<'a>>,
     images: Tensor<3>,
@@ -207,13 +207,9 @@ pub(crate) fn logits_or<'a>(
 }
 
 impl<'a> Dense<'a> {
-    /// The logits of `images` through this chain, on a plain burn-ndarray tensor (no autodiff:
-    /// no graph to keep) whose values can be read; `None` elsewhere, where the caller's tensor
-    /// path runs.
-    pub fn logits_of(&self, images: &Tensor<3>) -> Option<Tensor<2>> {
-        if images.is_autodiff() || !crate::backend::is_ndarray(&images.device()) {
-            return None;
-        }
+    /// The logits of `images` through this chain, as a tensor on their device; `None` when
+    /// their values cannot be read as f32 or the chain has no layer.
+    fn logits_of(&self, images: &Tensor<3>) -> Option<Tensor<2>> {
         let classes = self.layers.last().map(DenseLayer::outputs)?;
         let b = images.dims()[0];
         let x = crate::backend::read_f32(images.clone())?;
