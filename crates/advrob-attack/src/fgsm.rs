@@ -8,7 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result, check_eps};
-use crate::grad::{AttackLoss, LabelMode, loss_gradient, target_labels};
+use crate::grad::{AttackLoss, LabelMode, host_loss_gradient, loss_gradient, target_labels};
 use crate::info::{AttackInfo, Family, Norm};
 use crate::{Attack, AttackConfig};
 
@@ -171,13 +171,90 @@ impl Fgsm {
         images: Tensor<3>,
         labels: Tensor<1, Int>,
     ) -> Result<Tensor<3>> {
-        match self.targets(model, images.clone(), labels.clone())? {
-            Some(t) => Ok(loss_gradient(model, images, t, self.loss)?.sign().neg()),
-            None => {
-                let y = target_labels(model, images.clone(), labels, self.labels);
-                Ok(loss_gradient(model, images, y, self.loss)?.sign())
+        let (dims, device) = (images.dims(), images.device().without_autodiff());
+        Ok(match self.direction_on(model, &images, labels)? {
+            Direction::Host { mut grad, descend } => {
+                grad.iter_mut().for_each(|v| *v = sign(*v, descend));
+                Tensor::from_data(TensorData::new(grad, dims), &device)
             }
+            Direction::Device(d) => *d,
+        })
+    }
+
+    /// [`Fgsm::direction`] where it is computed: on the host where the model has a host chain
+    /// (burn-ndarray), else on the device.
+    fn direction_on(
+        &self,
+        model: &dyn Classifier,
+        images: &Tensor<3>,
+        labels: Tensor<1, Int>,
+    ) -> Result<Direction> {
+        let (y, descend) = match self.targets(model, images.clone(), labels.clone())? {
+            Some(t) => (t, true),
+            None => (
+                target_labels(model, images.clone(), labels, self.labels),
+                false,
+            ),
+        };
+        if let Some(g) = host_loss_gradient(model, images, y.clone(), self.loss)? {
+            return Ok(Direction::Host { grad: g, descend });
         }
+        let g = loss_gradient(model, images.clone(), y, self.loss)?.sign();
+        Ok(Direction::Device(Box::new(if descend {
+            g.neg()
+        } else {
+            g
+        })))
+    }
+}
+
+/// FGSM's step direction, on the host or on the device.
+enum Direction {
+    /// The loss gradient `[B·H·W]`, row-major, whose sign (negated when the attack descends)
+    /// the direction is.
+    Host { grad: Vec<f32>, descend: bool },
+    /// `[B, H, W]` (boxed: a tensor handle is some 700 bytes).
+    Device(Box<Tensor<3>>),
+}
+
+/// burn-ndarray's `sign` of `v` (0 at ±0 and NaN), negated when the attack descends.
+fn sign(v: f32, descend: bool) -> f32 {
+    let s = if v > 0.0 {
+        1.0
+    } else if v < 0.0 {
+        -1.0
+    } else {
+        0.0
+    };
+    if descend { -s } else { s }
+}
+
+/// `clamp(x + sign(g) · ε, 0, 1)` (the sign negated when the attack descends): the step of
+/// [`step`] with the same f32 operations in the same order, for a gradient on the host, in one
+/// parallel pass over the batch, written over `g`.
+fn host_step(images: &Tensor<3>, mut g: Vec<f32>, descend: bool, eps: f64) -> Result<Tensor<3>> {
+    use rayon::prelude::*;
+    fn apply(g: &mut [f32], x: &[f32], descend: bool, eps: f32) {
+        g.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14))
+            .for_each(|(g, x)| {
+                for (g, x) in g.iter_mut().zip(x) {
+                    *g = (x + sign(*g, descend) * eps).clamp(0.0, 1.0);
+                }
+            });
+    }
+    let (dims, device, eps) = (images.dims(), images.device(), eps as f32);
+    if advrob_model::backend::with_host_f32(images, |x| apply(&mut g, x, descend, eps)).is_none() {
+        apply(&mut g, &crate::rows::host(images.clone())?, descend, eps);
+    }
+    Ok(Tensor::from_data(TensorData::new(g, dims), &device))
+}
+
+/// The step for a direction wherever it was computed.
+fn step_on(images: &Tensor<3>, direction: &Direction, eps: f64) -> Result<Tensor<3>> {
+    match direction {
+        Direction::Host { grad, descend } => host_step(images, grad.clone(), *descend, eps),
+        Direction::Device(d) => Ok(step(images, d, eps)),
     }
 }
 
@@ -242,8 +319,10 @@ impl Attack for Fgsm {
     ) -> Result<Tensor<3>> {
         check_eps(eps)?;
         let images = images.without_autodiff();
-        let dir = self.direction(model, images.clone(), labels)?;
-        Ok(step(&images, &dir, eps))
+        match self.direction_on(model, &images, labels)? {
+            Direction::Host { grad, descend } => host_step(&images, grad, descend, eps),
+            Direction::Device(d) => Ok(step(&images, &d, eps)),
+        }
     }
 
     fn perturb_grid(
@@ -262,15 +341,15 @@ impl Attack for Fgsm {
             let mut current = images;
             let mut out = Vec::with_capacity(eps.len());
             for &e in eps {
-                let dir = self.direction(model, current.clone(), labels.clone())?;
-                current = step(&current, &dir, e);
+                let dir = self.direction_on(model, &current, labels.clone())?;
+                current = step_on(&current, &dir, e)?;
                 out.push(current.clone());
             }
             return Ok(out);
         }
         // one gradient for the whole grid: FGSM's direction does not depend on ε
-        let dir = self.direction(model, images.clone(), labels)?;
-        Ok(eps.iter().map(|&e| step(&images, &dir, e)).collect())
+        let dir = self.direction_on(model, &images, labels)?;
+        eps.iter().map(|&e| step_on(&images, &dir, e)).collect()
     }
 }
 
@@ -315,6 +394,48 @@ mod tests {
                     }
                     if eps == 0.0 {
                         assert_eq!(a, x, "ε = 0 changes nothing");
+                    }
+                }
+            }
+        });
+    }
+
+    /// The step taken on the host (burn-ndarray) is the tensor path's step from the same
+    /// direction to the bit, untargeted and targeted, single ε and grids.
+    #[test]
+    fn the_host_step_is_the_tensor_step() {
+        on_test_backends(|device| {
+            let model = MlpConfig::new()
+                .with_hidden(vec![16])
+                .init(device)
+                .expect("init");
+            let x: Vec<f32> = (0..5 * 784)
+                .map(|i| [0.0, 1.0, 0.3, 0.97, 0.05][i % 5])
+                .collect();
+            let images = Tensor::<3>::from_data(TensorData::new(x, [5, 28, 28]), device);
+            let labels =
+                Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3, 4], [5]), device);
+            for attack in [Fgsm::new(), Fgsm::new().with_target(TargetRule::Shift(2))] {
+                let dir = attack
+                    .direction(&model, images.clone(), labels.clone())
+                    .expect("direction");
+                let eps = [0.0, 0.1, 0.3];
+                let grid = attack
+                    .perturb_grid(&model, images.clone(), labels.clone(), &eps, 0)
+                    .expect("grid");
+                for (adv, e) in grid.into_iter().zip(eps) {
+                    let want = to_vec(step(&images, &dir, e));
+                    let one = attack
+                        .perturb(&model, images.clone(), labels.clone(), e)
+                        .expect("attack");
+                    for got in [to_vec(adv), to_vec(one)] {
+                        assert!(
+                            got.iter()
+                                .zip(&want)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "ε {e}, {}",
+                            attack.name()
+                        );
                     }
                 }
             }

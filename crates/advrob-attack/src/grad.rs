@@ -278,18 +278,9 @@ pub fn loss_gradient(
     kind: impl Into<AttackLoss>,
 ) -> Result<Tensor<3>> {
     let kind = kind.into();
-    let device = images.device().without_autodiff();
-    let on_host = HostModel::new(model, &device);
-    if on_host.chain.is_some() {
-        // the same numbers through the host chain (burn-ndarray)
-        let dims = images.dims();
-        let x = host(images.without_autodiff())?;
-        let y = labels.without_autodiff();
-        let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), kind);
-        let grad = on_host
-            .pass(&x, dims, &loss, true)?
-            .grad
-            .ok_or(AttackError::NoGradient)?;
+    let dims = images.dims();
+    if let Some(grad) = host_loss_gradient(model, &images, labels.clone(), kind)? {
+        let device = images.device().without_autodiff();
         return Ok(Tensor::from_data(TensorData::new(grad, dims), &device));
     }
     let x = images.without_autodiff().autodiff().require_grad();
@@ -297,6 +288,32 @@ pub fn loss_gradient(
     let loss = per_example_loss(logits, labels.without_autodiff().autodiff(), kind).sum();
     let grads = loss.backward();
     x.grad(&grads).ok_or(AttackError::NoGradient)
+}
+
+/// [`loss_gradient`] on the host, `[B·H·W]` row-major, where `model` has a host chain on the
+/// images' device (burn-ndarray: the tensor path's numbers, the images read where they lie);
+/// `None` elsewhere.
+pub(crate) fn host_loss_gradient(
+    model: &dyn Classifier,
+    images: &Tensor<3>,
+    labels: Tensor<1, Int>,
+    kind: AttackLoss,
+) -> Result<Option<Vec<f32>>> {
+    let device = images.device().without_autodiff();
+    let on_host = HostModel::new(model, &device);
+    if on_host.chain.is_none() {
+        return Ok(None);
+    }
+    let dims = images.dims();
+    let images = images.clone().without_autodiff();
+    let y = labels.without_autodiff();
+    let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), kind);
+    let pass = |x: &[f32]| on_host.pass(x, dims, &loss, true);
+    let p = match advrob_model::backend::with_host_f32(&images, pass) {
+        Some(p) => p?,
+        None => pass(&host(images)?)?,
+    };
+    p.grad.ok_or(AttackError::NoGradient).map(Some)
 }
 
 #[cfg(test)]

@@ -55,15 +55,37 @@ pub fn device(name: &str) -> Result<Device> {
     }
 }
 
-/// The values of `t` on the host. burn-ndarray hands a tensor's buffer over without a copy only
-/// when nothing else holds it; a shared one (a clone of the caller's batch, a module's parameter)
-/// it copies element by element through a dynamic-rank iterator, about 10 ns an element (8 ms for
-/// a batch of 1000 MNIST images, a quarter of an FGSM step's time). On burn-ndarray the tensor is
-/// first copied by one vectorised pass (`t · 1`, exact for every f32), whose fresh buffer is then
-/// handed over whole; other backends read back as they do.
+/// The values of `t` on the host. On burn-ndarray they are copied from where they lie
+/// ([`with_host_f32`]: one `memcpy`); other backends read back as they do.
 pub fn read_f32<const D: usize>(t: Tensor<D>) -> Option<Vec<f32>> {
-    let t = if is_ndarray(&t.device()) { t * 1.0 } else { t };
+    if let Some(v) = with_host_f32(&t, <[f32]>::to_vec) {
+        return Some(v);
+    }
     t.into_data().try_into_vec_as::<f32>().ok()
+}
+
+/// `f` of the values of a plain burn-ndarray f32 tensor where they lie, row-major, without a
+/// copy; `None` for any other tensor (another backend, an autodiff tensor, another element type,
+/// a view that is not contiguous). burn-ndarray's own readback copies a shared buffer (a clone
+/// of the caller's batch) element by element, about 10 ns an element.
+pub fn with_host_f32<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    #[cfg(any(test, feature = "ndarray"))]
+    #[allow(deprecated)]
+    {
+        use burn::backend::ndarray::{NdArray, NdArrayTensor};
+        if t.is_autodiff() || !is_ndarray(&t.device()) {
+            return None;
+        }
+        match t.clone().try_into_primitive::<NdArray>().ok()? {
+            NdArrayTensor::F32(storage) => storage.view().as_slice().map(f),
+            _ => None,
+        }
+    }
+    #[cfg(not(any(test, feature = "ndarray")))]
+    {
+        let _ = (t, f);
+        None
+    }
 }
 
 /// Whether `device` is burn-ndarray's: where [`Dense`](crate::Dense)'s host chain computes what
@@ -255,5 +277,41 @@ mod tests {
             msg.contains("cuda-9000") && msg.contains("available: ndarray"),
             "{msg}"
         );
+    }
+
+    /// The values read where they lie are the tensor's; every tensor they cannot be read from
+    /// in place (another backend, autodiff, a transposed view) still reads back by copy.
+    #[test]
+    fn values_read_in_place_are_the_tensors() {
+        on_test_backends(|d| {
+            let v: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let t = Tensor::<3>::from_data(burn::tensor::TensorData::new(v.clone(), [2, 3, 4]), d);
+            let shared = t.clone();
+            let in_place = with_host_f32(&t, <[f32]>::to_vec);
+            assert_eq!(
+                in_place.is_some(),
+                is_ndarray(d),
+                "read in place only on burn-ndarray"
+            );
+            if let Some(w) = in_place {
+                assert_eq!(w, v);
+            }
+            assert_eq!(read_f32(shared).expect("f32"), v);
+            assert!(
+                with_host_f32(&t.clone().autodiff(), |_| ()).is_none(),
+                "autodiff"
+            );
+            let transposed = t.swap_dims(1, 2);
+            let want: Vec<f32> = transposed
+                .clone()
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .expect("f32");
+            assert!(
+                with_host_f32(&transposed, |_| ()).is_none(),
+                "not contiguous"
+            );
+            assert_eq!(read_f32(transposed).expect("f32"), want);
+        });
     }
 }

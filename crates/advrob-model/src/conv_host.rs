@@ -7,9 +7,9 @@
 //! Its sums run in another order than a backend's own convolution, so the results are the tensor
 //! path's to rounding, not to the bit (tested).
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
+
+use crate::matmul::{self, Lhs, Rhs};
 
 /// One convolution → ReLU → 2×2 max-pool block.
 #[derive(Debug, Clone)]
@@ -152,15 +152,12 @@ impl ConvBlock {
         let (o, patch, hw) = (self.outputs(), self.patch(), ho * wo);
         let mut out = vec![0.0f32; rows * osz];
         let mut winners = vec![0u32; if trace { rows * osz } else { 0 }];
-        let wmat = ArrayView2::from_shape((o, patch), &self.weight[..o * patch])
-            .expect("the weight is [out, in·k·k]");
         let image = |(xi, (yo, win)): (&[f32], (&mut [f32], &mut [u32]))| {
             let mut cols = vec![0.0f32; patch * hw];
             self.im2col(xi, &mut cols);
             let mut z = vec![0.0f32; o * hw];
-            let colm = ArrayView2::from_shape((patch, hw), &cols[..]).expect("cols");
-            let mut zm = ArrayViewMut2::from_shape((o, hw), &mut z[..]).expect("z");
-            general_mat_mul(1.0, &wmat, &colm, 0.0, &mut zm);
+            let (w, cols) = (Lhs::Plain(&self.weight), Rhs::Plain(&cols));
+            matmul::single(o, patch, hw, w, cols, &mut z);
             // the bias after the product, as the convolution adds it
             for (row, b) in z.chunks_exact_mut(hw).zip(&self.bias) {
                 row.iter_mut().for_each(|v| *v += b);
@@ -207,8 +204,6 @@ impl ConvBlock {
         let [ho, wo] = self.conv_side();
         let (o, patch, hw) = (self.outputs(), self.patch(), ho * wo);
         let mut dx = vec![0.0f32; rows * isz];
-        let wt = ArrayView2::from_shape((o, patch), &self.weight[..o * patch])
-            .expect("the weight is [out, in·k·k]");
         dx.par_chunks_mut(isz)
             .zip(dy.par_chunks(osz).zip(trace.winners.par_chunks(osz)))
             .for_each(|(dxi, (dyi, win))| {
@@ -220,10 +215,8 @@ impl ConvBlock {
                     }
                 }
                 let mut dcols = vec![0.0f32; patch * hw];
-                let dzm = ArrayView2::from_shape((o, hw), &dz[..]).expect("dz");
-                let mut dcm =
-                    ArrayViewMut2::from_shape((patch, hw), &mut dcols[..]).expect("dcols");
-                general_mat_mul(1.0, &wt.t(), &dzm, 0.0, &mut dcm);
+                let (wt, dz) = (Lhs::Transposed(&self.weight), Rhs::Plain(&dz));
+                matmul::single(patch, o, hw, wt, dz, &mut dcols);
                 self.col2im(&dcols, dxi);
             });
         dx

@@ -5,18 +5,19 @@
 //! graph and no per-operation allocation ([`Classifier::dense`](crate::Classifier::dense)).
 //!
 //! The products go through ndarray's `general_mat_mul` (`matrixmultiply`'s `sgemm`), as
-//! burn-ndarray's `matmul` does,
-//! and every elementwise step is the f32 operation burn-ndarray performs (bias added after the
-//! product, ReLU, the input map's arithmetic, the logit scale; backward: the product with the
-//! transposed weight, ReLU's mask, the map's derivative), so for an MLP on burn-ndarray the
-//! results are the tensor path's to the bit (tested); a CNN's convolutions sum in another order
-//! than burn's, so its results are the tensor path's to rounding (tested). Attacks use the chain
-//! on burn-ndarray ([`crate::backend::is_ndarray`]); on other backends the tensor path runs.
+//! burn-ndarray's `matmul` does ([`crate::matmul`]), and every elementwise step is the f32
+//! operation burn-ndarray performs (bias added after the product, ReLU, the input map's
+//! arithmetic, the logit scale; backward: the product with the transposed weight, ReLU's mask,
+//! the map's derivative), so for an MLP on burn-ndarray the results are the tensor path's to the
+//! bit (tested); a CNN's convolutions sum in another order than burn's, so its results are the
+//! tensor path's to rounding (tested). Attacks use the chain on burn-ndarray
+//! ([`crate::backend::is_ndarray`]); on other backends the tensor path runs.
 
 use burn::tensor::{Tensor, TensorData};
 
 use crate::conv_host::BlockTrace;
 pub use crate::conv_host::ConvBlock;
+use crate::matmul::{self, Rhs};
 
 /// One dense layer, `[inputs, outputs]` row-major weights and its bias.
 #[derive(Debug, Clone)]
@@ -117,75 +118,17 @@ pub struct DenseForward {
     probs: Vec<f32>,
 }
 
-/// `c = a · b` for row-major `a` `[m, k]` and `b` `[k, n]` (`transposed`: `b` is stored as the
-/// row-major `[n, k]` matrix whose transpose it is), through ndarray's `general_mat_mul`, which
-/// is what burn-ndarray's `matmul` calls with the same strides. Large products are split by rows
-/// over the current rayon pool (all cores; a job's share of them in a run of several jobs):
-/// each element of `c` is the same sum in the same order whichever block its row falls in, so the
-/// result is the single product's to the bit (tested).
-fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], transposed: bool) -> Vec<f32> {
-    let rows = rows_per_block(m, k, n, rayon::current_num_threads());
-    gemm_blocks(rows, m, k, n, a, b, transposed)
-}
-
-/// [`gemm`] in blocks of `rows` rows, in parallel when there are several.
-fn gemm_blocks(
-    rows: usize,
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    b: &[f32],
-    transposed: bool,
-) -> Vec<f32> {
-    use rayon::prelude::*;
-    let mut c = vec![0.0f32; m * n];
-    if rows >= m || n == 0 || k == 0 {
-        gemm_into(m, k, n, &a[..m * k], b, transposed, &mut c);
-    } else {
-        c.par_chunks_mut(rows * n)
-            .zip(a[..m * k].par_chunks(rows * k))
-            .for_each(|(c, a)| gemm_into(c.len() / n, k, n, a, b, transposed, c));
-    }
-    c
-}
-
-/// Rows of each block when a `[m, k] · [k, n]` product is split over `threads`: all `m` (one
-/// block) below about a million multiply-adds, else blocks of at least 64 rows, one per thread.
-fn rows_per_block(m: usize, k: usize, n: usize, threads: usize) -> usize {
-    const MIN_WORK: usize = 1 << 20;
-    const MIN_ROWS: usize = 64;
-    if threads <= 1 || m * k * n < MIN_WORK || m < 2 * MIN_ROWS {
-        return m;
-    }
-    m.div_ceil(threads).max(MIN_ROWS)
-}
-
-/// One block of [`gemm`]: `c` `[m, n]` = `a` `[m, k]` · `b`.
-fn gemm_into(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], transposed: bool, c: &mut [f32]) {
-    use ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
-    let mut c = ArrayViewMut2::from_shape((m, n), c).expect("c is [m, n]");
-    let a = ArrayView2::from_shape((m, k), a).expect("a is [m, k]");
-    if transposed {
-        let b = ArrayView2::from_shape((n, k), &b[..k * n]).expect("b is [n, k]");
-        general_mat_mul(1.0, &a, &b.t(), 0.0, &mut c);
-    } else {
-        let b = ArrayView2::from_shape((k, n), &b[..k * n]).expect("b is [k, n]");
-        general_mat_mul(1.0, &a, &b, 0.0, &mut c);
-    }
-}
-
 /// `a · W + b` for the `rows` rows of `a`: the product, then the bias, as burn's `linear`; with
 /// `relu`, ReLU after the bias in the same pass (the same two f32 operations in the same order).
 fn affine(layer: &DenseLayer, a: &[f32], rows: usize, relu: bool) -> Vec<f32> {
     let (k, n) = (layer.inputs(), layer.outputs());
-    let mut h = gemm(rows, k, n, a, &layer.weight, false);
-    for row in h.chunks_mut(n) {
+    let mut h = matmul::rows(rows, k, n, a, Rhs::Plain(&layer.weight));
+    matmul::each_row(&mut h, n, |row| {
         for (v, b) in row.iter_mut().zip(&layer.bias) {
             let s = *v + b;
             *v = if relu { s.max(0.0) } else { s };
         }
-    }
+    });
     h
 }
 
@@ -212,8 +155,8 @@ impl<'a> Dense<'a> {
     fn logits_of(&self, images: &Tensor<3>) -> Option<Tensor<2>> {
         let classes = self.layers.last().map(DenseLayer::outputs)?;
         let b = images.dims()[0];
-        let x = crate::backend::read_f32(images.clone())?;
-        let out = self.forward(&x, b, false);
+        let out = crate::backend::with_host_f32(images, |x| self.forward(x, b, false))
+            .or_else(|| Some(self.forward(&crate::backend::read_f32(images.clone())?, b, false)))?;
         Some(Tensor::from_data(
             TensorData::new(out.logits, [b, classes]),
             &images.device(),
@@ -297,14 +240,17 @@ impl<'a> Dense<'a> {
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let (k, n) = (layer.inputs(), layer.outputs());
             // dx = g · Wᵀ, the weight read through swapped strides
-            let mut d = gemm(rows, n, k, &g, &layer.weight, true);
+            let mut d = matmul::rows(rows, n, k, &g, Rhs::Transposed(&layer.weight));
             if i > 0 {
                 // ReLU's mask: its output was this layer's input
-                for (v, h) in d.iter_mut().zip(&forward.hidden[i - 1]) {
-                    if *h <= 0.0 {
-                        *v = 0.0;
+                let hidden = &forward.hidden[i - 1];
+                matmul::each_pair(&mut d, hidden, |d, h| {
+                    for (v, h) in d.iter_mut().zip(h) {
+                        if *h <= 0.0 {
+                            *v = 0.0;
+                        }
                     }
-                }
+                });
             }
             g = d;
         }
@@ -382,7 +328,6 @@ impl<'a> Dense<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::{gemm_blocks, rows_per_block};
     use crate::backend::on_test_backends;
     use crate::{Classifier, DeployConfig, Deployed, MlpConfig, Normalize};
     use burn::tensor::activation::log_softmax;
@@ -557,48 +502,5 @@ mod tests {
                 }
             }
         });
-    }
-
-    #[test]
-    fn a_product_split_by_rows_is_the_single_product_to_the_bit() {
-        // the README MLP's first layer on a batch of 300: forward and the input gradient's product
-        let (m, k, n) = (300, 784, 128);
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut draw = |len: usize| -> Vec<f32> {
-            (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                })
-                .collect()
-        };
-        let (a, w, g) = (draw(m * k), draw(k * n), draw(m * n));
-        for (a, b, k, n, transposed) in [(&a, &w, k, n, false), (&g, &w, n, k, true)] {
-            let whole = gemm_blocks(m, m, k, n, a, b, transposed);
-            for rows in [64, 100, 150, 299] {
-                let split = gemm_blocks(rows, m, k, n, a, b, transposed);
-                assert!(
-                    whole
-                        .iter()
-                        .zip(&split)
-                        .all(|(x, y)| x.to_bits() == y.to_bits()),
-                    "blocks of {rows} rows (transposed: {transposed})"
-                );
-            }
-        }
-        assert_eq!(rows_per_block(1000, 784, 128, 2), 500);
-        assert_eq!(rows_per_block(1000, 784, 128, 1), 1000);
-        assert_eq!(
-            rows_per_block(100, 784, 128, 2),
-            100,
-            "too few rows to split"
-        );
-        assert_eq!(
-            rows_per_block(1000, 10, 10, 2),
-            1000,
-            "too little work to split"
-        );
     }
 }

@@ -10,6 +10,7 @@ mod dense;
 pub mod deploy;
 mod error;
 mod loss;
+mod matmul;
 pub mod memory;
 mod mlp;
 mod network;
