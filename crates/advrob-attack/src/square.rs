@@ -10,6 +10,7 @@
 use advrob_data::rng::SplitMix64;
 use advrob_model::{AffineFirst, Classifier, Dense};
 use burn::tensor::{Int, Tensor, TensorData};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result, check_eps};
@@ -254,14 +255,18 @@ impl Scorer<'_> {
         let w = self.hw[1];
         match &self.split {
             Some(f) => {
-                let mut first = Vec::with_capacity(examples.len() * f.outputs());
-                for (e, win) in examples.iter().zip(windows) {
-                    let mut z = e.first.clone();
-                    for (k, v) in win.pixels(&e.clean, w, eps) {
-                        f.add_row(&mut z, k, (f.pixel)(v) - (f.pixel)(e.best[k]));
-                    }
-                    first.extend_from_slice(&z);
-                }
+                // each example's first layer on its own, the examples over the rayon pool
+                let (layer, n) = (f.layer(), f.outputs());
+                let mut first = vec![0.0f32; examples.len() * n];
+                first
+                    .par_chunks_mut(n.max(1))
+                    .zip(examples.par_iter().zip(windows))
+                    .for_each(|(z, (e, win))| {
+                        z.copy_from_slice(&e.first);
+                        for (k, v) in win.pixels(&e.clean, w, eps) {
+                            layer.add_row(z, k, layer.pixel(v) - layer.pixel(e.best[k]));
+                        }
+                    });
                 self.head(f, first, labels)
             }
             None => {
@@ -278,16 +283,26 @@ impl Scorer<'_> {
         }
     }
 
-    /// Makes `window` part of `e`'s best image, whose margin is now `margin`.
-    fn accept(&self, e: &mut Example, window: &Window, margin: f32, eps: f32) {
-        for (k, v) in window.pixels(&e.clean, self.hw[1], eps) {
-            e.best[k] = v;
-        }
-        e.margin = margin;
-        if let Some(f) = &self.split {
-            // from all pixels again: the accepted outputs carry no rounding of earlier updates
-            e.first = f.first(&e.best);
-        }
+    /// Makes each window whose query improved its example's margin part of that example's best
+    /// image, the examples over the rayon pool.
+    fn accept(&self, examples: &mut [Example], windows: &[Window], margins: &[f32], eps: f32) {
+        let (w, layer) = (self.hw[1], self.split.as_ref().map(AffineFirst::layer));
+        examples
+            .par_iter_mut()
+            .zip(windows)
+            .zip(margins)
+            .filter(|((e, _), margin)| **margin < e.margin)
+            .for_each(|((e, window), &margin)| {
+                for (k, v) in window.pixels(&e.clean, w, eps) {
+                    e.best[k] = v;
+                }
+                e.margin = margin;
+                if let Some(layer) = &layer {
+                    // from all pixels again: the accepted outputs carry no rounding of earlier
+                    // updates
+                    e.first = layer.first(&e.best);
+                }
+            });
     }
 }
 
@@ -320,11 +335,7 @@ impl Square {
                 .map(|e| Window::draw(&mut e.rng, h, w, s))
                 .collect();
             let margins = scorer.queries(&examples, &windows, &active_labels, eps)?;
-            for ((e, win), m) in examples.iter_mut().zip(&windows).zip(margins) {
-                if m < e.margin {
-                    scorer.accept(e, win, m, eps);
-                }
-            }
+            scorer.accept(&mut examples, &windows, &margins, eps);
             done.extend(examples.extract_if(.., |e| e.margin <= 0.0));
         }
         done.extend(examples);

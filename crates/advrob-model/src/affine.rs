@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 /// ([`Classifier::affine_first`](crate::Classifier::affine_first)).
 pub struct AffineFirst<'a> {
     /// Each pixel's value as the first layer sees it (the identity for a bare network).
-    pub pixel: Box<dyn Fn(f32) -> f32 + 'a>,
+    pub pixel: Box<dyn Fn(f32) -> f32 + Send + Sync + 'a>,
     /// The first layer's weights, `[inputs, outputs]` row-major: row `k` is what pixel `k` adds
     /// per unit of its value.
     pub weight: Vec<f32>,
@@ -32,7 +32,61 @@ impl AffineFirst<'_> {
 
     /// The first layer's outputs for one image, computed from all its pixels.
     pub fn first(&self, image: &[f32]) -> Vec<f32> {
-        let mut z = self.bias.clone();
+        self.layer().first(image)
+    }
+
+    /// `z += by · W[k, :]`: pixel `k`'s contribution, scaled.
+    pub fn add_row(&self, z: &mut [f32], k: usize, by: f32) {
+        self.layer().add_row(z, k, by);
+    }
+
+    /// The first layer alone, without the head: what threads can share (an attack updating
+    /// many images' first layers at once).
+    pub fn layer(&self) -> FirstLayer<'_> {
+        FirstLayer {
+            pixel: &*self.pixel,
+            weight: &self.weight,
+            bias: &self.bias,
+        }
+    }
+
+    /// The same split with `pixel` applied after this one's pixel map (an input transform in
+    /// front of the network) and `logits` after its head (a transform of the logits).
+    pub fn wrap<'b>(
+        self,
+        before: impl Fn(f32) -> f32 + Send + Sync + 'b,
+        after: impl Fn(Tensor<2>) -> Tensor<2> + 'b,
+    ) -> AffineFirst<'b>
+    where
+        Self: 'b,
+    {
+        let (pixel, head) = (self.pixel, self.head);
+        AffineFirst {
+            pixel: Box::new(move |x| pixel(before(x))),
+            weight: self.weight,
+            bias: self.bias,
+            head: Box::new(move |z| after(head(z))),
+        }
+    }
+}
+
+/// The first layer of an [`AffineFirst`] ([`AffineFirst::layer`]), shareable between threads.
+#[derive(Clone, Copy)]
+pub struct FirstLayer<'s> {
+    pixel: &'s (dyn Fn(f32) -> f32 + Send + Sync),
+    weight: &'s [f32],
+    bias: &'s [f32],
+}
+
+impl FirstLayer<'_> {
+    /// Pixel value `x` as the first layer sees it.
+    pub fn pixel(&self, x: f32) -> f32 {
+        (self.pixel)(x)
+    }
+
+    /// The first layer's outputs for one image, computed from all its pixels.
+    pub fn first(&self, image: &[f32]) -> Vec<f32> {
+        let mut z = self.bias.to_vec();
         for (k, &x) in image.iter().enumerate() {
             self.add_row(&mut z, k, (self.pixel)(x));
         }
@@ -47,25 +101,6 @@ impl AffineFirst<'_> {
         let n = z.len();
         for (zi, wi) in z.iter_mut().zip(&self.weight[k * n..(k + 1) * n]) {
             *zi += by * wi;
-        }
-    }
-
-    /// The same split with `pixel` applied after this one's pixel map (an input transform in
-    /// front of the network) and `logits` after its head (a transform of the logits).
-    pub fn wrap<'b>(
-        self,
-        before: impl Fn(f32) -> f32 + 'b,
-        after: impl Fn(Tensor<2>) -> Tensor<2> + 'b,
-    ) -> AffineFirst<'b>
-    where
-        Self: 'b,
-    {
-        let (pixel, head) = (self.pixel, self.head);
-        AffineFirst {
-            pixel: Box::new(move |x| pixel(before(x))),
-            weight: self.weight,
-            bias: self.bias,
-            head: Box::new(move |z| after(head(z))),
         }
     }
 }

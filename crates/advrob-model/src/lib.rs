@@ -16,7 +16,7 @@ mod mlp;
 mod network;
 mod train;
 
-pub use affine::AffineFirst;
+pub use affine::{AffineFirst, FirstLayer};
 pub use cnn::{FgsmTutorial, FgsmTutorialConfig, Lenet, LenetConfig, MadryCnn, MadryCnnConfig};
 pub use defense::{
     Defense, DefenseConfig, NoDefense, Stage, TeacherUse, TrainSetup, Trained, Undefended,
