@@ -8,7 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result, check_eps};
-use crate::grad::{AttackLoss, LabelMode, host_loss_gradient, loss_gradient, target_labels};
+use crate::grad::{AttackLoss, LabelMode, device_loss_gradient, host_loss_gradient, target_labels};
 use crate::info::{AttackInfo, Family, Norm};
 use crate::{Attack, AttackConfig};
 
@@ -199,7 +199,8 @@ impl Fgsm {
         if let Some(g) = host_loss_gradient(model, images, y.clone(), self.loss)? {
             return Ok(Direction::Host { grad: g, descend });
         }
-        let g = loss_gradient(model, images.clone(), y, self.loss)?.sign();
+        // no host chain here (host_loss_gradient said so): straight to the device
+        let g = device_loss_gradient(model, images.clone(), y, self.loss)?.sign();
         Ok(Direction::Device(Box::new(if descend {
             g.neg()
         } else {

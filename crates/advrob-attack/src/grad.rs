@@ -283,6 +283,17 @@ pub fn loss_gradient(
         let device = images.device().without_autodiff();
         return Ok(Tensor::from_data(TensorData::new(grad, dims), &device));
     }
+    device_loss_gradient(model, images, labels, kind)
+}
+
+/// [`loss_gradient`] through the model on the images' device (burn's autodiff), for models and
+/// devices without a host chain.
+pub(crate) fn device_loss_gradient(
+    model: &dyn Classifier,
+    images: Tensor<3>,
+    labels: Tensor<1, Int>,
+    kind: AttackLoss,
+) -> Result<Tensor<3>> {
     let x = images.without_autodiff().autodiff().require_grad();
     let logits = model.logits(x.clone());
     let loss = per_example_loss(logits, labels.without_autodiff().autodiff(), kind).sum();
