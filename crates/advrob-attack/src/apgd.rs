@@ -7,7 +7,9 @@
 
 use advrob_data::rng::SplitMix64;
 use advrob_model::Classifier;
+use advrob_model::simd::vectorized;
 use burn::tensor::{Int, Tensor};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result, check_eps};
@@ -396,35 +398,42 @@ impl Apgd {
         let size = s.size();
         let (m, m1, e) = (momentum as f32, (1.0 - momentum) as f32, eps as f32);
         let mut next = vec![0.0f32; s.adv.len()];
-        for j in 0..s.rows.len() {
-            let r = j * size..(j + 1) * size;
-            let (x, adv, old, g) = (
-                &s.x[r.clone()],
-                &s.adv[r.clone()],
-                &s.old[r.clone()],
-                &s.grad[r.clone()],
-            );
-            let out = &mut next[r];
-            let eta = s.eta[j];
-            match self.0.norm {
-                Norm::Linf => {
-                    for i in 0..size {
-                        let z = project_linf(x[i], adv[i] + sign(g[i]) * eta, e);
-                        let moved = adv[i] + (z - adv[i]) * m + (adv[i] - old[i]) * m1;
-                        out[i] = project_linf(x[i], moved, e);
+        // each row on its own, the rows over the rayon pool, each in the CPU's widest vectors
+        next.par_chunks_mut(size.max(1))
+            .enumerate()
+            .for_each(|(j, out)| {
+                let r = j * size..(j + 1) * size;
+                let (x, adv, old, g) = (
+                    &s.x[r.clone()],
+                    &s.adv[r.clone()],
+                    &s.old[r.clone()],
+                    &s.grad[r.clone()],
+                );
+                let eta = s.eta[j];
+                match self.0.norm {
+                    Norm::Linf => vectorized(
+                        #[inline(always)]
+                        || {
+                            let rows = out.iter_mut().zip(x).zip(adv).zip(old).zip(g);
+                            for ((((out, &x), &a), &old), &g) in rows {
+                                let z = project_linf(x, a + sign(g) * eta, e);
+                                let moved = a + (z - a) * m + (a - old) * m1;
+                                *out = project_linf(x, moved, e);
+                            }
+                        },
+                    ),
+                    Norm::L2 => {
+                        let n = norm_l2(g).max(1e-12);
+                        let mut z: Vec<f32> =
+                            adv.iter().zip(g).map(|(a, g)| a + g / n * eta).collect();
+                        project_l2_row(x, &mut z, e);
+                        for i in 0..size {
+                            out[i] = adv[i] + (z[i] - adv[i]) * m + (adv[i] - old[i]) * m1;
+                        }
+                        project_l2_row(x, out, e);
                     }
                 }
-                Norm::L2 => {
-                    let n = norm_l2(g).max(1e-12);
-                    let mut z: Vec<f32> = adv.iter().zip(g).map(|(a, g)| a + g / n * eta).collect();
-                    project_l2_row(x, &mut z, e);
-                    for i in 0..size {
-                        out[i] = adv[i] + (z[i] - adv[i]) * m + (adv[i] - old[i]) * m1;
-                    }
-                    project_l2_row(x, out, e);
-                }
-            }
-        }
+            });
         s.old = std::mem::replace(&mut s.adv, next);
         let dims = [s.rows.len(), s.shape[0], s.shape[1]];
         let p = self.pass(model, &s.adv, dims, &s.y, s.targets.as_ref())?;

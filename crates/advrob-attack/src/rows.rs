@@ -89,8 +89,17 @@ pub(crate) fn sum_f32(xs: &[f32]) -> f32 {
 
 /// `(x + P(a − x)).clamp(0, 1)` for one value: `a` projected onto the L∞ ball of radius `eps`
 /// around `x` and into [0, 1], in the f32 operations of [`project`](crate::pgd::project) on tensors.
+#[inline(always)]
 pub(crate) fn project_linf(x: f32, a: f32, eps: f32) -> f32 {
-    (x + (a - x).clamp(-eps, eps)).clamp(0.0, 1.0)
+    clip(x + clip(a - x, -eps, eps), 0.0, 1.0)
+}
+
+/// `v.clamp(lo, hi)` without its check that `lo ≤ hi` (which keeps a loop from vectorising): the
+/// same comparisons in the same order, so the same value, NaN included.
+#[inline(always)]
+pub(crate) fn clip(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v < lo { lo } else { v };
+    if v > hi { hi } else { v }
 }
 
 /// The L2 norm of a row (summed as [`sum_f32`] does).
@@ -109,6 +118,7 @@ pub(crate) fn project_l2_row(x: &[f32], a: &mut [f32], eps: f32) {
 }
 
 /// The sign of a gradient value as burn's `sign` gives it (0 for 0 and NaN).
+#[inline(always)]
 pub(crate) fn sign(g: f32) -> f32 {
     if g > 0.0 {
         1.0

@@ -8,6 +8,7 @@
 //! as AutoAttack runs it (`resc_schedule=False`) or, as an option, rescaled to the query budget.
 
 use advrob_data::rng::SplitMix64;
+use advrob_model::simd::vectorized;
 use advrob_model::{AffineFirst, Classifier, Dense};
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
@@ -263,9 +264,14 @@ impl Scorer<'_> {
                     .zip(examples.par_iter().zip(windows))
                     .for_each(|(z, (e, win))| {
                         z.copy_from_slice(&e.first);
-                        for (k, v) in win.pixels(&e.clean, w, eps) {
-                            layer.add_row(z, k, layer.pixel(v) - layer.pixel(e.best[k]));
-                        }
+                        vectorized(
+                            #[inline(always)]
+                            || {
+                                for (k, v) in win.pixels(&e.clean, w, eps) {
+                                    layer.add_row(z, k, layer.pixel(v) - layer.pixel(e.best[k]));
+                                }
+                            },
+                        );
                     });
                 self.head(f, first, labels)
             }

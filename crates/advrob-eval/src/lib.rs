@@ -294,15 +294,16 @@ impl Classifier for Counting<'_> {
     /// The inner model's split, its head counted: each row it maps is one forward pass.
     fn affine_first(&self) -> Option<advrob_model::AffineFirst<'_>> {
         let passes = self.passes;
-        Some(self.inner.affine_first()?.wrap(
-            |x| x,
-            move |logits| {
-                let mut p = passes.get();
-                p.forward += logits.dims()[0] as u64;
-                passes.set(p);
-                logits
-            },
-        ))
+        Some(
+            self.inner
+                .affine_first()?
+                .wrap(None::<fn(f32) -> f32>, move |logits| {
+                    let mut p = passes.get();
+                    p.forward += logits.dims()[0] as u64;
+                    passes.set(p);
+                    logits
+                }),
+        )
     }
 
     /// The inner model's host chain, its passes counted as the model's own.

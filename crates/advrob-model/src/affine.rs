@@ -8,8 +8,9 @@ use burn::tensor::Tensor;
 /// The first layer of a classifier on the host and the rest of it on the device
 /// ([`Classifier::affine_first`](crate::Classifier::affine_first)).
 pub struct AffineFirst<'a> {
-    /// Each pixel's value as the first layer sees it (the identity for a bare network).
-    pub pixel: Box<dyn Fn(f32) -> f32 + Send + Sync + 'a>,
+    /// Each pixel's value as the first layer sees it; `None` for the identity (a bare network),
+    /// which then costs no call per pixel.
+    pub pixel: Option<Box<dyn Fn(f32) -> f32 + Send + Sync + 'a>>,
     /// The first layer's weights, `[inputs, outputs]` row-major: row `k` is what pixel `k` adds
     /// per unit of its value.
     pub weight: Vec<f32>,
@@ -44,25 +45,32 @@ impl AffineFirst<'_> {
     /// many images' first layers at once).
     pub fn layer(&self) -> FirstLayer<'_> {
         FirstLayer {
-            pixel: &*self.pixel,
+            pixel: self.pixel.as_deref(),
             weight: &self.weight,
             bias: &self.bias,
         }
     }
 
-    /// The same split with `pixel` applied after this one's pixel map (an input transform in
-    /// front of the network) and `logits` after its head (a transform of the logits).
+    /// The same split with `before` applied ahead of this one's pixel map (an input transform in
+    /// front of the network; `None` for none) and `after` after its head (a transform of the
+    /// logits).
     pub fn wrap<'b>(
         self,
-        before: impl Fn(f32) -> f32 + Send + Sync + 'b,
+        before: Option<impl Fn(f32) -> f32 + Send + Sync + 'b>,
         after: impl Fn(Tensor<2>) -> Tensor<2> + 'b,
     ) -> AffineFirst<'b>
     where
         Self: 'b,
     {
         let (pixel, head) = (self.pixel, self.head);
+        let pixel: Option<Box<dyn Fn(f32) -> f32 + Send + Sync + 'b>> = match (pixel, before) {
+            (None, None) => None,
+            (Some(p), None) => Some(p),
+            (None, Some(b)) => Some(Box::new(b)),
+            (Some(p), Some(b)) => Some(Box::new(move |x| p(b(x)))),
+        };
         AffineFirst {
-            pixel: Box::new(move |x| pixel(before(x))),
+            pixel,
             weight: self.weight,
             bias: self.bias,
             head: Box::new(move |z| after(head(z))),
@@ -73,27 +81,47 @@ impl AffineFirst<'_> {
 /// The first layer of an [`AffineFirst`] ([`AffineFirst::layer`]), shareable between threads.
 #[derive(Clone, Copy)]
 pub struct FirstLayer<'s> {
-    pixel: &'s (dyn Fn(f32) -> f32 + Send + Sync),
+    pixel: Option<&'s (dyn Fn(f32) -> f32 + Send + Sync)>,
     weight: &'s [f32],
     bias: &'s [f32],
 }
 
 impl FirstLayer<'_> {
     /// Pixel value `x` as the first layer sees it.
+    #[inline(always)]
     pub fn pixel(&self, x: f32) -> f32 {
-        (self.pixel)(x)
+        match self.pixel {
+            Some(p) => p(x),
+            None => x,
+        }
     }
 
-    /// The first layer's outputs for one image, computed from all its pixels.
+    /// The first layer's outputs for one image, computed from all its pixels (the bias, then
+    /// each pixel's row in order; in the CPU's widest vectors, the same sums).
     pub fn first(&self, image: &[f32]) -> Vec<f32> {
         let mut z = self.bias.to_vec();
-        for (k, &x) in image.iter().enumerate() {
-            self.add_row(&mut z, k, (self.pixel)(x));
-        }
+        let mapped: Vec<f32>;
+        let seen = match self.pixel {
+            None => image,
+            Some(p) => {
+                mapped = image.iter().map(|&x| p(x)).collect();
+                &mapped
+            }
+        };
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for (k, &by) in seen.iter().enumerate() {
+                    self.add_row(&mut z, k, by);
+                }
+            },
+        );
         z
     }
 
-    /// `z += by · W[k, :]`: pixel `k`'s contribution, scaled.
+    /// `z += by · W[k, :]`: pixel `k`'s contribution, scaled. Inlined into its caller, so a
+    /// caller's loop inside [`vectorized`](crate::simd::vectorized) runs it in wide vectors.
+    #[inline(always)]
     pub fn add_row(&self, z: &mut [f32], k: usize, by: f32) {
         if by == 0.0 {
             return;

@@ -180,13 +180,12 @@ impl Classifier for Deployed {
         let split = self.net.affine_first()?;
         let steps = self.config.quantize.map(|l| (l.max(2) - 1) as f32);
         let norm = self.config.normalize.map(|n| (n.mean as f32, n.std as f32));
-        Some(split.wrap(
-            move |x| {
-                let q = steps.map_or(x, |s| (x * s).round_ties_even() / s);
-                norm.map_or(q, |(mean, std)| (q - mean) / std)
-            },
-            |z| self.scaled(z),
-        ))
+        // no map for the identity (neither quantised nor normalised)
+        let map = (steps.is_some() || norm.is_some()).then_some(move |x: f32| {
+            let q = steps.map_or(x, |s| (x * s).round_ties_even() / s);
+            norm.map_or(q, |(mean, std)| (q - mean) / std)
+        });
+        Some(split.wrap(map, |z| self.scaled(z)))
     }
 
     fn dense(&self) -> Option<Dense<'_>> {

@@ -14,6 +14,7 @@ mod matmul;
 pub mod memory;
 mod mlp;
 mod network;
+pub mod simd;
 mod train;
 
 pub use affine::{AffineFirst, FirstLayer};

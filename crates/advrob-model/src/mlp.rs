@@ -244,7 +244,7 @@ impl Classifier for Mlp {
         let DenseLayer { weight, bias } = host_layer(self.layers.first()?)?;
         let rest = &self.layers[1..];
         Some(AffineFirst {
-            pixel: Box::new(|x| x),
+            pixel: None,
             weight,
             bias,
             head: Box::new(move |z: Tensor<2>| {
