@@ -219,6 +219,7 @@ enum Direction {
 }
 
 /// burn-ndarray's `sign` of `v` (0 at ±0 and NaN), negated when the attack descends.
+#[inline(always)]
 fn sign(v: f32, descend: bool) -> f32 {
     let s = if v > 0.0 {
         1.0
@@ -239,9 +240,14 @@ fn host_step(images: &Tensor<3>, mut g: Vec<f32>, descend: bool, eps: f64) -> Re
         g.par_chunks_mut(1 << 14)
             .zip(x.par_chunks(1 << 14))
             .for_each(|(g, x)| {
-                for (g, x) in g.iter_mut().zip(x) {
-                    *g = (x + sign(*g, descend) * eps).clamp(0.0, 1.0);
-                }
+                advrob_model::simd::vectorized(
+                    #[inline(always)]
+                    || {
+                        for (g, x) in g.iter_mut().zip(x) {
+                            *g = crate::rows::clip(x + sign(*g, descend) * eps, 0.0, 1.0);
+                        }
+                    },
+                )
             });
     }
     let (dims, device, eps) = (images.dims(), images.device(), eps as f32);
