@@ -9,6 +9,7 @@ pub mod defense;
 mod dense;
 pub mod deploy;
 mod error;
+mod gemm;
 mod loss;
 mod matmul;
 pub mod memory;

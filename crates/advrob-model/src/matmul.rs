@@ -3,7 +3,8 @@
 //!
 //! The products go through ndarray's `general_mat_mul` (`matrixmultiply`'s `sgemm`), which is
 //! what burn-ndarray's `matmul` calls with the same strides, so the host chain computes the
-//! tensor path's numbers to the bit. faer's kernels measured 1.5–1.8× faster on the README MLP's
+//! tensor path's numbers to the bit; on CPUs with AVX-512, through [`crate::gemm`], which computes
+//! the same sums in wider vectors. faer's kernels measured 1.5–1.8× faster on the README MLP's
 //! products (AVX-512), but they sum in another order: the attacks inside adversarial training
 //! then round differently, and five of the default study's nine models trained to other weights
 //! (table cells up to 1.5 points away), so they are not used.
@@ -67,8 +68,13 @@ fn rows_per_block(m: usize, k: usize, n: usize, threads: usize) -> usize {
     m.div_ceil(threads).max(MIN_ROWS)
 }
 
-/// `c = a · b` into the row-major `c` `[m, n]`, on this thread.
+/// `c = a · b` into the row-major `c` `[m, n]`, on this thread: on a CPU with AVX-512,
+/// [`crate::gemm`]'s product (matrixmultiply's sums to the bit, in wider vectors), else
+/// matrixmultiply's.
 pub(crate) fn single(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32]) {
+    if crate::gemm::product(m, k, n, a, b, c) {
+        return;
+    }
     let mut c = ArrayViewMut2::from_shape((m, n), &mut c[..m * n]).expect("c is [m, n]");
     let a_plain;
     let a_transposed;
