@@ -146,20 +146,17 @@ impl Window {
         }
     }
 
-    /// The pixels it covers, with their new values, in an image `w` wide.
-    fn pixels<'c>(
-        &self,
-        clean: &'c [f32],
-        w: usize,
-        eps: f32,
-    ) -> impl Iterator<Item = (usize, f32)> + 'c {
+    /// `f(k, value)` for each pixel `k` it covers, row by row, with its new value, in an image
+    /// `w` wide (two plain loops, inlined into the caller's vectorised loop).
+    #[inline(always)]
+    fn each_pixel(&self, clean: &[f32], w: usize, eps: f32, mut f: impl FnMut(usize, f32)) {
         let (top, left, side, step) = (self.top, self.left, self.side, self.sign * eps);
-        (top..top + side).flat_map(move |r| {
-            (left..left + side).map(move |c| {
-                let k = r * w + c;
-                (k, (clean[k] + step).clamp(0.0, 1.0))
-            })
-        })
+        for r in top..top + side {
+            let row = &clean[r * w + left..r * w + left + side];
+            for (c, &x) in row.iter().enumerate() {
+                f(r * w + left + c, (x + step).clamp(0.0, 1.0));
+            }
+        }
     }
 }
 
@@ -267,9 +264,9 @@ impl Scorer<'_> {
                         vectorized(
                             #[inline(always)]
                             || {
-                                for (k, v) in win.pixels(&e.clean, w, eps) {
+                                win.each_pixel(&e.clean, w, eps, |k, v| {
                                     layer.add_row(z, k, layer.pixel(v) - layer.pixel(e.best[k]));
-                                }
+                                });
                             },
                         );
                     });
@@ -280,9 +277,7 @@ impl Scorer<'_> {
                 for (e, win) in examples.iter().zip(windows) {
                     let start = images.len();
                     images.extend_from_slice(&e.best);
-                    for (k, v) in win.pixels(&e.clean, w, eps) {
-                        images[start + k] = v;
-                    }
+                    win.each_pixel(&e.clean, w, eps, |k, v| images[start + k] = v);
                 }
                 Ok(self.score(&images, labels)?.0)
             }
@@ -299,9 +294,7 @@ impl Scorer<'_> {
             .zip(margins)
             .filter(|((e, _), margin)| **margin < e.margin)
             .for_each(|((e, window), &margin)| {
-                for (k, v) in window.pixels(&e.clean, w, eps) {
-                    e.best[k] = v;
-                }
+                window.each_pixel(&e.clean, w, eps, |k, v| e.best[k] = v);
                 e.margin = margin;
                 if let Some(layer) = &layer {
                     // from all pixels again: the accepted outputs carry no rounding of earlier
