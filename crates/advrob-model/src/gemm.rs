@@ -139,7 +139,7 @@ fn blocks<const NR: usize>(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>,
                     } else {
                         // later blocks: α·AB + C, one rounding
                         for (o, &v) in out.iter_mut().zip(&acc[..cols]) {
-                            *o = v + *o;
+                            *o += v;
                         }
                     }
                 }
