@@ -145,13 +145,18 @@ pub fn describe(name: &str) -> Result<String> {
 pub fn threading(name: &str) -> Option<String> {
     match name {
         "ndarray" => Some(format!(
-            "burn ops on the calling thread (SIMD kernels{}; CNN convolutions as im2col products); the logits and attacks of MLPs and CNNs on the host, products over {} threads",
+            "burn ops on the calling thread (SIMD kernels{}; CNN convolutions as im2col products); the logits and attacks of MLPs and CNNs on the host, products over {} threads{}",
             if numerics(name) == name {
                 ""
             } else {
                 ", OpenBLAS products"
             },
-            rayon_threads()
+            rayon_threads(),
+            if crate::gemm::wide() {
+                " (AVX-512 tiles, matrixmultiply's sums)"
+            } else {
+                ""
+            }
         )),
         #[cfg(feature = "flex")]
         "flex" => Some(format!(

@@ -46,7 +46,7 @@ pub(crate) fn product(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &
 
 /// Whether this CPU runs [`product`]: AVX-512F with FMA and AVX2 (so that matrixmultiply, built
 /// without its AVX-512 kernel, runs its FMA kernel, whose sums these are).
-fn wide() -> bool {
+pub(crate) fn wide() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
