@@ -195,20 +195,10 @@ fn micro<const NR: usize>(ap: &[f32], bp: &[f32]) -> [[f32; NR]; MR] {
 #[cfg(test)]
 mod tests {
     use super::{product, wide};
+    use crate::matmul::tests::draw;
     use crate::matmul::{Lhs, Rhs};
     use ndarray::linalg::general_mat_mul;
     use ndarray::{ArrayView2, ArrayViewMut2};
-
-    fn draw(state: &mut u64, len: usize) -> Vec<f32> {
-        (0..len)
-            .map(|_| {
-                *state ^= *state << 13;
-                *state ^= *state >> 7;
-                *state ^= *state << 17;
-                (*state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
 
     /// matrixmultiply through ndarray, with the layouts the host chain uses.
     fn reference(

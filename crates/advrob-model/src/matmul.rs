@@ -127,10 +127,11 @@ pub(crate) fn each_pair(c: &mut [f32], other: &[f32], f: impl Fn(&mut [f32], &[f
 const ELEMENTWISE_SPLIT: usize = 1 << 15;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{Lhs, Rhs, rows, rows_in_blocks, rows_per_block, single};
 
-    fn draw(state: &mut u64, len: usize) -> Vec<f32> {
+    /// `len` values in [−0.5, 0.5) from a xorshift state (test inputs; also [`crate::gemm`]'s).
+    pub(crate) fn draw(state: &mut u64, len: usize) -> Vec<f32> {
         (0..len)
             .map(|_| {
                 *state ^= *state << 13;
