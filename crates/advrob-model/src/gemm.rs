@@ -15,8 +15,27 @@
 //! one core of an AVX-512 Xeon. On CPUs without AVX-512 (AMD Zen 3) it measured no faster than
 //! matrixmultiply's kernel, so it is not used there ([`product`] returns `false`).
 
-use crate::matmul::{Lhs, Rhs};
 use macerator::{Simd, WithSimd};
+
+/// The right-hand side of a product: `[k, n]` row-major, or the transpose of a row-major
+/// `[n, k]` matrix (a dense layer's weight in its backward pass).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rhs<'a> {
+    /// Row-major `[k, n]`.
+    Plain(&'a [f32]),
+    /// Row-major `[n, k]`, used transposed.
+    Transposed(&'a [f32]),
+}
+
+/// The left-hand side of a product (`matmul::single`): `[m, k]` row-major, or the transpose of a row-major
+/// `[k, m]` matrix (a convolution's weight in its backward pass).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Lhs<'a> {
+    /// Row-major `[m, k]`.
+    Plain(&'a [f32]),
+    /// Row-major `[k, m]`, used transposed.
+    Transposed(&'a [f32]),
+}
 
 /// matrixmultiply's block along `k` for f32 (`S_KC`).
 const KC: usize = 256;
@@ -193,12 +212,22 @@ fn micro<const NR: usize>(ap: &[f32], bp: &[f32]) -> [[f32; NR]; MR] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{product, wide};
-    use crate::matmul::tests::draw;
-    use crate::matmul::{Lhs, Rhs};
+pub(crate) mod tests {
+    use super::{Lhs, Rhs, product, wide};
     use ndarray::linalg::general_mat_mul;
     use ndarray::{ArrayView2, ArrayViewMut2};
+
+    /// `len` values in [−0.5, 0.5) from a xorshift state (test inputs; also `matmul`'s).
+    pub(crate) fn draw(state: &mut u64, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                (*state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
 
     /// matrixmultiply through ndarray, with the layouts the host chain uses.
     fn reference(

@@ -17,25 +17,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-/// The right-hand side of a product: `[k, n]` row-major, or the transpose of a row-major
-/// `[n, k]` matrix (a dense layer's weight in its backward pass).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Rhs<'a> {
-    /// Row-major `[k, n]`.
-    Plain(&'a [f32]),
-    /// Row-major `[n, k]`, used transposed.
-    Transposed(&'a [f32]),
-}
-
-/// The left-hand side of [`single`]: `[m, k]` row-major, or the transpose of a row-major
-/// `[k, m]` matrix (a convolution's weight in its backward pass).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Lhs<'a> {
-    /// Row-major `[m, k]`.
-    Plain(&'a [f32]),
-    /// Row-major `[k, m]`, used transposed.
-    Transposed(&'a [f32]),
-}
+pub(crate) use crate::gemm::{Lhs, Rhs};
 
 /// `c = a · b` for a row-major `a` `[m, k]`: `[m, n]`, row-major. Large products are split by
 /// rows over the current rayon pool (all cores; a job's share of them in a run of several jobs).
@@ -127,20 +109,9 @@ pub(crate) fn each_pair(c: &mut [f32], other: &[f32], f: impl Fn(&mut [f32], &[f
 const ELEMENTWISE_SPLIT: usize = 1 << 15;
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::{Lhs, Rhs, rows, rows_in_blocks, rows_per_block, single};
-
-    /// `len` values in [−0.5, 0.5) from a xorshift state (test inputs; also [`crate::gemm`]'s).
-    pub(crate) fn draw(state: &mut u64, len: usize) -> Vec<f32> {
-        (0..len)
-            .map(|_| {
-                *state ^= *state << 13;
-                *state ^= *state >> 7;
-                *state ^= *state << 17;
-                (*state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::gemm::tests::draw;
 
     /// The plain triple loop in f64: the reference the kernels are checked against.
     fn reference(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], transposed: bool) -> Vec<f64> {
