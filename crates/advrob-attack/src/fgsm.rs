@@ -251,9 +251,7 @@ fn host_step(images: &Tensor<3>, mut g: Vec<f32>, descend: bool, eps: f64) -> Re
             });
     }
     let (dims, device, eps) = (images.dims(), images.device(), eps as f32);
-    if advrob_model::backend::with_host_f32(images, |x| apply(&mut g, x, descend, eps)).is_none() {
-        apply(&mut g, &crate::rows::host(images.clone())?, descend, eps);
-    }
+    crate::rows::on_host(images, |x| apply(&mut g, x, descend, eps))?;
     Ok(Tensor::from_data(TensorData::new(g, dims), &device))
 }
 

@@ -319,11 +319,7 @@ pub(crate) fn host_loss_gradient(
     let images = images.clone().without_autodiff();
     let y = labels.without_autodiff();
     let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), kind);
-    let pass = |x: &[f32]| on_host.pass(x, dims, &loss, true);
-    let p = match advrob_model::backend::with_host_f32(&images, pass) {
-        Some(p) => p?,
-        None => pass(&host(images)?)?,
-    };
+    let p = crate::rows::on_host(&images, |x| on_host.pass(x, dims, &loss, true))??;
     p.grad.ok_or(AttackError::NoGradient).map(Some)
 }
 

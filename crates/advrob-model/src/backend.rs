@@ -64,6 +64,15 @@ pub fn read_f32<const D: usize>(t: Tensor<D>) -> Option<Vec<f32>> {
     t.into_data().try_into_vec_as::<f32>().ok()
 }
 
+/// `f` of the values of `t` on the host: where they lie on burn-ndarray ([`with_host_f32`]),
+/// else of a copy ([`read_f32`]); `None` when they are not f32.
+pub fn on_host_f32<const D: usize, R>(t: &Tensor<D>, mut f: impl FnMut(&[f32]) -> R) -> Option<R> {
+    if let Some(r) = with_host_f32(t, &mut f) {
+        return Some(r);
+    }
+    Some(f(&read_f32(t.clone())?))
+}
+
 /// `f` of the values of a plain burn-ndarray f32 tensor where they lie, row-major, without a
 /// copy; `None` for any other tensor (another backend, an autodiff tensor, another element type,
 /// a view that is not contiguous). burn-ndarray's own readback copies a shared buffer (a clone

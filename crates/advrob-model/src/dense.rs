@@ -4,8 +4,8 @@
 //! gradient with respect to the input as a few matrix products over host memory, with no tensor
 //! graph and no per-operation allocation ([`Classifier::dense`](crate::Classifier::dense)).
 //!
-//! The products go through ndarray's `general_mat_mul` (`matrixmultiply`'s `sgemm`), as
-//! burn-ndarray's `matmul` does ([`crate::matmul`]), and every elementwise step is the f32
+//! The products compute the sums of matrixmultiply's `sgemm`, as burn-ndarray's `matmul` does
+//! ([`crate::matmul`]: matrixmultiply itself, or on AVX-512 CPUs the same sums in wider tiles), and every elementwise step is the f32
 //! operation burn-ndarray performs (bias added after the product, ReLU, the input map's
 //! arithmetic, the logit scale; backward: the product with the transposed weight, ReLU's mask,
 //! the map's derivative), so for an MLP on burn-ndarray the results are the tensor path's to the
@@ -155,8 +155,7 @@ impl<'a> Dense<'a> {
     fn logits_of(&self, images: &Tensor<3>) -> Option<Tensor<2>> {
         let classes = self.layers.last().map(DenseLayer::outputs)?;
         let b = images.dims()[0];
-        let out = crate::backend::with_host_f32(images, |x| self.forward(x, b, false))
-            .or_else(|| Some(self.forward(&crate::backend::read_f32(images.clone())?, b, false)))?;
+        let out = crate::backend::on_host_f32(images, |x| self.forward(x, b, false))?;
         Some(Tensor::from_data(
             TensorData::new(out.logits, [b, classes]),
             &images.device(),
