@@ -215,7 +215,7 @@ impl ConvBlock {
                     }
                 }
                 let mut dcols = vec![0.0f32; patch * hw];
-                let (wt, dz) = (Lhs::Transposed(&self.weight), Rhs::Plain(&dz));
+                let (wt, dz) = (Lhs::Transposed(&self.weight, patch), Rhs::Plain(&dz));
                 matmul::single(patch, o, hw, wt, dz, &mut dcols);
                 self.col2im(&dcols, dxi);
             });

@@ -27,14 +27,17 @@ pub(crate) enum Rhs<'a> {
     Transposed(&'a [f32]),
 }
 
-/// The left-hand side of a product (`matmul::single`): `[m, k]` row-major, or the transpose of a row-major
-/// `[k, m]` matrix (a convolution's weight in its backward pass).
+/// The left-hand side of a product (`matmul::single`): `[m, k]` row-major, or the transpose of a
+/// row-major `[k, ·]` matrix (a convolution's weight in its backward pass; a batch of a dense
+/// layer's inputs, for its weight gradient).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Lhs<'a> {
     /// Row-major `[m, k]`.
     Plain(&'a [f32]),
-    /// Row-major `[k, m]`, used transposed.
-    Transposed(&'a [f32]),
+    /// `k` rows `stride` values apart (`stride ≥ m`), their first `m` columns used transposed:
+    /// a row-major `[k, m]` with `stride = m`, or a block of a wider one's columns, sliced from
+    /// its first column.
+    Transposed(&'a [f32], usize),
 }
 
 /// matrixmultiply's block along `k` for f32 (`S_KC`).
@@ -141,10 +144,10 @@ fn blocks<const NR: usize>(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>,
                         }
                     }
                 }
-                Lhs::Transposed(a) => {
-                    // a is [k, m]: A's row i is a's column i
+                Lhs::Transposed(a, stride) => {
+                    // a is [k, stride]: A's row i is a's column i
                     for (p, dst) in ap.chunks_exact_mut(MR).enumerate() {
-                        let row = &a[(k0 + p) * m..(k0 + p + 1) * m];
+                        let row = &a[(k0 + p) * stride..(k0 + p) * stride + m];
                         for i in 0..MR {
                             dst[i] = if i < rows { row[i0 + i] } else { 0.0 };
                         }
@@ -305,7 +308,7 @@ pub(crate) mod tests {
                 let mut got = vec![f32::NAN; m * n];
                 let (la, rb) = (
                     if at {
-                        Lhs::Transposed(&a)
+                        Lhs::Transposed(&a, m)
                     } else {
                         Lhs::Plain(&a)
                     },

@@ -14,7 +14,7 @@
 //! product is the same sum in the same order whichever block its row falls in (tested).
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use rayon::prelude::*;
 
 pub(crate) use crate::gemm::{Lhs, Rhs};
@@ -35,6 +35,35 @@ fn rows_in_blocks(block: usize, m: usize, k: usize, n: usize, a: &[f32], b: Rhs<
         c.par_chunks_mut(block * n)
             .zip(a[..m * k].par_chunks(block * k))
             .for_each(|(c, a)| single(c.len() / n, k, n, Lhs::Plain(a), b, c));
+    }
+    c
+}
+
+/// `c = aᵀ · b` for a row-major `a` `[k, m]`: `[m, n]`, row-major (a dense layer's weight
+/// gradient: its inputs, transposed, times the gradient of its outputs). Large products are split
+/// by rows of `c`, columns of `a`, over the current rayon pool, as [`rows`].
+pub(crate) fn transposed_rows(m: usize, k: usize, n: usize, a: &[f32], b: Rhs<'_>) -> Vec<f32> {
+    let block = rows_per_block(m, k, n, rayon::current_num_threads());
+    transposed_in_blocks(block, m, k, n, a, b)
+}
+
+/// [`transposed_rows`] in blocks of `block` rows of `c`, in parallel when there are several.
+fn transposed_in_blocks(
+    block: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: Rhs<'_>,
+) -> Vec<f32> {
+    let mut c = vec![0.0f32; m * n];
+    if block >= m || n == 0 || k == 0 {
+        single(m, k, n, Lhs::Transposed(a, m), b, &mut c);
+    } else {
+        c.par_chunks_mut(block * n).enumerate().for_each(|(q, c)| {
+            let i0 = q * block;
+            single(c.len() / n, k, n, Lhs::Transposed(&a[i0..], m), b, c);
+        });
     }
     c
 }
@@ -65,8 +94,10 @@ pub(crate) fn single(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &m
             a_plain = ArrayView2::from_shape((m, k), &a[..m * k]).expect("a is [m, k]");
             a_plain.view()
         }
-        Lhs::Transposed(a) => {
-            a_transposed = ArrayView2::from_shape((k, m), &a[..m * k]).expect("a is [k, m]");
+        Lhs::Transposed(a, stride) => {
+            let len = if k == 0 { 0 } else { (k - 1) * stride + m };
+            a_transposed = ArrayView2::from_shape((k, m).strides((stride, 1)), &a[..len])
+                .expect("a is [k, stride]");
             a_transposed.t()
         }
     };
@@ -110,7 +141,10 @@ const ELEMENTWISE_SPLIT: usize = 1 << 15;
 
 #[cfg(test)]
 mod tests {
-    use super::{Lhs, Rhs, rows, rows_in_blocks, rows_per_block, single};
+    use super::{
+        Lhs, Rhs, rows, rows_in_blocks, rows_per_block, single, transposed_in_blocks,
+        transposed_rows,
+    };
     use crate::gemm::tests::draw;
 
     /// The plain triple loop in f64: the reference the kernels are checked against.
@@ -163,7 +197,7 @@ mod tests {
         let (at, b) = (draw(&mut s, k * m), draw(&mut s, k * n));
         let a: Vec<f32> = (0..m * k).map(|i| at[(i % k) * m + i / k]).collect();
         let mut got = vec![0.0f32; m * n];
-        single(m, k, n, Lhs::Transposed(&at), Rhs::Plain(&b), &mut got);
+        single(m, k, n, Lhs::Transposed(&at, m), Rhs::Plain(&b), &mut got);
         for (x, y) in got.iter().zip(reference(m, k, n, &a, &b, false)) {
             assert!((f64::from(*x) - y).abs() < 1e-5, "{x} vs {y}");
         }
@@ -227,6 +261,39 @@ mod tests {
             rows_per_block(1000, 10, 10, 2),
             1000,
             "too little work to split"
+        );
+    }
+
+    /// A weight gradient's product (the inputs transposed times the output gradient) is the
+    /// single product's bits whichever blocks of columns it is split into, and the sums it
+    /// computes.
+    #[test]
+    fn a_transposed_product_split_by_columns_is_the_single_product_to_the_bit() {
+        let mut s = 0x5851_f42d_4c95_7f2du64;
+        let (m, k, n) = (300, 128, 70);
+        let (at, g) = (draw(&mut s, k * m), draw(&mut s, k * n));
+        let a: Vec<f32> = (0..m * k).map(|i| at[(i % k) * m + i / k]).collect();
+        let mut whole = vec![0.0f32; m * n];
+        single(m, k, n, Lhs::Transposed(&at, m), Rhs::Plain(&g), &mut whole);
+        for (x, y) in whole.iter().zip(reference(m, k, n, &a, &g, false)) {
+            assert!((f64::from(*x) - y).abs() < 1e-4, "{x} vs {y}");
+        }
+        for block in [64, 100, 150, 299, 300] {
+            let split = transposed_in_blocks(block, m, k, n, &at, Rhs::Plain(&g));
+            assert!(
+                whole
+                    .iter()
+                    .zip(&split)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "blocks of {block} columns"
+            );
+        }
+        let pooled = transposed_rows(m, k, n, &at, Rhs::Plain(&g));
+        assert!(
+            whole
+                .iter()
+                .zip(&pooled)
+                .all(|(x, y)| x.to_bits() == y.to_bits())
         );
     }
 }
