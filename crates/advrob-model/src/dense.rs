@@ -120,7 +120,7 @@ pub struct DenseForward {
 
 /// `a · W + b` for the `rows` rows of `a`: the product, then the bias, as burn's `linear`; with
 /// `relu`, ReLU after the bias in the same pass (the same two f32 operations in the same order).
-fn affine(layer: &DenseLayer, a: &[f32], rows: usize, relu: bool) -> Vec<f32> {
+pub(crate) fn affine(layer: &DenseLayer, a: &[f32], rows: usize, relu: bool) -> Vec<f32> {
     let (k, n) = (layer.inputs(), layer.outputs());
     let mut h = matmul::rows(rows, k, n, a, Rhs::Plain(&layer.weight));
     matmul::each_row(&mut h, n, |row| {

@@ -7,6 +7,7 @@ mod cnn;
 mod conv_host;
 pub mod defense;
 mod dense;
+mod dense_train;
 pub mod deploy;
 mod error;
 mod gemm;

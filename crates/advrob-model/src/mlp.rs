@@ -174,11 +174,7 @@ impl Mlp {
 /// Inverted dropout: zero each unit with probability `p`, scale the rest by 1/(1-p).
 pub(crate) fn dropout(x: Tensor<2>, p: f64, rng: &mut SplitMix64) -> Tensor<2> {
     let dims = x.dims();
-    let keep = 1.0 - p;
-    let scale = (1.0 / keep) as f32;
-    let mask: Vec<f32> = (0..dims[0] * dims[1])
-        .map(|_| if rng.next_f64() < keep { scale } else { 0.0 })
-        .collect();
+    let mask = crate::dense_train::dropout_mask(dims[0] * dims[1], p, rng);
     let device = x.device().without_autodiff();
     x * Tensor::<2>::from_data(TensorData::new(mask, dims), &device)
 }
@@ -260,9 +256,10 @@ impl Classifier for Mlp {
 
 /// A linear layer's weights `[inputs, outputs]` and bias (zeros without one), on the host.
 pub(crate) fn host_layer(l: &Linear) -> Option<DenseLayer> {
-    let weight = crate::backend::read_f32(l.weight.val())?;
+    // the values without autodiff's wrapper, so that burn-ndarray's are copied where they lie
+    let weight = crate::backend::read_f32(l.weight.val().without_autodiff())?;
     let bias = match &l.bias {
-        Some(b) => crate::backend::read_f32(b.val())?,
+        Some(b) => crate::backend::read_f32(b.val().without_autodiff())?,
         None => vec![0.0; l.weight.dims()[1]],
     };
     Some(DenseLayer { weight, bias })

@@ -6,9 +6,9 @@ use std::time::Instant;
 use advrob_data::rng::SplitMix64;
 use advrob_data::{Batcher, Split, to_tensors};
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param, ParamId};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -176,7 +176,12 @@ pub fn train(
     let mut trainer = Trainer {
         config,
         device,
-        optim: AdamConfig::new().with_epsilon(config.adam_epsilon).init(),
+        optim: AdamConfig::new()
+            .with_beta_1(BETA_1)
+            .with_beta_2(BETA_2)
+            .with_epsilon(config.adam_epsilon)
+            .init(),
+        host: HostTraining::of(&model, config.adam_epsilon),
         dropout_rng: SplitMix64::new(config.seed ^ 0x00D2_0900_u64),
     };
     let mut record = TrainRecord {
@@ -205,6 +210,8 @@ struct Trainer<'a> {
     config: &'a TrainConfig,
     device: &'a Device,
     optim: ModuleOptimizer,
+    /// An MLP on burn-ndarray: its passes and Adam on the host (`optim` then unused).
+    host: Option<HostTraining>,
     dropout_rng: SplitMix64,
 }
 
@@ -242,7 +249,16 @@ impl Trainer<'_> {
                 },
             )?;
             examples += batch.labels.dims()[0];
-            let logits = hook.logits(model.forward_train(batch.images, &mut self.dropout_rng));
+            // an MLP on burn-ndarray runs its passes on the host, burn only the loss
+            let pass = match &self.host {
+                Some(host) => Some(host.forward(&batch.images, &mut self.dropout_rng)?),
+                None => None,
+            };
+            let raw = match &pass {
+                Some(pass) => pass.logits.clone(),
+                None => model.forward_train(batch.images, &mut self.dropout_rng),
+            };
+            let logits = hook.logits(raw);
             let preds = logits
                 .clone()
                 .without_autodiff()
@@ -251,8 +267,13 @@ impl Trainer<'_> {
             correct = correct + preds.equal(batch.labels).int().sum();
             let l = loss(config.loss, logits, batch.targets);
             loss_sum = loss_sum + l.clone().without_autodiff();
-            let grads = GradientsParams::from_grads(l.backward(), &model);
-            model = self.optim.step(config.lr, model, grads);
+            model = match (&mut self.host, pass) {
+                (Some(host), Some(pass)) => host.step(config.lr, model, pass, &l.backward())?,
+                _ => {
+                    let grads = GradientsParams::from_grads(l.backward(), &model);
+                    self.optim.step(config.lr, model, grads)
+                }
+            };
             on_progress(Progress {
                 epoch,
                 epochs: config.epochs,
@@ -277,6 +298,143 @@ impl Trainer<'_> {
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
         Ok((model, stats))
+    }
+}
+
+/// Adam's β₁ and β₂ (burn's defaults, named so that the host's Adam uses the same).
+const BETA_1: f32 = 0.9;
+const BETA_2: f32 = 0.999;
+
+/// Training of an MLP on burn-ndarray with its forward and backward passes and Adam on the host
+/// ([`crate::dense_train`]): burn-ndarray's autodiff and Adam's numbers to the bit (tested), its
+/// products over the rayon pool (burn-ndarray's own run on one thread). burn sees the logits as
+/// a leaf that requires its gradient, so the loss and the hook's change to the logits are burn's
+/// own; the model's parameters are rewritten after every step, for hooks that attack it.
+struct HostTraining {
+    /// The current weights.
+    layers: Vec<crate::dense::DenseLayer>,
+    /// Each layer's weight and bias parameter.
+    ids: Vec<(ParamId, ParamId)>,
+    dropout: f64,
+    /// The parameters' device (with autodiff).
+    device: Device,
+    adam: crate::dense_train::HostAdam,
+}
+
+/// A host forward pass and what its backward pass needs.
+struct HostPass {
+    images: Vec<f32>,
+    pass: crate::dense_train::TrainForward,
+    /// The logits, a leaf of burn's graph.
+    logits: Tensor<2>,
+}
+
+impl HostTraining {
+    /// Host training for `model` where it is an MLP with biases on burn-ndarray (in a build
+    /// without OpenBLAS, whose sums are not matrixmultiply's); `None` elsewhere.
+    fn of(model: &Net, adam_epsilon: f32) -> Option<HostTraining> {
+        let Net::Mlp(mlp) = model else {
+            return None;
+        };
+        let device = mlp.layers.first()?.weight.val().device();
+        if cfg!(feature = "blas") || !crate::backend::is_ndarray(&device.clone().without_autodiff())
+        {
+            return None;
+        }
+        let ids = mlp
+            .layers
+            .iter()
+            .map(|l| Some((l.weight.id, l.bias.as_ref()?.id)))
+            .collect::<Option<Vec<_>>>()?;
+        let layers = mlp
+            .layers
+            .iter()
+            .map(crate::mlp::host_layer)
+            .collect::<Option<Vec<_>>>()?;
+        Some(HostTraining {
+            layers,
+            ids,
+            dropout: mlp.dropout,
+            device,
+            adam: crate::dense_train::HostAdam::new(BETA_1, BETA_2, adam_epsilon),
+        })
+    }
+
+    /// The training-mode forward pass on `images`, dropout masks from `rng` as
+    /// [`crate::Mlp::forward_train`] draws them.
+    fn forward(&self, images: &Tensor<3>, rng: &mut SplitMix64) -> crate::Result<HostPass> {
+        let [b, h, w] = images.dims();
+        let inputs = self.layers[0].inputs();
+        if inputs != h * w {
+            return Err(ModelError::invalid(
+                "images",
+                format!("{h}x{w} pixels for a first layer of {inputs} inputs"),
+            ));
+        }
+        let images = crate::backend::read_f32(images.clone().without_autodiff())
+            .ok_or_else(|| ModelError::invalid("images", "not readable as f32"))?;
+        let pass = crate::dense_train::forward(&self.layers, &images, b, self.dropout, rng);
+        let classes = self
+            .layers
+            .last()
+            .map_or(0, crate::dense::DenseLayer::outputs);
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(pass.logits.clone(), [b, classes]),
+            &self.device,
+        )
+        .require_grad();
+        Ok(HostPass {
+            images,
+            pass,
+            logits,
+        })
+    }
+
+    /// The backward pass of `pass` from burn's gradients of the loss (which hold the logits'),
+    /// Adam's step, and `model` with the new parameters.
+    fn step(
+        &mut self,
+        lr: f64,
+        model: Net,
+        pass: HostPass,
+        grads: &Gradients,
+    ) -> crate::Result<Net> {
+        let dlogits = pass
+            .logits
+            .grad(grads)
+            .and_then(crate::backend::read_f32)
+            .ok_or_else(|| {
+                ModelError::invalid("loss", "has no gradient with respect to the logits")
+            })?;
+        let grads = crate::dense_train::backward(&self.layers, &pass.images, &pass.pass, &dlogits);
+        self.adam.step(
+            lr,
+            self.layers
+                .iter_mut()
+                .zip(&grads)
+                .flat_map(|(l, g)| {
+                    [
+                        (l.weight.as_mut_slice(), g.weight.as_slice()),
+                        (l.bias.as_mut_slice(), g.bias.as_slice()),
+                    ]
+                })
+                .collect(),
+        );
+        let Net::Mlp(mut mlp) = model else {
+            return Err(ModelError::invalid("model", "host training is for an MLP"));
+        };
+        for ((layer, host), (w, b)) in mlp.layers.iter_mut().zip(&self.layers).zip(&self.ids) {
+            let shape = [host.inputs(), host.outputs()];
+            let weight = TensorData::new(host.weight.clone(), shape);
+            layer.weight =
+                Param::initialized(*w, Tensor::from_data(weight, &self.device).require_grad());
+            let bias = TensorData::new(host.bias.clone(), [shape[1]]);
+            layer.bias = Some(Param::initialized(
+                *b,
+                Tensor::from_data(bias, &self.device).require_grad(),
+            ));
+        }
+        Ok(Net::Mlp(mlp))
     }
 }
 
@@ -397,5 +555,104 @@ mod tests {
     fn bad_train_config_names_the_field() {
         let err = TrainConfig::new().with_lr(-1.0).check().expect_err("lr");
         assert!(err.to_string().contains("lr"), "{err}");
+    }
+
+    /// A hook that trains on soft targets and scales the logits (as distillation does).
+    struct SoftScaled;
+
+    impl TrainHook for SoftScaled {
+        fn prepare(&mut self, _: &Net, batch: TrainBatch) -> crate::Result<TrainBatch> {
+            let soft = batch.labels.clone().one_hot(10).float() * 0.9 + 0.01;
+            Ok(TrainBatch {
+                targets: Targets::Soft(soft),
+                ..batch
+            })
+        }
+
+        fn logits(&self, logits: Tensor<2>) -> Tensor<2> {
+            logits / 3.0
+        }
+    }
+
+    /// Host training (passes and Adam on the host) ends in burn-ndarray's tensor path's weights
+    /// and statistics to the bit: one and two hidden layers, with and without dropout, batches
+    /// the pool splits and a last batch of one, plain and soft targets with scaled logits, both
+    /// losses.
+    #[test]
+    fn host_training_is_the_tensor_paths_to_the_bit() {
+        let dir = tempfile::tempdir().expect("temp");
+        synthetic::write_dataset(dir.path(), 601, 10, 5).expect("write");
+        let ds = Dataset::load_dir(dir.path()).expect("load");
+        let device = crate::backend::device("ndarray").expect("ndarray");
+        let cases = [
+            (vec![32], 0.2, LossKind::CrossEntropy),
+            (vec![64, 48], 0.5, LossKind::CrossEntropy),
+            (vec![40], 0.0, LossKind::Mse),
+        ];
+        for (hidden, dropout, kind) in cases {
+            for soft in [false, true] {
+                let config = TrainConfig::new()
+                    .with_batch_size(200)
+                    .with_epochs(2)
+                    .with_loss(kind);
+                let model: Net = MlpConfig::new()
+                    .with_hidden(hidden.clone())
+                    .with_dropout(dropout)
+                    .init(&device)
+                    .expect("init")
+                    .into();
+                let run = |on_host: bool| {
+                    let mut model = model.clone().train();
+                    let mut trainer = Trainer {
+                        config: &config,
+                        device: &device,
+                        optim: AdamConfig::new()
+                            .with_beta_1(BETA_1)
+                            .with_beta_2(BETA_2)
+                            .with_epsilon(config.adam_epsilon)
+                            .init(),
+                        host: if on_host {
+                            Some(HostTraining::of(&model, config.adam_epsilon).expect("host"))
+                        } else {
+                            None
+                        },
+                        dropout_rng: SplitMix64::new(5),
+                    };
+                    let mut stats = Vec::new();
+                    for epoch in 1..=2 {
+                        let hook: &mut dyn TrainHook =
+                            if soft { &mut SoftScaled } else { &mut Plain };
+                        let (m, s) = trainer
+                            .epoch(model, &ds.train, epoch, hook, &mut |_| {})
+                            .expect("epoch");
+                        model = m;
+                        stats.push((s.loss.to_bits(), s.accuracy.to_bits()));
+                    }
+                    let Net::Mlp(mlp) = model.valid() else {
+                        unreachable!()
+                    };
+                    let bits: Vec<u32> = mlp
+                        .layers
+                        .iter()
+                        .flat_map(|l| {
+                            let mut v = crate::backend::read_f32(l.weight.val()).expect("w");
+                            v.extend(
+                                crate::backend::read_f32(l.bias.as_ref().expect("b").val())
+                                    .expect("b"),
+                            );
+                            v
+                        })
+                        .map(f32::to_bits)
+                        .collect();
+                    (bits, stats, trainer.dropout_rng.next_u64())
+                };
+                let (host, tensor) = (run(true), run(false));
+                let what = format!("{hidden:?} p={dropout} {kind:?} soft={soft}");
+                assert_eq!(host.2, tensor.2, "the same dropout masks, {what}");
+                assert_eq!(host.1, tensor.1, "the same statistics, {what}");
+                let differ = host.0.iter().zip(&tensor.0).filter(|(a, b)| a != b).count();
+                assert_eq!(differ, 0, "weights differing of {}, {what}", host.0.len());
+            }
+        }
     }
 }

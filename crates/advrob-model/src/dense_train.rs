@@ -1,0 +1,196 @@
+//! An MLP's training pass on the host: the forward pass with its dropout masks and the backward
+//! pass to every weight and bias, as a few matrix products over host memory and the rayon pool,
+//! computing burn-ndarray's autodiff numbers to the bit (tested).
+//!
+//! Each step is the f32 operation burn performs, in its order: forward, the product and then the
+//! bias (burn's `linear`), ReLU, the mask multiplied in (inverted dropout); backward, the weight
+//! gradient as the product of the transposed inputs with the output gradient
+//! (`linear_weight_backward`), the bias gradient as the output gradient's rows added one after
+//! the other from zero (ndarray's `sum_axis` along the batch, the strided axis), the input
+//! gradient as the product with the transposed weight, the mask multiplied in and ReLU's zeros
+//! where its output was not positive (`relu_backward`). The products are [`crate::matmul`]'s,
+//! matrixmultiply's sums. [`HostAdam`] is burn-optim's Adam with its f32 operations in its order.
+//! The loss and the hook's change to the logits stay in burn, on the small logits tensor
+//! ([`crate::train`]).
+
+use advrob_data::rng::SplitMix64;
+
+use crate::dense::DenseLayer;
+use crate::matmul::{self, Rhs};
+
+/// Inverted dropout's mask for `len` units: `1/(1−p)` where a unit is kept (with probability
+/// `1 − p`), 0 where it is dropped, drawn from `rng` unit by unit.
+pub(crate) fn dropout_mask(len: usize, p: f64, rng: &mut SplitMix64) -> Vec<f32> {
+    let keep = 1.0 - p;
+    let scale = (1.0 / keep) as f32;
+    (0..len)
+        .map(|_| if rng.next_f64() < keep { scale } else { 0.0 })
+        .collect()
+}
+
+/// What the backward pass needs of a training forward pass.
+pub(crate) struct TrainForward {
+    rows: usize,
+    /// Each hidden layer's output after ReLU, before dropout.
+    relu: Vec<Vec<f32>>,
+    /// Each hidden layer's dropout mask (`None` without dropout).
+    masks: Vec<Option<Vec<f32>>>,
+    /// The input of every layer but the first: the hidden layer before it after ReLU and dropout.
+    inputs: Vec<Vec<f32>>,
+    /// `[rows, classes]`.
+    pub(crate) logits: Vec<f32>,
+}
+
+/// The training-mode forward pass of the MLP `layers` on the host images `x` (`rows` rows):
+/// ReLU after every layer but the last, then inverted dropout with probability `dropout`, masks
+/// drawn from `rng` layer by layer in [`crate::Mlp::forward_train`]'s order.
+pub(crate) fn forward(
+    layers: &[DenseLayer],
+    x: &[f32],
+    rows: usize,
+    dropout: f64,
+    rng: &mut SplitMix64,
+) -> TrainForward {
+    let last = layers.len().saturating_sub(1);
+    let (mut relu, mut masks, mut inputs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut logits = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let input = inputs.last().map_or(x, Vec::as_slice);
+        let h = crate::dense::affine(layer, input, rows, i < last);
+        if i == last {
+            logits = h;
+            break;
+        }
+        let mask = (dropout > 0.0).then(|| dropout_mask(h.len(), dropout, rng));
+        let mut dropped = h.clone();
+        if let Some(mask) = &mask {
+            matmul::each_pair(&mut dropped, mask, |d, m| {
+                d.iter_mut().zip(m).for_each(|(v, m)| *v *= m);
+            });
+        }
+        relu.push(h);
+        masks.push(mask);
+        inputs.push(dropped);
+    }
+    TrainForward {
+        rows,
+        relu,
+        masks,
+        inputs,
+        logits,
+    }
+}
+
+/// One layer's gradients: `[inputs, outputs]` for the weight, `[outputs]` for the bias.
+pub(crate) struct LayerGradient {
+    pub(crate) weight: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
+}
+
+/// The gradients of every layer's weight and bias, first layer first, of a loss whose gradient
+/// with respect to the logits of `forward` (run on the images `x`) is `dlogits`.
+pub(crate) fn backward(
+    layers: &[DenseLayer],
+    x: &[f32],
+    forward: &TrainForward,
+    dlogits: &[f32],
+) -> Vec<LayerGradient> {
+    let rows = forward.rows;
+    let mut g = dlogits.to_vec();
+    let mut grads = Vec::with_capacity(layers.len());
+    for (i, layer) in layers.iter().enumerate().rev() {
+        let (k, n) = (layer.inputs(), layer.outputs());
+        let input = if i == 0 { x } else { &forward.inputs[i - 1] };
+        let weight = matmul::transposed_rows(k, rows, n, input, Rhs::Plain(&g));
+        let bias = if rows == 1 {
+            // one row is its own sum (a −0 stays −0)
+            g.clone()
+        } else {
+            let mut bias = vec![0.0f32; n];
+            for row in g.chunks_exact(n.max(1)) {
+                bias.iter_mut().zip(row).for_each(|(b, v)| *b += v);
+            }
+            bias
+        };
+        grads.push(LayerGradient { weight, bias });
+        if i == 0 {
+            break;
+        }
+        // the layer's input gradient, through dropout's mask and ReLU's
+        let mut d = matmul::rows(rows, n, k, &g, Rhs::Transposed(&layer.weight));
+        if let Some(mask) = &forward.masks[i - 1] {
+            matmul::each_pair(&mut d, mask, |d, m| {
+                d.iter_mut().zip(m).for_each(|(v, m)| *v *= m);
+            });
+        }
+        matmul::each_pair(&mut d, &forward.relu[i - 1], |d, h| {
+            for (v, h) in d.iter_mut().zip(h) {
+                if *h <= 0.0 {
+                    *v = 0.0;
+                }
+            }
+        });
+        g = d;
+    }
+    grads.reverse();
+    grads
+}
+
+/// Adam on the host, with burn-optim's f32 operations in its order (`AdaptiveMomentum`, no
+/// AMSGrad, no weight decay, no clipping): the same numbers as burn's Adam on burn-ndarray,
+/// without a tensor per operation (tested).
+#[derive(Debug, Clone)]
+pub(crate) struct HostAdam {
+    beta_1: f32,
+    beta_2: f32,
+    epsilon: f32,
+    /// Steps taken.
+    time: i32,
+    /// Each parameter's first and second moments, in the order of [`HostAdam::step`]'s.
+    moments: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl HostAdam {
+    /// Adam with these settings, no step taken.
+    pub(crate) fn new(beta_1: f32, beta_2: f32, epsilon: f32) -> Self {
+        HostAdam {
+            beta_1,
+            beta_2,
+            epsilon,
+            time: 0,
+            moments: Vec::new(),
+        }
+    }
+
+    /// One step of every parameter with its gradient (the same parameters, in the same order,
+    /// at every step), learning rate `lr`.
+    pub(crate) fn step(&mut self, lr: f64, params: Vec<(&mut [f32], &[f32])>) {
+        let (b1, b2) = (self.beta_1, self.beta_2);
+        let (f1, f2) = (1.0 - b1, 1.0 - b2);
+        let first = self.time == 0;
+        self.time += 1;
+        let bc2 = (1.0 - b2.powi(self.time)).sqrt();
+        let combined = bc2 / (1.0 - b1.powi(self.time));
+        let eps = self.epsilon * bc2;
+        let lr = lr as f32;
+        if first {
+            self.moments = params
+                .iter()
+                .map(|(_, g)| (vec![0.0; g.len()], vec![0.0; g.len()]))
+                .collect();
+        }
+        for ((w, g), (m, v)) in params.into_iter().zip(&mut self.moments) {
+            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                if first {
+                    *m = g * f1;
+                    *v = (g * g) * f2;
+                } else {
+                    *m = *m * b1 + g * f1;
+                    *v = *v * b2 + (g * g) * f2;
+                }
+                let delta = (*m * combined) / (v.sqrt() + eps);
+                *w -= delta * lr;
+            }
+        }
+    }
+}
