@@ -103,6 +103,11 @@ impl TrainHook for TemperatureHook {
         }
     }
 
+    /// Only the targets change: the model's weights are not read.
+    fn reads_weights(&self) -> bool {
+        false
+    }
+
     fn prepare(&mut self, _: &Net, mut batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
         if let Some(teacher) = &self.teacher {
             batch.targets =

@@ -54,6 +54,11 @@ impl TrainHook for SmoothingHook {
         format!("label smoothing α {}", self.alpha)
     }
 
+    /// Only the targets change: the model's weights are not read.
+    fn reads_weights(&self) -> bool {
+        false
+    }
+
     fn prepare(&mut self, model: &Net, mut batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
         let classes = model.classes();
         batch.targets =

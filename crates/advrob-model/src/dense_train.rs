@@ -62,12 +62,10 @@ pub(crate) fn forward(
             break;
         }
         let mask = (dropout > 0.0).then(|| dropout_mask(h.len(), dropout, rng));
-        let mut dropped = h.clone();
-        if let Some(mask) = &mask {
-            matmul::each_pair(&mut dropped, mask, |d, m| {
-                d.iter_mut().zip(m).for_each(|(v, m)| *v *= m);
-            });
-        }
+        let dropped = match &mask {
+            Some(mask) => h.iter().zip(mask).map(|(v, m)| v * m).collect(),
+            None => h.clone(),
+        };
         relu.push(h);
         masks.push(mask);
         inputs.push(dropped);

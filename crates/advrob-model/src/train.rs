@@ -99,6 +99,13 @@ pub trait TrainHook {
         Ok(batch)
     }
 
+    /// Whether [`prepare`](TrainHook::prepare) reads the model's current weights (attacks it,
+    /// say). Where it does not, the host training of an MLP may write its parameters back into
+    /// the model once an epoch instead of after every step. The default: it does.
+    fn reads_weights(&self) -> bool {
+        true
+    }
+
     /// Changes the logits the loss sees.
     ///
     /// # Shapes
@@ -113,7 +120,11 @@ pub trait TrainHook {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Plain;
 
-impl TrainHook for Plain {}
+impl TrainHook for Plain {
+    fn reads_weights(&self) -> bool {
+        false
+    }
+}
 
 /// Statistics of one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,7 +279,14 @@ impl Trainer<'_> {
             let l = loss(config.loss, logits, batch.targets);
             loss_sum = loss_sum + l.clone().without_autodiff();
             model = match (&mut self.host, pass) {
-                (Some(host), Some(pass)) => host.step(config.lr, model, pass, &l.backward())?,
+                (Some(host), Some(pass)) => {
+                    host.step(config.lr, pass, &l.backward())?;
+                    if hook.reads_weights() {
+                        host.model(model)?
+                    } else {
+                        model
+                    }
+                }
                 _ => {
                     let grads = GradientsParams::from_grads(l.backward(), &model);
                     self.optim.step(config.lr, model, grads)
@@ -280,6 +298,9 @@ impl Trainer<'_> {
                 batch: i + 1,
                 batches,
             });
+        }
+        if let Some(host) = &self.host {
+            model = host.model(model)?;
         }
         let mean_loss = f64::from(loss_sum.into_scalar::<f32>()) / batches.max(1) as f64;
         if !mean_loss.is_finite() {
@@ -323,7 +344,8 @@ struct HostTraining {
 
 /// A host forward pass and what its backward pass needs.
 struct HostPass {
-    images: Vec<f32>,
+    /// The images, without autodiff.
+    images: Tensor<3>,
     pass: crate::dense_train::TrainForward,
     /// The logits, a leaf of burn's graph.
     logits: Tensor<2>,
@@ -371,9 +393,11 @@ impl HostTraining {
                 format!("{h}x{w} pixels for a first layer of {inputs} inputs"),
             ));
         }
-        let images = crate::backend::read_f32(images.clone().without_autodiff())
-            .ok_or_else(|| ModelError::invalid("images", "not readable as f32"))?;
-        let pass = crate::dense_train::forward(&self.layers, &images, b, self.dropout, rng);
+        let images = images.clone().without_autodiff();
+        let pass = crate::backend::on_host_f32(&images, |x| {
+            crate::dense_train::forward(&self.layers, x, b, self.dropout, &mut *rng)
+        })
+        .ok_or_else(|| ModelError::invalid("images", "not readable as f32"))?;
         let classes = self
             .layers
             .last()
@@ -390,15 +414,9 @@ impl HostTraining {
         })
     }
 
-    /// The backward pass of `pass` from burn's gradients of the loss (which hold the logits'),
-    /// Adam's step, and `model` with the new parameters.
-    fn step(
-        &mut self,
-        lr: f64,
-        model: Net,
-        pass: HostPass,
-        grads: &Gradients,
-    ) -> crate::Result<Net> {
+    /// The backward pass of `pass` from burn's gradients of the loss (which hold the logits')
+    /// and Adam's step of the host's parameters ([`HostTraining::model`] writes them back).
+    fn step(&mut self, lr: f64, pass: HostPass, grads: &Gradients) -> crate::Result<()> {
         let dlogits = pass
             .logits
             .grad(grads)
@@ -406,7 +424,10 @@ impl HostTraining {
             .ok_or_else(|| {
                 ModelError::invalid("loss", "has no gradient with respect to the logits")
             })?;
-        let grads = crate::dense_train::backward(&self.layers, &pass.images, &pass.pass, &dlogits);
+        let grads = crate::backend::on_host_f32(&pass.images, |x| {
+            crate::dense_train::backward(&self.layers, x, &pass.pass, &dlogits)
+        })
+        .ok_or_else(|| ModelError::invalid("images", "not readable as f32"))?;
         self.adam.step(
             lr,
             self.layers
@@ -420,6 +441,11 @@ impl HostTraining {
                 })
                 .collect(),
         );
+        Ok(())
+    }
+
+    /// `model` with the host's current parameters.
+    fn model(&self, model: Net) -> crate::Result<Net> {
         let Net::Mlp(mut mlp) = model else {
             return Err(ModelError::invalid("model", "host training is for an MLP"));
         };
