@@ -143,6 +143,11 @@ impl TrainHook for AdversarialHook {
         )
     }
 
+    /// The logits reach the loss as the model gives them.
+    fn changes_logits(&self) -> bool {
+        false
+    }
+
     fn prepare(&mut self, model: &Net, batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
         let [b] = batch.labels.dims();
         let k = self.config.adversarial_count(b);

@@ -164,6 +164,11 @@ impl TrainHook for NotebookHook {
         )
     }
 
+    /// The logits reach the loss as the model gives them.
+    fn changes_logits(&self) -> bool {
+        false
+    }
+
     fn prepare(&mut self, model: &Net, batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
         let [b] = batch.labels.dims();
         let k = self.config.adversarial().adversarial_count(b);

@@ -59,6 +59,11 @@ impl TrainHook for SmoothingHook {
         false
     }
 
+    /// The logits reach the loss as the model gives them.
+    fn changes_logits(&self) -> bool {
+        false
+    }
+
     fn prepare(&mut self, model: &Net, mut batch: TrainBatch) -> advrob_model::Result<TrainBatch> {
         let classes = model.classes();
         batch.targets =

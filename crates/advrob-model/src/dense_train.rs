@@ -56,12 +56,16 @@ pub(crate) fn forward(
     let mut logits = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
         let input = inputs.last().map_or(x, Vec::as_slice);
-        let h = crate::dense::affine(layer, input, rows, i < last);
         if i == last {
-            logits = h;
+            logits = crate::dense::affine(layer, input, rows, false);
             break;
         }
-        let mask = (dropout > 0.0).then(|| dropout_mask(h.len(), dropout, rng));
+        // the mask is drawn on another core while the layer's product runs
+        let units = rows * layer.outputs();
+        let (h, mask) = rayon::join(
+            || crate::dense::affine(layer, input, rows, true),
+            || (dropout > 0.0).then(|| dropout_mask(units, dropout, &mut *rng)),
+        );
         let dropped = match &mask {
             Some(mask) => h.iter().zip(mask).map(|(v, m)| v * m).collect(),
             None => h.clone(),
@@ -191,4 +195,85 @@ impl HostAdam {
             }
         }
     }
+}
+
+/// A batch's cross-entropy against class labels on the host, with its gradient with respect to
+/// the logits and the count of examples whose logits' argmax is their label.
+pub(crate) struct HostLoss {
+    /// `mean_b(−log softmax(z_b)_{y_b})`.
+    pub(crate) loss: f32,
+    /// Examples whose first largest logit is their label's.
+    pub(crate) correct: i64,
+    /// `[rows, classes]`.
+    pub(crate) dlogits: Vec<f32>,
+}
+
+/// ndarray's sum of a contiguous slice (`unrolled_fold`: eight running sums, paired, then the
+/// rest in order), which burn-ndarray's `sum`, `mean` and `sum_dim` along a row run.
+fn ndarray_sum(xs: &[f32]) -> f32 {
+    let mut p = [0.0f32; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (p, x) in p.iter_mut().zip(c) {
+            *p += x;
+        }
+    }
+    let mut acc = 0.0f32;
+    for i in 0..4 {
+        acc += p[i] + p[i + 4];
+    }
+    for x in chunks.remainder() {
+        acc += x;
+    }
+    acc
+}
+
+/// [`crate::loss`]'s cross-entropy with labels as burn-ndarray computes it, value and autodiff
+/// gradient, f32 operation by f32 operation: the log-softmax `(z − max) − ln Σ exp(z − max)`,
+/// the mean over the batch, and backward `val · (1 / Σ) · exp(z − max)`, with `−val` added at
+/// the label, where `val` is 1/rows rounded from f64 as burn's mean does; the argmax as
+/// burn-ndarray's (the first largest, a NaN first). `None` when a label is not a class.
+pub(crate) fn cross_entropy(logits: &[f32], labels: &[i64], classes: usize) -> Option<HostLoss> {
+    let rows = labels.len();
+    if classes == 0 || logits.len() != rows * classes {
+        return None;
+    }
+    let val = (1.0f64 / rows as f64) as f32;
+    let mut picked = Vec::with_capacity(rows);
+    let mut correct = 0i64;
+    let mut dlogits = vec![0.0f32; rows * classes];
+    for ((z, &y), d) in logits
+        .chunks_exact(classes)
+        .zip(labels)
+        .zip(dlogits.chunks_exact_mut(classes))
+    {
+        let y = usize::try_from(y).ok().filter(|&y| y < classes)?;
+        let max = z.iter().copied().fold(z[0], f32::max);
+        let shifted: Vec<f32> = z.iter().map(|v| v - max).collect();
+        let e: Vec<f32> = shifted.iter().map(|v| v.exp()).collect();
+        let sum = ndarray_sum(&e);
+        picked.push(shifted[y] - sum.ln());
+        let arg = z
+            .iter()
+            .enumerate()
+            .fold((z[0], 0usize), |acc, (i, &v)| {
+                if !acc.0.is_nan() && (v.is_nan() || v > acc.0) {
+                    (v, i)
+                } else {
+                    acc
+                }
+            })
+            .1;
+        correct += i64::from(arg == y);
+        let g = val * (1.0 / sum);
+        for (c, (d, e)) in d.iter_mut().zip(&e).enumerate() {
+            *d = g * e + if c == y { -val } else { 0.0 };
+        }
+    }
+    let loss = -(ndarray_sum(&picked) / rows as f32);
+    Some(HostLoss {
+        loss,
+        correct,
+        dlogits,
+    })
 }

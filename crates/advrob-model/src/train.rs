@@ -8,7 +8,7 @@ use advrob_data::{Batcher, Split, to_tensors};
 use burn::config::Config;
 use burn::module::{Module, Param, ParamId};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -106,6 +106,13 @@ pub trait TrainHook {
         true
     }
 
+    /// Whether [`logits`](TrainHook::logits) changes the logits. Where it does not, the host
+    /// training of an MLP computes a cross-entropy against labels on the host too. The default:
+    /// it does.
+    fn changes_logits(&self) -> bool {
+        true
+    }
+
     /// Changes the logits the loss sees.
     ///
     /// # Shapes
@@ -122,6 +129,10 @@ pub struct Plain;
 
 impl TrainHook for Plain {
     fn reads_weights(&self) -> bool {
+        false
+    }
+
+    fn changes_logits(&self) -> bool {
         false
     }
 }
@@ -227,6 +238,74 @@ struct Trainer<'a> {
 }
 
 impl Trainer<'_> {
+    /// One training step of `model` on `batch` (which the hook has prepared): the loss, its
+    /// gradient and Adam's step; the batch's correct predictions and loss added to the epoch's.
+    fn step(
+        &mut self,
+        model: Net,
+        batch: TrainBatch,
+        hook: &dyn TrainHook,
+        correct: &mut Tensor<1, Int>,
+        loss_sum: &mut Tensor<1>,
+    ) -> crate::Result<Net> {
+        let (config, device) = (self.config, self.device);
+        // an MLP on burn-ndarray runs its passes on the host, burn only the loss, unless
+        // that is a cross-entropy against labels of logits the hook leaves alone
+        if let Some(host) = &mut self.host {
+            let pass = host.forward(&batch.images, &mut self.dropout_rng)?;
+            let on_host = match (&batch.targets, config.loss, hook.changes_logits()) {
+                (Targets::Labels(y), LossKind::CrossEntropy, false) => {
+                    let y = y.clone().into_data().try_into_vec_as::<i64>().ok();
+                    y.and_then(|y| {
+                        let classes = pass.pass.logits.len() / y.len().max(1);
+                        crate::dense_train::cross_entropy(&pass.pass.logits, &y, classes)
+                    })
+                }
+                _ => None,
+            };
+            let dlogits = match on_host {
+                Some(l) => {
+                    *correct = correct.clone() + Tensor::<1, Int>::from_data([l.correct], device);
+                    *loss_sum = loss_sum.clone() + Tensor::<1>::from_data([l.loss], device);
+                    l.dlogits
+                }
+                None => {
+                    let leaf = pass.leaf(&host.device);
+                    let (l, preds) = burn_loss(
+                        config.loss,
+                        hook,
+                        leaf.clone(),
+                        batch.targets,
+                        &batch.labels,
+                    );
+                    *correct = correct.clone() + preds;
+                    *loss_sum = loss_sum.clone() + l.clone().without_autodiff();
+                    leaf.grad(&l.backward())
+                        .and_then(crate::backend::read_f32)
+                        .ok_or_else(|| {
+                            ModelError::invalid(
+                                "loss",
+                                "has no gradient with respect to the logits",
+                            )
+                        })?
+                }
+            };
+            host.step(config.lr, &pass, &dlogits)?;
+            if hook.reads_weights() {
+                host.model(model)
+            } else {
+                Ok(model)
+            }
+        } else {
+            let logits = model.forward_train(batch.images, &mut self.dropout_rng);
+            let (l, preds) = burn_loss(config.loss, hook, logits, batch.targets, &batch.labels);
+            *correct = correct.clone() + preds;
+            *loss_sum = loss_sum.clone() + l.clone().without_autodiff();
+            let grads = GradientsParams::from_grads(l.backward(), &model);
+            Ok(self.optim.step(config.lr, model, grads))
+        }
+    }
+
     /// One epoch of `model` over `data`, in the order drawn from the seed and `epoch`, each batch
     /// through `hook`; returns the model after it and the epoch's statistics, or an error when
     /// the mean loss is not finite.
@@ -249,49 +328,30 @@ impl Trainer<'_> {
         let mut loss_sum = Tensor::<1>::zeros([1], device);
         let mut correct = Tensor::<1, Int>::zeros([1], device);
         let mut examples = 0usize;
-        for (i, indices) in batcher.batches().enumerate() {
-            let (images, labels) = to_tensors(data, indices, device);
-            let batch = hook.prepare(
-                &model,
-                TrainBatch {
-                    images,
-                    targets: Targets::Labels(labels.clone()),
-                    labels,
-                },
-            )?;
-            examples += batch.labels.dims()[0];
-            // an MLP on burn-ndarray runs its passes on the host, burn only the loss
-            let pass = match &self.host {
-                Some(host) => Some(host.forward(&batch.images, &mut self.dropout_rng)?),
-                None => None,
+        // each batch's bytes become tensors on another core while the one before trains
+        let order: Vec<&[usize]> = batcher.batches().collect();
+        let mut ready = order.first().map(|ix| to_tensors(data, ix, device));
+        for i in 0..order.len() {
+            let Some((images, labels)) = ready.take() else {
+                break;
             };
-            let raw = match &pass {
-                Some(pass) => pass.logits.clone(),
-                None => model.forward_train(batch.images, &mut self.dropout_rng),
-            };
-            let logits = hook.logits(raw);
-            let preds = logits
-                .clone()
-                .without_autodiff()
-                .argmax(1)
-                .flatten::<1>(0, 1);
-            correct = correct + preds.equal(batch.labels).int().sum();
-            let l = loss(config.loss, logits, batch.targets);
-            loss_sum = loss_sum + l.clone().without_autodiff();
-            model = match (&mut self.host, pass) {
-                (Some(host), Some(pass)) => {
-                    host.step(config.lr, pass, &l.backward())?;
-                    if hook.reads_weights() {
-                        host.model(model)?
-                    } else {
-                        model
-                    }
+            let (next, mut following) = (order.get(i + 1).copied(), None);
+            model = rayon::in_place_scope(|scope| {
+                if let Some(ix) = next {
+                    scope.spawn(|_| following = Some(to_tensors(data, ix, device)));
                 }
-                _ => {
-                    let grads = GradientsParams::from_grads(l.backward(), &model);
-                    self.optim.step(config.lr, model, grads)
-                }
-            };
+                let batch = hook.prepare(
+                    &model,
+                    TrainBatch {
+                        images,
+                        targets: Targets::Labels(labels.clone()),
+                        labels,
+                    },
+                )?;
+                examples += batch.labels.dims()[0];
+                self.step(model, batch, hook, &mut correct, &mut loss_sum)
+            })?;
+            ready = following;
             on_progress(Progress {
                 epoch,
                 epochs: config.epochs,
@@ -322,6 +382,25 @@ impl Trainer<'_> {
     }
 }
 
+/// The loss of `logits` through the hook against `targets` in burn (with its graph), and
+/// the number of examples whose prediction is their label.
+fn burn_loss(
+    kind: LossKind,
+    hook: &dyn TrainHook,
+    logits: Tensor<2>,
+    targets: Targets,
+    labels: &Tensor<1, Int>,
+) -> (Tensor<1>, Tensor<1, Int>) {
+    let logits = hook.logits(logits);
+    let preds = logits
+        .clone()
+        .without_autodiff()
+        .argmax(1)
+        .flatten::<1>(0, 1);
+    let correct = preds.equal(labels.clone()).int().sum();
+    (loss(kind, logits, targets), correct)
+}
+
 /// Adam's β₁ and β₂ (burn's defaults, named so that the host's Adam uses the same).
 const BETA_1: f32 = 0.9;
 const BETA_2: f32 = 0.999;
@@ -347,8 +426,16 @@ struct HostPass {
     /// The images, without autodiff.
     images: Tensor<3>,
     pass: crate::dense_train::TrainForward,
-    /// The logits, a leaf of burn's graph.
-    logits: Tensor<2>,
+    rows: usize,
+}
+
+impl HostPass {
+    /// The logits as a leaf of burn's graph on `device` that requires its gradient.
+    fn leaf(&self, device: &Device) -> Tensor<2> {
+        let classes = self.pass.logits.len() / self.rows.max(1);
+        let data = TensorData::new(self.pass.logits.clone(), [self.rows, classes]);
+        Tensor::<2>::from_data(data, device).require_grad()
+    }
 }
 
 impl HostTraining {
@@ -398,34 +485,18 @@ impl HostTraining {
             crate::dense_train::forward(&self.layers, x, b, self.dropout, &mut *rng)
         })
         .ok_or_else(|| ModelError::invalid("images", "not readable as f32"))?;
-        let classes = self
-            .layers
-            .last()
-            .map_or(0, crate::dense::DenseLayer::outputs);
-        let logits = Tensor::<2>::from_data(
-            TensorData::new(pass.logits.clone(), [b, classes]),
-            &self.device,
-        )
-        .require_grad();
         Ok(HostPass {
             images,
             pass,
-            logits,
+            rows: b,
         })
     }
 
-    /// The backward pass of `pass` from burn's gradients of the loss (which hold the logits')
-    /// and Adam's step of the host's parameters ([`HostTraining::model`] writes them back).
-    fn step(&mut self, lr: f64, pass: HostPass, grads: &Gradients) -> crate::Result<()> {
-        let dlogits = pass
-            .logits
-            .grad(grads)
-            .and_then(crate::backend::read_f32)
-            .ok_or_else(|| {
-                ModelError::invalid("loss", "has no gradient with respect to the logits")
-            })?;
+    /// The backward pass of `pass` from the loss's gradient with respect to its logits and
+    /// Adam's step of the host's parameters ([`HostTraining::model`] writes them back).
+    fn step(&mut self, lr: f64, pass: &HostPass, dlogits: &[f32]) -> crate::Result<()> {
         let grads = crate::backend::on_host_f32(&pass.images, |x| {
-            crate::dense_train::backward(&self.layers, x, &pass.pass, &dlogits)
+            crate::dense_train::backward(&self.layers, x, &pass.pass, dlogits)
         })
         .ok_or_else(|| ModelError::invalid("images", "not readable as f32"))?;
         self.adam.step(
