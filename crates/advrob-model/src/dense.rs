@@ -17,7 +17,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::conv_host::BlockTrace;
 pub use crate::conv_host::ConvBlock;
-use crate::matmul::{self, Rhs};
+use crate::matmul::{self, Lhs, Rhs};
 
 /// One dense layer, `[inputs, outputs]` row-major weights and its bias.
 #[derive(Debug, Clone)]
@@ -123,13 +123,58 @@ pub struct DenseForward {
 pub(crate) fn affine(layer: &DenseLayer, a: &[f32], rows: usize, relu: bool) -> Vec<f32> {
     let (k, n) = (layer.inputs(), layer.outputs());
     let mut h = matmul::rows(rows, k, n, a, Rhs::Plain(&layer.weight));
-    matmul::each_row(&mut h, n, |row| {
-        for (v, b) in row.iter_mut().zip(&layer.bias) {
-            let s = *v + b;
-            *v = if relu { s.max(0.0) } else { s };
-        }
-    });
+    matmul::each_row(&mut h, n, |row| bias_relu(row, &layer.bias, relu));
     h
+}
+
+/// The bias added to one row of a product, then ReLU with `relu`.
+fn bias_relu(row: &mut [f32], bias: &[f32], relu: bool) {
+    for (v, b) in row.iter_mut().zip(bias) {
+        let s = *v + b;
+        *v = if relu { s.max(0.0) } else { s };
+    }
+}
+
+/// The dense `layers` (ReLU after all but the last) on `x` (`rows` rows), keeping nothing for a
+/// backward pass: each block of rows through every layer on one thread, one parallel section
+/// instead of one per product and pass (a row's values are [`affine`]'s whichever block it is
+/// in).
+fn layers_in_blocks(layers: &[DenseLayer], x: &[f32], rows: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let (inputs, outputs) = (layers[0].inputs(), layers[0].outputs());
+    let classes = layers.last().map_or(0, DenseLayer::outputs);
+    let block = matmul::rows_per_block(rows, inputs, outputs, rayon::current_num_threads());
+    let chain = |x: &[f32], out: &mut [f32]| {
+        let r = x.len() / inputs.max(1);
+        let last = layers.len() - 1;
+        let mut a: Option<Vec<f32>> = None;
+        for (i, layer) in layers.iter().enumerate() {
+            let (k, n) = (layer.inputs(), layer.outputs());
+            let mut h = vec![0.0f32; r * n];
+            let input = a.as_deref().unwrap_or(x);
+            matmul::single(
+                r,
+                k,
+                n,
+                Lhs::Plain(input),
+                Rhs::Plain(&layer.weight),
+                &mut h,
+            );
+            h.chunks_mut(n.max(1))
+                .for_each(|row| bias_relu(row, &layer.bias, i < last));
+            a = Some(h);
+        }
+        out.copy_from_slice(&a.unwrap_or_default());
+    };
+    let mut out = vec![0.0f32; rows * classes];
+    if block >= rows || classes == 0 || inputs == 0 {
+        chain(&x[..rows * inputs], &mut out);
+    } else {
+        out.par_chunks_mut(block * classes)
+            .zip(x[..rows * inputs].par_chunks(block * inputs))
+            .for_each(|(out, x)| chain(x, out));
+    }
+    out
 }
 
 /// The logits of `images` through the host chain `chain()` builds where it runs (a plain
@@ -185,14 +230,19 @@ impl<'a> Dense<'a> {
         }
         let mut hidden = Vec::with_capacity(self.layers.len().saturating_sub(1));
         let last = self.layers.len().saturating_sub(1);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let input = a.as_deref().unwrap_or(x);
-            let h = affine(layer, input, rows, i < last);
-            if let Some(done) = a.replace(h)
-                && i > 0
-            {
-                hidden.push(done);
+        if with_gradient || self.layers.is_empty() {
+            for (i, layer) in self.layers.iter().enumerate() {
+                let input = a.as_deref().unwrap_or(x);
+                let h = affine(layer, input, rows, i < last);
+                if let Some(done) = a.replace(h)
+                    && i > 0
+                {
+                    hidden.push(done);
+                }
             }
+        } else {
+            let input = a.as_deref().unwrap_or(x);
+            a = Some(layers_in_blocks(&self.layers, input, rows));
         }
         let mut logits = a.unwrap_or_else(|| x.to_vec());
         let probs = self.finish(&mut logits, rows);

@@ -70,7 +70,7 @@ fn transposed_in_blocks(
 
 /// Rows of each block when a `[m, k] · [k, n]` product is split over `threads`: all `m` (one
 /// block) below about a million multiply-adds, else blocks of at least 64 rows, one per thread.
-fn rows_per_block(m: usize, k: usize, n: usize, threads: usize) -> usize {
+pub(crate) fn rows_per_block(m: usize, k: usize, n: usize, threads: usize) -> usize {
     const MIN_WORK: usize = 1 << 20;
     const MIN_ROWS: usize = 64;
     if threads <= 1 || m * k * n < MIN_WORK || m < 2 * MIN_ROWS {
