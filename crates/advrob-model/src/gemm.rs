@@ -111,66 +111,88 @@ impl<const NR: usize> WithSimd for Product<'_, NR> {
     }
 }
 
+/// Rows of A packed at a time: a block of [`MC`] × [`KC`] values stays in the L2 cache while each
+/// panel of B, in L1, meets every tile of the block (BLIS's loop order).
+const MC: usize = 144;
+
 /// The loops around the micro-kernel: for each block of `k`, B packed into panels of `NR`
-/// columns, then for each tile of `MR` rows, A packed and every panel multiplied.
+/// columns; for each block of [`MC`] rows, A packed tile by tile, then for each panel every
+/// tile of the block multiplied.
 #[inline(always)]
 fn blocks<const NR: usize>(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32]) {
     let panels = n.div_ceil(NR);
     let mut bp = vec![0.0f32; KC.min(k) * NR * panels];
-    let mut ap = vec![0.0f32; KC.min(k) * MR];
-    let zeros = [0.0f32; KC];
+    let mut ap = vec![0.0f32; KC.min(k) * MC.min(m.div_ceil(MR) * MR)];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let bp = &mut bp[..kc * NR * panels];
         for (q, panel) in bp.chunks_exact_mut(kc * NR).enumerate() {
             pack_b::<NR>(b, k, n, k0, q * NR, panel);
         }
-        let ap = &mut ap[..kc * MR];
-        for i0 in (0..m).step_by(MR) {
-            let rows = MR.min(m - i0);
-            match a {
-                Lhs::Plain(a) => {
-                    let src: [&[f32]; MR] = std::array::from_fn(|i| {
-                        if i < rows {
-                            let r = (i0 + i) * k + k0;
-                            &a[r..r + kc]
+        for ic in (0..m).step_by(MC) {
+            let mb = MC.min(m - ic);
+            let tiles = mb.div_ceil(MR);
+            let ap = &mut ap[..kc * MR * tiles];
+            for (t, tile) in ap.chunks_exact_mut(kc * MR).enumerate() {
+                let i0 = ic + t * MR;
+                pack_a(a, k, k0, i0, MR.min(m - i0), tile);
+            }
+            for (q, panel) in bp.chunks_exact(kc * NR).enumerate() {
+                let j0 = q * NR;
+                let cols = NR.min(n - j0);
+                for (t, tile) in ap.chunks_exact(kc * MR).enumerate() {
+                    let i0 = ic + t * MR;
+                    let rows = MR.min(m - i0);
+                    let acc = micro::<NR>(tile, panel);
+                    for (i, acc) in acc.iter().enumerate().take(rows) {
+                        let out = &mut c[(i0 + i) * n + j0..(i0 + i) * n + j0 + cols];
+                        if k0 == 0 {
+                            // matrixmultiply's first block: α·AB + 0 (β = 0), fused: a −0 sum
+                            // is +0
+                            for (o, &v) in out.iter_mut().zip(&acc[..cols]) {
+                                *o = v + 0.0;
+                            }
                         } else {
-                            &zeros[..kc]
-                        }
-                    });
-                    for (p, dst) in ap.chunks_exact_mut(MR).enumerate() {
-                        for i in 0..MR {
-                            dst[i] = src[i][p];
-                        }
-                    }
-                }
-                Lhs::Transposed(a, stride) => {
-                    // a is [k, stride]: A's row i is a's column i
-                    for (p, dst) in ap.chunks_exact_mut(MR).enumerate() {
-                        let row = &a[(k0 + p) * stride..(k0 + p) * stride + m];
-                        for i in 0..MR {
-                            dst[i] = if i < rows { row[i0 + i] } else { 0.0 };
+                            // later blocks: α·AB + C, one rounding
+                            for (o, &v) in out.iter_mut().zip(&acc[..cols]) {
+                                *o += v;
+                            }
                         }
                     }
                 }
             }
-            for (q, panel) in bp.chunks_exact(kc * NR).enumerate() {
-                let acc = micro::<NR>(ap, panel);
-                let j0 = q * NR;
-                let cols = NR.min(n - j0);
-                for (i, acc) in acc.iter().enumerate().take(rows) {
-                    let out = &mut c[(i0 + i) * n + j0..(i0 + i) * n + j0 + cols];
-                    if k0 == 0 {
-                        // matrixmultiply's first block: α·AB + 0 (β = 0), fused: a −0 sum is +0
-                        for (o, &v) in out.iter_mut().zip(&acc[..cols]) {
-                            *o = v + 0.0;
-                        }
-                    } else {
-                        // later blocks: α·AB + C, one rounding
-                        for (o, &v) in out.iter_mut().zip(&acc[..cols]) {
-                            *o += v;
-                        }
-                    }
+        }
+    }
+}
+
+/// A's rows `i0..i0 + rows` (at most [`MR`]) over `k0..k0 + kc` into `ap` (`[kc][MR]`, zero
+/// beyond `rows`).
+#[inline(always)]
+fn pack_a(a: Lhs<'_>, k: usize, k0: usize, i0: usize, rows: usize, ap: &mut [f32]) {
+    let kc = ap.len() / MR;
+    match a {
+        Lhs::Plain(a) => {
+            let zeros = [0.0f32; KC];
+            let src: [&[f32]; MR] = std::array::from_fn(|i| {
+                if i < rows {
+                    let r = (i0 + i) * k + k0;
+                    &a[r..r + kc]
+                } else {
+                    &zeros[..kc]
+                }
+            });
+            for (p, dst) in ap.chunks_exact_mut(MR).enumerate() {
+                for i in 0..MR {
+                    dst[i] = src[i][p];
+                }
+            }
+        }
+        Lhs::Transposed(a, stride) => {
+            // a is [k, stride]: A's row i is a's column i
+            for (p, dst) in ap.chunks_exact_mut(MR).enumerate() {
+                let row = &a[(k0 + p) * stride + i0..];
+                for i in 0..MR {
+                    dst[i] = if i < rows { row[i] } else { 0.0 };
                 }
             }
         }
