@@ -7,6 +7,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::{AttackError, Result};
 
+pub(crate) use advrob_model::backend::sum_f32;
+
 /// A seed for the random draws of `parts` (the attack's own seed, the evaluation's, a restart):
 /// every combination gives an independent SplitMix64 stream.
 pub fn mix_seed(parts: &[u64]) -> u64 {
@@ -70,27 +72,6 @@ pub(crate) fn copy_rows(dst: &mut [f32], src: &[f32], size: usize, mask: &[bool]
     for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m) {
         dst[i * size..(i + 1) * size].copy_from_slice(&src[i * size..(i + 1) * size]);
     }
-}
-
-/// The sum of `xs` in burn-ndarray's order (ndarray's eightfold unrolled fold, which its
-/// `sum_dim` over a contiguous row uses), so that a host loop gives the same f32 as the tensor
-/// reduction it replaces.
-pub(crate) fn sum_f32(xs: &[f32]) -> f32 {
-    let mut p = [0.0f32; 8];
-    let mut chunks = xs.chunks_exact(8);
-    for c in &mut chunks {
-        for (acc, v) in p.iter_mut().zip(c) {
-            *acc += v;
-        }
-    }
-    let mut acc = 0.0f32;
-    for k in 0..4 {
-        acc += p[k] + p[k + 4];
-    }
-    for v in chunks.remainder() {
-        acc += v;
-    }
-    acc
 }
 
 /// `(x + P(a − x)).clamp(0, 1)` for one value: `a` projected onto the L∞ ball of radius `eps`

@@ -97,6 +97,27 @@ pub fn with_host_f32<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) ->
     }
 }
 
+/// The sum of `xs` in burn-ndarray's order (ndarray's eightfold unrolled fold: eight running
+/// sums, paired, then the rest in order; its `sum`, `mean` and `sum_dim` along a contiguous row
+/// run it), so that a host loop gives the same f32 as the tensor reduction it replaces.
+pub fn sum_f32(xs: &[f32]) -> f32 {
+    let mut p = [0.0f32; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (acc, v) in p.iter_mut().zip(c) {
+            *acc += v;
+        }
+    }
+    let mut acc = 0.0f32;
+    for k in 0..4 {
+        acc += p[k] + p[k + 4];
+    }
+    for v in chunks.remainder() {
+        acc += v;
+    }
+    acc
+}
+
 /// Whether `device` is burn-ndarray's: where [`Dense`](crate::Dense)'s host chain computes what
 /// the tensor path would, to the bit, without its per-operation allocations.
 pub fn is_ndarray(device: &Device) -> bool {

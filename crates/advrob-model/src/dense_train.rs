@@ -208,26 +208,6 @@ pub(crate) struct HostLoss {
     pub(crate) dlogits: Vec<f32>,
 }
 
-/// ndarray's sum of a contiguous slice (`unrolled_fold`: eight running sums, paired, then the
-/// rest in order), which burn-ndarray's `sum`, `mean` and `sum_dim` along a row run.
-fn ndarray_sum(xs: &[f32]) -> f32 {
-    let mut p = [0.0f32; 8];
-    let mut chunks = xs.chunks_exact(8);
-    for c in &mut chunks {
-        for (p, x) in p.iter_mut().zip(c) {
-            *p += x;
-        }
-    }
-    let mut acc = 0.0f32;
-    for i in 0..4 {
-        acc += p[i] + p[i + 4];
-    }
-    for x in chunks.remainder() {
-        acc += x;
-    }
-    acc
-}
-
 /// [`crate::loss`]'s cross-entropy with labels as burn-ndarray computes it, value and autodiff
 /// gradient, f32 operation by f32 operation: the log-softmax `(z − max) − ln Σ exp(z − max)`,
 /// the mean over the batch, and backward `val · (1 / Σ) · exp(z − max)`, with `−val` added at
@@ -251,7 +231,7 @@ pub(crate) fn cross_entropy(logits: &[f32], labels: &[i64], classes: usize) -> O
         let max = z.iter().copied().fold(z[0], f32::max);
         let shifted: Vec<f32> = z.iter().map(|v| v - max).collect();
         let e: Vec<f32> = shifted.iter().map(|v| v.exp()).collect();
-        let sum = ndarray_sum(&e);
+        let sum = crate::backend::sum_f32(&e);
         picked.push(shifted[y] - sum.ln());
         let arg = z
             .iter()
@@ -270,7 +250,7 @@ pub(crate) fn cross_entropy(logits: &[f32], labels: &[i64], classes: usize) -> O
             *d = g * e + if c == y { -val } else { 0.0 };
         }
     }
-    let loss = -(ndarray_sum(&picked) / rows as f32);
+    let loss = -(crate::backend::sum_f32(&picked) / rows as f32);
     Some(HostLoss {
         loss,
         correct,
