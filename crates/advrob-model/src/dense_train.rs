@@ -9,9 +9,9 @@
 //! the other from zero (ndarray's `sum_axis` along the batch, the strided axis), the input
 //! gradient as the product with the transposed weight, the mask multiplied in and ReLU's zeros
 //! where its output was not positive (`relu_backward`). The products are [`crate::matmul`]'s,
-//! matrixmultiply's sums. [`HostAdam`] is burn-optim's Adam with its f32 operations in its order.
-//! The loss and the hook's change to the logits stay in burn, on the small logits tensor
-//! ([`crate::train`]).
+//! matrixmultiply's sums. [`HostAdam`] is burn-optim's Adam with its f32 operations in its order,
+//! and [`cross_entropy`] burn's cross-entropy against labels, value and gradient. Other losses and
+//! a hook's change to the logits stay in burn, on the small logits tensor ([`crate::train`]).
 
 use advrob_data::rng::SplitMix64;
 
