@@ -672,7 +672,7 @@ mod tests {
     }
 
     /// Host training (passes and Adam on the host) ends in burn-ndarray's tensor path's weights
-    /// and statistics to the bit: one and two hidden layers, with and without dropout, batches
+    /// and statistics to the bit: none, one and two hidden layers, with and without dropout, batches
     /// the pool splits and a last batch of one, plain and soft targets with scaled logits, both
     /// losses.
     #[test]
@@ -685,6 +685,8 @@ mod tests {
             (vec![32], 0.2, LossKind::CrossEntropy),
             (vec![64, 48], 0.5, LossKind::CrossEntropy),
             (vec![40], 0.0, LossKind::Mse),
+            // no hidden layer: one linear map, no dropout mask drawn
+            (vec![], 0.2, LossKind::CrossEntropy),
         ];
         for (hidden, dropout, kind) in cases {
             for soft in [false, true] {
