@@ -198,12 +198,12 @@ impl HostAdam {
 }
 
 /// A batch's cross-entropy against class labels on the host, with its gradient with respect to
-/// the logits and the count of examples whose logits' argmax is their label.
+/// the logits and each example's predicted class.
 pub(crate) struct HostLoss {
     /// `mean_b(−log softmax(z_b)_{y_b})`.
     pub(crate) loss: f32,
-    /// Examples whose first largest logit is their label's.
-    pub(crate) correct: i64,
+    /// Each example's first largest logit's class.
+    pub(crate) predictions: Vec<i64>,
     /// `[rows, classes]`.
     pub(crate) dlogits: Vec<f32>,
 }
@@ -220,7 +220,7 @@ pub(crate) fn cross_entropy(logits: &[f32], labels: &[i64], classes: usize) -> O
     }
     let val = (1.0f64 / rows as f64) as f32;
     let mut picked = Vec::with_capacity(rows);
-    let mut correct = 0i64;
+    let mut predictions = Vec::with_capacity(rows);
     let mut dlogits = vec![0.0f32; rows * classes];
     for ((z, &y), d) in logits
         .chunks_exact(classes)
@@ -244,7 +244,7 @@ pub(crate) fn cross_entropy(logits: &[f32], labels: &[i64], classes: usize) -> O
                 }
             })
             .1;
-        correct += i64::from(arg == y);
+        predictions.push(arg as i64);
         let g = val * (1.0 / sum);
         for (c, (d, e)) in d.iter_mut().zip(&e).enumerate() {
             *d = g * e + if c == y { -val } else { 0.0 };
@@ -253,7 +253,7 @@ pub(crate) fn cross_entropy(logits: &[f32], labels: &[i64], classes: usize) -> O
     let loss = -(crate::backend::sum_f32(&picked) / rows as f32);
     Some(HostLoss {
         loss,
-        correct,
+        predictions,
         dlogits,
     })
 }

@@ -263,9 +263,26 @@ impl Trainer<'_> {
                 }
                 _ => None,
             };
-            let dlogits = match on_host {
-                Some(l) => {
-                    *correct = correct.clone() + Tensor::<1, Int>::from_data([l.correct], device);
+            let labels = match &on_host {
+                Some(_) => batch
+                    .labels
+                    .clone()
+                    .into_data()
+                    .try_into_vec_as::<i64>()
+                    .ok(),
+                None => None,
+            };
+            let dlogits = match on_host.zip(labels) {
+                Some((l, labels)) => {
+                    // accuracy against the true labels, whatever the targets
+                    let right = l
+                        .predictions
+                        .iter()
+                        .zip(&labels)
+                        .filter(|(p, y)| p == y)
+                        .count();
+                    *correct =
+                        correct.clone() + Tensor::<1, Int>::from_data([right as i64], device);
                     *loss_sum = loss_sum.clone() + Tensor::<1>::from_data([l.loss], device);
                     l.dlogits
                 }
@@ -671,9 +688,28 @@ mod tests {
         }
     }
 
+    /// A hook that trains towards the next class (targets that are not the true labels), the
+    /// logits left alone.
+    struct NextClass;
+
+    impl TrainHook for NextClass {
+        fn prepare(&mut self, _: &Net, batch: TrainBatch) -> crate::Result<TrainBatch> {
+            let next = (batch.labels.clone() + 1).remainder_scalar(10);
+            Ok(TrainBatch {
+                targets: Targets::Labels(next),
+                ..batch
+            })
+        }
+
+        fn changes_logits(&self) -> bool {
+            false
+        }
+    }
+
     /// Host training (passes and Adam on the host) ends in burn-ndarray's tensor path's weights
     /// and statistics to the bit: none, one and two hidden layers, with and without dropout, batches
-    /// the pool splits and a last batch of one, plain and soft targets with scaled logits, both
+    /// the pool splits and a last batch of one, plain and soft targets with scaled logits, targets
+    /// that are not the labels (the accuracy still counts the labels), both
     /// losses.
     #[test]
     fn host_training_is_the_tensor_paths_to_the_bit() {
@@ -689,7 +725,10 @@ mod tests {
             (vec![], 0.2, LossKind::CrossEntropy),
         ];
         for (hidden, dropout, kind) in cases {
-            for soft in [false, true] {
+            for (h, what_hook) in ["plain", "soft targets, scaled logits", "next class"]
+                .iter()
+                .enumerate()
+            {
                 let config = TrainConfig::new()
                     .with_batch_size(200)
                     .with_epochs(2)
@@ -719,8 +758,11 @@ mod tests {
                     };
                     let mut stats = Vec::new();
                     for epoch in 1..=2 {
-                        let hook: &mut dyn TrainHook =
-                            if soft { &mut SoftScaled } else { &mut Plain };
+                        let hook: &mut dyn TrainHook = match h {
+                            0 => &mut Plain,
+                            1 => &mut SoftScaled,
+                            _ => &mut NextClass,
+                        };
                         let (m, s) = trainer
                             .epoch(model, &ds.train, epoch, hook, &mut |_| {})
                             .expect("epoch");
@@ -746,7 +788,7 @@ mod tests {
                     (bits, stats, trainer.dropout_rng.next_u64())
                 };
                 let (host, tensor) = (run(true), run(false));
-                let what = format!("{hidden:?} p={dropout} {kind:?} soft={soft}");
+                let what = format!("{hidden:?} p={dropout} {kind:?} {what_hook}");
                 assert_eq!(host.2, tensor.2, "the same dropout masks, {what}");
                 assert_eq!(host.1, tensor.1, "the same statistics, {what}");
                 let differ = host.0.iter().zip(&tensor.0).filter(|(a, b)| a != b).count();
