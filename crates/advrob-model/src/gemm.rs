@@ -40,6 +40,17 @@ pub(crate) enum Lhs<'a> {
     Transposed(&'a [f32], usize),
 }
 
+impl<'a> Lhs<'a> {
+    /// A's rows from `i0` on (`k` columns): a plain A's values from row `i0`, a transposed one's
+    /// from column `i0`, with the same stride.
+    pub(crate) fn rows_from(self, i0: usize, k: usize) -> Lhs<'a> {
+        match self {
+            Lhs::Plain(a) => Lhs::Plain(&a[i0 * k..]),
+            Lhs::Transposed(a, stride) => Lhs::Transposed(&a[i0..], stride),
+        }
+    }
+}
+
 /// matrixmultiply's block along `k` for f32 (`S_KC`).
 const KC: usize = 256;
 

@@ -23,20 +23,7 @@ pub(crate) use crate::gemm::{Lhs, Rhs};
 /// rows over the current rayon pool (all cores; a job's share of them in a run of several jobs).
 pub(crate) fn rows(m: usize, k: usize, n: usize, a: &[f32], b: Rhs<'_>) -> Vec<f32> {
     let block = rows_per_block(m, k, n, rayon::current_num_threads());
-    rows_in_blocks(block, m, k, n, a, b)
-}
-
-/// [`rows`] in blocks of `block` rows, in parallel when there are several.
-fn rows_in_blocks(block: usize, m: usize, k: usize, n: usize, a: &[f32], b: Rhs<'_>) -> Vec<f32> {
-    let mut c = vec![0.0f32; m * n];
-    if block >= m || n == 0 || k == 0 {
-        single(m, k, n, Lhs::Plain(&a[..m * k]), b, &mut c);
-    } else {
-        c.par_chunks_mut(block * n)
-            .zip(a[..m * k].par_chunks(block * k))
-            .for_each(|(c, a)| single(c.len() / n, k, n, Lhs::Plain(a), b, c));
-    }
-    c
+    in_blocks(block, m, k, n, Lhs::Plain(&a[..m * k]), b)
 }
 
 /// `c = aᵀ · b` for a row-major `a` `[k, m]`: `[m, n]`, row-major (a dense layer's weight
@@ -44,25 +31,18 @@ fn rows_in_blocks(block: usize, m: usize, k: usize, n: usize, a: &[f32], b: Rhs<
 /// by rows of `c`, columns of `a`, over the current rayon pool, as [`rows`].
 pub(crate) fn transposed_rows(m: usize, k: usize, n: usize, a: &[f32], b: Rhs<'_>) -> Vec<f32> {
     let block = rows_per_block(m, k, n, rayon::current_num_threads());
-    transposed_in_blocks(block, m, k, n, a, b)
+    in_blocks(block, m, k, n, Lhs::Transposed(a, m), b)
 }
 
-/// [`transposed_rows`] in blocks of `block` rows of `c`, in parallel when there are several.
-fn transposed_in_blocks(
-    block: usize,
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    b: Rhs<'_>,
-) -> Vec<f32> {
+/// `c = a · b` (`[m, n]`, row-major) in blocks of `block` rows of `c`, in parallel when there are
+/// several: each block is the product of A's rows in it ([`Lhs::rows_from`]).
+fn in_blocks(block: usize, m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>) -> Vec<f32> {
     let mut c = vec![0.0f32; m * n];
     if block >= m || n == 0 || k == 0 {
-        single(m, k, n, Lhs::Transposed(a, m), b, &mut c);
+        single(m, k, n, a, b, &mut c);
     } else {
         c.par_chunks_mut(block * n).enumerate().for_each(|(q, c)| {
-            let i0 = q * block;
-            single(c.len() / n, k, n, Lhs::Transposed(&a[i0..], m), b, c);
+            single(c.len() / n, k, n, a.rows_from(q * block, k), b, c);
         });
     }
     c
@@ -141,10 +121,7 @@ const ELEMENTWISE_SPLIT: usize = 1 << 15;
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        Lhs, Rhs, rows, rows_in_blocks, rows_per_block, single, transposed_in_blocks,
-        transposed_rows,
-    };
+    use super::{Lhs, Rhs, in_blocks, rows, rows_per_block, single, transposed_rows};
     use crate::gemm::tests::draw;
 
     /// The plain triple loop in f64: the reference the kernels are checked against.
@@ -238,9 +215,9 @@ mod tests {
             draw(&mut s, m * n),
         );
         for (a, k, n, b) in [(&a, k, n, Rhs::Plain(&w)), (&g, n, k, Rhs::Transposed(&w))] {
-            let whole = rows_in_blocks(m, m, k, n, a, b);
+            let whole = in_blocks(m, m, k, n, Lhs::Plain(a), b);
             for block in [64, 100, 150, 299] {
-                let split = rows_in_blocks(block, m, k, n, a, b);
+                let split = in_blocks(block, m, k, n, Lhs::Plain(a), b);
                 assert!(
                     whole
                         .iter()
@@ -279,7 +256,7 @@ mod tests {
             assert!((f64::from(*x) - y).abs() < 1e-4, "{x} vs {y}");
         }
         for block in [64, 100, 150, 299, 300] {
-            let split = transposed_in_blocks(block, m, k, n, &at, Rhs::Plain(&g));
+            let split = in_blocks(block, m, k, n, Lhs::Transposed(&at, m), Rhs::Plain(&g));
             assert!(
                 whole
                     .iter()
