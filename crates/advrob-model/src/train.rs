@@ -424,9 +424,11 @@ const BETA_2: f32 = 0.999;
 
 /// Training of an MLP on burn-ndarray with its forward and backward passes and Adam on the host
 /// ([`crate::dense_train`]): burn-ndarray's autodiff and Adam's numbers to the bit (tested), its
-/// products over the rayon pool (burn-ndarray's own run on one thread). burn sees the logits as
-/// a leaf that requires its gradient, so the loss and the hook's change to the logits are burn's
-/// own; the model's parameters are rewritten after every step, for hooks that attack it.
+/// products over the rayon pool (burn-ndarray's own run on one thread). A cross-entropy against
+/// labels of logits the hook leaves alone is computed on the host too; otherwise burn sees the
+/// logits as a leaf that requires its gradient, so the loss and the hook's change to the logits
+/// are burn's own. The model's parameters are rewritten after every step for hooks that read the
+/// weights, else at the end of each epoch ([`TrainHook::reads_weights`]).
 struct HostTraining {
     /// The current weights.
     layers: Vec<crate::dense::DenseLayer>,
@@ -443,14 +445,14 @@ struct HostPass {
     /// The images, without autodiff.
     images: Tensor<3>,
     pass: crate::dense_train::TrainForward,
-    rows: usize,
 }
 
 impl HostPass {
     /// The logits as a leaf of burn's graph on `device` that requires its gradient.
     fn leaf(&self, device: &Device) -> Tensor<2> {
-        let classes = self.pass.logits.len() / self.rows.max(1);
-        let data = TensorData::new(self.pass.logits.clone(), [self.rows, classes]);
+        let rows = self.images.dims()[0];
+        let classes = self.pass.logits.len() / rows.max(1);
+        let data = TensorData::new(self.pass.logits.clone(), [rows, classes]);
         Tensor::<2>::from_data(data, device).require_grad()
     }
 }
@@ -502,11 +504,7 @@ impl HostTraining {
             crate::dense_train::forward(&self.layers, x, b, self.dropout, &mut *rng)
         })
         .ok_or_else(|| ModelError::invalid("images", "not readable as f32"))?;
-        Ok(HostPass {
-            images,
-            pass,
-            rows: b,
-        })
+        Ok(HostPass { images, pass })
     }
 
     /// The backward pass of `pass` from the loss's gradient with respect to its logits and
