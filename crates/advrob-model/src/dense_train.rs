@@ -90,13 +90,15 @@ pub(crate) struct LayerGradient {
 }
 
 /// The gradients of every layer's weight and bias, first layer first, of a loss whose gradient
-/// with respect to the logits of `forward` (run on the images `x`) is `dlogits`.
+/// with respect to the logits of `forward` (run on the inputs `x`) is `dlogits`; with
+/// `input_gradient`, also its gradient with respect to `x` (for the layers before them).
 pub(crate) fn backward(
     layers: &[DenseLayer],
     x: &[f32],
     forward: &TrainForward,
     dlogits: &[f32],
-) -> Vec<LayerGradient> {
+    input_gradient: bool,
+) -> (Vec<LayerGradient>, Option<Vec<f32>>) {
     let rows = forward.rows;
     let mut g = dlogits.to_vec();
     let mut grads = Vec::with_capacity(layers.len());
@@ -115,11 +117,15 @@ pub(crate) fn backward(
             bias
         };
         grads.push(LayerGradient { weight, bias });
-        if i == 0 {
-            break;
-        }
         // the layer's input gradient, through dropout's mask and ReLU's
-        let mut d = matmul::rows(rows, n, k, &g, Rhs::Transposed(&layer.weight));
+        let mut d = match i {
+            0 if !input_gradient => break,
+            _ => matmul::rows(rows, n, k, &g, Rhs::Transposed(&layer.weight)),
+        };
+        if i == 0 {
+            grads.reverse();
+            return (grads, Some(d));
+        }
         if let Some(mask) = &forward.masks[i - 1] {
             matmul::each_pair(&mut d, mask, |d, m| {
                 d.iter_mut().zip(m).for_each(|(v, m)| *v *= m);
@@ -135,7 +141,7 @@ pub(crate) fn backward(
         g = d;
     }
     grads.reverse();
-    grads
+    (grads, None)
 }
 
 /// Adam on the host, with burn-optim's f32 operations in its order (`AdaptiveMomentum`, no

@@ -11,6 +11,12 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
+
+use crate::conv_host::{BlockGradient, BlockTrace};
+use crate::dense::{ConvBlock, DenseLayer};
+use crate::dense_train::LayerGradient;
 use crate::error::ModelError;
 
 use crate::loss::{LossKind, Targets, loss};
@@ -422,14 +428,21 @@ fn burn_loss(
 const BETA_1: f32 = 0.9;
 const BETA_2: f32 = 0.999;
 
-/// Training of an MLP on burn-ndarray with its forward and backward passes and Adam on the host
-/// ([`crate::dense_train`]): burn-ndarray's autodiff and Adam's numbers to the bit (tested), its
-/// products over the rayon pool (burn-ndarray's own run on one thread). A cross-entropy against
-/// labels of logits the hook leaves alone is computed on the host too; otherwise burn sees the
-/// logits as a leaf that requires its gradient, so the loss and the hook's change to the logits
-/// are burn's own. The model's parameters are rewritten after every step for hooks that read the
-/// weights, else at the end of each epoch ([`TrainHook::reads_weights`]).
+/// Training on burn-ndarray with the forward and backward passes and Adam on the host
+/// ([`crate::dense_train`]): for an MLP, burn-ndarray's autodiff and Adam's numbers to the bit
+/// (tested); for the CNNs built of convolution → ReLU → max-pool blocks and dense layers (LeNet,
+/// Madry et al.'s), their gradients to rounding ([`ConvBlock`]'s sums run in their own order;
+/// tested), burn-ndarray's own convolution being many times slower. The products run over the
+/// rayon pool (burn-ndarray's own on one thread). A cross-entropy against labels of logits the
+/// hook leaves alone is computed on the host too; otherwise burn sees the logits as a leaf that
+/// requires its gradient, so the loss and the hook's change to the logits are burn's own. The
+/// model's parameters are rewritten after every step for hooks that read the weights, else at the
+/// end of each epoch ([`TrainHook::reads_weights`]).
 struct HostTraining {
+    /// The convolutional blocks before the dense layers (none for an MLP), current weights.
+    convs: Vec<ConvBlock>,
+    /// Each block's weight and bias parameter.
+    conv_ids: Vec<(ParamId, ParamId)>,
     /// The current weights.
     layers: Vec<crate::dense::DenseLayer>,
     /// Each layer's weight and bias parameter.
@@ -444,6 +457,8 @@ struct HostTraining {
 struct HostPass {
     /// The images, without autodiff.
     images: Tensor<3>,
+    /// Each convolutional block's output and the trace of its pool.
+    blocks: Vec<(Vec<f32>, BlockTrace)>,
     pass: crate::dense_train::TrainForward,
 }
 
@@ -457,32 +472,65 @@ impl HostPass {
     }
 }
 
+/// A layer's weight and bias parameter ids, where it has a bias.
+fn linear_ids(layer: &Linear) -> Option<(ParamId, ParamId)> {
+    Some((layer.weight.id, layer.bias.as_ref()?.id))
+}
+
+/// A convolution's weight and bias parameter ids, where it has a bias.
+fn conv_ids(conv: &Conv2d) -> Option<(ParamId, ParamId)> {
+    Some((conv.weight.id, conv.bias.as_ref()?.id))
+}
+
 impl HostTraining {
-    /// Host training for `model` where it is an MLP with biases on burn-ndarray (in a build
-    /// without OpenBLAS, whose sums are not matrixmultiply's); `None` elsewhere.
+    /// Host training for `model` where it is an MLP or a LeNet-like CNN ([`HostTraining`]) with
+    /// biases on burn-ndarray (in a build without OpenBLAS, whose sums are not
+    /// matrixmultiply's); `None` elsewhere.
     fn of(model: &Net, adam_epsilon: f32) -> Option<HostTraining> {
-        let Net::Mlp(mlp) = model else {
-            return None;
+        let (convs, dense): (Vec<&Conv2d>, Vec<&Linear>) = match model {
+            Net::Mlp(mlp) => (Vec::new(), mlp.layers.iter().collect()),
+            Net::Lenet(m) => (vec![&m.conv1, &m.conv2], vec![&m.fc1, &m.fc2, &m.fc3]),
+            Net::MadryCnn(m) => (vec![&m.conv1, &m.conv2], vec![&m.fc1, &m.fc2]),
+            // its training pass drops whole channels: the tensor path
+            Net::FgsmTutorial(_) => return None,
         };
-        let device = mlp.layers.first()?.weight.val().device();
+        let device = dense.first()?.weight.val().device();
         if cfg!(feature = "blas") || !crate::backend::is_ndarray(&device.clone().without_autodiff())
         {
             return None;
         }
-        let ids = mlp
-            .layers
+        let ids = dense
             .iter()
-            .map(|l| Some((l.weight.id, l.bias.as_ref()?.id)))
+            .map(|l| linear_ids(l))
             .collect::<Option<Vec<_>>>()?;
-        let layers = mlp
-            .layers
+        let conv_ids = convs
             .iter()
-            .map(crate::mlp::host_layer)
+            .map(|c| conv_ids(c))
             .collect::<Option<Vec<_>>>()?;
+        let (convs, layers) = match model {
+            Net::Mlp(mlp) => {
+                let layers = mlp.layers.iter().map(crate::mlp::host_layer);
+                (Vec::new(), layers.collect::<Option<Vec<_>>>()?)
+            }
+            // the chain of the network's inference pass, which is its training pass
+            _ => {
+                let chain = crate::Classifier::dense(model)?;
+                let plain = chain.pixel == crate::dense::PixelMap::default()
+                    && !chain.log_softmax
+                    && chain.logit_scale.is_none();
+                plain.then_some((chain.convs, chain.layers))?
+            }
+        };
+        let dropout = match model {
+            Net::Mlp(mlp) => mlp.dropout,
+            _ => 0.0,
+        };
         Some(HostTraining {
+            convs,
+            conv_ids,
             layers,
             ids,
-            dropout: mlp.dropout,
+            dropout,
             device,
             adam: crate::dense_train::HostAdam::new(BETA_1, BETA_2, adam_epsilon),
         })
@@ -492,62 +540,154 @@ impl HostTraining {
     /// [`crate::Mlp::forward_train`] draws them.
     fn forward(&self, images: &Tensor<3>, rng: &mut SplitMix64) -> crate::Result<HostPass> {
         let [b, h, w] = images.dims();
-        let inputs = self.layers[0].inputs();
-        if inputs != h * w {
+        let fits = match self.convs.first() {
+            Some(block) => block.input == [h, w] && block.channels == 1,
+            None => self.layers[0].inputs() == h * w,
+        };
+        if !fits {
             return Err(ModelError::invalid(
                 "images",
-                format!("{h}x{w} pixels for a first layer of {inputs} inputs"),
+                format!("{h}x{w} pixels do not fit the network's first layer"),
             ));
         }
         let images = images.clone().without_autodiff();
-        let pass = crate::backend::on_host_f32(&images, |x| {
-            crate::dense_train::forward(&self.layers, x, b, self.dropout, &mut *rng)
+        let (blocks, pass) = crate::backend::on_host_f32(&images, |x| {
+            let mut blocks: Vec<(Vec<f32>, BlockTrace)> = Vec::with_capacity(self.convs.len());
+            for block in &self.convs {
+                let input = blocks.last().map_or(x, |(out, _)| out.as_slice());
+                let (out, trace) = block.forward(input, b, true);
+                blocks.push((out, trace?));
+            }
+            let input = blocks.last().map_or(x, |(out, _)| out.as_slice());
+            let pass = crate::dense_train::forward(&self.layers, input, b, self.dropout, rng);
+            Some((blocks, pass))
         })
+        .flatten()
         .ok_or_else(|| ModelError::invalid("images", "not readable as f32"))?;
-        Ok(HostPass { images, pass })
+        Ok(HostPass {
+            images,
+            blocks,
+            pass,
+        })
     }
 
     /// The backward pass of `pass` from the loss's gradient with respect to its logits and
     /// Adam's step of the host's parameters ([`HostTraining::model`] writes them back).
     fn step(&mut self, lr: f64, pass: &HostPass, dlogits: &[f32]) -> crate::Result<()> {
-        let grads = crate::backend::on_host_f32(&pass.images, |x| {
-            crate::dense_train::backward(&self.layers, x, &pass.pass, dlogits)
-        })
-        .ok_or_else(|| ModelError::invalid("images", "not readable as f32"))?;
-        self.adam.step(
-            lr,
-            self.layers
-                .iter_mut()
-                .zip(&grads)
-                .flat_map(|(l, g)| {
-                    [
-                        (l.weight.as_mut_slice(), g.weight.as_slice()),
-                        (l.bias.as_mut_slice(), g.bias.as_slice()),
-                    ]
-                })
-                .collect(),
-        );
+        let (convs, dense) = self.gradients(pass, dlogits)?;
+        let conv_params = self.convs.iter_mut().zip(&convs).flat_map(|(b, g)| {
+            [
+                (b.weight.as_mut_slice(), g.weight.as_slice()),
+                (b.bias.as_mut_slice(), g.bias.as_slice()),
+            ]
+        });
+        let dense_params = self.layers.iter_mut().zip(&dense).flat_map(|(l, g)| {
+            [
+                (l.weight.as_mut_slice(), g.weight.as_slice()),
+                (l.bias.as_mut_slice(), g.bias.as_slice()),
+            ]
+        });
+        self.adam
+            .step(lr, conv_params.chain(dense_params).collect());
         Ok(())
+    }
+
+    /// The backward pass of `pass` from the loss's gradient with respect to its logits: each
+    /// block's and each dense layer's parameter gradients.
+    fn gradients(
+        &self,
+        pass: &HostPass,
+        dlogits: &[f32],
+    ) -> crate::Result<(Vec<BlockGradient>, Vec<LayerGradient>)> {
+        let rows = pass.images.dims()[0];
+        crate::backend::on_host_f32(&pass.images, |x| {
+            let input = pass.blocks.last().map_or(x, |(out, _)| out.as_slice());
+            let (dense, mut dy) = crate::dense_train::backward(
+                &self.layers,
+                input,
+                &pass.pass,
+                dlogits,
+                !self.convs.is_empty(),
+            );
+            let mut convs = Vec::with_capacity(self.convs.len());
+            for (i, block) in self.convs.iter().enumerate().rev() {
+                let input = if i == 0 { x } else { &pass.blocks[i - 1].0 };
+                let mut g = block.backward_train(&pass.blocks[i].1, input, &dy?, rows, i > 0);
+                dy = g.input.take();
+                convs.push(g);
+            }
+            convs.reverse();
+            Some((convs, dense))
+        })
+        .flatten()
+        .ok_or_else(|| ModelError::invalid("images", "not readable as f32"))
     }
 
     /// `model` with the host's current parameters.
     fn model(&self, model: Net) -> crate::Result<Net> {
-        let Net::Mlp(mut mlp) = model else {
-            return Err(ModelError::invalid("model", "host training is for an MLP"));
+        let device = &self.device;
+        let write_dense = |layers: Vec<&mut Linear>| {
+            for ((layer, host), ids) in layers.into_iter().zip(&self.layers).zip(&self.ids) {
+                write_linear(layer, host, *ids, device);
+            }
         };
-        for ((layer, host), (w, b)) in mlp.layers.iter_mut().zip(&self.layers).zip(&self.ids) {
-            let shape = [host.inputs(), host.outputs()];
-            let weight = TensorData::new(host.weight.clone(), shape);
-            layer.weight =
-                Param::initialized(*w, Tensor::from_data(weight, &self.device).require_grad());
-            let bias = TensorData::new(host.bias.clone(), [shape[1]]);
-            layer.bias = Some(Param::initialized(
-                *b,
-                Tensor::from_data(bias, &self.device).require_grad(),
-            ));
-        }
-        Ok(Net::Mlp(mlp))
+        let write_convs = |convs: [&mut Conv2d; 2]| {
+            for ((conv, host), ids) in convs.into_iter().zip(&self.convs).zip(&self.conv_ids) {
+                write_conv(conv, host, *ids, device);
+            }
+        };
+        Ok(match model {
+            Net::Mlp(mut mlp) => {
+                write_dense(mlp.layers.iter_mut().collect());
+                Net::Mlp(mlp)
+            }
+            Net::Lenet(mut m) => {
+                write_convs([&mut m.conv1, &mut m.conv2]);
+                write_dense(vec![&mut m.fc1, &mut m.fc2, &mut m.fc3]);
+                Net::Lenet(m)
+            }
+            Net::MadryCnn(mut m) => {
+                write_convs([&mut m.conv1, &mut m.conv2]);
+                write_dense(vec![&mut m.fc1, &mut m.fc2]);
+                Net::MadryCnn(m)
+            }
+            Net::FgsmTutorial(_) => {
+                return Err(ModelError::invalid(
+                    "model",
+                    "host training is for an MLP, LeNet or Madry et al.'s CNN",
+                ));
+            }
+        })
     }
+}
+
+/// `layer`'s weight and bias set to the host's `host`, keeping their parameter ids.
+fn write_linear(
+    layer: &mut Linear,
+    host: &DenseLayer,
+    (w, b): (ParamId, ParamId),
+    device: &Device,
+) {
+    let shape = [host.inputs(), host.outputs()];
+    let weight = TensorData::new(host.weight.clone(), shape);
+    layer.weight = Param::initialized(w, Tensor::from_data(weight, device).require_grad());
+    let bias = TensorData::new(host.bias.clone(), [shape[1]]);
+    layer.bias = Some(Param::initialized(
+        b,
+        Tensor::from_data(bias, device).require_grad(),
+    ));
+}
+
+/// `conv`'s weight and bias set to the host block's, keeping their parameter ids.
+fn write_conv(conv: &mut Conv2d, host: &ConvBlock, (w, b): (ParamId, ParamId), device: &Device) {
+    let shape = [host.outputs(), host.channels, host.kernel, host.kernel];
+    let weight = TensorData::new(host.weight.clone(), shape);
+    conv.weight = Param::initialized(w, Tensor::from_data(weight, device).require_grad());
+    let bias = TensorData::new(host.bias.clone(), [shape[0]]);
+    conv.bias = Some(Param::initialized(
+        b,
+        Tensor::from_data(bias, device).require_grad(),
+    ));
 }
 
 /// Share of `data` whose inference-mode prediction equals the label, in batches of `batch_size`.
@@ -791,6 +931,109 @@ mod tests {
                 assert_eq!(host.1, tensor.1, "the same statistics, {what}");
                 let differ = host.0.iter().zip(&tensor.0).filter(|(a, b)| a != b).count();
                 assert_eq!(differ, 0, "weights differing of {}, {what}", host.0.len());
+            }
+        }
+    }
+
+    /// A parameter's gradient in `grads`, on the host.
+    fn grad_f32<const D: usize>(p: &Param<Tensor<D>>, grads: &burn::tensor::Gradients) -> Vec<f32> {
+        crate::backend::read_f32(p.grad(grads).expect("grad")).expect("f32")
+    }
+
+    /// The host's gradients of a CNN's parameters are burn-ndarray's autodiff's to rounding, on
+    /// LeNet (28×28 and odd sides) and Madry et al.'s CNN, and a training step moves the
+    /// parameters burn-ndarray's way.
+    #[test]
+    fn host_gradients_of_a_cnn_are_the_tensor_paths_to_rounding() {
+        let device = crate::backend::device("ndarray").expect("ndarray");
+        let nets: [(Net, [usize; 2]); 3] = [
+            (
+                Net::Lenet(
+                    crate::LenetConfig::new()
+                        .with_seed(3)
+                        .init(&device)
+                        .expect("init"),
+                ),
+                [28, 28],
+            ),
+            (
+                Net::Lenet(
+                    crate::LenetConfig::new()
+                        .with_image([29, 31])
+                        .with_seed(4)
+                        .init(&device)
+                        .expect("init"),
+                ),
+                [29, 31],
+            ),
+            (
+                Net::MadryCnn(
+                    crate::MadryCnnConfig::new()
+                        .with_seed(5)
+                        .init(&device)
+                        .expect("init"),
+                ),
+                [28, 28],
+            ),
+        ];
+        for (mi, (net, [h, w])) in nets.into_iter().enumerate() {
+            let rows = 11;
+            let x: Vec<f32> = (0..rows * h * w)
+                .map(|i| ((i * 7919) % 1013) as f32 / 1013.0)
+                .collect();
+            let y: Vec<i64> = (0..rows as i64).map(|i| (i * 3) % 10).collect();
+            let images = Tensor::<3>::from_data(TensorData::new(x, [rows, h, w]), &device);
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [rows]), &device);
+            let model = net.train();
+            // burn: the tensor path's loss and its gradients
+            let logits = model.forward_train(images.clone(), &mut SplitMix64::new(1));
+            let l = loss(
+                LossKind::CrossEntropy,
+                logits,
+                Targets::Labels(labels.autodiff()),
+            );
+            let grads = l.backward();
+            let (convs, dense): (Vec<&Conv2d>, Vec<&Linear>) = match &model {
+                Net::Lenet(m) => (vec![&m.conv1, &m.conv2], vec![&m.fc1, &m.fc2, &m.fc3]),
+                Net::MadryCnn(m) => (vec![&m.conv1, &m.conv2], vec![&m.fc1, &m.fc2]),
+                _ => unreachable!(),
+            };
+            let mut want: Vec<Vec<f32>> = Vec::new();
+            for c in &convs {
+                want.push(grad_f32(&c.weight, &grads));
+                want.push(grad_f32(c.bias.as_ref().expect("bias"), &grads));
+            }
+            for d in &dense {
+                want.push(grad_f32(&d.weight, &grads));
+                want.push(grad_f32(d.bias.as_ref().expect("bias"), &grads));
+            }
+            // the host: the same loss's gradient with respect to the logits, then backward
+            let host = HostTraining::of(&model, 1e-5).expect("a CNN trains on the host");
+            let pass = host
+                .forward(&images, &mut SplitMix64::new(1))
+                .expect("forward");
+            let ce = crate::dense_train::cross_entropy(&pass.pass.logits, &y, 10).expect("ce");
+            let (gc, gd) = host.gradients(&pass, &ce.dlogits).expect("gradients");
+            let mut got: Vec<Vec<f32>> = Vec::new();
+            for g in &gc {
+                got.push(g.weight.clone());
+                got.push(g.bias.clone());
+            }
+            for g in &gd {
+                got.push(g.weight.clone());
+                got.push(g.bias.clone());
+            }
+            assert_eq!(got.len(), want.len());
+            for (p, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(a.len(), b.len(), "net {mi} parameter {p}");
+                let top = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert!(top > 0.0, "net {mi} parameter {p} has a gradient");
+                for (u, v) in a.iter().zip(b) {
+                    assert!(
+                        (u - v).abs() <= 1e-4 * top,
+                        "net {mi} parameter {p}: host {u} vs burn {v} (largest {top})"
+                    );
+                }
             }
         }
     }
