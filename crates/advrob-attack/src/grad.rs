@@ -318,6 +318,22 @@ pub(crate) fn host_loss_gradient(
     let dims = images.dims();
     let images = images.clone().without_autodiff();
     let y = labels.without_autodiff();
+    if kind == AttackLoss::CrossEntropy
+        && let Some(chain) = &on_host.chain
+    {
+        // the cross-entropy's gradient on the host too (burn-ndarray's operations, to the bit):
+        // no tensor graph for the small logits, no predictions nobody reads
+        let labels = crate::rows::host_int(y.clone())?;
+        let grad = crate::rows::on_host(&images, |x| {
+            let f = chain.forward(x, dims[0], true);
+            let classes = f.logits.len() / dims[0].max(1);
+            advrob_model::cross_entropy_rows(&f.logits, &labels, classes)
+                .map(|l| chain.backward(&f, &l.dlogits))
+        })?;
+        if let Some(grad) = grad {
+            return Ok(Some(grad));
+        }
+    }
     let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), kind);
     let p = crate::rows::on_host(&images, |x| on_host.pass(x, dims, &loss, true))??;
     p.grad.ok_or(AttackError::NoGradient).map(Some)
@@ -368,6 +384,54 @@ mod tests {
         let mut minus = x.to_vec();
         minus[idx] -= h;
         (f(plus) - f(minus)) / (2.0 * h)
+    }
+
+    /// On burn-ndarray the cross-entropy's input gradient is taken on the host, loss included;
+    /// it is burn's autodiff's to the bit, on a plain MLP, one with scaled logits and a
+    /// quantised one passed straight through, on labels and on other targets.
+    #[test]
+    fn host_cross_entropy_gradient_is_burns_to_the_bit() {
+        let device = advrob_model::backend::device("ndarray").expect("ndarray");
+        let mlp = MlpConfig::new()
+            .with_hidden(vec![24, 16])
+            .with_seed(9)
+            .init(&device)
+            .expect("init");
+        let scaled = advrob_model::Deployed {
+            net: advrob_model::Net::Mlp(mlp.clone()),
+            config: advrob_model::DeployConfig::new().with_logit_scale(7.5),
+        };
+        let models: [&dyn Classifier; 2] = [&mlp, &scaled];
+        for (mi, model) in models.into_iter().enumerate() {
+            let x: Vec<f32> = (0..9 * 784)
+                .map(|i| ((i * 7919) % 1013) as f32 / 1013.0)
+                .collect();
+            let images = Tensor::<3>::from_data(TensorData::new(x, [9, 28, 28]), &device);
+            for shift in [0i64, 3] {
+                let y: Vec<i64> = (0..9).map(|i| (i * 7 + shift) % 10).collect();
+                let labels = Tensor::<1, Int>::from_data(TensorData::new(y, [9]), &device);
+                let host =
+                    host_loss_gradient(model, &images, labels.clone(), AttackLoss::CrossEntropy)
+                        .expect("gradient")
+                        .expect("a host chain on ndarray");
+                let burn =
+                    device_loss_gradient(model, images.clone(), labels, AttackLoss::CrossEntropy)
+                        .expect("gradient")
+                        .into_data()
+                        .try_into_vec_as::<f32>()
+                        .expect("f32");
+                assert!(burn.iter().any(|v| *v != 0.0));
+                let differ = host
+                    .iter()
+                    .zip(&burn)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert_eq!(
+                    differ, 0,
+                    "model {mi}, labels shifted by {shift}: {differ} pixels differ"
+                );
+            }
+        }
     }
 
     #[test]

@@ -221,12 +221,59 @@ pub(crate) struct HostLoss {
 /// burn-ndarray's (the first largest, a NaN first). `None` when a label is not a class.
 pub(crate) fn cross_entropy(logits: &[f32], labels: &[i64], classes: usize) -> Option<HostLoss> {
     let rows = labels.len();
+    let val = (1.0f64 / rows as f64) as f32;
+    let rows_loss = log_softmax_rows(logits, labels, classes, val, true)?;
+    let loss = -(crate::backend::sum_f32(&rows_loss.picked) / rows as f32);
+    Some(HostLoss {
+        loss,
+        predictions: rows_loss.predictions,
+        dlogits: rows_loss.dlogits,
+    })
+}
+
+/// Each example's cross-entropy against its label and the gradient of their sum with respect to
+/// the logits, as burn-ndarray's autodiff computes `−log_softmax(z).gather(y)` summed over the
+/// batch (the attacks' per-example loss): [`cross_entropy`]'s operations with `val` = 1.
+/// `None` when a label is not a class or the logits are not `labels.len()` rows of `classes`.
+pub fn cross_entropy_rows(logits: &[f32], labels: &[i64], classes: usize) -> Option<RowsLoss> {
+    let rows = log_softmax_rows(logits, labels, classes, 1.0, false)?;
+    Some(RowsLoss {
+        loss: rows.picked.iter().map(|v| -v).collect(),
+        dlogits: rows.dlogits,
+    })
+}
+
+/// [`cross_entropy_rows`]' value: `[rows]` losses and `[rows, classes]` gradient.
+#[derive(Debug, Clone)]
+pub struct RowsLoss {
+    /// `−log softmax(z_b)_{y_b}` for each example.
+    pub loss: Vec<f32>,
+    /// The gradient of their sum with respect to the logits, `[rows, classes]`.
+    pub dlogits: Vec<f32>,
+}
+
+/// The log-softmax at each row's label and the gradient of `−val · Σ` of them with respect to the
+/// logits (with the predictions where asked for).
+struct LogSoftmaxRows {
+    picked: Vec<f32>,
+    predictions: Vec<i64>,
+    dlogits: Vec<f32>,
+}
+
+/// [`cross_entropy`]'s row-by-row work for an upstream gradient `val` at every label.
+fn log_softmax_rows(
+    logits: &[f32],
+    labels: &[i64],
+    classes: usize,
+    val: f32,
+    predict: bool,
+) -> Option<LogSoftmaxRows> {
+    let rows = labels.len();
     if classes == 0 || logits.len() != rows * classes {
         return None;
     }
-    let val = (1.0f64 / rows as f64) as f32;
     let mut picked = Vec::with_capacity(rows);
-    let mut predictions = Vec::with_capacity(rows);
+    let mut predictions = Vec::with_capacity(if predict { rows } else { 0 });
     let mut dlogits = vec![0.0f32; rows * classes];
     for ((z, &y), d) in logits
         .chunks_exact(classes)
@@ -239,26 +286,27 @@ pub(crate) fn cross_entropy(logits: &[f32], labels: &[i64], classes: usize) -> O
         let e: Vec<f32> = shifted.iter().map(|v| v.exp()).collect();
         let sum = crate::backend::sum_f32(&e);
         picked.push(shifted[y] - sum.ln());
-        let arg = z
-            .iter()
-            .enumerate()
-            .fold((z[0], 0usize), |acc, (i, &v)| {
-                if !acc.0.is_nan() && (v.is_nan() || v > acc.0) {
-                    (v, i)
-                } else {
-                    acc
-                }
-            })
-            .1;
-        predictions.push(arg as i64);
+        if predict {
+            let arg = z
+                .iter()
+                .enumerate()
+                .fold((z[0], 0usize), |acc, (i, &v)| {
+                    if !acc.0.is_nan() && (v.is_nan() || v > acc.0) {
+                        (v, i)
+                    } else {
+                        acc
+                    }
+                })
+                .1;
+            predictions.push(arg as i64);
+        }
         let g = val * (1.0 / sum);
         for (c, (d, e)) in d.iter_mut().zip(&e).enumerate() {
             *d = g * e + if c == y { -val } else { 0.0 };
         }
     }
-    let loss = -(crate::backend::sum_f32(&picked) / rows as f32);
-    Some(HostLoss {
-        loss,
+    Some(LogSoftmaxRows {
+        picked,
         predictions,
         dlogits,
     })
