@@ -170,12 +170,13 @@ pub fn describe(name: &str) -> Result<String> {
 /// splits its matrix products and kernels over the current rayon pool (all cores; in a run of
 /// several jobs each job has a pool of cores ÷ jobs threads, so jobs × threads never exceeds the
 /// cores); burn-ndarray computes on the thread that calls it, with SIMD kernels, and the host path
-/// (an MLP's training, the attacks on MLPs and CNNs) splits its work over the current pool. `None` for GPU backends
-/// and unknown names.
+/// (the training of MLPs and of the CNNs built of convolution blocks, the logits and attacks of
+/// MLPs and CNNs) splits its work over the current pool. `None` for GPU backends and unknown
+/// names.
 pub fn threading(name: &str) -> Option<String> {
     match name {
         "ndarray" => Some(format!(
-            "burn ops on the calling thread (SIMD kernels{}; CNN convolutions as im2col products); the training, logits and attacks of MLPs and the logits and attacks of CNNs on the host, products over {} threads{}",
+            "burn ops on the calling thread (SIMD kernels{}; CNN convolutions as im2col products); on the host instead: the training, logits and attacks of MLPs, of LeNet and of Madry et al.'s CNN (direct convolutions), the logits and attacks of every CNN, over {} threads{}",
             if numerics(name) == name {
                 ""
             } else {
