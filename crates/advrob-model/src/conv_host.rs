@@ -481,7 +481,7 @@ fn pool_gradient(dy: &[f32], winners: &[u32], dz: &mut [f32]) {
 type GroupSlices<'a> = (((&'a [f32], &'a [f32]), &'a [u32]), &'a mut [f32]);
 
 /// Images whose weight gradients one task of [`ConvBlock::backward_train`] sums.
-const SUM_GROUP: usize = 16;
+const SUM_GROUP: usize = 8;
 
 /// A block's gradients ([`ConvBlock::backward_train`]).
 pub(crate) struct BlockGradient {
@@ -508,11 +508,13 @@ const L: usize = 16;
 /// registers (12 vectors of 16 lanes) while the taps run, each tap one load of the input per row
 /// and a broadcast weight per channel.
 fn correlate(input: &[f32], taps: &Taps, out: Sink<'_>, side: [usize; 2]) {
-    macerator::AutoArch::new().dispatch(Correlate {
+    macerator::AutoArch::new().dispatch(Correlation::<Columns> {
         input,
         taps,
         out,
+        valid: side,
         side,
+        shape: std::marker::PhantomData,
     })
 }
 
@@ -575,62 +577,140 @@ impl Sink<'_> {
     }
 }
 
-/// [`correlate`]'s arguments, dispatched to the CPU's widest vectors.
-struct Correlate<'a> {
+/// The shape of a correlation's tiles: how many output channels a group of weights holds, how
+/// many output columns a tile covers (over [`RB`] rows), the tile's loops and where its values go.
+trait TileShape {
+    /// Output channels per group of weights.
+    const WIDTH: usize;
+    /// Output columns per tile.
+    const COLUMNS: usize;
+    /// A tile's sums.
+    type Tile;
+    /// The tile whose top-left output reads `input[at..]`, a kernel of side `K` a row of taps at a
+    /// time (`rows`: each kernel row's first tap).
+    fn side<const K: usize>(
+        input: &[f32],
+        at: usize,
+        row: usize,
+        rows: &[usize],
+        wg: &[f32],
+    ) -> Self::Tile;
+    /// The same for any side, tap by tap (`offsets`).
+    fn any(input: &[f32], at: usize, row: usize, offsets: &[usize], wg: &[f32]) -> Self::Tile;
+    /// The tile of group `g` at output `(y, x)` into `out`: the outputs inside `valid`, strides
+    /// `side` for the sums.
+    fn store(
+        tile: &Self::Tile,
+        out: &mut Sink<'_>,
+        g: usize,
+        at: [usize; 2],
+        valid: [usize; 2],
+        side: [usize; 2],
+    );
+}
+
+/// A correlation's arguments, dispatched to the CPU's widest vectors: every tile of shape `T`
+/// over the `valid` outputs.
+struct Correlation<'a, T> {
     input: &'a [f32],
     taps: &'a Taps,
     out: Sink<'a>,
+    valid: [usize; 2],
     side: [usize; 2],
+    shape: std::marker::PhantomData<T>,
 }
 
-impl macerator::WithSimd for Correlate<'_> {
+impl<T: TileShape> macerator::WithSimd for Correlation<'_, T> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: macerator::Simd>(self) {
-        let Correlate {
+        let Correlation {
             input,
             taps,
             mut out,
-            side: [oh, ow],
+            valid,
+            side,
+            ..
         } = self;
         let (offsets, iw) = (&taps.offsets, taps.dims[1]);
-        for (g, wg) in taps.weights.chunks_exact(offsets.len() * OB).enumerate() {
-            for y in (0..oh).step_by(RB) {
-                for x in (0..ow).step_by(L) {
+        for (g, wg) in taps
+            .weights
+            .chunks_exact(offsets.len() * T::WIDTH)
+            .enumerate()
+        {
+            for y in (0..valid[0]).step_by(RB) {
+                for x in (0..valid[1]).step_by(T::COLUMNS) {
                     let at = y * iw + x;
                     // a kernel side known when compiling: its taps' bounds checked once a row
-                    let acc = match taps.k {
-                        5 => tile_rows::<5>(input, at, iw, &taps.rows, wg),
-                        3 => tile_rows::<3>(input, at, iw, &taps.rows, wg),
-                        _ => tile(input, at, iw, offsets, wg),
+                    let tile = match taps.k {
+                        5 => T::side::<5>(input, at, iw, &taps.rows, wg),
+                        3 => T::side::<3>(input, at, iw, &taps.rows, wg),
+                        _ => T::any(input, at, iw, offsets, wg),
                     };
-                    match &mut out {
-                        Sink::Sums(out) => {
-                            for (ra, a) in acc.iter().enumerate() {
-                                let (r, lane) = (ra / OB, ra % OB);
-                                let at = ((g * OB + lane) * oh + y + r) * ow + x;
-                                out[at..at + L].copy_from_slice(a);
-                            }
-                        }
-                        Sink::Pooled {
-                            out,
-                            bias,
-                            side: [ph, pw],
-                        } => {
-                            let (py, px) = (y / 2, x / 2);
-                            if py >= *ph {
-                                continue;
-                            }
-                            let lanes = acc[..OB].iter().zip(&acc[OB..]).zip(&bias[g * OB..]);
-                            for (lane, ((r0, r1), &b)) in lanes.enumerate() {
-                                let row = &mut out[((g * OB + lane) * *ph + py) * *pw..][..*pw];
-                                let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
-                                for (v, (t, u)) in row[px.min(*pw)..].iter_mut().zip(pairs) {
-                                    *v = Sink::pooled([t[0], t[1]], [u[0], u[1]], b);
-                                }
-                            }
-                        }
+                    T::store(&tile, &mut out, g, [y, x], valid, side);
+                }
+            }
+        }
+    }
+}
+
+/// [`correlate`]'s tiles: [`RB`] rows × [`L`] columns × [`OB`] channels.
+struct Columns;
+
+impl TileShape for Columns {
+    const WIDTH: usize = OB;
+    const COLUMNS: usize = L;
+    type Tile = [[f32; L]; OB * RB];
+
+    #[inline(always)]
+    fn side<const K: usize>(
+        input: &[f32],
+        at: usize,
+        row: usize,
+        rows: &[usize],
+        wg: &[f32],
+    ) -> Self::Tile {
+        tile_rows::<K>(input, at, row, rows, wg)
+    }
+
+    #[inline(always)]
+    fn any(input: &[f32], at: usize, row: usize, offsets: &[usize], wg: &[f32]) -> Self::Tile {
+        tile(input, at, row, offsets, wg)
+    }
+
+    #[inline(always)]
+    fn store(
+        tile: &Self::Tile,
+        out: &mut Sink<'_>,
+        g: usize,
+        [y, x]: [usize; 2],
+        _valid: [usize; 2],
+        [th, tw]: [usize; 2],
+    ) {
+        match out {
+            Sink::Sums(out) => {
+                for (ra, a) in tile.iter().enumerate() {
+                    let (r, lane) = (ra / OB, ra % OB);
+                    let at = ((g * OB + lane) * th + y + r) * tw + x;
+                    out[at..at + L].copy_from_slice(a);
+                }
+            }
+            Sink::Pooled {
+                out,
+                bias,
+                side: [ph, pw],
+            } => {
+                let (py, px) = (y / 2, x / 2);
+                if py >= *ph {
+                    return;
+                }
+                let lanes = tile[..OB].iter().zip(&tile[OB..]).zip(&bias[g * OB..]);
+                for (lane, ((r0, r1), &b)) in lanes.enumerate() {
+                    let row = &mut out[((g * OB + lane) * *ph + py) * *pw..][..*pw];
+                    let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+                    for (v, (t, u)) in row[px.min(*pw)..].iter_mut().zip(pairs) {
+                        *v = Sink::pooled([t[0], t[1]], [u[0], u[1]], b);
                     }
                 }
             }
@@ -813,78 +893,75 @@ fn correlate_channels(
     valid: [usize; 2],
     side: [usize; 2],
 ) {
-    macerator::AutoArch::new().dispatch(CorrelateChannels {
+    macerator::AutoArch::new().dispatch(Correlation::<Channels> {
         input,
         taps,
         out,
         valid,
         side,
+        shape: std::marker::PhantomData,
     })
 }
 
-/// [`correlate_channels`]' arguments, dispatched to the CPU's widest vectors.
-struct CorrelateChannels<'a> {
-    input: &'a [f32],
-    taps: &'a Taps,
-    out: Sink<'a>,
-    valid: [usize; 2],
-    side: [usize; 2],
-}
+/// [`correlate_channels`]' tiles: [`RB`] rows × [`PW`] columns × [`L`] channels.
+struct Channels;
 
-impl macerator::WithSimd for CorrelateChannels<'_> {
-    type Output = ();
+impl TileShape for Channels {
+    const WIDTH: usize = L;
+    const COLUMNS: usize = PW;
+    type Tile = [[[f32; L]; PW]; RB];
 
     #[inline(always)]
-    fn with_simd<S: macerator::Simd>(self) {
-        let CorrelateChannels {
-            input,
-            taps,
-            mut out,
-            valid: [oh, ow],
-            side: [th, tw],
-        } = self;
-        let (offsets, iw) = (&taps.offsets, taps.dims[1]);
-        for (g, wg) in taps.weights.chunks_exact(offsets.len() * L).enumerate() {
-            for y in (0..oh).step_by(RB) {
-                for x in (0..ow).step_by(PW) {
-                    let at = y * iw + x;
-                    let acc = match taps.k {
-                        5 => pixel_rows::<5>(input, at, iw, &taps.rows, wg),
-                        3 => pixel_rows::<3>(input, at, iw, &taps.rows, wg),
-                        _ => pixel_tile(input, at, iw, offsets, wg),
-                    };
-                    match &mut out {
-                        Sink::Sums(out) => {
-                            for (r, acc) in acc.iter().enumerate().take(oh - y) {
-                                for (j, a) in acc.iter().enumerate().take(ow - x) {
-                                    for (lane, v) in a.iter().enumerate() {
-                                        out[((g * L + lane) * th + y + r) * tw + x + j] = *v;
-                                    }
-                                }
-                            }
+    fn side<const K: usize>(
+        input: &[f32],
+        at: usize,
+        row: usize,
+        rows: &[usize],
+        wg: &[f32],
+    ) -> Self::Tile {
+        pixel_rows::<K>(input, at, row, rows, wg)
+    }
+
+    #[inline(always)]
+    fn any(input: &[f32], at: usize, row: usize, offsets: &[usize], wg: &[f32]) -> Self::Tile {
+        pixel_tile(input, at, row, offsets, wg)
+    }
+
+    #[inline(always)]
+    fn store(
+        tile: &Self::Tile,
+        out: &mut Sink<'_>,
+        g: usize,
+        [y, x]: [usize; 2],
+        [oh, ow]: [usize; 2],
+        [th, tw]: [usize; 2],
+    ) {
+        match out {
+            Sink::Sums(out) => {
+                for (r, row) in tile.iter().enumerate().take(oh - y) {
+                    for (j, a) in row.iter().enumerate().take(ow - x) {
+                        for (lane, v) in a.iter().enumerate() {
+                            out[((g * L + lane) * th + y + r) * tw + x + j] = *v;
                         }
-                        Sink::Pooled {
-                            out,
-                            bias,
-                            side: [ph, pw],
-                        } => {
-                            let (py, px) = (y / 2, x / 2);
-                            if py >= *ph {
-                                continue;
-                            }
-                            let b: &[f32; L] = bias[g * L..][..L].try_into().expect("L biases");
-                            let pairs = acc[0].chunks_exact(2).zip(acc[1].chunks_exact(2));
-                            for (m, (t, u)) in pairs.enumerate().take(pw.saturating_sub(px)) {
-                                for (lane, b) in b.iter().enumerate() {
-                                    let v = Sink::pooled(
-                                        [t[0][lane], t[1][lane]],
-                                        [u[0][lane], u[1][lane]],
-                                        *b,
-                                    );
-                                    out[((g * L + lane) * *ph + py) * *pw + px + m] = v;
-                                }
-                            }
-                        }
+                    }
+                }
+            }
+            Sink::Pooled {
+                out,
+                bias,
+                side: [ph, pw],
+            } => {
+                let (py, px) = (y / 2, x / 2);
+                if py >= *ph {
+                    return;
+                }
+                let b: &[f32; L] = bias[g * L..][..L].try_into().expect("L biases");
+                let pairs = tile[0].chunks_exact(2).zip(tile[1].chunks_exact(2));
+                for (m, (t, u)) in pairs.enumerate().take(pw.saturating_sub(px)) {
+                    for (lane, b) in b.iter().enumerate() {
+                        let v =
+                            Sink::pooled([t[0][lane], t[1][lane]], [u[0][lane], u[1][lane]], *b);
+                        out[((g * L + lane) * *ph + py) * *pw + px + m] = v;
                     }
                 }
             }
