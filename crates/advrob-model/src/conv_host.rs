@@ -196,15 +196,9 @@ impl ConvBlock {
                             let top = 2 * py * tw;
                             let (r0, r1) = (&plane[top..top + tw], &plane[top + tw..][..tw]);
                             let slot = (ch * ph + py) * pw;
-                            // the largest of the four, then the bias: adding a constant keeps
-                            // the order, so this is the largest of the four sums with the bias
                             let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
                             for (y, (t, u)) in yo[slot..slot + pw].iter_mut().zip(pairs) {
-                                let (left, right) = (t[0].max(u[0]), t[1].max(u[1]));
-                                *y = (left.max(right) + b).max(0.0);
-                            }
-                            if win.is_empty() {
-                                continue;
+                                *y = Sink::pooled([t[0], t[1]], [u[0], u[1]], b);
                             }
                             // the flat index of the pool row's first value, and of the row
                             // below relative to it, as the trace stores them
@@ -567,9 +561,9 @@ enum Sink<'a> {
 }
 
 impl Sink<'_> {
-    /// The pooled value of the two rows `r0`, `r1` at pooled column `m` of their pair of
-    /// columns, with the bias `b`: the larger of each column's two, the larger of those, the bias
-    /// added (which keeps the order), then ReLU.
+    /// The pooled value of a 2×2 window of sums whose rows are `r0` and `r1`, with the bias `b`:
+    /// the larger of each column's two, the larger of those, then the bias (adding a constant
+    /// keeps the order, so this is the largest of the four sums with the bias), then ReLU.
     #[inline(always)]
     fn pooled(r0: [f32; 2], r1: [f32; 2], b: f32) -> f32 {
         let (left, right) = (r0[0].max(r1[0]), r0[1].max(r1[1]));
