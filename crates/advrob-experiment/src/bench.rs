@@ -61,11 +61,13 @@ pub fn cpu_seconds() -> Option<f64> {
     Some(ns as f64 / 1e9)
 }
 
-/// Wall seconds and cores busy (CPU seconds over wall seconds) of `work`.
-fn timed<T>(work: impl FnOnce() -> Result<T>) -> Result<(T, f64, Option<f64>)> {
+/// Wall seconds and cores busy (CPU seconds over wall seconds) of `work`, run as a run computes:
+/// with the pool kept awake ([`backend::keep_awake`], what [`crate::run`] does), so the cores
+/// busy count the spinning thread's time too.
+fn timed<T: Send>(work: impl FnOnce() -> Result<T> + Send) -> Result<(T, f64, Option<f64>)> {
     let cpu = cpu_seconds();
     let t = Instant::now();
-    let out = work()?;
+    let out = backend::keep_awake(work)?;
     let wall = t.elapsed().as_secs_f64();
     let busy = cpu
         .zip(cpu_seconds())

@@ -151,8 +151,9 @@ pub enum Event<'a> {
     },
 }
 
-/// Receives the [`Event`]s of a run.
-pub trait Observer {
+/// Receives the [`Event`]s of a run, from the thread of the rayon pool the run computes on (see
+/// [`run`]), hence `Send`.
+pub trait Observer: Send {
     /// One event.
     fn event(&mut self, event: Event<'_>);
 }
@@ -296,7 +297,21 @@ pub fn write_matrix(dir: &RunDir, matrix: &Matrix) -> Result<()> {
 /// Runs `matrix` with the attacks and defenses of `registry`, resuming from whatever
 /// `opts.out` already holds; `observer` hears where it is. Several runs may write into one
 /// directory at once (see [`crate::store`]): they split the models between them and lose nothing.
+///
+/// The run computes on a thread of the current rayon pool with the pool kept awake
+/// ([`backend::keep_awake`]): with two threads or more, one of them spins for work while the run's
+/// products are not splitting, instead of sleeping and waking late.
 pub fn run(
+    matrix: &Matrix,
+    opts: &RunOptions,
+    registry: &Registry,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary> {
+    backend::keep_awake(|| run_awake(matrix, opts, registry, observer))
+}
+
+/// [`run`], on the thread it computes on.
+fn run_awake(
     matrix: &Matrix,
     opts: &RunOptions,
     registry: &Registry,
@@ -386,7 +401,7 @@ pub fn run_jobs(
     matrix: &Matrix,
     opts: &RunOptions,
     registry: &Registry,
-    observers: &mut [&mut (dyn Observer + Send)],
+    observers: &mut [&mut dyn Observer],
 ) -> Result<RunSummary> {
     if let [only] = observers {
         return run(matrix, opts, registry, *only);
@@ -434,7 +449,19 @@ pub fn run_jobs(
 
 /// Trains (or finds trained) the models of `matrix` named in `names`, and the models they build
 /// on, for every dataset, backend and seed, evaluating nothing: the training stage of a job array.
+/// Computes as [`run`] does, with the pool kept awake.
 pub fn train_models(
+    matrix: &Matrix,
+    opts: &RunOptions,
+    registry: &Registry,
+    names: &[String],
+    observer: &mut dyn Observer,
+) -> Result<RunSummary> {
+    backend::keep_awake(|| train_models_awake(matrix, opts, registry, names, observer))
+}
+
+/// [`train_models`], on the thread it computes on.
+fn train_models_awake(
     matrix: &Matrix,
     opts: &RunOptions,
     registry: &Registry,

@@ -198,6 +198,53 @@ pub fn threading(name: &str) -> Option<String> {
     }
 }
 
+/// Runs `work` on a thread of the current rayon pool while one other thread of the pool stays
+/// awake, taking the pool's work the moment it is posted instead of sleeping between jobs: the
+/// spin-wait that OpenMP (PyTorch's pool) does by default.
+///
+/// The host path and burn-flex split each product over the pool, a few hundred microseconds of work
+/// at a time. A thread that has gone to sleep takes about as long as that to run again on a
+/// virtual machine (measured here: a `rayon::join` of two 100 µs tasks took 170–220 µs on average
+/// with the second thread asleep between joins, 101 µs with it awake), so without this the second
+/// core joins late or not at all (a 2-thread product of the README MLP's first layer: 1.1–1.2× one
+/// thread at its median). The awake thread spins only while `work` runs, on a core the pool owns
+/// (the pool has a thread per core it was given: jobs × threads never exceed the cores), and runs
+/// the pool's work when there is some, so nothing waits on it; with one thread in the pool,
+/// `work` just runs. Nested calls run `work` directly.
+pub fn keep_awake<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    thread_local! {
+        static AWAKE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if rayon::current_num_threads() < 2 || AWAKE.with(std::cell::Cell::get) {
+        return work();
+    }
+    /// Marks this thread as keeping the pool awake and, when dropped (also when `work` panics),
+    /// lets the spinning thread stop: the scope waits for it.
+    struct Awake<'a>(&'a AtomicBool);
+    impl Drop for Awake<'_> {
+        fn drop(&mut self) {
+            AWAKE.with(|a| a.set(false));
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let done = AtomicBool::new(false);
+    // on a thread of the pool (rayon::scope moves there from outside it), so that the products
+    // `work` splits are taken from its queue by the spinning thread
+    rayon::scope(|scope| {
+        scope.spawn(|_| {
+            while !done.load(Ordering::Acquire) {
+                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        AWAKE.with(|a| a.set(true));
+        let _awake = Awake(&done);
+        work()
+    })
+}
+
 /// The threads of the current rayon pool (what burn-flex and the host path spread over): the
 /// machine's cores, or cores ÷ jobs inside a job of a run.
 fn rayon_threads() -> usize {
@@ -292,6 +339,49 @@ pub fn test_backend_names() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool")
+    }
+
+    #[test]
+    fn work_kept_awake_computes_what_it_computes_alone_on_every_pool() {
+        use rayon::prelude::*;
+        let xs: Vec<u64> = (0..100_000).collect();
+        let alone: u64 = xs.iter().map(|x| x * x % 7).sum();
+        for threads in [1, 2, 3] {
+            let (sum, nested, inside) = pool(threads).install(|| {
+                keep_awake(|| {
+                    let sum: u64 = xs.par_iter().map(|x| x * x % 7).sum();
+                    // nested: runs directly, its parallel work still split
+                    let nested: u64 = keep_awake(|| xs.par_iter().map(|x| x * x % 7).sum());
+                    (sum, nested, rayon::current_thread_index().is_some())
+                })
+            });
+            assert_eq!((sum, nested), (alone, alone), "{threads} threads");
+            assert!(inside, "the work runs on a thread of the pool");
+        }
+        // called from outside any pool, it computes on the global one
+        assert_eq!(
+            keep_awake(|| xs.par_iter().map(|x| x * x % 7).sum::<u64>()),
+            alone
+        );
+    }
+
+    #[test]
+    fn a_panic_in_work_kept_awake_reaches_the_caller_and_stops_the_spinning() {
+        let pool = pool(2);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| keep_awake(|| panic!("boom")))
+        }));
+        let message = caught.expect_err("the panic is carried on");
+        assert_eq!(message.downcast_ref::<&str>(), Some(&"boom"));
+        // the pool is free again: its threads do not spin on for the panicked work
+        assert_eq!(pool.install(|| keep_awake(|| 7)), 7);
+    }
 
     #[test]
     fn an_openblas_build_keys_its_ndarray_work_apart() {

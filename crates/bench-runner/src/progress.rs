@@ -147,9 +147,7 @@ pub fn run_with_bars(
 ) -> advrob_experiment::Result<RunSummary> {
     let multi = MultiProgress::new();
     let mut bars: Vec<Bars> = (0..jobs.max(1)).map(|_| Bars::shared(&multi)).collect();
-    let mut observers: Vec<&mut (dyn Observer + Send)> = bars
-        .iter_mut()
-        .map(|b| b as &mut (dyn Observer + Send))
-        .collect();
+    let mut observers: Vec<&mut dyn Observer> =
+        bars.iter_mut().map(|b| b as &mut dyn Observer).collect();
     run_jobs(matrix, opts, registry, &mut observers)
 }
