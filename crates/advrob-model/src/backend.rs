@@ -176,7 +176,7 @@ pub fn describe(name: &str) -> Result<String> {
 pub fn threading(name: &str) -> Option<String> {
     match name {
         "ndarray" => Some(format!(
-            "burn ops on the calling thread (SIMD kernels{}; CNN convolutions as im2col products); on the host instead: the training, logits and attacks of MLPs, of LeNet and of Madry et al.'s CNN (direct convolutions), the logits and attacks of every CNN, over {} threads{}",
+            "burn ops on the calling thread (SIMD kernels{}; CNN convolutions as im2col products); on the host instead: the training, logits and attacks of MLPs, of LeNet and of Madry et al.'s CNN (direct convolutions), the logits and attacks of every CNN, over {} threads{}, kept awake while a run computes",
             if numerics(name) == name {
                 ""
             } else {
@@ -191,7 +191,7 @@ pub fn threading(name: &str) -> Option<String> {
         )),
         #[cfg(feature = "flex")]
         "flex" => Some(format!(
-            "products and kernels over {} threads (SIMD kernels, gemm)",
+            "products and kernels over {} threads (SIMD kernels, gemm), kept awake while a run computes",
             rayon_threads()
         )),
         _ => None,
