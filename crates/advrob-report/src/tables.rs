@@ -7,7 +7,7 @@ use std::path::Path;
 use advrob_experiment::Record;
 use polars::prelude::*;
 
-use crate::error::{ReportError, Result};
+use crate::error::Result;
 
 /// One row per record, sorted by model, attack, backend, seed and ε.
 pub fn frame(records: &[Record]) -> PolarsResult<DataFrame> {
@@ -257,17 +257,13 @@ pub fn format_eps(e: f64) -> String {
     }
 }
 
-/// Writes `path` through `write` into a temporary file of the same directory, then a rename.
+/// Writes `path` through `write` atomically, with the permissions the umask gives
+/// ([`advrob_data::atomic_write_with`]).
 pub(crate) fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> Result<()>,
 ) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| ReportError::io(dir, e))?;
-    write(tmp.as_file_mut())?;
-    tmp.persist(path)
-        .map_err(|e| ReportError::io(path, e.error))?;
-    Ok(())
+    advrob_data::atomic_write_with(path, write)
 }
 
 /// The parts of `df` to report separately: one per (dataset, number of test examples), so that

@@ -539,3 +539,83 @@ fn cnns_train_are_defended_and_attacked_in_a_matrix() {
         }
     }
 }
+
+/// Every regular file under `dir` with its permission bits.
+#[cfg(unix)]
+fn modes(dir: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let meta = e.metadata().expect("metadata");
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if meta.is_file() {
+                out.push((e.path(), meta.permissions().mode() & 0o777));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(unix)]
+#[test]
+fn every_file_a_run_and_its_report_write_follows_the_umask() {
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../advrob-model/tests/fixtures/lenet.safetensors");
+    for (umask, want) in [("022", 0o644), ("027", 0o640)] {
+        let tmp = tempfile::tempdir().expect("temp");
+        synthetic::write_dataset(&tmp.path().join("ds"), 40, 30, 2).expect("dataset");
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_bench-runner"))
+            .args([
+                "evaluate",
+                "--weights",
+                &weights.to_string_lossy(),
+                "--arch",
+                "lenet",
+                "--dataset-dir",
+                "ds",
+                "--eps",
+                "0,0.1",
+                "--attack-labels",
+                "true",
+                "--out",
+                "out",
+                "--reports",
+                "rep",
+                "--backends",
+                "ndarray",
+            ])
+            .current_dir(tmp.path())
+            .env("RUST_LOG", "warn")
+            .env_remove("ADVROB_MIRROR")
+            .output()
+            .expect("bench-runner runs");
+        assert!(o.status.success(), "{}", text(&o));
+        let files: Vec<_> = ["out", "rep"]
+            .iter()
+            .flat_map(|d| modes(&tmp.path().join(d)))
+            .collect();
+        // the tables of the report among them, which a bare temporary file left at 0600
+        for name in [
+            "results.csv",
+            "results.parquet",
+            "intervals.csv",
+            "index.html",
+        ] {
+            assert!(
+                files.iter().any(|(p, _)| p.ends_with(name)),
+                "{name} written: {files:?}"
+            );
+        }
+        let wrong: Vec<_> = files.iter().filter(|(_, m)| *m != want).collect();
+        assert!(
+            wrong.is_empty(),
+            "umask {umask}: files not {want:o}: {wrong:?}"
+        );
+    }
+}
