@@ -1,8 +1,8 @@
 //! Verified download: try mirrors in order, check the SHA-256 of the decompressed bytes against the
 //! canonical digest compiled into this crate, and only then write the file (atomically).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "download")]
 use std::time::Duration;
 
 use crate::dataset::{DatasetKind, FILE_NAMES, sha256_hex};
@@ -56,6 +56,13 @@ impl Mirror {
                 }
                 Err(format!("neither {file}.gz nor {file} is there"))
             }
+            #[cfg(not(feature = "download"))]
+            Mirror::Url(_) => Err(
+                "this build of advrob-data has no HTTP client (its `download` feature is off): \
+                 give a directory holding the files as the mirror"
+                    .to_string(),
+            ),
+            #[cfg(feature = "download")]
             Mirror::Url(base) => {
                 // a dead mirror answers nothing: give up on it quickly (the whole file may
                 // still take minutes on a slow line)
@@ -69,6 +76,7 @@ impl Mirror {
                 let fail = |e: &dyn std::fmt::Display| redact(&e.to_string(), base);
                 let mut resp = agent.get(&url).call().map_err(|e| fail(&e))?;
                 let mut body = Vec::new();
+                use std::io::Read;
                 resp.body_mut()
                     .as_reader()
                     .take(256 << 20)
@@ -81,8 +89,10 @@ impl Mirror {
 }
 
 /// How long a mirror may take to accept a connection.
+#[cfg(feature = "download")]
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a mirror may take to start answering a request.
+#[cfg(feature = "download")]
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `text` with the credentials of the mirror URL `base` (`https://user:password@host/`) masked,
@@ -305,6 +315,7 @@ mod tests {
         assert!(report.fetched.is_empty());
     }
 
+    #[cfg(feature = "download")]
     #[test]
     fn a_dead_mirror_is_tried_once_and_credentials_are_never_shown() {
         // a mirror that accepts connections and closes them without an answer
