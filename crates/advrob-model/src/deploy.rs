@@ -6,9 +6,9 @@ use burn::config::Config;
 use burn::tensor::Tensor;
 
 use crate::affine::AffineFirst;
+use crate::classifier::Classifier;
 use crate::dense::{Dense, PixelMap};
 use crate::error::ModelError;
-use crate::mlp::Classifier;
 use crate::network::Net;
 
 /// What is wrapped around a network at deployment. The default wraps nothing.

@@ -3,6 +3,7 @@
 mod affine;
 pub mod backend;
 pub mod checkpoint;
+mod classifier;
 mod cnn;
 mod conv_host;
 pub mod defense;
@@ -20,6 +21,7 @@ pub mod simd;
 mod train;
 
 pub use affine::{AffineFirst, FirstLayer};
+pub use classifier::Classifier;
 pub use cnn::{FgsmTutorial, FgsmTutorialConfig, Lenet, LenetConfig, MadryCnn, MadryCnnConfig};
 pub use defense::{
     Defense, DefenseConfig, NoDefense, Stage, TeacherUse, TrainSetup, Trained, Undefended,
@@ -29,7 +31,7 @@ pub use dense_train::{RowsLoss, cross_entropy_rows};
 pub use deploy::{DeployConfig, Deployed, Normalize, quantize};
 pub use error::{ModelError, Result};
 pub use loss::{LossKind, Targets, loss};
-pub use mlp::{Classifier, MAX_PARAMETERS, Mlp, MlpConfig};
+pub use mlp::{MAX_PARAMETERS, Mlp, MlpConfig};
 pub use network::{Net, NetConfig};
 pub use train::{
     EpochStats, Plain, Progress, TrainBatch, TrainConfig, TrainHook, TrainRecord, accuracy, train,

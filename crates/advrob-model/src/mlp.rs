@@ -8,6 +8,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::affine::AffineFirst;
+use crate::classifier::Classifier;
 use crate::dense::{Dense, DenseLayer, PixelMap, logits_or};
 use crate::error::ModelError;
 
@@ -177,39 +178,6 @@ pub(crate) fn dropout(x: Tensor<2>, p: f64, rng: &mut SplitMix64) -> Tensor<2> {
     let mask = crate::dense_train::dropout_mask(dims[0] * dims[1], p, rng);
     let device = x.device().without_autodiff();
     x * Tensor::<2>::from_data(TensorData::new(mask, dims), &device)
-}
-
-/// Anything that maps a batch of images to logits: what attacks and evaluations need of a model.
-/// Defenses that change the deployed function (input transforms, temperatures) implement it too.
-pub trait Classifier {
-    /// Inference-mode logits.
-    ///
-    /// # Shapes
-    ///
-    /// - images: `[B, H, W]` in [0, 1]
-    /// - output: `[B, classes]`
-    fn logits(&self, images: Tensor<3>) -> Tensor<2>;
-
-    /// The same function with every non-differentiable input transform replaced, for gradients
-    /// only, by the identity (BPDA's straight-through estimator, Athalye et al. 2018): the forward
-    /// values are unchanged. `None` when the model has no such transform.
-    fn straight_through(&self) -> Option<Box<dyn Classifier + '_>> {
-        None
-    }
-
-    /// The same function opened at an affine first layer, `head(pixel(x) · W + b)`, for attacks
-    /// that change a few pixels at a time ([`AffineFirst`]). `None` when the model has no such
-    /// layer (convolutions, a non-elementwise input transform) or its weights cannot be read.
-    fn affine_first(&self) -> Option<AffineFirst<'_>> {
-        None
-    }
-
-    /// The same function as a chain of dense layers on the host ([`Dense`]), for attacks that
-    /// run many passes on a CPU. `None` when the model is not such a chain (convolutions) or its
-    /// weights cannot be read.
-    fn dense(&self) -> Option<Dense<'_>> {
-        None
-    }
 }
 
 impl Classifier for Mlp {

@@ -6,8 +6,9 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::classifier::Classifier;
 use crate::cnn::{FgsmTutorial, FgsmTutorialConfig, Lenet, LenetConfig, MadryCnn, MadryCnnConfig};
-use crate::mlp::{Classifier, Mlp, MlpConfig};
+use crate::mlp::{Mlp, MlpConfig};
 
 /// The architecture of a network and its hyperparameters, the seed included. Written as JSON with
 /// an `arch` field (`mlp`, `lenet`, `fgsm-tutorial`, `madry-cnn`).
