@@ -12,14 +12,15 @@ use burn::tensor::{Int, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::attack::{Attack, AttackConfig};
 use crate::error::{AttackError, Result, check_eps};
 use crate::grad::{AttackLoss, HostModel, HostPass, per_example_loss};
 use crate::info::{AttackInfo, Family, Norm};
+use crate::losses::dlr_loss;
 use crate::rows::{
     Best, copy_rows, host, mix_seed, norm_l2, project_l2_row, project_linf, select_rows, sign,
     take_rows,
 };
-use crate::{Attack, AttackConfig};
 
 /// The loss APGD ascends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -124,46 +125,6 @@ impl AttackConfig for ApgdConfig {
 /// image in its norm and in [0, 1].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Apgd(ApgdConfig);
-
-/// The difference-of-logits ratio of each example (Croce & Hein 2020, eq. 5), or its targeted
-/// version against `targets`.
-///
-/// # Shapes
-///
-/// - logits: `[B, classes]` with classes ≥ 3 (≥ 4 targeted), labels and targets: `[B]`, output:
-///   `[B]`
-pub fn dlr_loss(
-    logits: Tensor<2>,
-    labels: Tensor<1, Int>,
-    targets: Option<Tensor<1, Int>>,
-) -> Tensor<1> {
-    let [b, classes] = logits.dims();
-    let order = logits.clone().detach().argsort_descending(1);
-    let z = logits.clone();
-    let ranked = |k: usize| {
-        z.clone()
-            .gather(1, order.clone().slice([0..b, k..k + 1]))
-            .flatten::<1>(0, 1)
-    };
-    let own = logits
-        .clone()
-        .gather(1, labels.clone().reshape([b, 1]))
-        .flatten::<1>(0, 1);
-    match targets {
-        None => {
-            let is_label = labels.one_hot(classes).equal_elem(1);
-            let other = logits
-                .mask_fill(is_label, f32::NEG_INFINITY)
-                .max_dim(1)
-                .flatten::<1>(0, 1);
-            (other - own) / (ranked(0) - ranked(2) + 1e-12)
-        }
-        Some(t) => {
-            let target = logits.gather(1, t.reshape([b, 1])).flatten::<1>(0, 1);
-            (target - own) / (ranked(0) - (ranked(2) + ranked(3)) * 0.5 + 1e-12)
-        }
-    }
-}
 
 /// The per-example state of one APGD run; rows leave it once misclassified. The images and
 /// gradients live on the host, `size` values a row: each step reads the gradient back once and

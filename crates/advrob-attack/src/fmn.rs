@@ -17,12 +17,12 @@ use advrob_model::Classifier;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::attack::{Attack, AttackConfig};
 use crate::error::{AttackError, Result, check_eps};
 use crate::grad::{AttackLoss, HostModel, per_example_loss};
 use crate::info::{AttackInfo, Family, Norm};
-use crate::pgd::project;
+use crate::norms::project;
 use crate::rows::{copy_rows, host, sum_f32};
-use crate::{Attack, AttackConfig};
 
 /// The settings of [`Fmn`]; the defaults are those of the paper's reference implementation (step
 /// α annealed from 1 to 0.01, γ from 0.05 to 0.001), with 100 steps.

@@ -69,7 +69,7 @@ pub enum AttackLoss {
     Margin,
     /// The difference-of-logits ratio of Croce & Hein (2020), `−(z_y − max_{j≠y} z_j) / (z_π1 −
     /// z_π3)`: the margin divided by the spread of the top logits, invariant to shifting and
-    /// scaling them ([`crate::dlr_loss`]).
+    /// scaling them ([`crate::losses::dlr_loss`]).
     Dlr,
     /// The targeted difference-of-logits ratio, `−(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2)`, towards a
     /// target `t`: APGD-T's loss. Computed from labels alone it targets the runner-up class.
@@ -120,7 +120,7 @@ pub fn per_example_loss(logits: Tensor<2>, labels: Tensor<1, Int>, kind: AttackL
             let other = logits.mask_fill(is_label, f32::NEG_INFINITY).max_dim(1);
             (other - own).flatten::<1>(0, 1)
         }
-        AttackLoss::Dlr => crate::dlr_loss(logits, labels, None),
+        AttackLoss::Dlr => crate::losses::dlr_loss(logits, labels, None),
         AttackLoss::TargetedDlr => {
             // the runner-up class: the highest logit other than the label's
             let is_label = labels.clone().one_hot(classes).equal_elem(1);
@@ -130,7 +130,7 @@ pub fn per_example_loss(logits: Tensor<2>, labels: Tensor<1, Int>, kind: AttackL
                 .mask_fill(is_label, f32::NEG_INFINITY)
                 .argmax(1)
                 .flatten::<1>(0, 1);
-            crate::dlr_loss(logits, labels, Some(runner_up))
+            crate::losses::dlr_loss(logits, labels, Some(runner_up))
         }
     }
 }

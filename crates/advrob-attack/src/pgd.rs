@@ -7,15 +7,15 @@ use advrob_model::Classifier;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::attack::{Attack, AttackConfig};
 use crate::error::{AttackError, Result, check_eps};
-use crate::fgsm::TargetRule;
 use crate::grad::{AttackLoss, HostModel, HostPass, LabelMode, per_example_loss, target_labels};
 use crate::info::{AttackInfo, Family, Norm};
 use crate::rows::{
     Best, copy_rows, host, host_int, mix_seed, norm_l2, project_l2_row, project_linf, select_rows,
     sign, sum_f32, take_rows,
 };
-use crate::{Attack, AttackConfig};
+use crate::targets::TargetRule;
 
 /// The settings of a [`Pgd`]: iterated gradient steps of size `step_size` on the loss, each
 /// followed by a projection onto the ε-ball around the clean image and onto [0, 1].
@@ -497,36 +497,6 @@ impl Attack for Pgd {
             )?;
         }
         Ok(best.tensor(dims, &device))
-    }
-}
-
-/// Per-example L2 norm, shaped to broadcast over the image.
-///
-/// # Shapes
-///
-/// - t: `[B, H, W]`, output: `[B, 1, 1]`
-pub(crate) fn l2_norms(t: Tensor<3>) -> Tensor<3> {
-    let [b, _, _] = t.dims();
-    t.square()
-        .reshape([b as i64, -1])
-        .sum_dim(1)
-        .sqrt()
-        .reshape([b, 1, 1])
-}
-
-/// `δ` projected onto the ε-ball of `norm` (per example for L2).
-///
-/// # Shapes
-///
-/// - delta: `[B, H, W]`, output: `[B, H, W]`
-pub fn project(delta: Tensor<3>, norm: Norm, eps: f64) -> Tensor<3> {
-    match norm {
-        Norm::Linf => delta.clamp(-eps, eps),
-        Norm::L2 => {
-            let n = l2_norms(delta.clone()).clamp_min(1e-12);
-            let factor = (n.recip() * eps).clamp_max(1.0);
-            delta * factor
-        }
     }
 }
 

@@ -75,7 +75,7 @@ pub(crate) fn copy_rows(dst: &mut [f32], src: &[f32], size: usize, mask: &[bool]
 }
 
 /// `(x + P(a − x)).clamp(0, 1)` for one value: `a` projected onto the L∞ ball of radius `eps`
-/// around `x` and into [0, 1], in the f32 operations of [`project`](crate::pgd::project) on tensors.
+/// around `x` and into [0, 1], in the f32 operations of [`project`](crate::norms::project) on tensors.
 #[inline(always)]
 pub(crate) fn project_linf(x: f32, a: f32, eps: f32) -> f32 {
     clip(x + clip(a - x, -eps, eps), 0.0, 1.0)
@@ -95,7 +95,7 @@ pub(crate) fn norm_l2(row: &[f32]) -> f32 {
 }
 
 /// Row `a` projected onto the L2 ball of radius `eps` around row `x` and into [0, 1], in place
-/// (as [`project`](crate::pgd::project) does on tensors: δ scaled by min(1, ε/‖δ‖), then clipped).
+/// (as [`project`](crate::norms::project) does on tensors: δ scaled by min(1, ε/‖δ‖), then clipped).
 pub(crate) fn project_l2_row(x: &[f32], a: &mut [f32], eps: f32) {
     let delta: Vec<f32> = a.iter().zip(x).map(|(a, x)| a - x).collect();
     let factor = (norm_l2(&delta).max(1e-12).recip() * eps).min(1.0);

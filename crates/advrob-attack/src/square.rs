@@ -14,11 +14,11 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::attack::{Attack, AttackConfig};
 use crate::error::{AttackError, Result, check_eps};
 use crate::grad::{AttackLoss, per_example_loss};
 use crate::info::{Access, AttackInfo, Family, Norm};
 use crate::rows::{host, host_int, mix_seed};
-use crate::{Attack, AttackConfig};
 
 /// The settings of [`Square`]; the defaults are AutoAttack's (5000 queries, p = 0.8, one restart,
 /// the schedule not rescaled).
