@@ -2,6 +2,7 @@
 
 /// What can go wrong configuring or running an attack.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttackError {
     /// A parameter outside its domain; names it.
     #[error("invalid {field}: {reason}")]

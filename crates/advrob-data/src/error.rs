@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong reading, writing or fetching a dataset.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DataError {
     /// An operating-system error on a file or directory.
     #[error("{path}: {source}")]

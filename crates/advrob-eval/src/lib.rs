@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// What can go wrong evaluating.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EvalError {
     /// The attack refused its parameters or failed.
     #[error(transparent)]

@@ -9,6 +9,7 @@ use advrob_model::ModelError;
 
 /// What can go wrong describing or running an experiment.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExperimentError {
     /// Reading, verifying or downloading data.
     #[error(transparent)]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// What can go wrong building, training, saving or loading a model.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
     /// A hyperparameter outside its domain; names the field.
     #[error("invalid {field}: {reason}")]

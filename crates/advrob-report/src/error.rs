@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// What can go wrong making a report.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReportError {
     /// Reading a run: its records, matrix or checkpoints' training records.
     #[error(transparent)]
