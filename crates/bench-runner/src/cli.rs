@@ -234,6 +234,76 @@ pub fn backends_or_compiled(backends: Vec<String>) -> Vec<String> {
     }
 }
 
+/// What `evaluate` takes of a matrix: the attacks and their ε grid, the data, the backends and
+/// seeds of one foreign model (no presets, no training settings: nothing is trained).
+#[derive(Debug, Clone, Args)]
+pub struct EvaluateMatrixArgs {
+    /// TOML matrix whose attacks, ε grid, seeds and evaluation settings to use (its models are
+    /// ignored: the model is the one given by --weights). Default: the default experiment's.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Evaluate into an --out that holds another matrix (for instance the same model on another
+    /// backend): the records stay apart by their keys.
+    #[arg(long)]
+    pub extend: bool,
+    /// Run name (default: evaluate-<model>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Datasets, comma-separated: mnist, fashion-mnist.
+    #[arg(long, value_delimiter = ',')]
+    pub dataset: Option<Vec<String>>,
+    /// Load IDX files from this directory as they are (no download, no canonical checksum).
+    #[arg(long)]
+    pub dataset_dir: Option<PathBuf>,
+    /// Backends, comma-separated, among those compiled in.
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Option<Vec<String>>,
+    /// Seeds of the attacks' random draws, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<u64>>,
+    /// Number of seeds, from the first (`--num-seeds 3`: 42, 43, 44).
+    #[arg(long, conflicts_with = "seeds")]
+    pub num_seeds: Option<u64>,
+    /// ε grid, comma-separated.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub eps: Option<Vec<f64>>,
+    /// Evaluate on the first N test examples only.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// The hidden widths of an MLP (--arch mlp), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// FGSM alone, against the true or the predicted labels (replaces the attacks).
+    #[arg(long, value_parser = parse_labels)]
+    pub attack_labels: Option<LabelMode>,
+}
+
+impl EvaluateMatrixArgs {
+    /// As the matrix arguments of a run, the training settings left at the matrix's own.
+    pub fn matrix_args(&self) -> MatrixArgs {
+        MatrixArgs {
+            config: self.config.clone(),
+            preset: None,
+            extend: self.extend,
+            cumulative_eps: false,
+            name: self.name.clone(),
+            dataset: self.dataset.clone(),
+            dataset_dir: self.dataset_dir.clone(),
+            backends: self.backends.clone(),
+            seeds: self.seeds.clone(),
+            num_seeds: self.num_seeds,
+            eps: self.eps.clone(),
+            epochs: None,
+            batch_size: None,
+            loss: None,
+            train_limit: None,
+            test_limit: self.test_limit,
+            hidden: self.hidden.clone(),
+            attack_labels: self.attack_labels,
+        }
+    }
+}
+
 /// `bench-runner evaluate`: someone's trained model, from PyTorch weights.
 #[derive(Debug, Clone, Args)]
 pub struct EvaluateArgs {

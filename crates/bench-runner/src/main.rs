@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use advrob_experiment::{Matrix, Registry, RunDir, RunOptions, Shard, run, train_models};
-use bench_runner::cli::{DataArgs, EvaluateArgs, JobsArgs, MatrixArgs, backends_or_compiled};
+use bench_runner::cli::{
+    DataArgs, EvaluateArgs, EvaluateMatrixArgs, JobsArgs, MatrixArgs, backends_or_compiled,
+};
 use bench_runner::progress::{Bars, run_with_bars};
 use bench_runner::slurm::SlurmArgs;
 use clap::{Parser, Subcommand};
@@ -76,7 +78,7 @@ enum Cmd {
         #[command(flatten)]
         model: EvaluateArgs,
         #[command(flatten)]
-        matrix: Box<MatrixArgs>,
+        matrix: Box<EvaluateMatrixArgs>,
         #[command(flatten)]
         data: DataArgs,
         /// Run directory (default: runs/evaluate-<model>).
@@ -174,7 +176,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             data,
             out,
             reports,
-        } => evaluate_cmd(&model, &matrix, &data, out, reports, &registry),
+        } => evaluate_cmd(
+            &model,
+            &matrix.matrix_args(),
+            &data,
+            out,
+            reports,
+            &registry,
+        ),
         Cmd::Report {
             runs,
             reports,

@@ -619,3 +619,45 @@ fn every_file_a_run_and_its_report_write_follows_the_umask() {
         );
     }
 }
+
+#[test]
+fn evaluate_offers_only_what_applies_to_one_foreign_model() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let o = bench_runner(&["evaluate", "--help"], tmp.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let help = text(&o);
+    for applies in [
+        "--weights",
+        "--arch",
+        "--config",
+        "--eps",
+        "--test-limit",
+        "--hidden",
+    ] {
+        assert!(help.contains(applies), "{applies} missing: {help}");
+    }
+    // nothing is trained, and the model is not a preset's
+    for foreign in [
+        "--preset",
+        "--epochs",
+        "--batch-size",
+        "--loss",
+        "--train-limit",
+        "--cumulative-eps",
+        "replaces the models",
+    ] {
+        assert!(!help.contains(foreign), "{foreign} offered: {help}");
+    }
+    let o = bench_runner(
+        &["evaluate", "--weights", "w.safetensors", "--epochs", "3"],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--epochs"), "{}", text(&o));
+    // a run still has them
+    let run = text(&bench_runner(&["run", "--help"], tmp.path()));
+    assert!(
+        run.contains("--preset") && run.contains("--epochs"),
+        "{run}"
+    );
+}
