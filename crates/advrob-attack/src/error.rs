@@ -34,6 +34,12 @@ pub fn check_eps(eps: f64) -> Result<()> {
     Ok(())
 }
 
+impl From<advrob_model::backend::Readback> for AttackError {
+    fn from(e: advrob_model::backend::Readback) -> Self {
+        AttackError::Readback(e.0)
+    }
+}
+
 /// Lets a training hook (adversarial training) use `?` on an attack.
 impl From<AttackError> for advrob_model::ModelError {
     fn from(e: AttackError) -> Self {

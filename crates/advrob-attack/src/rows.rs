@@ -20,23 +20,12 @@ pub fn mix_seed(parts: &[u64]) -> u64 {
     h
 }
 
-/// The values of a float tensor, on the host.
-pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    advrob_model::backend::read_f32(t)
-        .ok_or_else(|| AttackError::Readback("the tensor's values are not f32".into()))
-}
+pub(crate) use advrob_model::backend::{host_f32 as host, host_i64 as host_int};
 
 /// `f` of a float tensor's values on the host (where they lie on burn-ndarray, else a copy).
 pub(crate) fn on_host<const D: usize, R>(t: &Tensor<D>, f: impl FnMut(&[f32]) -> R) -> Result<R> {
     advrob_model::backend::on_host_f32(t, f)
         .ok_or_else(|| AttackError::Readback("the tensor's values are not f32".into()))
-}
-
-/// The values of an integer tensor, on the host.
-pub(crate) fn host_int<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
-    t.into_data()
-        .try_into_vec_as::<i64>()
-        .map_err(|e| AttackError::Readback(format!("{e:?}")))
 }
 
 /// Rows `rows` of `t`, in that order.

@@ -36,6 +36,12 @@ pub enum EvalError {
     },
 }
 
+impl From<advrob_model::backend::Readback> for EvalError {
+    fn from(e: advrob_model::backend::Readback) -> Self {
+        EvalError::Readback(e.0)
+    }
+}
+
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, EvalError>;
 
@@ -248,17 +254,7 @@ fn perturbation_norms(adv: &[f32], x: &[f32], size: usize) -> (f64, f64) {
     (linf, l2)
 }
 
-/// The values of a float tensor on the host ([`advrob_model::backend::read_f32`]).
-pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    advrob_model::backend::read_f32(t)
-        .ok_or_else(|| EvalError::Readback("the tensor's values are not f32".into()))
-}
-
-pub(crate) fn host_int(t: Tensor<1, Int>) -> Result<Vec<i64>> {
-    t.into_data()
-        .try_into_vec_as::<i64>()
-        .map_err(|e| EvalError::Readback(format!("{e:?}")))
-}
+pub(crate) use advrob_model::backend::{host_f32 as host, host_i64 as host_int};
 
 /// Refuses a batch size of 0 and an ε that is negative or not finite.
 fn check_request(eps: &[f64], batch_size: usize) -> Result<()> {

@@ -64,6 +64,26 @@ pub fn read_f32<const D: usize>(t: Tensor<D>) -> Option<Vec<f32>> {
     t.into_data().try_into_vec_as::<f32>().ok()
 }
 
+/// A tensor whose values cannot be read back to the host as the type asked for (what burn said).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("a tensor's values cannot be read back: {0}")]
+pub struct Readback(pub String);
+
+/// The values of a float tensor on the host ([`read_f32`]), or why not: the one readback helper
+/// the attacks, evaluations and reports use.
+pub fn host_f32<const D: usize>(t: Tensor<D>) -> std::result::Result<Vec<f32>, Readback> {
+    read_f32(t).ok_or_else(|| Readback("its values are not f32".into()))
+}
+
+/// The values of an integer tensor (labels, predictions) on the host, or why not.
+pub fn host_i64<const D: usize>(
+    t: Tensor<D, burn::tensor::Int>,
+) -> std::result::Result<Vec<i64>, Readback> {
+    t.into_data()
+        .try_into_vec_as::<i64>()
+        .map_err(|e| Readback(format!("{e:?}")))
+}
+
 /// `f` of the values of `t` on the host: where they lie on burn-ndarray ([`with_host_f32`]),
 /// else of a copy ([`read_f32`]); `None` when they are not f32.
 pub fn on_host_f32<const D: usize, R>(t: &Tensor<D>, mut f: impl FnMut(&[f32]) -> R) -> Option<R> {

@@ -107,21 +107,16 @@ fn predict(model: &dyn Classifier, t: Tensor<3>, path: &Path) -> Result<(Vec<i64
     let p = softmax(model.logits(t.without_autodiff()), 1);
     let conf = p.clone().max_dim(1).flatten::<1>(0, 1);
     let pred = p.argmax(1).flatten::<1>(0, 1);
+    let readback = |e: advrob_model::backend::Readback| ReportError::figure(path, e.to_string());
     Ok((
-        pred.into_data()
-            .try_into_vec_as::<i64>()
-            .map_err(|e| ReportError::figure(path, format!("{e:?}")))?,
-        conf.into_data()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| ReportError::figure(path, format!("{e:?}")))?,
+        advrob_model::backend::host_i64(pred).map_err(readback)?,
+        advrob_model::backend::host_f32(conf).map_err(readback)?,
     ))
 }
 
-/// The pixels of `t`, copied to the host.
+/// The pixels of `t`, on the host.
 fn host(t: Tensor<3>, path: &Path) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| ReportError::figure(path, format!("{e:?}")))
+    advrob_model::backend::host_f32(t).map_err(|e| ReportError::figure(path, e.to_string()))
 }
 
 /// One column's cells: each image of `px` captioned with its prediction and confidence, marked
