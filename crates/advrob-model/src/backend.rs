@@ -28,7 +28,7 @@ pub fn device(name: &str) -> Result<Device> {
     match name {
         #[cfg(any(test, feature = "ndarray"))]
         // burn 0.22 deprecates ndarray in favour of flex; it stays our default CPU backend until
-        // flex has proven itself here (see the README's backends section)
+        // flex has proven itself here (see docs/backends.md)
         #[allow(deprecated)]
         "ndarray" => Ok(Device::ndarray()),
         #[cfg(feature = "flex")]
