@@ -330,8 +330,66 @@ fn run_awake(
     let mut records = existing.settled();
     let mut log = RecordLog::new(&dir);
     let mut summary = RunSummary::default();
-    let mut cell = 0usize;
-    for source in DataSource::of(matrix) {
+    // the test split of the dataset the cells are on, made once per dataset
+    let mut test: Option<(usize, Split)> = None;
+    for_each_cell(matrix, opts, |cell| {
+        if test.as_ref().map(|(d, _)| *d) != Some(cell.dataset) {
+            let split = limited(
+                &cell.ds.test,
+                matrix.eval.test_limit,
+                "eval.test_limit",
+                cell.ds_name,
+            )?;
+            test = Some((cell.dataset, split));
+        }
+        let test_split = test.as_ref().map(|(_, t)| t).expect("made above");
+        let mut models = Models::new(matrix, &dir, registry, cell)?;
+        let mut ctx = EvalContext {
+            matrix,
+            registry,
+            shard: opts.shard,
+            transfer_cache: &opts.transfer_cache,
+            cell: cell.index,
+            attacks: &attacks,
+            ds: cell.ds,
+            ds_name: cell.ds_name,
+            test_split,
+            run: &dir,
+            log: &mut log,
+            records: &mut records,
+            summary: &mut summary,
+        };
+        ctx.evaluate_cell(&mut models, observer)?;
+        ctx.summary.trained += models.trained;
+        ctx.summary.loaded += models.loaded;
+        Ok(())
+    })?;
+    Ok(summary)
+}
+
+/// One (dataset, backend, seed) cell of a matrix: what its models train on, where they compute.
+struct Cell<'a> {
+    /// The cell's place in the matrix's order (datasets, then backends, then seeds).
+    index: usize,
+    /// The dataset's place among the matrix's datasets.
+    dataset: usize,
+    ds: &'a Dataset,
+    ds_name: &'a str,
+    train_split: &'a Split,
+    backend: &'a str,
+    device: &'a Device,
+    seed: u64,
+}
+
+/// Calls `f` on every cell of `matrix` in order, each dataset loaded (and verified) once: the loop
+/// [`run`] and [`train_models`] share.
+fn for_each_cell(
+    matrix: &Matrix,
+    opts: &RunOptions,
+    mut f: impl FnMut(&Cell<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut index = 0usize;
+    for (dataset, source) in DataSource::of(matrix).into_iter().enumerate() {
         let (ds, ds_name) = load_data(&source, &opts.data_dir, &opts.mirrors)?;
         let train_split = limited(
             &ds.train,
@@ -339,49 +397,25 @@ fn run_awake(
             "train.train_limit",
             &ds_name,
         )?;
-        let test_split = limited(
-            &ds.test,
-            matrix.eval.test_limit,
-            "eval.test_limit",
-            &ds_name,
-        )?;
         for backend_name in &matrix.backends {
             let device = backend::device(backend_name)?;
             warn_slow_convolutions(matrix, backend_name);
             for &seed in &matrix.seeds {
-                let mut models = Models::new(
-                    matrix,
-                    &dir,
-                    registry,
-                    &ds,
-                    &train_split,
-                    backend_name,
-                    &device,
-                    seed,
-                )?;
-                let mut ctx = EvalContext {
-                    matrix,
-                    registry,
-                    shard: opts.shard,
-                    transfer_cache: &opts.transfer_cache,
-                    cell,
-                    attacks: &attacks,
+                f(&Cell {
+                    index,
+                    dataset,
                     ds: &ds,
                     ds_name: &ds_name,
-                    test_split: &test_split,
-                    run: &dir,
-                    log: &mut log,
-                    records: &mut records,
-                    summary: &mut summary,
-                };
-                ctx.evaluate_cell(&mut models, observer)?;
-                ctx.summary.trained += models.trained;
-                ctx.summary.loaded += models.loaded;
-                cell += 1;
+                    train_split: &train_split,
+                    backend: backend_name,
+                    device: &device,
+                    seed,
+                })?;
+                index += 1;
             }
         }
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// Runs `matrix` like [`run`] with one job per observer, each a thread of this process writing
@@ -476,37 +510,16 @@ fn train_models_awake(
     check_matrix(&dir, matrix, opts.extend)?;
     write_matrix(&dir, matrix)?;
     let mut summary = RunSummary::default();
-    for source in DataSource::of(matrix) {
-        let (ds, ds_name) = load_data(&source, &opts.data_dir, &opts.mirrors)?;
-        let train_split = limited(
-            &ds.train,
-            matrix.train.train_limit,
-            "train.train_limit",
-            &ds_name,
-        )?;
-        for backend_name in &matrix.backends {
-            let device = backend::device(backend_name)?;
-            warn_slow_convolutions(matrix, backend_name);
-            for &seed in &matrix.seeds {
-                let mut models = Models::new(
-                    matrix,
-                    &dir,
-                    registry,
-                    &ds,
-                    &train_split,
-                    backend_name,
-                    &device,
-                    seed,
-                )?;
-                for n in names {
-                    let i = models.index(n)?;
-                    models.get(i, observer)?;
-                }
-                summary.trained += models.trained;
-                summary.loaded += models.loaded;
-            }
+    for_each_cell(matrix, opts, |cell| {
+        let mut models = Models::new(matrix, &dir, registry, cell)?;
+        for n in names {
+            let i = models.index(n)?;
+            models.get(i, observer)?;
         }
-    }
+        summary.trained += models.trained;
+        summary.loaded += models.loaded;
+        Ok(())
+    })?;
     Ok(summary)
 }
 
@@ -646,17 +659,21 @@ struct Models<'a> {
 }
 
 impl<'a> Models<'a> {
-    #[allow(clippy::too_many_arguments)] // one (dataset, backend, seed) cell: all of it is needed
+    /// The models of `matrix` for one cell, trained or loaded when first asked for.
     fn new(
         matrix: &'a Matrix,
         dir: &RunDir,
         registry: &'a Registry,
-        ds: &Dataset,
-        train_split: &'a Split,
-        backend: &'a str,
-        device: &'a Device,
-        seed: u64,
+        cell: &Cell<'a>,
     ) -> Result<Self> {
+        let Cell {
+            ds,
+            train_split,
+            backend,
+            device,
+            seed,
+            ..
+        } = *cell;
         let mut plans: Vec<Plan> = Vec::new();
         for spec in &matrix.models {
             let image = [ds.train.images.rows, ds.train.images.cols];
