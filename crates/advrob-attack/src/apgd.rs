@@ -126,6 +126,14 @@ impl AttackConfig for ApgdConfig {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Apgd(ApgdConfig);
 
+/// The rows one run attacks: their images, labels, targets (APGD-T) and places in the batch.
+struct Rows {
+    x: Tensor<3>,
+    y: Tensor<1, Int>,
+    targets: Option<Tensor<1, Int>>,
+    rows: Vec<usize>,
+}
+
 /// The per-example state of one APGD run; rows leave it once misclassified. The images and
 /// gradients live on the host, `size` values a row: each step reads the gradient back once and
 /// updates every row in one pass, where the same step as tensor operations took a dozen passes
@@ -245,20 +253,16 @@ impl Apgd {
     /// One APGD run from a random start on the examples `rows` (whose images and labels `x`, `y`
     /// are), offering each example's result to `best`: its first misclassified iterate, else its
     /// iterate of highest loss.
-    #[allow(clippy::too_many_arguments)] // one run's inputs: the batch and where results go
     fn run(
         &self,
         model: &HostModel<'_>,
-        x: Tensor<3>,
-        y: Tensor<1, Int>,
-        targets: Option<Tensor<1, Int>>,
-        rows: Vec<usize>,
+        batch: Rows,
         eps: f64,
         seed: u64,
         best: &mut Best,
     ) -> Result<()> {
         let c = &self.0;
-        let (mut s, fooled) = self.begin(model, x, y, targets, rows, eps, seed)?;
+        let (mut s, fooled) = self.begin(model, batch, eps, seed)?;
         // an example misclassified at its random start is done
         self.retire(&mut s, &fooled, best);
         let (n_first, n_min, n_decr) = (
@@ -298,17 +302,19 @@ impl Apgd {
     /// The state of a run on the examples `rows` of `x`, `y` at its random start, with its first
     /// pass (step 2ε, every row's best point the start), and which rows the start already
     /// misclassifies.
-    #[allow(clippy::too_many_arguments)] // one run's inputs: the batch and its seed
     fn begin(
         &self,
         model: &HostModel<'_>,
-        x: Tensor<3>,
-        y: Tensor<1, Int>,
-        targets: Option<Tensor<1, Int>>,
-        rows: Vec<usize>,
+        batch: Rows,
         eps: f64,
         seed: u64,
     ) -> Result<(Run, Vec<bool>)> {
+        let Rows {
+            x,
+            y,
+            targets,
+            rows,
+        } = batch;
         let [b, h, w] = x.dims();
         let x = host(x)?;
         let start = self.start(&rows, h * w, eps, seed);
@@ -551,7 +557,13 @@ impl Attack for Apgd {
                 let ys = select_rows(labels.clone().without_autodiff(), &rows);
                 let ts = rank.map(|r| Self::targets_of_rank(model, &xs, r));
                 let seed = mix_seed(&[c.seed, seed, run as u64, restart as u64]);
-                self.run(&on_host, xs, ys, ts, rows, eps, seed, &mut best)?;
+                let batch = Rows {
+                    x: xs,
+                    y: ys,
+                    targets: ts,
+                    rows,
+                };
+                self.run(&on_host, batch, eps, seed, &mut best)?;
             }
         }
         Ok(best.tensor(dims, &device))

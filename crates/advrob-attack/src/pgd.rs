@@ -250,17 +250,15 @@ impl Pgd {
     /// The iterates, gradients and candidates live on the host and each step updates every row
     /// in one pass after one gradient readback (the same f32 operations as the tensor version
     /// it replaced); the model's pass is the only device work.
-    #[allow(clippy::too_many_arguments)] // one restart's inputs: the batch and where results go
     fn restart(
         &self,
         grad_model: &HostModel<'_>,
-        x: Tensor<3>,
-        goal: Tensor<1, Int>,
-        mut rows: Vec<usize>,
+        batch: Restart,
         eps: f64,
         seed: u64,
         best: &mut Best,
     ) -> Result<()> {
+        let Restart { x, goal, mut rows } = batch;
         let c = &self.0;
         let targeted = c.target.is_some();
         let (alpha, sign) = (self.alpha(eps), if targeted { -1.0 } else { 1.0 });
@@ -278,7 +276,12 @@ impl Pgd {
             let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), c.loss);
             let p = grad_model.pass(&adv, [rows.len(), h, w], &loss, step < c.steps)?;
             if step > 0 {
-                cand.offer(&adv, size, &p, &goal_host, targeted, sign, c.keep_last);
+                let judge = Judge {
+                    goal: &goal_host,
+                    targeted,
+                    sign,
+                };
+                cand.offer(&adv, size, &p, &judge, c.keep_last);
             }
             let Some(mut g) = p.grad else { break };
             // rows already broken take no more steps: hand them over and drop them
@@ -326,6 +329,23 @@ impl Pgd {
     }
 }
 
+/// The rows one restart attacks: their images, the class each is judged against (its label, or
+/// its target when targeted) and their places in the batch.
+struct Restart {
+    x: Tensor<3>,
+    goal: Tensor<1, Int>,
+    rows: Vec<usize>,
+}
+
+/// How a step's iterate is judged: broken when its prediction equals `goal` (targeted) or
+/// differs from it, else scored by the loss times `sign` (−1 when targeted: the loss descends).
+#[derive(Clone, Copy)]
+struct Judge<'a> {
+    goal: &'a [i64],
+    targeted: bool,
+    sign: f64,
+}
+
 /// The candidate of each row of a restart: an iterate after a step, misclassified (targeted:
 /// classified as the target) if one was found, else the one of highest loss.
 struct Candidates {
@@ -347,20 +367,15 @@ impl Candidates {
         }
     }
 
-    /// Offers the iterates `adv` of a step (`size` values a row), on which `p` is the pass
-    /// against `goal_host`: a row not broken yet takes its iterate when that breaks it or scores
-    /// higher (`sign`: −1 when targeted); with `always`, every row takes it.
-    #[allow(clippy::too_many_arguments)] // one step's iterates and how to judge them
-    fn offer(
-        &mut self,
-        adv: &[f32],
-        size: usize,
-        p: &HostPass,
-        goal_host: &[i64],
-        targeted: bool,
-        sign: f64,
-        always: bool,
-    ) {
+    /// Offers the iterates `adv` of a step (`size` values a row), on which `p` is the pass,
+    /// judged by `judge`: a row not broken yet takes its iterate when that breaks it or scores
+    /// higher; with `always`, every row takes it.
+    fn offer(&mut self, adv: &[f32], size: usize, p: &HostPass, judge: &Judge<'_>, always: bool) {
+        let Judge {
+            goal: goal_host,
+            targeted,
+            sign,
+        } = *judge;
         let fooled: Vec<bool> = p
             .pred
             .iter()
@@ -486,11 +501,14 @@ impl Attack for Pgd {
             } else {
                 select_rows(goal.clone(), &rows)
             };
+            let batch = Restart {
+                x: sub(x.clone()),
+                goal: goal_rows,
+                rows: rows.clone(),
+            };
             self.restart(
                 &grad_model,
-                sub(x.clone()),
-                goal_rows,
-                rows.clone(),
+                batch,
                 eps,
                 mix_seed(&[c.seed, seed, restart as u64]),
                 &mut best,

@@ -470,6 +470,21 @@ impl BatchView<'_> {
     }
 }
 
+/// What an evaluation runs on and how ([`evaluate`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EvalRequest<'a> {
+    /// The examples, in order.
+    pub data: &'a Split,
+    /// The budgets, each evaluated on every example.
+    pub eps: &'a [f64],
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// The run's seed; each batch's attack seed is derived from it and the batch's first example.
+    pub seed: u64,
+    /// Where the model computes.
+    pub device: &'a Device,
+}
+
 /// Evaluates `model` against `attack` at every ε of `eps` on `data`, in batches of `batch_size`.
 /// `seed` (the run's) is mixed with each batch's first example into the seed of the attack's
 /// random draws, so that batches draw independently. `on_batch(done, total)` is called after
@@ -478,17 +493,19 @@ impl BatchView<'_> {
 /// The attack sees the true labels; the model is used in inference mode throughout. An
 /// ensemble ([`Attack::components`]) runs as a cascade, each component on what the earlier ones
 /// left robust, and the records say which broke how many examples.
-#[allow(clippy::too_many_arguments)] // the evaluation's inputs, each needed
 pub fn evaluate(
     model: &dyn Classifier,
     attack: &dyn Attack,
-    data: &Split,
-    eps: &[f64],
-    batch_size: usize,
-    seed: u64,
-    device: &Device,
+    request: &EvalRequest<'_>,
     on_batch: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<EvalRecord>> {
+    let EvalRequest {
+        data,
+        eps,
+        batch_size,
+        seed,
+        device,
+    } = *request;
     check_request(eps, batch_size)?;
     if data.is_empty() {
         return Err(EvalError::Invalid {
@@ -538,37 +555,39 @@ pub fn evaluate(
         }
         on_batch(bi + 1, total);
     }
-    let seconds = start.elapsed().as_secs_f64();
+    let totals = Totals {
+        n,
+        clean_correct,
+        targeted,
+        seconds: start.elapsed().as_secs_f64(),
+        passes: passes.get(),
+    };
     Ok(eps
         .iter()
         .zip(accs)
-        .map(|(&e, a)| {
-            record(
-                attack,
-                e,
-                n,
-                clean_correct,
-                targeted,
-                seconds,
-                passes.get(),
-                a,
-            )
-        })
+        .map(|(&e, a)| record(attack, e, &totals, a))
         .collect())
 }
 
-/// The record of one ε from its accumulated counts.
-#[allow(clippy::too_many_arguments)] // the counts of one evaluation
-fn record(
-    attack: &dyn Attack,
-    eps: f64,
+/// What every ε of one evaluation shares: the examples, how many were correct before the attack,
+/// whether the attack was targeted, the time and the model passes it took.
+struct Totals {
     n: usize,
     clean_correct: usize,
     targeted: bool,
     seconds: f64,
     passes: Passes,
-    a: Acc,
-) -> EvalRecord {
+}
+
+/// The record of one ε from its accumulated counts.
+fn record(attack: &dyn Attack, eps: f64, totals: &Totals, a: Acc) -> EvalRecord {
+    let Totals {
+        n,
+        clean_correct,
+        targeted,
+        seconds,
+        passes,
+    } = *totals;
     let nf = n.max(1) as f64;
     let components = (!attack.components().is_empty()).then(|| {
         attack
@@ -687,11 +706,13 @@ mod tests {
                 evaluate(
                     &Threshold,
                     &attack,
-                    &split(),
-                    &[0.1],
-                    1,
-                    seed,
-                    device,
+                    &EvalRequest {
+                        data: &split(),
+                        eps: &[0.1],
+                        batch_size: 1,
+                        seed,
+                        device,
+                    },
                     &mut |_, _| {},
                 )
                 .expect("evaluate");
@@ -761,11 +782,13 @@ mod tests {
             let recs = evaluate(
                 &Threshold,
                 &ensemble,
-                &split(),
-                &[0.0, 0.1, 0.4],
-                3,
-                0,
-                device,
+                &EvalRequest {
+                    data: &split(),
+                    eps: &[0.0, 0.1, 0.4],
+                    batch_size: 3,
+                    seed: 0,
+                    device,
+                },
                 &mut |_, _| {},
             )
             .expect("evaluate");
@@ -794,11 +817,13 @@ mod tests {
             let recs = evaluate(
                 &Threshold,
                 &Brighten,
-                &split(),
-                &[0.0, 0.1],
-                3,
-                0,
-                &device,
+                &EvalRequest {
+                    data: &split(),
+                    eps: &[0.0, 0.1],
+                    batch_size: 3,
+                    seed: 0,
+                    device: &device,
+                },
                 &mut |_, _| {},
             )
             .expect("evaluate");
@@ -874,11 +899,13 @@ mod tests {
             let recs = evaluate(
                 &Threshold,
                 &BrightenTowardsOne,
-                &split(),
-                &[0.0, 0.1],
-                4,
-                0,
-                &device,
+                &EvalRequest {
+                    data: &split(),
+                    eps: &[0.0, 0.1],
+                    batch_size: 4,
+                    seed: 0,
+                    device: &device,
+                },
                 &mut |_, _| {},
             )
             .expect("evaluate");
@@ -890,11 +917,13 @@ mod tests {
             let plain = evaluate(
                 &Threshold,
                 &Brighten,
-                &split(),
-                &[0.1],
-                4,
-                0,
-                &device,
+                &EvalRequest {
+                    data: &split(),
+                    eps: &[0.1],
+                    batch_size: 4,
+                    seed: 0,
+                    device: &device,
+                },
                 &mut |_, _| {},
             )
             .expect("evaluate");
@@ -914,11 +943,13 @@ mod tests {
             let recs = evaluate(
                 &model,
                 &Fgsm::new(),
-                &data,
-                &[0.05, 0.2],
-                7,
-                0,
-                device,
+                &EvalRequest {
+                    data: &data,
+                    eps: &[0.05, 0.2],
+                    batch_size: 7,
+                    seed: 0,
+                    device,
+                },
                 &mut |_, _| {},
             )
             .expect("evaluate");
@@ -943,11 +974,13 @@ mod tests {
             let err = evaluate(
                 &Threshold,
                 &Brighten,
-                &split(),
-                &[-0.1],
-                2,
-                0,
-                device,
+                &EvalRequest {
+                    data: &split(),
+                    eps: &[-0.1],
+                    batch_size: 2,
+                    seed: 0,
+                    device,
+                },
                 &mut |_, _| {},
             )
             .expect_err("eps < 0");

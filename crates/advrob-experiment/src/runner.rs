@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use advrob_data::{Dataset, Mirror, Split, sha256_hex};
-use advrob_eval::evaluate;
+use advrob_eval::{EvalRequest, evaluate};
 use advrob_model::{
     DeployConfig, Deployed, FgsmTutorialConfig, LenetConfig, MadryCnnConfig, MlpConfig, NetConfig,
     Stage, TrainConfig, TrainSetup, backend, checkpoint,
@@ -365,6 +365,14 @@ fn run_awake(
         Ok(())
     })?;
     Ok(summary)
+}
+
+/// The model a record is about: its place in the matrix, its deployed form and where it came from.
+#[derive(Clone, Copy)]
+struct Evaluated<'m> {
+    i: usize,
+    model: &'m Deployed,
+    info: &'m ModelInfo,
 }
 
 /// One (dataset, backend, seed) cell of a matrix: what its models train on, where they compute.
@@ -1134,11 +1142,13 @@ impl EvalContext<'_> {
             let evals = evaluate(
                 &model,
                 attack.as_ref(),
-                self.test_split,
-                &eps,
-                matrix.eval.batch_size,
-                seed,
-                models.device,
+                &EvalRequest {
+                    data: self.test_split,
+                    eps: &eps,
+                    batch_size: matrix.eval.batch_size,
+                    seed,
+                    device: models.device,
+                },
                 &mut |done, _| observer.event(Event::EvalProgress { done: done as u64 }),
             )?;
             let clean_accuracy = evals.first().map(|e| e.clean_accuracy).unwrap_or(0.0);
@@ -1146,7 +1156,12 @@ impl EvalContext<'_> {
             let key = self.eval_key(ai);
             let mut new = Vec::new();
             for ev in evals {
-                new.push(self.record(models, i, described, &key, &model, &info, ev)?);
+                let evaluated = Evaluated {
+                    i,
+                    model: &model,
+                    info: &info,
+                };
+                new.push(self.record(models, &evaluated, described, &key, ev)?);
             }
             // after every (model, attack): a kill loses at most the evaluation under way
             self.log.append(&new)?;
@@ -1158,18 +1173,16 @@ impl EvalContext<'_> {
         Ok(())
     }
 
-    /// The record of model `i` under `attack` for one ε's metrics.
-    #[allow(clippy::too_many_arguments)] // one record's sources
+    /// The record of the evaluated model under `attack` for one ε's metrics.
     fn record(
         &self,
         models: &Models<'_>,
-        i: usize,
+        evaluated: &Evaluated<'_>,
         attack: &Described,
         eval_key: &str,
-        model: &Deployed,
-        info: &ModelInfo,
         eval: advrob_eval::EvalRecord,
     ) -> Result<Record> {
+        let Evaluated { i, model, info } = *evaluated;
         let spec = &self.matrix.models[i];
         let plan = &models.plans[i];
         let unix_time = SystemTime::now()
