@@ -51,6 +51,9 @@ pub struct Point {
     pub max: f64,
     /// Seeds behind the point.
     pub seeds: u32,
+    /// Whether an attack was run at this ε; `false` for the clean accuracy put at ε = 0 under an
+    /// accuracy curve whose grid has no 0 (drawn as a hollow marker, never joined to the curve).
+    pub attacked: bool,
 }
 
 /// A panel: one (dataset, backend, attack) and a curve per model, undefended models first.
@@ -119,6 +122,7 @@ pub fn panels(df: &DataFrame, metric: &str, clean_at_zero: bool) -> crate::Resul
                 .get(i)?
                 .extract::<u32>()
                 .unwrap_or(1),
+            attacked: true,
         };
         let defended = str_at(&mean, "defense", i)? != "none";
         by_panel
@@ -153,6 +157,47 @@ pub fn panels(df: &DataFrame, metric: &str, clean_at_zero: bool) -> crate::Resul
     Ok(out)
 }
 
+/// `panels` with each attacked point's band the bootstrap 95% interval over test examples of
+/// `intervals` ([`crate::stats::intervals`]: matched by model, attack, backend and ε) where it
+/// has one; elsewhere the band stays the min–max over seeds.
+pub fn with_intervals(mut panels: Vec<Panel>, intervals: &DataFrame) -> crate::Result<Vec<Panel>> {
+    let mut ci: BTreeMap<(String, String, String, u64), (f64, f64)> = BTreeMap::new();
+    for i in 0..intervals.height() {
+        let (Some(lo), Some(hi)) = (
+            f64_at(intervals, "ci_low", i)?,
+            f64_at(intervals, "ci_high", i)?,
+        ) else {
+            continue;
+        };
+        let eps = f64_at(intervals, "eps", i)?.unwrap_or(0.0);
+        ci.insert(
+            (
+                str_at(intervals, "model", i)?,
+                str_at(intervals, "attack", i)?,
+                str_at(intervals, "backend", i)?,
+                eps.to_bits(),
+            ),
+            (lo, hi),
+        );
+    }
+    for p in &mut panels {
+        for (model, pts) in &mut p.curves {
+            for pt in pts.iter_mut().filter(|pt| pt.attacked) {
+                let key = (
+                    model.clone(),
+                    p.attack.clone(),
+                    p.backend.clone(),
+                    pt.eps.to_bits(),
+                );
+                if let Some(&(lo, hi)) = ci.get(&key) {
+                    (pt.min, pt.max) = (lo, hi);
+                }
+            }
+        }
+    }
+    Ok(panels)
+}
+
 /// Clean accuracy as a point at ε = 0 (mean, min and max over seeds).
 fn clean_point(df: &DataFrame, key: &[&str; 4]) -> crate::Result<Point> {
     let col =
@@ -170,20 +215,29 @@ fn clean_point(df: &DataFrame, key: &[&str; 4]) -> crate::Result<Point> {
         min: c.min().unwrap_or(0.0),
         max: c.max().unwrap_or(0.0),
         seeds,
+        attacked: false,
     })
 }
 
 type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// Width of the legend beside each panel, in pixels: the legend sits outside the plotting area,
+/// where it can hide no curve.
+const LEGEND_WIDTH: u32 = 380;
+
+/// One panel: the curves on the left, each joining only the ε its attack was run at (a single ε is
+/// a point; the clean accuracy at ε = 0 a hollow marker), and the legend on the right.
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
     y_label: &str,
-    legend: SeriesLabelPosition,
 ) -> DrawResult<()>
 where
     DB::ErrorType: 'static,
 {
+    let (width, _) = area.dim_in_pixel();
+    let (area, legend_area) = area.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
+    let area = &area;
     let x_max = panel
         .curves
         .iter()
@@ -206,35 +260,62 @@ where
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
         .draw()?;
-    for (i, (model, pts)) in panel.curves.iter().enumerate() {
+    for (i, (_, pts)) in panel.curves.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        if pts.iter().any(|p| p.seeds > 1) {
-            // min–max over seeds as a band
-            let mut band: Vec<(f64, f64)> = pts.iter().map(|p| (p.eps, p.max)).collect();
-            band.extend(pts.iter().rev().map(|p| (p.eps, p.min)));
+        let attacked: Vec<&Point> = pts.iter().filter(|p| p.attacked).collect();
+        if attacked.len() > 1 && attacked.iter().any(|p| p.max > p.min) {
+            // min–max over seeds (or an interval) as a band
+            let mut band: Vec<(f64, f64)> = attacked.iter().map(|p| (p.eps, p.max)).collect();
+            band.extend(attacked.iter().rev().map(|p| (p.eps, p.min)));
             chart.draw_series(std::iter::once(Polygon::new(band, colour.mix(0.2))))?;
         }
-        chart
-            .draw_series(LineSeries::new(
-                pts.iter().map(|p| (p.eps, p.mean)),
+        if attacked.len() > 1 {
+            chart.draw_series(LineSeries::new(
+                attacked.iter().map(|p| (p.eps, p.mean)),
                 colour.stroke_width(2),
-            ))?
-            .label(model.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(3))
-            });
+            ))?;
+        }
+        chart.draw_series(
+            attacked
+                .iter()
+                .map(|p| Circle::new((p.eps, p.mean), 4, colour.filled())),
+        )?;
         chart.draw_series(
             pts.iter()
-                .map(|p| Circle::new((p.eps, p.mean), 3, colour.filled())),
+                .filter(|p| !p.attacked)
+                .map(|p| Circle::new((p.eps, p.mean), 5, colour.stroke_width(2))),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .position(legend)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&legend_area, panel)
+}
+
+/// The legend of a panel, in its own area: a line per model in its curve's colour, and what the
+/// hollow marker is when a panel has one.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let font = ("sans-serif", 15).into_font();
+    let (top, step) = (60i32, 22i32);
+    for (i, (model, _)) in panel.curves.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let y = top + step * i as i32;
+        area.draw(&PathElement::new(
+            vec![(8, y), (30, y)],
+            colour.stroke_width(3),
+        ))?;
+        area.draw(&Text::new(model.clone(), (38, y - 8), font.clone()))?;
+    }
+    if panel
+        .curves
+        .iter()
+        .flat_map(|(_, p)| p)
+        .any(|p| !p.attacked)
+    {
+        let y = top + step * (panel.curves.len() as i32 + 1);
+        area.draw(&Circle::new((19, y), 5, BLACK.stroke_width(2)))?;
+        area.draw(&Text::new("clean accuracy (no attack)", (38, y - 8), font))?;
+    }
     Ok(())
 }
 
@@ -242,7 +323,6 @@ fn draw_panels<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     panels: &[Panel],
     y_label: &str,
-    legend: &SeriesLabelPosition,
 ) -> DrawResult<()>
 where
     DB::ErrorType: 'static,
@@ -252,34 +332,22 @@ where
     let rows = panels.len().div_ceil(cols).max(1);
     let areas = root.split_evenly((rows, cols));
     for (area, panel) in areas.iter().zip(panels) {
-        draw_panel(area, panel, y_label, legend.clone())?;
+        draw_panel(area, panel, y_label)?;
     }
     root.present()?;
     Ok(())
 }
 
-/// Pixel size of a figure of `n` panels: 900 × 600 per panel, two panels per row.
+/// Pixel size of a figure of `n` panels: 900 × 600 per panel and its legend beside it
+/// ([`LEGEND_WIDTH`]), two panels per row.
 pub fn figure_size(n: usize) -> (u32, u32) {
     let cols = n.clamp(1, 2) as u32;
     let rows = n.div_ceil(2).max(1) as u32;
-    (900 * cols, 600 * rows)
+    ((900 + LEGEND_WIDTH) * cols, 600 * rows)
 }
 
-/// Draws `panels` into `<stem>.png` and `<stem>.svg`; returns both paths. Curves that fall with ε
-/// (accuracy) leave the lower left corner free for the legend, rising ones (success rate) the upper
-/// left.
+/// Draws `panels` into `<stem>.png` and `<stem>.svg`; returns both paths.
 pub fn curves(panels: &[Panel], y_label: &str, stem: &Path) -> crate::Result<Vec<PathBuf>> {
-    let rising = panels
-        .iter()
-        .flat_map(|p| &p.curves)
-        .filter_map(|(_, pts)| Some(pts.last()?.mean - pts.first()?.mean))
-        .sum::<f64>()
-        > 0.0;
-    let legend = if rising {
-        SeriesLabelPosition::UpperLeft
-    } else {
-        SeriesLabelPosition::LowerLeft
-    };
     fonts();
     let size = figure_size(panels.len());
     let png = stem.with_extension("png");
@@ -289,14 +357,12 @@ pub fn curves(panels: &[Panel], y_label: &str, stem: &Path) -> crate::Result<Vec
         BitMapBackend::new(&png, size).into_drawing_area(),
         panels,
         y_label,
-        &legend,
     )
     .map_err(err)?;
     draw_panels(
         SVGBackend::new(&svg, size).into_drawing_area(),
         panels,
         y_label,
-        &legend,
     )
     .map_err(err)?;
     Ok(vec![png, svg])
@@ -429,6 +495,11 @@ mod tests {
     use crate::tables::frame;
     use crate::testing::rec;
 
+    /// `c` as SVG writes a colour.
+    fn hex(c: RGBColor) -> String {
+        format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
+    }
+
     fn png_size(path: &Path) -> (u32, u32) {
         let bytes = std::fs::read(path).expect("png");
         assert_eq!(&bytes[1..4], b"PNG", "{}", path.display());
@@ -473,7 +544,7 @@ mod tests {
         assert_eq!(png_size(&files[0]), figure_size(1));
         let svg = std::fs::read_to_string(&files[1]).expect("svg");
         assert!(
-            svg.starts_with("<svg") && svg.contains("width=\"900\""),
+            svg.starts_with("<svg") && svg.contains(&format!("width=\"{}\"", figure_size(1).0)),
             "{svg:.300}"
         );
         // the legend names each model
@@ -488,6 +559,31 @@ mod tests {
     }
 
     #[test]
+    fn an_attack_run_at_one_eps_is_a_point_and_clean_accuracy_is_not_joined_to_it() {
+        // one attacked ε (0.1) and clean accuracy at ε = 0: no line at all, one filled point and
+        // one hollow marker
+        let one = vec![rec("a", 1, 0.1, 0.9, 0.5)];
+        let df = frame(&one).expect("frame");
+        let p = panels(&df, "adversarial_accuracy", true).expect("panels");
+        let attacked: Vec<bool> = p[0].curves[0].1.iter().map(|x| x.attacked).collect();
+        assert_eq!(attacked, [false, true]);
+        let dir = tempfile::tempdir().expect("temp");
+        let files = curves(&p, "accuracy", &dir.path().join("one")).expect("draw");
+        let svg = std::fs::read_to_string(&files[1]).expect("svg");
+        // the curve's line: its colour at width 2 (axes are black, the legend's swatch width 3)
+        let line = format!("stroke=\"{}\" stroke-width=\"2\" points=", hex(COLOURS[0]));
+        assert!(!svg.contains(&line), "a single ε drawn as a line: {svg}");
+        assert!(svg.contains("clean accuracy (no attack)"), "{svg}");
+        // two attacked ε: one line between them, and still not from the clean point
+        let two = vec![rec("a", 1, 0.1, 0.9, 0.5), rec("a", 1, 0.2, 0.9, 0.3)];
+        let df = frame(&two).expect("frame");
+        let p = panels(&df, "adversarial_accuracy", true).expect("panels");
+        let files = curves(&p, "accuracy", &dir.path().join("two")).expect("draw");
+        let svg = std::fs::read_to_string(&files[1]).expect("svg");
+        assert_eq!(svg.matches(&line).count(), 1, "{svg}");
+    }
+
+    #[test]
     fn several_backends_get_one_panel_each() {
         let mut other = rec("a", 1, 0.1, 0.9, 0.4);
         other.backend = "wgpu".into();
@@ -499,6 +595,6 @@ mod tests {
         assert_eq!(backends, ["ndarray", "wgpu"]);
         let dir = tempfile::tempdir().expect("temp");
         let files = curves(&p, "accuracy", &dir.path().join("acc")).expect("draw");
-        assert_eq!(png_size(&files[0]), (1800, 600));
+        assert_eq!(png_size(&files[0]), ((900 + LEGEND_WIDTH) * 2, 600));
     }
 }
