@@ -76,12 +76,7 @@ pub fn reproduce(
     {
         print!("{md}");
     }
-    let summary = advrob_report::report_with(
-        &[out.to_path_buf()],
-        reports,
-        Some(&data.data_dir),
-        &registry,
-    )?;
+    let summary = advrob_report::report_with(&[out.to_path_buf()], reports, &registry)?;
     println!("{summary}");
     Ok(())
 }

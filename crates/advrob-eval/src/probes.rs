@@ -14,7 +14,7 @@ use crate::{EvalError, Result};
 pub const UNBOUNDED_EXAMPLES: usize = 1000;
 
 /// What [`probe`] measured on one model.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Probe {
     /// Share of the examples whose cross-entropy input gradient (against the true label, through
     /// the deployed model) is all zero or not finite.

@@ -14,10 +14,8 @@ pub enum ExperimentError {
     /// Reading, verifying or downloading data.
     #[error(transparent)]
     Data(#[from] DataError),
-    /// No mirror could be reached for a dataset: the error, with what to do about it.
-    #[error(
-        "{source}\nhint: point --mirror (or ADVROB_MIRROR) at a directory or URL holding the {dataset} .gz files"
-    )]
+    /// No mirror could be reached for a dataset.
+    #[error("{source}")]
     NoMirror {
         /// The dataset.
         dataset: String,
@@ -68,6 +66,29 @@ pub enum ExperimentError {
         kind: String,
         /// What serde said.
         reason: String,
+    },
+    /// A run directory holds records of an earlier schema, whose keys a rerun could reuse
+    /// silently.
+    #[error(
+        "{}: holds records of an older advrob (schema {schema}, this one writes {current}: its keys leave out the attack's settings and the test examples), which a rerun could reuse silently",
+        run.display()
+    )]
+    OlderRecords {
+        /// The run directory.
+        run: PathBuf,
+        /// The oldest schema it holds.
+        schema: u32,
+        /// The schema this build writes.
+        current: u32,
+    },
+    /// A run directory holds another matrix than the one asked to run into it.
+    #[error(
+        "{}: holds another matrix, and a run directory keeps the matrix it was started with (queued Slurm tasks and reports rely on it)",
+        path.display()
+    )]
+    OtherMatrix {
+        /// The run directory's matrix file.
+        path: PathBuf,
     },
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]

@@ -7,6 +7,8 @@
 //! <run>/records.jsonl                            the single records file of earlier versions
 //! <run>/models/<model>-<backend>-s<seed>-<key>/  one trained model: weights, configs, train.json
 //! <run>/models/<model>-…-<key>.{train,eval}.lock held while a writer trains or evaluates it
+//! <run>/observations/<model>-…-<key>.json       a checkpoint's probes and example images
+//! <run>/agreement.json                           the cross-backend agreement (`agree`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -70,6 +72,20 @@ impl RunDir {
     /// `--extend`, those a Slurm submission's tasks read).
     pub fn matrices(&self) -> PathBuf {
         self.root.join("matrices")
+    }
+
+    /// The observations of the run's checkpoints (`advrob_experiment::observe`), one file each.
+    pub fn observations(&self) -> PathBuf {
+        self.root.join("observations")
+    }
+
+    /// The observation file of the checkpoint in `checkpoint_dir`: named after it.
+    pub fn observations_of(&self, checkpoint_dir: &Path) -> PathBuf {
+        let name = checkpoint_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        self.observations().join(format!("{name}.json"))
     }
 
     /// The checkpoint directory of model `model` trained on `backend` with `seed`, whose

@@ -5,6 +5,7 @@ pub mod data;
 mod error;
 pub mod layout;
 pub mod matrix;
+pub mod observe;
 pub mod presets;
 pub mod record;
 pub mod registry;
@@ -21,4 +22,6 @@ pub use registry::{Described, Registry};
 pub use runner::{
     Event, Observer, Quiet, RunOptions, RunSummary, Shard, run, run_jobs, train_models,
 };
-pub use store::{Quarantined, RecordLog, RunRecords, read_records, read_run, validate};
+pub use store::{
+    Migrated, Quarantined, RecordLog, RunRecords, migrate, read_records, read_run, validate,
+};

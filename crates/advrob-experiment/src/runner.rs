@@ -18,6 +18,7 @@ use crate::data::{DataSource, load_data};
 use crate::error::{ExperimentError, Result};
 use crate::layout::{RunDir, TRAIN_FILE};
 use crate::matrix::{Arch, DefenseSpec, Matrix, ModelSpec};
+use crate::observe;
 use crate::record::{EvalKey, Record, SCHEMA, Versions, record_key};
 use crate::registry::{Described, Registry};
 use crate::store::{Lock, RecordLog, read_run};
@@ -211,16 +212,17 @@ fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
 /// Refuses to add records to a run directory that holds records of an older schema: their keys
 /// leave out what changes the numbers, so they could be reused silently.
 fn refuse_old_records(dir: &RunDir, records: &[Record]) -> Result<()> {
-    if let Some(old) = records.iter().find(|r| r.schema < SCHEMA) {
-        return Err(ExperimentError::file(
-            dir.root(),
-            format!(
-                "holds records of an older advrob (schema {}, this one writes {SCHEMA}: its keys leave out the attack's settings and the test examples), which a rerun could reuse silently; run into a new --out, or move {} and {} aside to recompute them",
-                old.schema,
-                dir.records().display(),
-                dir.record_logs().display()
-            ),
-        ));
+    if let Some(old) = records
+        .iter()
+        .map(|r| r.schema)
+        .filter(|&s| s < SCHEMA)
+        .min()
+    {
+        return Err(ExperimentError::OlderRecords {
+            run: dir.root().to_path_buf(),
+            schema: old,
+            current: SCHEMA,
+        });
     }
     Ok(())
 }
@@ -265,10 +267,7 @@ pub fn check_matrix(dir: &RunDir, matrix: &Matrix, extend: bool) -> Result<()> {
     if extend || held.iter().any(|t| holds(t)) {
         return Ok(());
     }
-    Err(ExperimentError::file(
-        &path,
-        "holds another matrix, and a run directory keeps the matrix it was started with (queued Slurm tasks and reports rely on it); run into a new --out, or add --extend to run this matrix into the same directory beside it (records stay apart by their keys)",
-    ))
+    Err(ExperimentError::OtherMatrix { path })
 }
 
 /// The file under `matrices/` that holds `matrix` once [`write_matrix`] wrote it.
@@ -320,7 +319,7 @@ fn run_awake(
     matrix.check(registry)?;
     let dir = RunDir::new(&opts.out);
     check_matrix(&dir, matrix, opts.extend)?;
-    let existing = read_run(&dir, registry)?;
+    let existing = read_run(&dir)?;
     refuse_old_records(&dir, &existing.records)?;
     let attacks: Vec<Described> = matrix
         .attacks
@@ -928,7 +927,7 @@ fn warn_slow_convolutions(matrix: &Matrix, backend_name: &str) {
     let cnns = cnns_trained_slowly(matrix, backend_name);
     if !cnns.is_empty() {
         log::warn!(
-            "{} on ndarray: the FGSM tutorial's network trains in burn's graph there (its channel dropout), about twice burn-flex's time; build with the flex feature and pass --backends flex to train it faster",
+            "{} on ndarray: the FGSM tutorial's network trains in burn's graph there (its channel dropout), about twice burn-flex's time; the flex backend trains it faster",
             cnns.join(", ")
         );
     }
@@ -1020,8 +1019,59 @@ impl EvalContext<'_> {
             .collect()
     }
 
+    /// Whether model `i` has records left to write, or its checkpoint has no observations yet
+    /// ([`crate::observe`]: a run killed after its last record redoes them).
     fn has_work(&self, models: &Models<'_>, i: usize) -> bool {
-        !self.todo(models, i).is_empty()
+        !self.todo(models, i).is_empty() || !self.observed(models, i)
+    }
+
+    /// Whether model `i`'s checkpoint has its observations.
+    fn observed(&self, models: &Models<'_>, i: usize) -> bool {
+        self.run.observations_of(&models.plans[i].dir).exists()
+    }
+
+    /// Measures model `i` for the report ([`crate::observe`]): the probe on the run's test
+    /// examples and the example grid under the matrix's [`observe::grid_attack`].
+    fn observe(
+        &self,
+        models: &Models<'_>,
+        i: usize,
+        model: &Deployed,
+        info: &ModelInfo,
+    ) -> Result<()> {
+        let plan = &models.plans[i];
+        let probe = advrob_eval::probe(model, plan.net.classes(), self.test_split, models.device)?;
+        let grid = match observe::grid_attack(self.attacks.iter().map(|a| &a.info)) {
+            Some(ai) => {
+                let attack = self
+                    .registry
+                    .attack(&self.matrix.attacks[ai], &mut |name| {
+                        Err(ExperimentError::invalid(
+                            "attack",
+                            format!("{name}: a transfer attack draws no example grid"),
+                        ))
+                    })?;
+                Some(observe::example_grid(
+                    model,
+                    (&self.attacks[ai].name, attack.as_ref()),
+                    self.test_split,
+                    grid(self.matrix, ai),
+                    models.device,
+                )?)
+            }
+            None => None,
+        };
+        let obs = observe::Observations {
+            model: self.matrix.models[i].name.clone(),
+            model_key: plan.key.clone(),
+            backend: models.backend.to_string(),
+            seed: models.seed,
+            checkpoint_sha256: info.checkpoint_sha256.clone(),
+            test_examples: self.test_split.len(),
+            probe,
+            grid,
+        };
+        observe::write(self.run, &plan.dir, &obs)
     }
 
     /// Counts model `i`'s records (of this run's share) as already there.
@@ -1041,8 +1091,7 @@ impl EvalContext<'_> {
 
     /// Re-reads the run's records: another writer may have added some.
     fn refresh(&mut self) -> Result<()> {
-        self.records
-            .extend(read_run(self.run, self.registry)?.settled());
+        self.records.extend(read_run(self.run)?.settled());
         Ok(())
     }
 
@@ -1169,6 +1218,9 @@ impl EvalContext<'_> {
                 self.records.insert(r.key);
                 self.summary.new_records += 1;
             }
+        }
+        if !self.observed(models, i) {
+            self.observe(models, i, &model, &info)?;
         }
         Ok(())
     }

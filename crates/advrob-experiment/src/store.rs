@@ -243,7 +243,7 @@ type Log = (Vec<(usize, Record)>, Vec<Quarantined>, Option<Torn>);
 
 /// Parses one log. A complete line that is not a valid record is quarantined, not an error: the
 /// rest of the directory stays readable.
-fn read_log(path: &Path, registry: &Registry) -> Result<Log> {
+fn read_log(path: &Path) -> Result<Log> {
     let bytes = std::fs::read(path).map_err(|e| ExperimentError::io(path, e))?;
     let text = String::from_utf8_lossy(&bytes);
     let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -258,7 +258,7 @@ fn read_log(path: &Path, registry: &Registry) -> Result<Log> {
         if line.trim().is_empty() {
             continue;
         }
-        match parse_line(line, registry) {
+        match parse_line(line) {
             Ok(r) => out.push((i + 1, r)),
             Err(reason) => quarantined.push(Quarantined {
                 file: path.to_path_buf(),
@@ -270,31 +270,80 @@ fn read_log(path: &Path, registry: &Registry) -> Result<Log> {
     Ok((out, quarantined, torn))
 }
 
+/// Why a record without typed attack metadata is not used: [`migrate`] adds it.
+pub const NO_ATTACK_INFO: &str = "no typed attack metadata (attack_info): written by an advrob before it; migrate the run directory once";
+
 /// One line as a valid record with its attack metadata, or why it is not one.
-fn parse_line(line: &str, registry: &Registry) -> std::result::Result<Record, String> {
-    let mut r: Record = serde_json::from_str(line).map_err(|e| format!("not a record: {e}"))?;
+fn parse_line(line: &str) -> std::result::Result<Record, String> {
+    let r: Record = serde_json::from_str(line).map_err(|e| format!("not a record: {e}"))?;
     if r.attack_info.is_none() {
-        let spec = serde_json::from_value(r.attack_config.clone())
-            .map_err(|e| format!("attack_config: {e}"))?;
-        let described = registry
-            .describe(&spec)
-            .map_err(|e| format!("attack_config: {e}"))?;
-        r.attack_info = Some(described.info);
+        return Err(NO_ATTACK_INFO.to_string());
     }
     validate(&r).map_err(|e| format!("not a valid record: {e}"))?;
     Ok(r)
 }
 
-/// Reads and merges every log of `run` (none: no records). Records without typed attack metadata
-/// (older versions) get it from their attack's settings through `registry`. A complete line that
-/// is not a record is an error naming the file and line; a torn last line is skipped.
-pub fn read_run(run: &RunDir, registry: &Registry) -> Result<RunRecords> {
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Migrated {
+    /// Logs rewritten.
+    pub files: Vec<PathBuf>,
+    /// Records given their attack metadata.
+    pub records: usize,
+}
+
+/// Upgrades the records of `run` written by earlier versions, once: a record without typed attack
+/// metadata gets it from its attack's settings through `registry`, and its log is rewritten
+/// (atomically; every other line, a torn last line included, kept as it was). Reading a run needs
+/// no registry afterwards. Run it while no writer appends to the directory.
+pub fn migrate(run: &RunDir, registry: &Registry) -> Result<Migrated> {
+    let mut out = Migrated::default();
+    for log in logs(run)? {
+        let bytes = std::fs::read(&log).map_err(|e| ExperimentError::io(&log, e))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let mut changed = 0;
+        let mut lines = Vec::new();
+        for line in text.split_inclusive('\n') {
+            let Some(body) = line.strip_suffix('\n') else {
+                lines.push(line.to_string());
+                continue;
+            };
+            match serde_json::from_str::<Record>(body) {
+                Ok(mut r) if r.attack_info.is_none() => {
+                    let spec = serde_json::from_value(r.attack_config.clone()).map_err(|e| {
+                        ExperimentError::file(&log, format!("record {}: attack_config: {e}", r.key))
+                    })?;
+                    let described = registry.describe(&spec).map_err(|e| {
+                        ExperimentError::file(&log, format!("record {}: attack_config: {e}", r.key))
+                    })?;
+                    r.attack_info = Some(described.info);
+                    let json = serde_json::to_string(&r)
+                        .map_err(|e| ExperimentError::file(&log, e.to_string()))?;
+                    lines.push(json + "\n");
+                    changed += 1;
+                }
+                _ => lines.push(line.to_string()),
+            }
+        }
+        if changed > 0 {
+            advrob_data::atomic_write(&log, lines.concat().as_bytes())?;
+            out.files.push(log);
+            out.records += changed;
+        }
+    }
+    Ok(out)
+}
+
+/// Reads and merges every log of `run` (none: no records). A complete line that is not a valid
+/// record (one without typed attack metadata among them: [`migrate`] upgrades those) is
+/// quarantined with its file, line and reason; a torn last line is skipped.
+pub fn read_run(run: &RunDir) -> Result<RunRecords> {
     let mut out = RunRecords::default();
     let mut torn = Vec::new();
     // every valid copy of every key, in the order of the logs
     let mut copies: Vec<(PathBuf, usize, Record)> = Vec::new();
     for log in logs(run)? {
-        let (records, quarantined, cut) = read_log(&log, registry)?;
+        let (records, quarantined, cut) = read_log(&log)?;
         if let Some(key) = cut {
             torn.push((log.clone(), key));
         }
@@ -369,8 +418,8 @@ pub fn read_run(run: &RunDir, registry: &Registry) -> Result<RunRecords> {
 
 /// Every record of the run directory `run`, merged from every writer's log
 /// ([`crate::store::read_run`]).
-pub fn read_records(run: &RunDir, registry: &Registry) -> Result<Vec<Record>> {
-    Ok(read_run(run, registry)?.records)
+pub fn read_records(run: &RunDir) -> Result<Vec<Record>> {
+    Ok(read_run(run)?.records)
 }
 
 /// A name for this writer's log, unique across processes, machines and the jobs of one process.
@@ -506,10 +555,51 @@ mod tests {
     }
 
     #[test]
+    fn records_of_earlier_versions_are_quarantined_until_migrated_once() {
+        let dir = tempfile::tempdir().expect("temp");
+        let run = RunDir::new(dir.path());
+        let mut old = record("old");
+        old.attack_info = None;
+        let new = record("new");
+        // an earlier version's line, a current one and a torn last line
+        let mut text = String::new();
+        for r in [&old, &new] {
+            text.push_str(&serde_json::to_string(r).expect("json"));
+            text.push('\n');
+        }
+        text.push_str("{\"schema\":2,\"key\":\"m/fgsm/cut");
+        std::fs::create_dir_all(run.record_logs()).expect("mkdir");
+        let log = run.record_logs().join("w.jsonl");
+        std::fs::write(&log, &text).expect("write");
+        let read = read_run(&run).expect("read");
+        assert_eq!(parts(&read.records), ["new"]);
+        assert_eq!(read.quarantined.len(), 1);
+        assert_eq!(read.quarantined[0].reason, NO_ATTACK_INFO);
+
+        let m = migrate(&run, &Registry::default()).expect("migrate");
+        assert_eq!((m.files, m.records), (vec![log.clone()], 1));
+        let read = read_run(&run).expect("read");
+        assert_eq!(parts(&read.records), ["old", "new"]);
+        assert!(read.quarantined.is_empty(), "{:?}", read.quarantined);
+        assert_eq!(read.records[0].attack_info, new.attack_info);
+        // the other lines as they were, the torn one included
+        let after = std::fs::read_to_string(&log).expect("read");
+        let lines: Vec<&str> = after.split_inclusive('\n').collect();
+        assert_eq!(
+            lines[1..],
+            text.split_inclusive('\n').collect::<Vec<_>>()[1..]
+        );
+        // once: nothing left to do
+        assert_eq!(
+            migrate(&run, &Registry::default()).expect("again"),
+            Migrated::default()
+        );
+    }
+
+    #[test]
     fn records_that_cannot_be_true_are_quarantined_and_the_rest_read() {
         let dir = tempfile::tempdir().expect("temp");
         let run = RunDir::new(dir.path());
-        let registry = Registry::default();
         let good = record("k1");
         assert_eq!(validate(&good), Ok(()));
         type Forgery = (&'static str, fn(&mut Record));
@@ -552,7 +642,7 @@ mod tests {
             text.push_str(&line);
             std::fs::write(&path, text).expect("write");
         }
-        let read = read_run(&run, &registry).expect("the rest stays readable");
+        let read = read_run(&run).expect("the rest stays readable");
         assert_eq!(parts(&read.records), ["k1"]);
         assert_eq!(read.quarantined.len(), forged.len());
         assert_eq!(read.quarantined[0].line, 2);
@@ -583,7 +673,7 @@ mod tests {
             RecordLog::new(&run)
                 .append(&[second, a.clone()])
                 .expect("b");
-            let read = read_run(&run, &Registry::default()).expect("read");
+            let read = read_run(&run).expect("read");
             assert_eq!(parts(&read.records), ["k2"]);
             assert_eq!(read.quarantined.len(), 3, "{:?}", read.quarantined);
             assert!(
@@ -605,7 +695,7 @@ mod tests {
         r.eval.mean_confidence = f64::NAN;
         r.eval.mean_l2 = f64::INFINITY;
         RecordLog::new(&run).append(&[r]).expect("append");
-        let read = read_run(&run, &Registry::default()).expect("read");
+        let read = read_run(&run).expect("read");
         assert_eq!(read.records.len(), 1, "{:?}", read.quarantined);
         assert!(read.records[0].eval.mean_confidence.is_nan());
         assert!(read.records[0].eval.mean_l2.is_nan());
@@ -615,20 +705,19 @@ mod tests {
     fn two_writers_lose_nothing_and_readers_merge_in_one_order() {
         let dir = tempfile::tempdir().expect("temp");
         let run = RunDir::new(dir.path());
-        let registry = Registry::default();
         let mut a = RecordLog::new(&run);
         let mut b = RecordLog::new(&run);
         a.append(&[record("k1"), record("k2")]).expect("a");
         b.append(&[record("k2"), record("k3")]).expect("b");
         a.append(&[record("k4")]).expect("a again");
-        let merged = read_run(&run, &registry).expect("read");
+        let merged = read_run(&run).expect("read");
         let keys: Vec<&str> = parts(&merged.records);
         let mut sorted = keys.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, ["k1", "k2", "k3", "k4"]);
         assert_eq!(merged.duplicates, 1);
         // the same order for every reader
-        let again = read_run(&run, &registry).expect("read");
+        let again = read_run(&run).expect("read");
         assert_eq!(parts(&again.records), keys);
     }
 
@@ -636,25 +725,24 @@ mod tests {
     fn a_torn_last_line_is_skipped_and_a_damaged_line_is_quarantined() {
         let dir = tempfile::tempdir().expect("temp");
         let run = RunDir::new(dir.path());
-        let registry = Registry::default();
         let mut log = RecordLog::new(&run);
         log.append(&[record("k1"), record("k2")]).expect("append");
         let path = log.path().expect("written").to_path_buf();
         let text = std::fs::read_to_string(&path).expect("read");
         // killed mid-write: the second line lost its end
         std::fs::write(&path, &text[..text.len() - 40]).expect("truncate");
-        let r = read_run(&run, &registry).expect("torn line skipped");
+        let r = read_run(&run).expect("torn line skipped");
         assert_eq!((r.records.len(), r.torn.len()), (1, 1));
         // another writer redid it: nothing is missing any more
         let mut redo = RecordLog::new(&run);
         redo.append(&[record("k2")]).expect("append");
-        let r = read_run(&run, &registry).expect("read");
+        let r = read_run(&run).expect("read");
         assert_eq!((r.records.len(), r.torn.len()), (2, 0));
         std::fs::remove_file(redo.path().expect("written")).expect("rm");
         // a damaged complete line: quarantined, named with its file and line
         let first_line = text.lines().next().expect("line").to_string();
         std::fs::write(&path, format!("garbage\n{first_line}\n")).expect("write");
-        let r = read_run(&run, &registry).expect("the rest stays readable");
+        let r = read_run(&run).expect("the rest stays readable");
         assert_eq!(r.records.len(), 1);
         assert_eq!(r.quarantined.len(), 1);
         let q = r.quarantined[0].to_string();

@@ -103,7 +103,7 @@ proptest! {
         }
         bytes.extend_from_slice(&body);
         std::fs::write(&log, &bytes).expect("write");
-        match read_run(&run, &Registry::default()) {
+        match read_run(&run) {
             Ok(r) => prop_assert!(r.records.len() <= 1 + bytes.iter().filter(|&&b| b == b'\n').count()),
             Err(e) => prop_assert!(e.to_string().contains("w.jsonl"), "{}", e),
         }

@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use advrob_experiment::{Registry, RunDir, read_records};
+use advrob_experiment::{RunDir, read_records};
 use advrob_report::{stats, verdict};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
         .ok_or("usage: verdict <run directory>")?;
-    let records = read_records(&RunDir::new(dir), &Registry::default())?;
+    let records = read_records(&RunDir::new(dir))?;
     // no checkpoint probes here: the two checks that need a checkpoint say "not run"
     print!(
         "{}",

@@ -21,7 +21,7 @@ pub const MAX_LOGIT_DIFF: f64 = 1e-3;
 pub const MAX_ACCURACY_POINTS: f64 = 0.5;
 
 /// One row: one model, one pair of backends, one ε.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Row {
     /// The model.
     pub model: String,
@@ -61,7 +61,7 @@ pub fn agree(
     backends: &[String],
     registry: &Registry,
 ) -> Result<Vec<Row>> {
-    let records = read_records(run, registry)?;
+    let records = read_records(run)?;
     // one row per model identity, as in the report: models that share a name are compared apart
     let records = crate::identity::distinguish(&records).apply(&records);
     if records.is_empty() {
@@ -70,7 +70,7 @@ pub fn agree(
             run.root().display()
         )));
     }
-    let ds = crate::local_test_set(&records, data_dir).ok_or_else(|| {
+    let ds = local_test_set(&records, data_dir).ok_or_else(|| {
         ReportError::Records(format!(
             "{}: the run's test set is not there (download it first)",
             data_dir.display()
@@ -117,6 +117,23 @@ pub fn agree(
         rows.extend(r?);
     }
     Ok(rows)
+}
+
+/// The test set of the first record's dataset, if it is under `data_dir` (or is a directory
+/// itself): verified as it loads, never downloaded here.
+fn local_test_set(records: &[Record], data_dir: &Path) -> Option<advrob_data::Dataset> {
+    let first = records.first()?;
+    let dir = match advrob_data::DatasetKind::from_name(&first.dataset) {
+        Ok(kind) => data_dir.join(kind.name()),
+        Err(_) => PathBuf::from(&first.dataset),
+    };
+    match advrob_data::Dataset::load_dir(&dir) {
+        Ok(ds) => Some(ds),
+        Err(e) => {
+            log::warn!("no agreement: {e}");
+            None
+        }
+    }
 }
 
 /// The rows of `model` (its reference record `r`) against each of `backends` other than its own;
@@ -283,8 +300,12 @@ pub fn markdown(rows: &[Row]) -> String {
     out
 }
 
-/// Runs [`agree`] over `run` and writes `agreement.csv` and `agreement.md` into `reports`;
-/// returns the Markdown. Nothing is written when there is nothing to compare (one backend).
+/// Name of the file in a run directory that keeps its agreement rows.
+pub const AGREEMENT_FILE: &str = "agreement.json";
+
+/// Runs [`agree`] over `run`, keeps the rows in the run directory ([`AGREEMENT_FILE`], where the
+/// report reads them) and writes `agreement.csv` and `agreement.md` into `reports`; returns the
+/// Markdown. Nothing is written when there is nothing to compare (one backend).
 pub fn write(
     run: &RunDir,
     data_dir: &Path,
@@ -296,15 +317,35 @@ pub fn write(
     if rows.is_empty() {
         return Ok(None);
     }
+    let json = serde_json::to_string_pretty(&rows)
+        .map_err(|e| ReportError::Records(format!("agreement rows: {e}")))?;
+    advrob_data::atomic_write(&run.root().join(AGREEMENT_FILE), json.as_bytes())?;
+    write_tables(&rows, reports).map(Some)
+}
+
+/// The agreement rows `run` keeps ([`write`]); none when it has no [`AGREEMENT_FILE`].
+pub fn read(run: &RunDir) -> Result<Vec<Row>> {
+    let path = run.root().join(AGREEMENT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            ReportError::Records(format!("{}: not agreement rows: {e}", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(ReportError::io(&path, e)),
+    }
+}
+
+/// Writes `agreement.csv` and `agreement.md` of `rows` into `reports`; returns the Markdown.
+pub fn write_tables(rows: &[Row], reports: &Path) -> Result<String> {
     std::fs::create_dir_all(reports).map_err(|e| ReportError::io(reports, e))?;
-    let mut df = frame(&rows)?;
+    let mut df = frame(rows)?;
     let csv: PathBuf = reports.join("agreement.csv");
     let mut buf = Vec::new();
     CsvWriter::new(&mut buf).finish(&mut df)?;
     advrob_data::atomic_write(&csv, &buf)?;
-    let md = markdown(&rows);
+    let md = markdown(rows);
     advrob_data::atomic_write(&reports.join("agreement.md"), md.as_bytes())?;
-    Ok(Some(md))
+    Ok(md)
 }
 
 #[cfg(test)]

@@ -1,42 +1,14 @@
-//! Example grids of adversarial digits, drawn from the checkpoints of a run.
+//! Example grids of adversarial digits, drawn from the images a run observed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use advrob_attack::{Access, Attack};
-use advrob_data::Split;
-use advrob_data::rng::SplitMix64;
-use advrob_experiment::{AttackSpec, Record, Registry, RunDir};
-use advrob_model::{Classifier, backend, checkpoint};
-use burn::tensor::activation::softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use advrob_attack::Access;
+use advrob_experiment::Record;
+use advrob_experiment::observe::{Column, ExampleGrid, Observations};
 use plotters::prelude::*;
 
 use crate::error::{ReportError, Result};
-
-/// `n` distinct test indices drawn from `seed`: the same digits for every model.
-pub fn example_indices(len: usize, n: usize, seed: u64) -> Vec<usize> {
-    let mut rng = SplitMix64::new(seed);
-    let mut out: Vec<usize> = Vec::with_capacity(n.min(len));
-    while out.len() < n.min(len) {
-        let i = rng.below(len as u64) as usize;
-        if !out.contains(&i) {
-            out.push(i);
-        }
-    }
-    out
-}
-
-/// Up to `k` budgets of `grid` to show, spread over it (never 0).
-pub fn shown_eps(grid: &[f64], k: usize) -> Vec<f64> {
-    let nz: Vec<f64> = grid.iter().copied().filter(|&e| e > 0.0).collect();
-    if nz.len() <= k {
-        return nz;
-    }
-    (0..k)
-        .map(|i| nz[(i * (nz.len() - 1)) / (k - 1).max(1)])
-        .collect()
-}
 
 /// One cell of the grid: the image and what the model says of it.
 struct Cell {
@@ -48,85 +20,34 @@ struct Cell {
 /// Grid of `examples_<model>.png`: one row per digit — the original, the perturbation at the
 /// largest budget shown (scaled to the full grey range: mid-grey is 0), and the adversarial image at
 /// each budget, each captioned with the predicted class and its confidence; misclassified ones in
-/// red.
-pub fn examples(
-    model: &dyn Classifier,
-    attack: &dyn Attack,
-    test: &Split,
-    indices: &[usize],
-    eps: &[f64],
-    device: &burn::tensor::Device,
-    path: &Path,
-) -> Result<()> {
-    let size = test.image_size();
-    let (rows, cols) = (test.images.rows, test.images.cols);
-    let n = indices.len();
-    let (pixels, labels) = gather(test, indices);
-    let x = Tensor::<3>::from_data(TensorData::new(pixels.clone(), [n, rows, cols]), device);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), device);
-    let advs = attack.perturb_grid(model, x.clone(), y.clone(), eps, 0)?;
-    let mut columns: Vec<(String, Vec<Cell>)> = Vec::new();
-    let (p0, c0) = predict(model, x, path)?;
-    let cells =
-        |px: &[f32], pred: &[i64], conf: &[f32]| column_cells(px, pred, conf, &labels, size);
-    columns.push(("original".into(), cells(&pixels, &p0, &c0)));
-    let mut adv_columns = Vec::new();
-    let mut last: Option<(f64, Vec<f32>)> = None;
-    for (adv, &e) in advs.into_iter().zip(eps) {
-        let (p, c) = predict(model, adv.clone(), path)?;
-        let a = host(adv, path)?;
-        adv_columns.push((format!("ε = {}", trim(e)), cells(&a, &p, &c)));
-        last = Some((e, a));
+/// red. Drawn from what the run observed ([`ExampleGrid`]), nothing recomputed.
+pub fn draw(grid: &ExampleGrid, path: &Path) -> Result<()> {
+    let size = grid.rows * grid.cols;
+    let cells = |c: &Column| column_cells(c, &grid.labels, size);
+    let mut columns: Vec<(String, Vec<Cell>)> = vec![("original".into(), cells(&grid.clean))];
+    if let Some((e, last)) = grid.adversarial.last() {
+        columns.push(delta_column(
+            *e,
+            &last.pixels,
+            &grid.clean.pixels,
+            &grid.labels,
+            size,
+        ));
     }
-    if let Some((e, a)) = last {
-        columns.push(delta_column(e, &a, &pixels, &labels, size));
+    for (e, c) in &grid.adversarial {
+        columns.push((format!("ε = {}", trim(*e)), cells(c)));
     }
-    columns.extend(adv_columns);
-    draw_grid(&columns, rows, cols, path)
+    draw_grid(&columns, grid.rows, grid.cols, path)
 }
 
-/// The pixels (scaled to [0, 1]) and labels of the test examples at `indices`, in order.
-fn gather(test: &Split, indices: &[usize]) -> (Vec<f32>, Vec<i64>) {
-    let size = test.image_size();
-    let n = indices.len();
-    let mut pixels = Vec::with_capacity(n * size);
-    let mut labels = Vec::with_capacity(n);
-    for &i in indices {
-        pixels.extend(
-            test.images.pixels[i * size..(i + 1) * size]
-                .iter()
-                .map(|&p| f32::from(p) / 255.0),
-        );
-        labels.push(i64::from(test.labels[i]));
-    }
-    (pixels, labels)
-}
-
-/// The class `model` predicts for each image of `t`, and its confidence (the softmax's maximum).
-fn predict(model: &dyn Classifier, t: Tensor<3>, path: &Path) -> Result<(Vec<i64>, Vec<f32>)> {
-    let p = softmax(model.logits(t.without_autodiff()), 1);
-    let conf = p.clone().max_dim(1).flatten::<1>(0, 1);
-    let pred = p.argmax(1).flatten::<1>(0, 1);
-    let readback = |e: advrob_model::backend::Readback| ReportError::figure(path, e.to_string());
-    Ok((
-        advrob_model::backend::host_i64(pred).map_err(readback)?,
-        advrob_model::backend::host_f32(conf).map_err(readback)?,
-    ))
-}
-
-/// The pixels of `t`, on the host.
-fn host(t: Tensor<3>, path: &Path) -> Result<Vec<f32>> {
-    advrob_model::backend::host_f32(t).map_err(|e| ReportError::figure(path, e.to_string()))
-}
-
-/// One column's cells: each image of `px` captioned with its prediction and confidence, marked
-/// wrong when the prediction is not its label.
-fn column_cells(px: &[f32], pred: &[i64], conf: &[f32], labels: &[i64], size: usize) -> Vec<Cell> {
+/// One column's cells: each image captioned with its prediction and confidence, marked wrong
+/// when the prediction is not its label.
+fn column_cells(c: &Column, labels: &[i64], size: usize) -> Vec<Cell> {
     (0..labels.len())
         .map(|j| Cell {
-            pixels: px[j * size..(j + 1) * size].to_vec(),
-            caption: format!("{} ({:.2})", pred[j], conf[j]),
-            wrong: pred[j] != labels[j],
+            pixels: c.pixels[j * size..(j + 1) * size].to_vec(),
+            caption: format!("{} ({:.2})", c.predicted[j], c.confidence[j]),
+            wrong: c.predicted[j] != labels[j],
         })
         .collect()
 }
@@ -238,92 +159,28 @@ pub fn reference_records(records: &[Record]) -> BTreeMap<&str, &Record> {
     first
 }
 
-/// Draws `examples_<model>.png` for every model of `records` (first backend and seed, first
-/// untargeted attack) from its checkpoint in `run`; returns what was written. Models whose
-/// checkpoint is missing are skipped with a warning.
+/// Draws `examples_<model>.png` for every model of `records` from the example grid the run
+/// observed on the checkpoint of its [`reference_records`] record (`observations`: every run's,
+/// by checkpoint digest and backend); returns what was written. A model without one (a run of an
+/// earlier version, or a matrix without an attack to draw) is skipped with a warning.
 pub fn example_grids(
-    run: &RunDir,
+    observations: &[Observations],
     records: &[Record],
-    test: &Split,
     reports: &Path,
-    registry: &Registry,
 ) -> Result<Vec<PathBuf>> {
-    let first = reference_records(records);
-    let indices = example_indices(test.len(), 6, 42);
     let mut written = Vec::new();
-    for (model, r) in first {
-        let dir = run.checkpoint_of(r);
-        if !checkpoint::exists(&dir) {
-            log::warn!(
-                "{}: no checkpoint, no example grid for {model}",
-                dir.display()
-            );
+    for (model, r) in reference_records(records) {
+        let grid = observations
+            .iter()
+            .filter(|o| o.checkpoint_sha256 == r.checkpoint_sha256 && o.backend == r.backend)
+            .find_map(|o| o.grid.as_ref());
+        let Some(grid) = grid else {
+            log::warn!("the run holds no example images of {model}: no example grid");
             continue;
-        }
-        let device = backend::device(&r.backend)?;
-        let (m, _, sha) = checkpoint::load(&dir, &device)?;
-        if sha != r.checkpoint_sha256 {
-            log::warn!(
-                "{}: holds other weights than {model}'s records were evaluated with: no example grid",
-                dir.display()
-            );
-            continue;
-        }
-        let spec: AttackSpec = serde_json::from_value(r.attack_config.clone())
-            .map_err(|e| ReportError::Records(format!("record {}: attack_config: {e}", r.key)))?;
-        let attack = registry.attack(&spec, &mut |name| {
-            Err(advrob_experiment::ExperimentError::invalid(
-                "attack",
-                format!("{name}: transfer attacks are not drawn"),
-            ))
-        })?;
-        let grid: Vec<f64> = {
-            let mut g: Vec<f64> = records
-                .iter()
-                .filter(|x| x.model == r.model && x.attack == r.attack)
-                .map(|x| x.eval.eps)
-                .collect();
-            g.sort_by(f64::total_cmp);
-            g.dedup();
-            g
         };
         let path = reports.join(format!("examples_{}.png", crate::file_safe(model)));
-        examples(
-            &m,
-            attack.as_ref(),
-            test,
-            &indices,
-            &shown_eps(&grid, 4),
-            &device,
-            &path,
-        )?;
+        draw(grid, &path)?;
         written.push(path);
     }
     Ok(written)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn example_indices_are_distinct_and_repeatable() {
-        let a = example_indices(100, 6, 42);
-        assert_eq!(a, example_indices(100, 6, 42));
-        let mut b = a.clone();
-        b.sort();
-        b.dedup();
-        assert_eq!(b.len(), 6);
-        assert!(a.iter().all(|&i| i < 100));
-        assert_eq!(example_indices(3, 6, 1).len(), 3);
-    }
-
-    #[test]
-    fn shown_eps_spreads_over_the_grid() {
-        assert_eq!(shown_eps(&[0.0, 0.1, 0.2], 4), [0.1, 0.2]);
-        assert_eq!(
-            shown_eps(&[0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4], 4),
-            [0.05, 0.15, 0.25, 0.4]
-        );
-    }
 }

@@ -33,22 +33,36 @@ pub fn md_table_to_html(md: &str) -> String {
     out
 }
 
-/// The self-contained report page: the summary tables, every figure inlined as a data URI, and
+/// What the page shows, in order: the lead (the model cards and the lead figure), then the rest
+/// (the verdict, the full tables) and the other figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Sections<'a> {
+    /// Markdown the page opens on.
+    pub lead_md: &'a str,
+    /// Figures right below it.
+    pub lead_figures: &'a [PathBuf],
+    /// Markdown below those.
+    pub rest_md: &'a str,
+    /// The other figures.
+    pub figures: &'a [PathBuf],
+}
+
+/// The self-contained report page: the sections in order, every figure inlined as a data URI, and
 /// the provenance of every trained model (one row per checkpoint: configs, seed, backend, device,
 /// versions, dataset and checkpoint checksums). It makes no network request.
-pub fn html(
-    title: &str,
-    summary_md: &str,
-    figures: &[PathBuf],
-    records: &[Record],
-) -> Result<String> {
+pub fn html(title: &str, sections: &Sections<'_>, records: &[Record]) -> Result<String> {
     let mut page = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\nbody{{font-family:sans-serif;margin:2em;max-width:1900px}} table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}} td:first-child,th:first-child{{text-align:left}} img{{max-width:100%;border:1px solid #ddd;margin:.5em 0}} blockquote.note{{border-left:4px solid #c80;background:#fff8ec;margin:1em 0;padding:.3em 1em}} code{{font-size:90%}} pre{{font-size:12px;white-space:pre-wrap}}\n</style></head><body>\n<h1>{}</h1>\n",
         escape(title),
         escape(title)
     );
-    page.push_str(&summary_html(summary_md));
-    page.push_str(&figures_html(figures)?);
+    page.push_str(&summary_html(sections.lead_md));
+    page.push_str(&figures_html(sections.lead_figures)?);
+    page.push_str(&summary_html(sections.rest_md));
+    if !sections.figures.is_empty() {
+        page.push_str("<h2>Figures</h2>\n");
+        page.push_str(&figures_html(sections.figures)?);
+    }
     page.push_str("<h2>Provenance</h2>\n<p>One row per trained model; the configs are those the run recorded.</p>\n<table class=\"provenance\">\n<tr><th>model</th><th>preset</th><th>defense</th><th>backend / device</th><th>seed</th><th>dataset</th><th>checkpoint SHA-256</th><th>versions</th><th>configs</th></tr>\n");
     let mut seen = std::collections::BTreeSet::new();
     for r in records {
@@ -159,7 +173,7 @@ fn summary_html(summary_md: &str) -> String {
 
 /// The "Figures" section: every PNG of `figures` inlined as a data URI, captioned with its name.
 fn figures_html(figures: &[PathBuf]) -> Result<String> {
-    let mut page = String::from("<h2>Figures</h2>\n");
+    let mut page = String::new();
     for f in figures
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "png"))

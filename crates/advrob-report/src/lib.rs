@@ -19,11 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use advrob_data::{Dataset, Split};
 use advrob_eval::Probe;
 use advrob_experiment::record::eps_text;
 use advrob_experiment::{Record, Registry, RunDir, read_run};
-use advrob_model::{backend, checkpoint};
 use polars::prelude::*;
 
 use crate::tables::{frame, unique_strings, write_atomic};
@@ -200,7 +198,7 @@ pub fn collect(runs: &[PathBuf], registry: &Registry) -> Result<(Vec<Run>, Vec<R
                 dir.root().display()
             )));
         }
-        let read = read_run(&dir, registry)?;
+        let read = read_run(&dir)?;
         duplicates += read.duplicates;
         for r in &read.records {
             if by_key.contains_key(&r.key) {
@@ -226,23 +224,23 @@ pub fn collect(runs: &[PathBuf], registry: &Registry) -> Result<(Vec<Run>, Vec<R
 }
 
 /// [`report_with`] and the attacks and defenses of advrob.
-pub fn report(runs: &[PathBuf], reports: &Path, data_dir: Option<&Path>) -> Result<Summary> {
-    report_with(runs, reports, data_dir, &Registry::default())
+pub fn report(runs: &[PathBuf], reports: &Path) -> Result<Summary> {
+    report_with(runs, reports, &Registry::default())
 }
 
 /// Reads the runs and writes the report into `reports`: `results.csv`, `results.parquet`,
 /// `results.md` (accuracy × ε per dataset), `summary.md` (one table per preset with the mean
 /// success rate and norms, and the paired comparisons), `verdict.md` (the masking verdict and the
 /// per-example worst case), `intervals.csv`, `accuracy_vs_eps.{png,svg}`,
-/// `success_rate_vs_eps.{png,svg}`, `training_<model>.png`, `examples_<model>.png` (when the test
-/// set is found under `data_dir` and the checkpoints in the runs) and `index.html`, which holds all
-/// of it in one self-contained page. `registry` rebuilds the attacks the example grids draw.
-pub fn report_with(
-    runs: &[PathBuf],
-    reports: &Path,
-    data_dir: Option<&Path>,
-    registry: &Registry,
-) -> Result<Summary> {
+/// `success_rate_vs_eps.{png,svg}`, `training_<model>.png`, `examples_<model>.png`,
+/// `agreement.{csv,md}` (when a run holds the agreement of `agree`) and `index.html`, which holds
+/// all of it in one self-contained page.
+///
+/// The report is a function of the run directories alone: the records, the observations the run
+/// made of each checkpoint (the probes of the verdict, the example images) and the agreement rows.
+/// It reads no dataset and no checkpoint. `registry` reads the matrices, to name what they ask for
+/// and no record holds.
+pub fn report_with(runs: &[PathBuf], reports: &Path, registry: &Registry) -> Result<Summary> {
     let (mut runs, records, duplicates) = collect(runs, registry)?;
     if records.is_empty() {
         let quarantined: Vec<String> = runs
@@ -276,17 +274,16 @@ pub fn report_with(
     advrob_data::atomic_write(&summary_path, summary.as_bytes())?;
     written.push(summary_path.clone());
 
-    let test = data_dir.and_then(|d| local_test_set(&records, d));
+    let observations = runs
+        .iter()
+        .map(|run| advrob_experiment::observe::read_all(&run.dir))
+        .collect::<std::result::Result<Vec<_>, _>>()?
+        .concat();
+    let mut figures = example_figures(&observations, &records, reports)?;
     let mut probes = BTreeMap::new();
-    let mut figures = Vec::new();
-    if let Some(ds) = &test {
-        figures.extend(example_figures(
-            &runs, &records, &ds.test, reports, registry,
-        )?);
-        for run in &runs {
-            for (k, v) in run_probes(run, &ds.test)? {
-                probes.entry(k).or_insert(v);
-            }
+    for run in &runs {
+        for (k, v) in run_probes(run, &observations) {
+            probes.entry(k).or_insert(v);
         }
     }
     // from here on, per-example results of different test sets must never meet: a model
@@ -316,6 +313,7 @@ pub fn report_with(
     written.push(verdict_path);
     let (cards_md, card_files) = write_cards(&records, &worst, &verdicts, reports)?;
     written.extend(card_files);
+    let lead = lead_figure(&worst, &intervals, &verdicts, reports)?;
     figures.extend(curve_figures(
         &frame(&records)?,
         &records,
@@ -323,11 +321,36 @@ pub fn report_with(
         &verdicts,
         reports,
     )?);
-    // the cross-backend agreement `bench-runner agree` (or reproduce) left here
-    let agreement = std::fs::read_to_string(reports.join("agreement.md")).unwrap_or_default();
-    // the notes at the top once, with the summary
-    let page_md = format!("{summary}\n{cards_md}\n{verdict_body}\n{agreement}");
-    let page = html::html("advrob report", &page_md, &figures, &records)?;
+    // the cross-backend agreement `bench-runner agree` (or reproduce) kept in the runs
+    let rows = runs
+        .iter()
+        .map(|run| agreement::read(&run.dir))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
+    let agreement = if rows.is_empty() {
+        String::new()
+    } else {
+        let md = agreement::write_tables(&rows, reports)?;
+        written.extend(["agreement.csv", "agreement.md"].map(|f| reports.join(f)));
+        md
+    };
+    // the page opens on the model cards and the lead figure (the notes at the top once, before
+    // them), then the verdict, then the full tables
+    let summary_body = summary.strip_prefix(top.as_str()).unwrap_or(&summary);
+    let page = html::html(
+        "advrob report",
+        &html::Sections {
+            lead_md: &format!(
+                "{top}{}",
+                cards_md.replacen("# Model cards", "## Model cards", 1)
+            ),
+            lead_figures: &lead,
+            rest_md: &format!("{verdict_body}\n{summary_body}\n{agreement}"),
+            figures: &figures,
+        },
+        &records,
+    )?;
+    figures.extend(lead);
     let index = reports.join("index.html");
     advrob_data::atomic_write(&index, page.as_bytes())?;
     written.extend(figures);
@@ -515,13 +538,33 @@ fn verdict_markdown(verdicts: &[verdict::Verdict], worst: &[stats::Worst]) -> St
 /// The accuracy and success-rate curves (one panel per attack and one for the per-example worst
 /// case; models whose robustness is not established are marked in the legends) and the training
 /// curves of every model with recorded stages.
-fn curve_figures(
-    df: &DataFrame,
-    records: &[Record],
+/// The lead figure, `worst_case_vs_eps.{png,svg}`: per model, the best known robust accuracy
+/// (the per-example worst case over every attack of the run) against ε, its band the bootstrap 95%
+/// interval over test examples; models the verdict does not trust are labelled so.
+fn lead_figure(
     worst: &[stats::Worst],
+    intervals: &DataFrame,
     verdicts: &[verdict::Verdict],
     reports: &Path,
 ) -> Result<Vec<PathBuf>> {
+    let panels = plots::panels(&stats::worst_frame(worst)?, "adversarial_accuracy", true)?;
+    if panels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let panels = relabel_untrusted(plots::with_intervals(panels, intervals)?, verdicts);
+    plots::curves(
+        &panels,
+        "best known robust accuracy (95% interval)",
+        &reports.join("worst_case_vs_eps"),
+    )
+}
+
+/// `panels` with every curve of a model that fails the masking verdict named "… (robustness not
+/// established)".
+fn relabel_untrusted(
+    mut panels: Vec<plots::Panel>,
+    verdicts: &[verdict::Verdict],
+) -> Vec<plots::Panel> {
     let labels: BTreeMap<(String, String), String> = verdicts
         .iter()
         .filter(|v| !v.failing().is_empty())
@@ -532,16 +575,24 @@ fn curve_figures(
             )
         })
         .collect();
-    let relabel = |mut panels: Vec<plots::Panel>| {
-        for p in &mut panels {
-            for (name, _) in &mut p.curves {
-                if let Some(l) = labels.get(&(name.clone(), p.backend.clone())) {
-                    *name = l.clone();
-                }
+    for p in &mut panels {
+        for (name, _) in &mut p.curves {
+            if let Some(l) = labels.get(&(name.clone(), p.backend.clone())) {
+                *name = l.clone();
             }
         }
-        panels
-    };
+    }
+    panels
+}
+
+fn curve_figures(
+    df: &DataFrame,
+    records: &[Record],
+    worst: &[stats::Worst],
+    verdicts: &[verdict::Verdict],
+    reports: &Path,
+) -> Result<Vec<PathBuf>> {
+    let relabel = |panels: Vec<plots::Panel>| relabel_untrusted(panels, verdicts);
     let mut figures = Vec::new();
     let mut acc = plots::panels(df, "adversarial_accuracy", true)?;
     acc.extend(plots::panels(
@@ -577,85 +628,47 @@ fn curve_figures(
     Ok(figures)
 }
 
-/// The test set of the first record's dataset, if it is under `data_dir` (or is a directory
-/// itself): verified as it loads, never downloaded here.
-pub fn local_test_set(records: &[Record], data_dir: &Path) -> Option<Dataset> {
-    let first = records.first()?;
-    let dir = match advrob_data::DatasetKind::from_name(&first.dataset) {
-        Ok(kind) => data_dir.join(kind.name()),
-        Err(_) => PathBuf::from(&first.dataset),
-    };
-    match Dataset::load_dir(&dir) {
-        Ok(ds) => Some(ds),
-        Err(e) => {
-            log::warn!("no example grids or gradient check: {e}");
-            None
-        }
-    }
-}
-
-/// `examples_<model>.png` for every model of the first record's dataset, each drawn from the first
-/// run that has it.
+/// `examples_<model>.png` for every model of the first record's dataset, from the images the runs
+/// observed.
 fn example_figures(
-    runs: &[Run],
+    observations: &[advrob_experiment::observe::Observations],
     records: &[Record],
-    test: &Split,
     reports: &Path,
-    registry: &Registry,
 ) -> Result<Vec<PathBuf>> {
     let Some(first) = records.first() else {
         return Ok(Vec::new());
     };
-    let mut done = BTreeSet::new();
-    let mut out = Vec::new();
-    for run in runs {
-        let of_run: Vec<Record> = run
-            .records
-            .iter()
-            .filter(|r| r.dataset == first.dataset && !done.contains(&r.model))
-            .cloned()
-            .collect();
-        out.extend(grids::example_grids(
-            &run.dir, &of_run, test, reports, registry,
-        )?);
-        done.extend(of_run.into_iter().map(|r| r.model));
-    }
-    Ok(out)
+    let of_dataset: Vec<Record> = records
+        .iter()
+        .filter(|r| r.dataset == first.dataset)
+        .cloned()
+        .collect();
+    grids::example_grids(observations, &of_dataset, reports)
 }
 
-/// Per (model, backend), measured on each model's first checkpoint found in `run`
-/// ([`advrob_eval::probe`]) on the examples the run evaluated.
-fn run_probes(run: &Run, test: &Split) -> Result<BTreeMap<(String, String), Probe>> {
+/// Per (model, backend) of `run`, the probe the run observed on the checkpoint of the model's
+/// first record there ([`advrob_eval::probe`]), on the examples the run evaluated.
+fn run_probes(
+    run: &Run,
+    observations: &[advrob_experiment::observe::Observations],
+) -> BTreeMap<(String, String), Probe> {
     let mut first: BTreeMap<(String, String), &Record> = BTreeMap::new();
     for r in &run.records {
         first
             .entry((r.model.clone(), r.backend.clone()))
             .or_insert(r);
     }
-    let mut out = BTreeMap::new();
-    for (key, r) in first {
-        let dir = run.dir.checkpoint_of(r);
-        if !checkpoint::exists(&dir) {
-            continue;
-        }
-        let device = backend::device(&r.backend)?;
-        let (m, config, sha) = checkpoint::load(&dir, &device)?;
-        if sha != r.checkpoint_sha256 {
-            log::warn!(
-                "{}: holds other weights than {}'s records were evaluated with: no gradient check for it",
-                dir.display(),
-                r.model
-            );
-            continue;
-        }
-        // the examples the run evaluated (a `--test-limit` run: the first N)
-        let test = test.take(r.eval.examples);
-        out.insert(
-            key,
-            advrob_eval::probe(&m, config.classes(), &test, &device)?,
-        );
-    }
-    Ok(out)
+    first
+        .into_iter()
+        .filter_map(|(key, r)| {
+            let o = observations.iter().find(|o| {
+                o.checkpoint_sha256 == r.checkpoint_sha256
+                    && o.backend == r.backend
+                    && o.test_examples == r.eval.examples
+            })?;
+            Some((key, o.probe))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -688,7 +701,6 @@ mod tests {
         let s = report(
             &[a.path().to_path_buf(), b.path().to_path_buf()],
             out.path(),
-            None,
         )
         .expect("report");
         assert_eq!(s.records, 2);
@@ -746,7 +758,7 @@ mod tests {
         ];
         write(run.path(), &records.iter().collect::<Vec<_>>());
         let out = tempfile::tempdir().expect("temp");
-        report(&[run.path().to_path_buf()], out.path(), None).expect("report");
+        report(&[run.path().to_path_buf()], out.path()).expect("report");
         let page = out.path().join("index.html");
         let html = std::fs::read_to_string(&page).expect("html");
         assert!(

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use advrob_attack::{AttackInfo, AttackLoss, Family, Norm};
 use advrob_data::rng::SplitMix64;
 use advrob_eval::Bits;
 use advrob_experiment::Record;
@@ -14,11 +13,7 @@ use crate::tables::format_eps;
 /// Bootstrap replicates of every interval.
 pub const BOOTSTRAP: usize = 1000;
 
-/// Whether `info` is the study's attack: white-box FGSM on the cross-entropy against the true
-/// labels, untargeted, within its budget (the paired comparisons are made under it).
-pub fn is_study_fgsm(info: &AttackInfo) -> bool {
-    *info == AttackInfo::white_box(Family::Fgsm, Norm::Linf, AttackLoss::CrossEntropy, 1)
-}
+pub use advrob_experiment::observe::is_study_fgsm;
 
 /// One (model, backend, seed, ε) under the worst attack.
 #[derive(Debug, Clone)]

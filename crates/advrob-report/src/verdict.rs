@@ -357,7 +357,7 @@ pub fn unbounded_breaks_everything(probe: Option<&Probe>) -> Check {
                 pct(p.unbounded_accuracy)
             ),
         },
-        _ => not_run(NAME, "checkpoint or test set not found"),
+        _ => not_run(NAME, "the run holds no probe of this checkpoint"),
     }
 }
 
@@ -374,7 +374,7 @@ pub fn gradients_present(probe: Option<&Probe>) -> Check {
                 pct(p.zero_gradient_share)
             ),
         },
-        None => not_run(NAME, "checkpoint or test set not found"),
+        None => not_run(NAME, "the run holds no probe of this checkpoint"),
     }
 }
 
@@ -395,7 +395,7 @@ pub fn dlr_gradients_present(probe: Option<&Probe>) -> Check {
         },
         None => not_run(
             NAME,
-            "checkpoint or test set not found, or fewer than 3 classes",
+            "the run holds no probe of this checkpoint, or it has fewer than 3 classes",
         ),
     }
 }
@@ -415,7 +415,7 @@ pub fn deterministic_forward(probe: Option<&Probe>) -> Check {
                 "two forward passes on the same images agree".into()
             },
         },
-        None => not_run(NAME, "checkpoint or test set not found"),
+        None => not_run(NAME, "the run holds no probe of this checkpoint"),
     }
 }
 
@@ -433,7 +433,7 @@ pub fn outputs_are_logits(probe: Option<&Probe>) -> Check {
                 "the outputs are not probabilities".into()
             },
         },
-        None => not_run(NAME, "checkpoint or test set not found"),
+        None => not_run(NAME, "the run holds no probe of this checkpoint"),
     }
 }
 

@@ -89,21 +89,26 @@ enum Cmd {
         reports: Option<PathBuf>,
     },
     /// Report on one or more run directories: tables, plots, the masking verdict, the per-example
-    /// worst case and index.html.
+    /// worst case and index.html. Reads the run directories only (records, observations,
+    /// agreement): neither the data nor the checkpoints.
     Report {
-        /// Run directories (each holding records/ and models/).
+        /// Run directories (each holding records/ and observations/).
         #[arg(long = "run", default_value = "runs/reproduce")]
         runs: Vec<PathBuf>,
         /// Where the tables go.
         #[arg(long, default_value = "reports")]
         reports: PathBuf,
-        /// Where datasets were downloaded (for the example grids and the checkpoint probes;
-        /// nothing is downloaded here).
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
+    },
+    /// Upgrade the records of run directories written by an earlier advrob, once (their attacks'
+    /// typed metadata, which reading a run no longer derives).
+    Migrate {
+        /// Run directories.
+        #[arg(long = "run", required = true)]
+        runs: Vec<PathBuf>,
     },
     /// Cross-backend agreement: each model of a run loaded on every other backend given, clean
-    /// logits and FGSM compared example by example; writes agreement.{csv,md}.
+    /// logits and FGSM compared example by example; keeps the rows in the run directory
+    /// (agreement.json, which the report reads) and writes agreement.{csv,md}.
     Agree {
         /// The run directory (records/ and models/).
         #[arg(long = "run", default_value = "runs/reproduce")]
@@ -184,11 +189,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             reports,
             &registry,
         ),
-        Cmd::Report {
-            runs,
-            reports,
-            data_dir,
-        } => report_cmd(&runs, &reports, &data_dir, &registry),
+        Cmd::Report { runs, reports } => report_cmd(&runs, &reports, &registry),
+        Cmd::Migrate { runs } => migrate_cmd(&runs, &registry),
         Cmd::Agree {
             run,
             backends,
@@ -328,21 +330,34 @@ fn evaluate_cmd(
         s.new_records,
         s.skipped_records
     );
-    let summary = advrob_report::report_with(&[out], &reports, Some(&data.data_dir), registry)?;
+    let summary = advrob_report::report_with(&[out], &reports, registry)?;
     println!("{summary}");
     println!("report: {}", reports.join("index.html").display());
     Ok(())
 }
 
 /// `report`: reports on run directories and prints the summary.
-fn report_cmd(
-    runs: &[PathBuf],
-    reports: &Path,
-    data_dir: &Path,
-    registry: &Registry,
-) -> anyhow::Result<()> {
-    let s = advrob_report::report_with(runs, reports, Some(data_dir), registry)?;
+fn report_cmd(runs: &[PathBuf], reports: &Path, registry: &Registry) -> anyhow::Result<()> {
+    let s = advrob_report::report_with(runs, reports, registry)?;
     println!("{s}");
+    Ok(())
+}
+
+/// `migrate`: upgrades each run directory's records once and says what it did.
+fn migrate_cmd(runs: &[PathBuf], registry: &Registry) -> anyhow::Result<()> {
+    for run in runs {
+        let m = advrob_experiment::migrate(&RunDir::new(run), registry)?;
+        if m.records == 0 {
+            println!("{}: nothing to migrate", run.display());
+        } else {
+            println!(
+                "{}: {} records given their attack metadata, in {} logs",
+                run.display(),
+                m.records,
+                m.files.len()
+            );
+        }
+    }
     Ok(())
 }
 

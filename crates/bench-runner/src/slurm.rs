@@ -179,10 +179,7 @@ pub fn jobs(
         name: "advrob-eval".into(),
     });
     let reports = quote(&out.join("reports").to_string_lossy());
-    let command = format!(
-        "{exe} report --run {outq} --reports {reports} --data-dir {}",
-        quote(&data_dir.to_string_lossy())
-    );
+    let command = format!("{exe} report --run {outq} --reports {reports}");
     out_jobs.push(Job {
         script: script("advrob-report", None, command),
         path: dir.join("advrob-report.sbatch"),

@@ -620,6 +620,74 @@ fn every_file_a_run_and_its_report_write_follows_the_umask() {
     }
 }
 
+/// Copies the files of `from` into `to`, leaving out the directories named `skip`.
+fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let name = e.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
+        if e.file_type().expect("type").is_dir() {
+            copy_tree(&e.path(), &to.join(&name), skip);
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_run_directory_copied_without_data_or_checkpoints_reports_the_same() {
+    let tmp = tempfile::tempdir().expect("temp");
+    synthetic::write_dataset(&tmp.path().join("ds"), 400, 100, 7).expect("dataset");
+    run_quick(tmp.path(), "ndarray", "3 new records");
+    let o = bench_runner(&["report", "--run", "out", "--reports", "here"], tmp.path());
+    assert!(o.status.success(), "{}", text(&o));
+    // the verdict's checks that measure the checkpoint ran, from what the run observed
+    let verdict = std::fs::read_to_string(tmp.path().join("here/verdict.md")).expect("verdict");
+    assert!(
+        verdict.contains("input gradient") && !verdict.contains("no probe"),
+        "{verdict}"
+    );
+    let examples = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .expect("reports")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("examples_") && n.ends_with(".png"))
+            .collect()
+    };
+    let drawn = examples(&tmp.path().join("here"));
+    assert_eq!(drawn.len(), 1, "{drawn:?}");
+
+    // elsewhere: no dataset, no checkpoints, only the run directory's records and observations
+    let away = tempfile::tempdir().expect("temp");
+    copy_tree(
+        &tmp.path().join("out"),
+        &away.path().join("out"),
+        &["models"],
+    );
+    assert!(!away.path().join("out/models").exists() && !away.path().join("ds").exists());
+    let o = bench_runner(
+        &["report", "--run", "out", "--reports", "there"],
+        away.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    common::same_tables(&tmp.path().join("here"), &away.path().join("there"));
+    let cards: Vec<String> = std::fs::read_dir(tmp.path().join("here/cards"))
+        .expect("cards")
+        .flatten()
+        .map(|e| format!("cards/{}", e.file_name().to_string_lossy()))
+        .collect();
+    assert!(!cards.is_empty());
+    for f in ["results.csv".to_string()].iter().chain(&cards) {
+        let a = std::fs::read(tmp.path().join("here").join(f)).expect(f);
+        let b = std::fs::read(away.path().join("there").join(f)).expect(f);
+        assert!(a == b, "{f} differs");
+    }
+    assert_eq!(examples(&away.path().join("there")), drawn);
+}
+
 #[test]
 fn evaluate_offers_only_what_applies_to_one_foreign_model() {
     let tmp = tempfile::tempdir().expect("temp");

@@ -1212,15 +1212,7 @@ fn fails(dir: &Path, args: &[&str], says: &[&str]) -> String {
 fn report(dir: &Path, run: &str, reports: &str) {
     ok(
         dir,
-        &[
-            "report",
-            "--run",
-            run,
-            "--reports",
-            reports,
-            "--data-dir",
-            "nodata",
-        ],
+        &["report", "--run", run, "--reports", reports],
         "aggregated",
     );
 }
@@ -1626,15 +1618,7 @@ fn torn_and_damaged_record_lines() {
     std::fs::write(&log, &whole[..whole.len() - 40]).expect("cut");
     ok(
         d,
-        &[
-            "report",
-            "--run",
-            "out",
-            "--reports",
-            "rep",
-            "--data-dir",
-            "nodata",
-        ],
+        &["report", "--run", "out", "--reports", "rep"],
         "aggregated 2 records",
     );
     let summary = std::fs::read_to_string(d.join("rep/summary.md")).expect("summary");
