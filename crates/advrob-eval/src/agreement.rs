@@ -69,7 +69,7 @@ pub fn agreement(
     eps: &[f64],
     batch_size: usize,
 ) -> Result<Agreement> {
-    crate::check_request(eps, batch_size)?;
+    crate::evaluate::check_request(eps, batch_size)?;
     let n = data.len();
     let (mut max_logit, mut sum_logit, mut logit_count) = (0.0f64, 0.0f64, 0usize);
     let mut max_abs_logit = 0.0f64;

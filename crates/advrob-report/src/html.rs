@@ -158,12 +158,13 @@ fn summary_html(summary_md: &str) -> String {
             page.push_str(&md_table_to_html(&table));
             table.clear();
         }
+        // a Markdown file's title is a section of the page (whose own title is its h1)
         if let Some(h) = line.strip_prefix("### ") {
-            page.push_str(&format!("<h3>{}</h3>\n", inline(h)));
+            page.push_str(&format!("<h4>{}</h4>\n", inline(h)));
         } else if let Some(h) = line.strip_prefix("## ") {
-            page.push_str(&format!("<h2>{}</h2>\n", inline(h)));
+            page.push_str(&format!("<h3>{}</h3>\n", inline(h)));
         } else if let Some(h) = line.strip_prefix("# ") {
-            page.push_str(&format!("<p><em>{}</em></p>\n", inline(h)));
+            page.push_str(&format!("<h2>{}</h2>\n", inline(h)));
         } else if !line.trim().is_empty() {
             page.push_str(&format!("<p>{}</p>\n", inline(line)));
         }

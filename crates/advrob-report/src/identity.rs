@@ -116,7 +116,7 @@ impl Distinct {
 
     /// The note at the top of a report that renamed rows; empty when none was.
     pub fn note(&self) -> String {
-        crate::note(
+        crate::runs::note(
             "Rows told apart.",
             "Some results share a name but not their settings, so they are reported as separate rows, never averaged (rows average over seeds only):",
             &self.renamed,

@@ -3,10 +3,12 @@
 pub mod agreement;
 pub mod cards;
 mod error;
+mod figures;
 pub mod grids;
 pub mod html;
 pub mod identity;
 pub mod plots;
+mod runs;
 pub mod stats;
 pub mod tables;
 #[cfg(test)]
@@ -14,145 +16,17 @@ mod testing;
 pub mod verdict;
 
 pub use error::{ReportError, Result};
+pub use runs::{Run, collect, missing};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use advrob_eval::Probe;
-use advrob_experiment::record::eps_text;
-use advrob_experiment::{Record, Registry, RunDir, read_run};
+use advrob_experiment::{Record, Registry};
 use polars::prelude::*;
 
-use crate::tables::{frame, unique_strings, write_atomic};
-
-/// One run directory and every record it holds.
-#[derive(Debug, Clone)]
-pub struct Run {
-    /// The directory.
-    pub dir: RunDir,
-    /// Its records, as read.
-    pub records: Vec<Record>,
-    /// Its logs that end in a cut-short line (a writer killed, or one still writing): a record
-    /// missing from the report.
-    pub torn: Vec<PathBuf>,
-    /// Its log lines that are not used (not a valid record, or a copy of a key whose copies
-    /// disagree), each with its reason.
-    pub quarantined: Vec<advrob_experiment::Quarantined>,
-    /// What the run's matrices ask for and no record holds, one line per model (or model and
-    /// attack), as [`missing`] words it.
-    pub missing: Vec<String>,
-}
-
-/// What the matrices of `run` (`matrix.toml` and `matrices/`) ask for that `records` do not hold:
-/// a model with no record at all, or the budgets of an attack a model lacks, one line each. The
-/// records are matched by model, attack, ε, backend and seed.
-pub fn missing(run: &RunDir, records: &[Record], registry: &Registry) -> Vec<String> {
-    let mut files = vec![run.matrix()];
-    if let Ok(entries) = std::fs::read_dir(run.matrices()) {
-        let mut more: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        more.sort();
-        files.extend(more);
-    }
-    // attacks by their full settings: two entries of one name are two attacks
-    let have: BTreeSet<(String, String, String, String, u64)> = records
-        .iter()
-        .map(|r| {
-            (
-                r.model.clone(),
-                r.attack_config.to_string(),
-                eps_text(r.eval.eps),
-                r.backend.clone(),
-                r.seed,
-            )
-        })
-        .collect();
-    // per model, every (attack name, its settings, ε, backend, seed) its matrices ask for
-    type Want = BTreeMap<String, BTreeSet<(String, String, String, String, u64)>>;
-    let mut want: Want = BTreeMap::new();
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        let m = match advrob_experiment::Matrix::from_toml(&text) {
-            Ok(m) => m,
-            Err(e) => {
-                log::warn!(
-                    "{}: not a matrix, not checked for missing results: {e}",
-                    file.display()
-                );
-                continue;
-            }
-        };
-        for model in &m.models {
-            for a in &m.attacks {
-                let Ok(d) = registry.describe(a) else {
-                    continue;
-                };
-                for &e in a.eps.as_ref().unwrap_or(&m.eps) {
-                    for b in &m.backends {
-                        for &seed in &m.seeds {
-                            want.entry(model.name.clone()).or_default().insert((
-                                d.name.clone(),
-                                d.config.to_string(),
-                                eps_text(e),
-                                b.clone(),
-                                seed,
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for (model, cells) in want {
-        let n = cells.len();
-        // an attack whose name several entries share is told apart by its settings' digest
-        let mut configs: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for (attack, config, ..) in &cells {
-            configs.entry(attack).or_default().insert(config);
-        }
-        let mut gaps: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (attack, config, eps, backend, seed) in &cells {
-            if !have.contains(&(
-                model.clone(),
-                config.clone(),
-                eps.clone(),
-                backend.clone(),
-                *seed,
-            )) {
-                let shown = if configs[attack.as_str()].len() > 1 {
-                    format!(
-                        "{attack} [{}]",
-                        &advrob_data::sha256_hex(config.as_bytes())[..8]
-                    )
-                } else {
-                    attack.clone()
-                };
-                gaps.entry(shown)
-                    .or_default()
-                    .push(format!("ε {eps} on {backend}, seed {seed}"));
-            }
-        }
-        if gaps.is_empty() {
-            continue;
-        }
-        if !records.iter().any(|r| r.model == model) {
-            out.push(format!(
-                "model `{model}`: none of its {n} results (never evaluated)"
-            ));
-            continue;
-        }
-        for (attack, cells) in gaps {
-            out.push(format!(
-                "model `{model}` under `{attack}`: {}",
-                cells.join("; ")
-            ));
-        }
-    }
-    out
-}
+use crate::tables::{frame, write_atomic};
 
 /// What a report read and wrote.
 #[derive(Debug)]
@@ -181,46 +55,6 @@ impl fmt::Display for Summary {
                 .join(", ")
         )
     }
-}
-
-/// Reads every run directory's records once. Returns the runs, the records of all of them with
-/// each key once (a record whose key was already seen — the same model, attack and ε from another
-/// directory — is a duplicate, counted and not used twice), and the number of duplicates.
-pub fn collect(runs: &[PathBuf], registry: &Registry) -> Result<(Vec<Run>, Vec<Record>, usize)> {
-    let mut by_key: BTreeMap<String, Record> = BTreeMap::new();
-    let mut duplicates = 0;
-    let mut out = Vec::new();
-    for root in runs {
-        let dir = RunDir::new(root);
-        if advrob_experiment::store::logs(&dir)?.is_empty() {
-            return Err(ReportError::Records(format!(
-                "{}: no records here",
-                dir.root().display()
-            )));
-        }
-        let read = read_run(&dir)?;
-        duplicates += read.duplicates;
-        for r in &read.records {
-            if by_key.contains_key(&r.key) {
-                duplicates += 1;
-                log::warn!(
-                    "{}: duplicate record {} ignored",
-                    dir.root().display(),
-                    r.key
-                );
-            } else {
-                by_key.insert(r.key.clone(), r.clone());
-            }
-        }
-        out.push(Run {
-            missing: missing(&dir, &read.records, registry),
-            dir,
-            records: read.records,
-            torn: read.torn,
-            quarantined: read.quarantined,
-        });
-    }
-    Ok((out, by_key.into_values().collect(), duplicates))
 }
 
 /// [`report_with`] and the attacks and defenses of advrob.
@@ -264,7 +98,7 @@ pub fn report_with(runs: &[PathBuf], reports: &Path, registry: &Registry) -> Res
     for run in &mut runs {
         run.records = distinct.apply(&run.records);
     }
-    let top = format!("{}{}", incomplete_note(&runs), distinct.note());
+    let top = format!("{}{}", runs::incomplete_note(&runs), distinct.note());
     let mut df = frame(&records)?;
     std::fs::create_dir_all(reports).map_err(|e| ReportError::io(reports, e))?;
     let mut written = write_results(&mut df, reports, &top)?;
@@ -279,7 +113,7 @@ pub fn report_with(runs: &[PathBuf], reports: &Path, registry: &Registry) -> Res
         .map(|run| advrob_experiment::observe::read_all(&run.dir))
         .collect::<std::result::Result<Vec<_>, _>>()?
         .concat();
-    let mut figures = example_figures(&observations, &records, reports)?;
+    let mut figures = figures::example_figures(&observations, &records, reports)?;
     let mut probes = BTreeMap::new();
     for run in &runs {
         for (k, v) in run_probes(run, &observations) {
@@ -313,8 +147,8 @@ pub fn report_with(runs: &[PathBuf], reports: &Path, registry: &Registry) -> Res
     written.push(verdict_path);
     let (cards_md, card_files) = write_cards(&records, &worst, &verdicts, reports)?;
     written.extend(card_files);
-    let lead = lead_figure(&worst, &intervals, &verdicts, reports)?;
-    figures.extend(curve_figures(
+    let lead = figures::lead_figure(&worst, &intervals, &verdicts, reports)?;
+    figures.extend(figures::curve_figures(
         &frame(&records)?,
         &records,
         &worst,
@@ -340,10 +174,7 @@ pub fn report_with(runs: &[PathBuf], reports: &Path, registry: &Registry) -> Res
     let page = html::html(
         "advrob report",
         &html::Sections {
-            lead_md: &format!(
-                "{top}{}",
-                cards_md.replacen("# Model cards", "## Model cards", 1)
-            ),
+            lead_md: &format!("{top}{cards_md}"),
             lead_figures: &lead,
             rest_md: &format!("{verdict_body}\n{summary_body}\n{agreement}"),
             figures: &figures,
@@ -418,59 +249,6 @@ pub(crate) fn file_safe(name: &str) -> String {
         .collect()
 }
 
-/// The warning that heads the summary and the verdict when a log ends in a cut-short record: the
-/// tables lack that record (it is redone by the next `run` of the matrix). Empty otherwise.
-fn incomplete_note(runs: &[Run]) -> String {
-    let torn: Vec<String> = runs
-        .iter()
-        .flat_map(|r| r.torn.iter().map(|p| format!("`{}`", p.display())))
-        .collect();
-    let mut out = String::new();
-    if !torn.is_empty() {
-        out.push_str(&format!(
-            "> **Incomplete run.** {} {} in a cut-short record (a writer was killed, or is still \
-             running): that result is missing from every table below. Run the matrix again to redo \
-             it, then report again.\n\n",
-            torn.join(", "),
-            if torn.len() == 1 { "ends" } else { "end" }
-        ));
-    }
-    let missing: Vec<String> = runs.iter().flat_map(|r| r.missing.clone()).collect();
-    out.push_str(&note(
-        "Missing results.",
-        "The run's matrix asks for results that no record holds (the run was stopped, a shard or task did not finish, or it is still running): they are absent from every table below.",
-        &missing,
-    ));
-    let quarantined: Vec<String> = runs
-        .iter()
-        .flat_map(|r| r.quarantined.iter().map(|q| format!("`{q}`")))
-        .collect();
-    out.push_str(&note(
-        "Quarantined records.",
-        &format!(
-            "{} record {} not used in any table below:",
-            quarantined.len(),
-            if quarantined.len() == 1 {
-                "line is"
-            } else {
-                "lines are"
-            }
-        ),
-        &quarantined,
-    ));
-    out
-}
-
-/// A note for the top of a report: `**title** text` and a list of `items`, as a Markdown quote;
-/// nothing when there are no items.
-pub(crate) fn note(title: &str, text: &str, items: &[String]) -> String {
-    if items.is_empty() {
-        return String::new();
-    }
-    let list: Vec<String> = items.iter().map(|i| format!("> - {i}")).collect();
-    format!("> **{title}** {text}\n>\n{}\n\n", list.join("\n"))
-}
-
 /// `results.csv`, `results.parquet` and `results.md` (accuracy × ε per dataset, and the targeted
 /// attacks' success where there are any).
 fn write_results(df: &mut DataFrame, reports: &Path, top: &str) -> Result<Vec<PathBuf>> {
@@ -538,114 +316,6 @@ fn verdict_markdown(verdicts: &[verdict::Verdict], worst: &[stats::Worst]) -> St
 /// The accuracy and success-rate curves (one panel per attack and one for the per-example worst
 /// case; models whose robustness is not established are marked in the legends) and the training
 /// curves of every model with recorded stages.
-/// The lead figure, `worst_case_vs_eps.{png,svg}`: per model, the best known robust accuracy
-/// (the per-example worst case over every attack of the run) against ε, its band the bootstrap 95%
-/// interval over test examples; models the verdict does not trust are labelled so.
-fn lead_figure(
-    worst: &[stats::Worst],
-    intervals: &DataFrame,
-    verdicts: &[verdict::Verdict],
-    reports: &Path,
-) -> Result<Vec<PathBuf>> {
-    let panels = plots::panels(&stats::worst_frame(worst)?, "adversarial_accuracy", true)?;
-    if panels.is_empty() {
-        return Ok(Vec::new());
-    }
-    let panels = relabel_untrusted(plots::with_intervals(panels, intervals)?, verdicts);
-    plots::curves(
-        &panels,
-        "best known robust accuracy (95% interval)",
-        &reports.join("worst_case_vs_eps"),
-    )
-}
-
-/// `panels` with every curve of a model that fails the masking verdict named "… (robustness not
-/// established)".
-fn relabel_untrusted(
-    mut panels: Vec<plots::Panel>,
-    verdicts: &[verdict::Verdict],
-) -> Vec<plots::Panel> {
-    let labels: BTreeMap<(String, String), String> = verdicts
-        .iter()
-        .filter(|v| !v.failing().is_empty())
-        .map(|v| {
-            (
-                (v.model.clone(), v.backend.clone()),
-                format!("{} (robustness not established)", v.model),
-            )
-        })
-        .collect();
-    for p in &mut panels {
-        for (name, _) in &mut p.curves {
-            if let Some(l) = labels.get(&(name.clone(), p.backend.clone())) {
-                *name = l.clone();
-            }
-        }
-    }
-    panels
-}
-
-fn curve_figures(
-    df: &DataFrame,
-    records: &[Record],
-    worst: &[stats::Worst],
-    verdicts: &[verdict::Verdict],
-    reports: &Path,
-) -> Result<Vec<PathBuf>> {
-    let relabel = |panels: Vec<plots::Panel>| relabel_untrusted(panels, verdicts);
-    let mut figures = Vec::new();
-    let mut acc = plots::panels(df, "adversarial_accuracy", true)?;
-    acc.extend(plots::panels(
-        &stats::worst_frame(worst)?,
-        "adversarial_accuracy",
-        true,
-    )?);
-    figures.extend(plots::curves(
-        &relabel(acc),
-        "accuracy under attack",
-        &reports.join("accuracy_vs_eps"),
-    )?);
-    let sr = relabel(plots::panels(df, "success_rate", false)?);
-    if !sr.is_empty() {
-        figures.extend(plots::curves(
-            &sr,
-            "attack success rate",
-            &reports.join("success_rate_vs_eps"),
-        )?);
-    }
-    for model in unique_strings(df, "model")? {
-        let of_model: Vec<&Record> = records
-            .iter()
-            .filter(|r| r.model == model && !r.stages.is_empty())
-            .collect();
-        if of_model.is_empty() {
-            continue;
-        }
-        let path = reports.join(format!("training_{}.png", file_safe(&model)));
-        plots::training(&of_model, &model, &path)?;
-        figures.push(path);
-    }
-    Ok(figures)
-}
-
-/// `examples_<model>.png` for every model of the first record's dataset, from the images the runs
-/// observed.
-fn example_figures(
-    observations: &[advrob_experiment::observe::Observations],
-    records: &[Record],
-    reports: &Path,
-) -> Result<Vec<PathBuf>> {
-    let Some(first) = records.first() else {
-        return Ok(Vec::new());
-    };
-    let of_dataset: Vec<Record> = records
-        .iter()
-        .filter(|r| r.dataset == first.dataset)
-        .cloned()
-        .collect();
-    grids::example_grids(observations, &of_dataset, reports)
-}
-
 /// Per (model, backend) of `run`, the probe the run observed on the checkpoint of the model's
 /// first record there ([`advrob_eval::probe`]), on the examples the run evaluated.
 fn run_probes(
@@ -678,7 +348,7 @@ mod tests {
 
     fn write(dir: &Path, rs: &[&Record]) {
         let records: Vec<Record> = rs.iter().map(|r| (*r).clone()).collect();
-        advrob_experiment::RecordLog::new(&RunDir::new(dir))
+        advrob_experiment::RecordLog::new(&advrob_experiment::RunDir::new(dir))
             .append(&records)
             .expect("write");
     }
@@ -784,10 +454,15 @@ mod tests {
             dom.contains("<td>a</td>") && dom.contains("<td>b</td>"),
             "{dom:.2000}"
         );
-        // accuracy, success rate and no training curves (these records have no stages): two
-        // images, both decoded by the browser
+        // the page opens on the model cards and the lead figure, the full tables below
+        let at = |needle: &str| dom.find(needle).unwrap_or_else(|| panic!("no {needle}"));
+        assert!(at("<h2>Model cards</h2>") < at("worst_case_vs_eps.png"));
+        assert!(at("worst_case_vs_eps.png") < at("<h2>Gradient-masking verdict</h2>"));
+        assert!(at("<h2>Gradient-masking verdict</h2>") < at("accuracy_vs_eps.png"));
+        // the lead figure, accuracy and success rate, no training curves (these records have no
+        // stages): three images, all decoded by the browser
         assert!(
-            dom.contains("data-images=\"2\"") && dom.contains("data-decoded=\"2\""),
+            dom.contains("data-images=\"3\"") && dom.contains("data-decoded=\"3\""),
             "{}",
             dom.lines()
                 .find(|l| l.contains("<body"))
