@@ -15,17 +15,52 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A Markdown pipe table as an HTML table.
+/// A Markdown pipe table as an HTML table: columns aligned as the separator row says (`---:`
+/// right, `---` left).
 pub fn md_table_to_html(md: &str) -> String {
+    table_html(md, false)
+}
+
+/// [`md_table_to_html`]; with `compact`, the columns whose every body cell is `–` (nothing
+/// measured there) are left out.
+fn table_html(md: &str, compact: bool) -> String {
+    let rows: Vec<Vec<&str>> = md
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim()
+                .trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect()
+        })
+        .collect();
+    let left: Vec<bool> = rows
+        .get(1)
+        .map(|sep| sep.iter().map(|c| !c.ends_with(':')).collect())
+        .unwrap_or_default();
+    let body = rows.get(2..).unwrap_or_default();
+    let shown: Vec<bool> = (0..rows.first().map_or(0, Vec::len))
+        .map(|j| !compact || body.is_empty() || body.iter().any(|r| r.get(j) != Some(&"–")))
+        .collect();
     let mut out = String::from("<table>\n");
-    for (i, line) in md.lines().filter(|l| l.starts_with('|')).enumerate() {
+    for (i, row) in rows.iter().enumerate() {
         if i == 1 {
             continue; // the |---| separator
         }
         let tag = if i == 0 { "th" } else { "td" };
         out.push_str("<tr>");
-        for cell in line.trim().trim_matches('|').split('|') {
-            out.push_str(&format!("<{tag}>{}</{tag}>", escape(cell.trim())));
+        for (j, cell) in row.iter().enumerate() {
+            if !shown.get(j).copied().unwrap_or(true) {
+                continue;
+            }
+            // the first column is left-aligned by the page's style
+            let class = if j > 0 && left.get(j).copied().unwrap_or(false) {
+                " class=\"l\""
+            } else {
+                ""
+            };
+            out.push_str(&format!("<{tag}{class}>{}</{tag}>", escape(cell)));
         }
         out.push_str("</tr>\n");
     }
@@ -52,13 +87,14 @@ pub struct Sections<'a> {
 /// versions, dataset and checkpoint checksums). It makes no network request.
 pub fn html(title: &str, sections: &Sections<'_>, records: &[Record]) -> Result<String> {
     let mut page = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\nbody{{font-family:sans-serif;margin:2em;max-width:1900px}} table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}} td:first-child,th:first-child{{text-align:left}} img{{max-width:100%;border:1px solid #ddd;margin:.5em 0}} blockquote.note{{border-left:4px solid #c80;background:#fff8ec;margin:1em 0;padding:.3em 1em}} code{{font-size:90%}} pre{{font-size:12px;white-space:pre-wrap}}\n</style></head><body>\n<h1>{}</h1>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\nbody{{font-family:sans-serif;margin:2em;max-width:1900px}} table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}} td:first-child,th:first-child,td.l,th.l{{text-align:left}} img{{max-width:100%;border:1px solid #ddd;margin:.5em 0}} blockquote.note{{border-left:4px solid #c80;background:#fff8ec;margin:1em 0;padding:.3em 1em}} code{{font-size:90%}} pre{{font-size:12px;white-space:pre-wrap}}\n</style></head><body>\n<h1>{}</h1>\n",
         escape(title),
         escape(title)
     );
-    page.push_str(&summary_html(sections.lead_md));
+    // the lead's tables without their empty columns (an ensemble run at one ε of the grid)
+    page.push_str(&markdown_html(sections.lead_md, true));
     page.push_str(&figures_html(sections.lead_figures)?);
-    page.push_str(&summary_html(sections.rest_md));
+    page.push_str(&markdown_html(sections.rest_md, false));
     if !sections.figures.is_empty() {
         page.push_str("<h2>Figures</h2>\n");
         page.push_str(&figures_html(sections.figures)?);
@@ -136,7 +172,7 @@ fn note_html(lines: &[&str]) -> String {
 }
 
 /// The Markdown summary as HTML: its headings, paragraphs, notes (quotes) and tables.
-fn summary_html(summary_md: &str) -> String {
+fn markdown_html(summary_md: &str, compact: bool) -> String {
     let mut page = String::new();
     let mut table = String::new();
     let mut quote: Vec<&str> = Vec::new();
@@ -155,7 +191,7 @@ fn summary_html(summary_md: &str) -> String {
             continue;
         }
         if !table.is_empty() {
-            page.push_str(&md_table_to_html(&table));
+            page.push_str(&table_html(&table, compact));
             table.clear();
         }
         // a Markdown file's title is a section of the page (whose own title is its h1)
@@ -239,8 +275,9 @@ mod tests {
 
     #[test]
     fn notes_become_boxes_with_their_lists_bold_and_code() {
-        let html = summary_html(
+        let html = markdown_html(
             "> **Quarantined records.** 1 line:\n>\n> - `out/records/a.jsonl: line 2`\n\n# t\n",
+            false,
         );
         assert!(html.contains("<blockquote class=\"note\">"), "{html}");
         assert!(
@@ -262,5 +299,12 @@ mod tests {
             h,
             "<table>\n<tr><th>a</th><th>b</th></tr>\n<tr><td>x&lt;y</td><td>1%</td></tr>\n</table>\n"
         );
+        // a left-aligned column after the first says so; compact drops the columns of dashes
+        let md = "| m | e=0.1 | e=0.2 | ok |\n|---|---:|---:|---|\n| a | – | 1% | yes |\n| b | – | 2% | no |\n";
+        assert_eq!(
+            table_html(md, true),
+            "<table>\n<tr><th>m</th><th>e=0.2</th><th class=\"l\">ok</th></tr>\n<tr><td>a</td><td>1%</td><td class=\"l\">yes</td></tr>\n<tr><td>b</td><td>2%</td><td class=\"l\">no</td></tr>\n</table>\n"
+        );
+        assert_eq!(table_html(md, false).matches("<th").count(), 4);
     }
 }
