@@ -12,7 +12,7 @@ use advrob_data::rng::SplitMix64;
 use advrob_eval::Probe;
 use advrob_model::{Classifier, backend};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ExperimentError, Result};
@@ -133,20 +133,8 @@ pub fn example_grid(
 ) -> Result<ExampleGrid> {
     let indices = example_indices(test.len(), GRID_EXAMPLES, GRID_SEED);
     let (rows, cols) = (test.images.rows, test.images.cols);
-    let size = test.image_size();
-    let n = indices.len();
-    let mut pixels = Vec::with_capacity(n * size);
-    let mut labels = Vec::with_capacity(n);
-    for &i in &indices {
-        pixels.extend(
-            test.images.pixels[i * size..(i + 1) * size]
-                .iter()
-                .map(|&p| f32::from(p) / 255.0),
-        );
-        labels.push(i64::from(test.labels[i]));
-    }
-    let x = Tensor::<3>::from_data(TensorData::new(pixels.clone(), [n, rows, cols]), device);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), device);
+    let (x, y) = advrob_data::to_tensors(test, &indices, device);
+    let labels: Vec<i64> = indices.iter().map(|&i| i64::from(test.labels[i])).collect();
     let eps = shown_eps(grid, GRID_EPS);
     let advs = attack.1.perturb_grid(model, x.clone(), y, &eps, 0)?;
     let clean = column(model, x)?;

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use advrob_attack::Access;
 use advrob_experiment::Record;
 use advrob_experiment::observe::{Column, ExampleGrid, Observations};
 use plotters::prelude::*;
@@ -143,20 +142,21 @@ fn draw_grid(columns: &[(String, Vec<Cell>)], rows: usize, cols: usize, path: &P
 }
 
 /// Per model of `records`, the record whose checkpoint and attack stand for it when a model is
-/// drawn or compared: its first record of the study's FGSM, else its first untargeted white-box
-/// one (a transfer attack would need its surrogate).
+/// drawn or compared, by the rule the run draws its example grids by
+/// ([`advrob_experiment::observe::grid_attack`]): its first record of the study's FGSM, else its
+/// first untargeted one that is not a transfer attack (that one would need its surrogate).
 pub fn reference_records(records: &[Record]) -> BTreeMap<&str, &Record> {
-    let mut first: BTreeMap<&str, &Record> = BTreeMap::new();
+    let mut by_model: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
     for r in records {
-        let info = r.info();
-        if !info.targeted && info.access != Access::Transfer {
-            let e = first.entry(r.model.as_str()).or_insert(r);
-            if crate::stats::is_study_fgsm(info) && !crate::stats::is_study_fgsm(e.info()) {
-                *e = r;
-            }
-        }
+        by_model.entry(r.model.as_str()).or_default().push(r);
     }
-    first
+    by_model
+        .into_iter()
+        .filter_map(|(model, rs)| {
+            let i = advrob_experiment::observe::grid_attack(rs.iter().map(|r| r.info()))?;
+            Some((model, rs[i]))
+        })
+        .collect()
 }
 
 /// Draws `examples_<model>.png` for every model of `records` from the example grid the run
