@@ -33,6 +33,9 @@ pub enum Arch {
     FgsmTutorial,
     /// The CNN of Madry et al. (2018).
     MadryCnn,
+    /// A model read from an ONNX file (`weights = "model.onnx"`), evaluated as the file defines
+    /// it: any architecture of the operators `advrob_onnx::SUPPORTED_OPS`.
+    Onnx,
 }
 
 /// One model of the matrix: an architecture, a defense and, optionally, training settings of its
@@ -158,6 +161,11 @@ impl ModelSpec {
             ensure(self.epochs != Some(0), "epochs", || {
                 "must be at least 1".into()
             })?;
+            ensure(
+                self.arch != Arch::Onnx || self.weights.is_some(),
+                "weights",
+                || "arch = \"onnx\" reads the model from a file: give weights = \"model.onnx\"".into(),
+            )?;
             if self.weights.is_some() {
                 ensure(
                     self.defense.kind == "none" && self.from.is_none() && self.teacher.is_none(),

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::deploy::{DeployConfig, Deployed};
 use crate::error::{ModelError, Result};
 use crate::network::{Net, NetConfig};
+use crate::onnx::OnnxModel;
 
 /// File name of the weights inside a checkpoint directory.
 pub const WEIGHTS_FILE: &str = "model.bpk";
@@ -30,6 +31,8 @@ pub const DEPLOY_FILE: &str = "deploy.json";
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
 /// File name of the manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// File name of an ONNX model's file inside its checkpoint directory (what it is loaded from).
+pub const ONNX_FILE: &str = "model.onnx";
 
 /// What a checkpoint holds, as digests that do not change between two trainings of one seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +107,12 @@ pub fn named_parameters(net: &Net) -> Vec<(String, TensorData)> {
             linear_params("fc1", &m.fc1, &mut out);
             linear_params("fc2", &m.fc2, &mut out);
         }
+        // the graph's float initializers, by their names in the file
+        Net::Onnx(m) => {
+            for (name, dims, values) in m.graph().weights() {
+                out.push((name.to_string(), TensorData::new(values.to_vec(), dims.to_vec())));
+            }
+        }
     }
     out
 }
@@ -153,6 +162,9 @@ pub fn save(model: &Deployed, config: &NetConfig, dir: &Path) -> Result<String> 
     write_json(&dir.join(DEPLOY_FILE), &model.config)?;
     let st = weights_safetensors(&model.net, &dir.join(SAFETENSORS_FILE))?;
     atomic_write(&dir.join(SAFETENSORS_FILE), &st).map_err(data_err)?;
+    if let Net::Onnx(m) = &model.net {
+        atomic_write(&dir.join(ONNX_FILE), m.bytes()).map_err(data_err)?;
+    }
     let weights = dir.join(WEIGHTS_FILE);
     let bytes = model
         .net
@@ -263,11 +275,18 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Deployed, NetConfig, String)
     let bytes = std::fs::read(&weights).map_err(io(&weights))?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| bad(&weights, format!("{e}: {}", recovery(dir))))?;
-    let net = config
-        .init(device)?
-        .try_load_record(record)
-        .map_err(|e| bad(&weights, format!("{e}: {}", recovery(dir))))?
-        .valid();
+    let net = match &config {
+        NetConfig::Onnx(c) => {
+            let path = dir.join(ONNX_FILE);
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            Net::Onnx(OnnxModel::from_bytes(bytes, c, device, &path)?)
+        }
+        _ => config
+            .init(device)?
+            .try_load_record(record)
+            .map_err(|e| bad(&weights, format!("{e}: {}", recovery(dir))))?
+            .valid(),
+    };
     check_finite(&net, &weights)?;
     let digest = sha256_hex(&weights_safetensors(&net, &weights)?);
     if digest != manifest.weights_sha256 {
@@ -415,6 +434,12 @@ pub fn import_pytorch(
     names: &NameMap,
     device: &Device,
 ) -> Result<Net> {
+    if let NetConfig::Onnx(c) = config {
+        if !names.is_empty() {
+            return Err(bad(path, "names map PyTorch state_dict names; an ONNX file needs none"));
+        }
+        return Ok(Net::Onnx(OnnxModel::load(path, c, device)?));
+    }
     let mut targets: BTreeMap<&str, &str> = BTreeMap::new();
     for (module, theirs) in names {
         if let Some(other) = targets.insert(theirs, module) {
@@ -461,6 +486,8 @@ pub fn import_pytorch(
             imp.linear("fc1", &mut m.fc1)?;
             imp.linear("fc2", &mut m.fc2)?;
         }
+        // returned above
+        Net::Onnx(_) => {}
     }
     let modules: Vec<String> = named_parameters(&net)
         .into_iter()

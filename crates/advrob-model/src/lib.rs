@@ -17,6 +17,7 @@ mod matmul;
 pub mod memory;
 mod mlp;
 mod network;
+mod onnx;
 pub mod simd;
 mod train;
 
@@ -33,6 +34,7 @@ pub use error::{ModelError, Result};
 pub use loss::{LossKind, Targets, loss};
 pub use mlp::{MAX_PARAMETERS, Mlp, MlpConfig};
 pub use network::{Net, NetConfig};
+pub use onnx::{OnnxConfig, OnnxModel};
 pub use train::{
     EpochStats, Plain, Progress, TrainBatch, TrainConfig, TrainHook, TrainRecord, accuracy, train,
 };

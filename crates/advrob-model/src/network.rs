@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::classifier::Classifier;
 use crate::cnn::{FgsmTutorial, FgsmTutorialConfig, Lenet, LenetConfig, MadryCnn, MadryCnnConfig};
 use crate::mlp::{Mlp, MlpConfig};
+use crate::onnx::{OnnxConfig, OnnxModel};
 
 /// The architecture of a network and its hyperparameters, the seed included. Written as JSON with
 /// an `arch` field (`mlp`, `lenet`, `fgsm-tutorial`, `madry-cnn`).
@@ -23,6 +24,8 @@ pub enum NetConfig {
     FgsmTutorial(FgsmTutorialConfig),
     /// The CNN of Madry et al. (2018).
     MadryCnn(MadryCnnConfig),
+    /// A model read from an ONNX file ([`OnnxModel`]): evaluated, never trained.
+    Onnx(OnnxConfig),
 }
 
 impl From<MlpConfig> for NetConfig {
@@ -39,6 +42,7 @@ impl NetConfig {
             NetConfig::Lenet(_) => "lenet",
             NetConfig::FgsmTutorial(_) => "fgsm-tutorial",
             NetConfig::MadryCnn(_) => "madry-cnn",
+            NetConfig::Onnx(_) => "onnx",
         }
     }
 
@@ -49,6 +53,7 @@ impl NetConfig {
             NetConfig::Lenet(c) => c.classes,
             NetConfig::FgsmTutorial(c) => c.classes,
             NetConfig::MadryCnn(c) => c.classes,
+            NetConfig::Onnx(c) => c.classes,
         }
     }
 
@@ -59,6 +64,7 @@ impl NetConfig {
             NetConfig::Lenet(c) => c.seed,
             NetConfig::FgsmTutorial(c) => c.seed,
             NetConfig::MadryCnn(c) => c.seed,
+            NetConfig::Onnx(_) => 0,
         }
     }
 
@@ -69,6 +75,7 @@ impl NetConfig {
             NetConfig::Lenet(c) => c.seed = seed,
             NetConfig::FgsmTutorial(c) => c.seed = seed,
             NetConfig::MadryCnn(c) => c.seed = seed,
+            NetConfig::Onnx(_) => {}
         }
         self
     }
@@ -92,6 +99,12 @@ impl NetConfig {
             NetConfig::Lenet(c) => Net::Lenet(c.init(device)?),
             NetConfig::FgsmTutorial(c) => Net::FgsmTutorial(c.init(device)?),
             NetConfig::MadryCnn(c) => Net::MadryCnn(c.init(device)?),
+            NetConfig::Onnx(_) => {
+                return Err(crate::ModelError::invalid(
+                    "arch",
+                    "an ONNX model is read from its file (OnnxModel::load), not initialised",
+                ));
+            }
         })
     }
 }
@@ -107,6 +120,8 @@ pub enum Net {
     FgsmTutorial(FgsmTutorial),
     /// Madry et al.'s CNN.
     MadryCnn(MadryCnn),
+    /// A model read from an ONNX file.
+    Onnx(OnnxModel),
 }
 
 impl From<Mlp> for Net {
@@ -127,6 +142,7 @@ impl Net {
             Net::Lenet(m) => m.forward(images),
             Net::FgsmTutorial(m) => m.forward(images, None),
             Net::MadryCnn(m) => m.forward(images),
+            Net::Onnx(m) => m.forward(images),
         }
     }
 
@@ -141,6 +157,8 @@ impl Net {
             Net::Lenet(m) => m.forward(images),
             Net::FgsmTutorial(m) => m.forward(images, Some(rng)),
             Net::MadryCnn(m) => m.forward(images),
+            // inference only: no training-mode layers are built
+            Net::Onnx(m) => m.forward(images),
         }
     }
 
@@ -151,6 +169,7 @@ impl Net {
             Net::Lenet(m) => Some(&m.fc3),
             Net::FgsmTutorial(m) => Some(&m.fc2),
             Net::MadryCnn(m) => Some(&m.fc2),
+            Net::Onnx(m) => return m.classes(),
         };
         last.map_or(0, |l| l.weight.dims()[1])
     }
@@ -164,6 +183,7 @@ impl Classifier for Net {
             Net::Lenet(m) => m.logits(images),
             Net::MadryCnn(m) => m.logits(images),
             Net::FgsmTutorial(m) => m.logits(images),
+            Net::Onnx(m) => m.forward(images),
         }
     }
 
@@ -171,7 +191,7 @@ impl Classifier for Net {
         match self {
             Net::Mlp(m) => m.affine_first(),
             // a convolution's window of pixels touches a window of outputs: not done yet
-            Net::Lenet(_) | Net::FgsmTutorial(_) | Net::MadryCnn(_) => None,
+            Net::Lenet(_) | Net::FgsmTutorial(_) | Net::MadryCnn(_) | Net::Onnx(_) => None,
         }
     }
 
@@ -181,6 +201,7 @@ impl Classifier for Net {
             Net::Lenet(m) => m.dense(),
             Net::MadryCnn(m) => m.dense(),
             Net::FgsmTutorial(m) => m.dense(),
+            Net::Onnx(_) => None,
         }
     }
 }

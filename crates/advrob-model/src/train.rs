@@ -199,8 +199,15 @@ pub fn train(
     on_progress: &mut dyn FnMut(Progress),
 ) -> crate::Result<(Net, TrainRecord)> {
     config.check()?;
+    let model: Net = model.into();
+    if matches!(model, Net::Onnx(_)) {
+        return Err(ModelError::invalid(
+            "model",
+            "an ONNX model is evaluated as its file defines it, not trained",
+        ));
+    }
     let start = Instant::now();
-    let mut model: Net = model.into().to_device(device).train();
+    let mut model: Net = model.to_device(device).train();
     let mut trainer = Trainer {
         config,
         device,
@@ -492,7 +499,7 @@ impl HostTraining {
             Net::Lenet(m) => (vec![&m.conv1, &m.conv2], vec![&m.fc1, &m.fc2, &m.fc3]),
             Net::MadryCnn(m) => (vec![&m.conv1, &m.conv2], vec![&m.fc1, &m.fc2]),
             // its training pass drops whole channels: the tensor path
-            Net::FgsmTutorial(_) => return None,
+            Net::FgsmTutorial(_) | Net::Onnx(_) => return None,
         };
         let device = dense.first()?.weight.val().device();
         if cfg!(feature = "blas") || !crate::backend::is_ndarray(&device.clone().without_autodiff())
@@ -651,7 +658,7 @@ impl HostTraining {
                 write_dense(vec![&mut m.fc1, &mut m.fc2]);
                 Net::MadryCnn(m)
             }
-            Net::FgsmTutorial(_) => {
+            Net::FgsmTutorial(_) | Net::Onnx(_) => {
                 return Err(ModelError::invalid(
                     "model",
                     "host training is for an MLP, LeNet or Madry et al.'s CNN",

@@ -251,6 +251,17 @@ impl OnnxGraph {
         self.nodes.len()
     }
 
+    /// The float initializers (the weights) with their names and dimensions, in the file's order.
+    pub fn weights(&self) -> Vec<(&str, &[usize], &[f32])> {
+        self.initializers
+            .iter()
+            .filter_map(|(n, t)| match &t.data {
+                HostData::F32(v) => Some((n.as_str(), t.dims.as_slice(), v.as_slice())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Number of weights (the elements of the float initializers).
     pub fn num_weights(&self) -> usize {
         self.initializers

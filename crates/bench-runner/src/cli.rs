@@ -304,12 +304,17 @@ impl EvaluateMatrixArgs {
     }
 }
 
-/// `bench-runner evaluate`: someone's trained model, from PyTorch weights.
+/// `bench-runner evaluate`: someone's trained model, from an ONNX file or PyTorch weights.
 #[derive(Debug, Clone, Args)]
 pub struct EvaluateArgs {
-    /// The weights: a PyTorch `state_dict` saved with `safetensors.torch.save_file`.
+    /// The model as an ONNX file (`torch.onnx.export(model, x, "model.onnx")`): any architecture
+    /// of the supported operators, images in [0, 1] as its input.
+    #[arg(long, conflicts_with_all = ["weights", "arch", "names", "spec"], required_unless_present = "weights")]
+    pub onnx: Option<PathBuf>,
+    /// The weights: a PyTorch `state_dict` saved with `safetensors.torch.save_file`, for one of
+    /// the architectures of --arch.
     #[arg(long)]
-    pub weights: PathBuf,
+    pub weights: Option<PathBuf>,
     /// A TOML file describing the model (`arch`, `hidden`, `[names]`, `[normalize]`); the flags
     /// below override it.
     #[arg(long)]
@@ -390,18 +395,27 @@ impl EvaluateArgs {
             ),
             None => file.normalize,
         };
-        let stem = self
-            .weights
+        let file_path = self
+            .onnx
+            .as_ref()
+            .or(self.weights.as_ref())
+            .ok_or_else(|| anyhow::anyhow!("give the model: --onnx FILE or --weights FILE"))?;
+        let stem = file_path
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| "model".into());
+        let arch = if self.onnx.is_some() {
+            Arch::Onnx
+        } else {
+            self.arch.or(file.arch).ok_or_else(|| {
+                anyhow::anyhow!("which architecture? give --arch (mlp, lenet, fgsm-tutorial, madry-cnn) or arch in --spec, or the model as --onnx FILE")
+            })?
+        };
         Ok(ModelSpec {
             name: self.model_name.clone().unwrap_or(stem),
-            arch: self.arch.or(file.arch).ok_or_else(|| {
-                anyhow::anyhow!("which architecture? give --arch (mlp, lenet, fgsm-tutorial, madry-cnn) or arch in --spec")
-            })?,
+            arch,
             hidden: hidden.or(file.hidden).unwrap_or_else(|| vec![128]),
-            weights: Some(self.weights.clone()),
+            weights: Some(file_path.clone()),
             names: file.names,
             normalize,
             ..ModelSpec::default()

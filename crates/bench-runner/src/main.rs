@@ -71,9 +71,9 @@ enum Cmd {
         #[command(flatten)]
         slurm: bench_runner::slurm::SlurmArgs,
     },
-    /// Evaluate a model trained elsewhere (PyTorch weights saved as safetensors) with the default
-    /// attacks, and write the same report as a matrix run: `bench-runner evaluate --weights
-    /// model.safetensors --arch lenet --dataset mnist`.
+    /// Evaluate a model trained elsewhere (an ONNX file, or PyTorch weights saved as safetensors)
+    /// with the default attacks, and write the same report as a matrix run: `bench-runner
+    /// evaluate --onnx model.onnx --dataset mnist`.
     Evaluate {
         #[command(flatten)]
         model: EvaluateArgs,

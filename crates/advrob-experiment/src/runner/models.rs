@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use advrob_data::{Split, sha256_hex};
 use advrob_model::{
     DeployConfig, Deployed, FgsmTutorialConfig, LenetConfig, MadryCnnConfig, MlpConfig, NetConfig,
+    OnnxConfig,
     Stage, TrainConfig, TrainSetup, backend, checkpoint,
 };
 use burn::tensor::Device;
@@ -47,6 +48,7 @@ pub fn model_configs(
         Arch::MadryCnn => {
             NetConfig::MadryCnn(MadryCnnConfig::new().with_image(image).with_seed(seed))
         }
+        Arch::Onnx => NetConfig::Onnx(OnnxConfig::new([1, image[0], image[1]])),
     };
     let train = TrainConfig::new()
         .with_epochs(spec.epochs.unwrap_or(matrix.train.epochs))
