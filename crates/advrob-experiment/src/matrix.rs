@@ -164,7 +164,10 @@ impl ModelSpec {
             ensure(
                 self.arch != Arch::Onnx || self.weights.is_some(),
                 "weights",
-                || "arch = \"onnx\" reads the model from a file: give weights = \"model.onnx\"".into(),
+                || {
+                    "arch = \"onnx\" reads the model from a file: give weights = \"model.onnx\""
+                        .into()
+                },
             )?;
             if self.weights.is_some() {
                 ensure(

@@ -110,7 +110,10 @@ pub fn named_parameters(net: &Net) -> Vec<(String, TensorData)> {
         // the graph's float initializers, by their names in the file
         Net::Onnx(m) => {
             for (name, dims, values) in m.graph().weights() {
-                out.push((name.to_string(), TensorData::new(values.to_vec(), dims.to_vec())));
+                out.push((
+                    name.to_string(),
+                    TensorData::new(values.to_vec(), dims.to_vec()),
+                ));
             }
         }
     }
@@ -436,7 +439,10 @@ pub fn import_pytorch(
 ) -> Result<Net> {
     if let NetConfig::Onnx(c) = config {
         if !names.is_empty() {
-            return Err(bad(path, "names map PyTorch state_dict names; an ONNX file needs none"));
+            return Err(bad(
+                path,
+                "names map PyTorch state_dict names; an ONNX file needs none",
+            ));
         }
         return Ok(Net::Onnx(OnnxModel::load(path, c, device)?));
     }
@@ -621,6 +627,38 @@ mod tests {
                 assert_eq!(cfg2, cfg);
                 assert_eq!(back.net.classes(), 10);
             }
+        });
+    }
+
+    #[test]
+    fn an_onnx_model_round_trips_through_a_checkpoint_and_a_changed_file_is_refused() {
+        use crate::{Classifier, OnnxConfig};
+        let onnx = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/pytorch/onnx/cnn_bn_legacy.onnx");
+        on_test_backends(|device| {
+            let cfg = NetConfig::Onnx(OnnxConfig::new([1, 28, 28]));
+            let net = import_pytorch(&onnx, &cfg, &NameMap::new(), device).expect("onnx");
+            let dir = tempfile::tempdir().expect("temp");
+            let model = Deployed::plain(net);
+            let digest = save(&model, &cfg, dir.path()).expect("save");
+            let x: Vec<f32> = (0..3 * 28 * 28).map(|i| (i % 97) as f32 / 97.0).collect();
+            let x = Tensor::<3>::from_data(TensorData::new(x, [3, 28, 28]), device);
+            let (back, cfg2, digest2) = load(dir.path(), device).expect("load");
+            assert_eq!((cfg2, digest2), (cfg.clone(), digest));
+            let (a, b) = (model.logits(x.clone()), back.logits(x));
+            let (a, b) = (crate::backend::host_f32(a), crate::backend::host_f32(b));
+            assert_eq!(a.expect("f32"), b.expect("f32"));
+            // another ONNX file in its place: refused, naming the file
+            std::fs::copy(
+                onnx.with_file_name("lenet_legacy.onnx"),
+                dir.path().join(ONNX_FILE),
+            )
+            .expect("copy");
+            let e = load(dir.path(), device).expect_err("swapped").to_string();
+            assert!(e.contains(ONNX_FILE) && e.contains("changed"), "{e}");
+            // names are for PyTorch state_dicts
+            let names = NameMap::from([("fc1".to_string(), "x".to_string())]);
+            assert!(import_pytorch(&onnx, &cfg, &names, device).is_err());
         });
     }
 }

@@ -79,9 +79,13 @@ impl OnnxModel {
             ));
         }
         let net = OnnxNet::new(graph, device);
-        net.check_image(config.image).map_err(|e| bad(e.to_string()))?;
+        net.check_image(config.image)
+            .map_err(|e| bad(e.to_string()))?;
         let [c, h, w] = config.image;
-        let trial = Tensor::<4>::from_data(TensorData::new(vec![0.5f32; 2 * c * h * w], [2, c, h, w]), device);
+        let trial = Tensor::<4>::from_data(
+            TensorData::new(vec![0.5f32; 2 * c * h * w], [2, c, h, w]),
+            device,
+        );
         let out = net.forward(trial).map_err(|e| bad(e.to_string()))?;
         let classes = out.dims()[1];
         if classes != config.classes {

@@ -729,3 +729,140 @@ fn evaluate_offers_only_what_applies_to_one_foreign_model() {
         "{run}"
     );
 }
+
+/// The rows of `results.csv` in `dir` with the columns that do not depend on the run's name or
+/// timing, sorted.
+fn result_rows(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("results.csv")).expect("results.csv");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let keep = [
+        "model",
+        "attack",
+        "attack_labels",
+        "backend",
+        "seed",
+        "eps",
+        "examples",
+        "clean_accuracy",
+        "adversarial_accuracy",
+        "checkpoint_sha256",
+    ];
+    let cols: Vec<usize> = keep
+        .iter()
+        .map(|k| header.iter().position(|h| h == k).expect("column"))
+        .collect();
+    let mut rows: Vec<String> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            cols.iter().map(|&c| f[c]).collect::<Vec<_>>().join(",")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn report_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            p.strip_prefix(dir)
+                .expect("inside")
+                .to_string_lossy()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_onnx_model_is_evaluated_by_one_command_into_the_report_a_matrix_run_writes() {
+    let tmp = tempfile::tempdir().expect("temp");
+    synthetic::write_dataset(&tmp.path().join("ds"), 40, 30, 2).expect("dataset");
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/pytorch/onnx/mlp_softmax.onnx")
+        .to_string_lossy()
+        .to_string();
+    // the same model named in a matrix file, beside nothing else
+    let toml = format!(
+        "name = \"matrix-onnx\"\n[[models]]\nname = \"mlp_softmax\"\narch = \"onnx\"\nweights = {onnx:?}\n"
+    );
+    std::fs::write(tmp.path().join("m.toml"), toml).expect("toml");
+    for backend in backends() {
+        let common = [
+            "--dataset-dir",
+            "ds",
+            "--eps",
+            "0,0.1",
+            "--attack-labels",
+            "true",
+            "--backends",
+            &backend,
+        ];
+        let (a, ra) = (format!("a-{backend}"), format!("ra-{backend}"));
+        let o = bench_runner(
+            &[
+                &["evaluate", "--onnx", &onnx, "--out", &a, "--reports", &ra][..],
+                &common,
+            ]
+            .concat(),
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let (b, rb) = (format!("b-{backend}"), format!("rb-{backend}"));
+        let o = bench_runner(
+            &[&["run", "--config", "m.toml", "--out", &b][..], &common].concat(),
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let o = bench_runner(&["report", "--run", &b, "--reports", &rb], tmp.path());
+        assert!(o.status.success(), "{}", text(&o));
+        let (ra, rb) = (tmp.path().join(ra), tmp.path().join(rb));
+        assert_eq!(report_files(&ra), report_files(&rb), "{backend}");
+        let rows = result_rows(&ra);
+        assert!(
+            rows.iter().any(|r| r.starts_with("mlp_softmax,fgsm,")),
+            "{rows:?}"
+        );
+        assert_eq!(rows, result_rows(&rb), "{backend}");
+    }
+    // a graph the dataset's images do not fit: both shapes named
+    let cifar = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/pytorch/onnx/wide_resnet.onnx")
+        .to_string_lossy()
+        .to_string();
+    let o = bench_runner(
+        &[
+            "evaluate",
+            "--onnx",
+            &cifar,
+            "--dataset-dir",
+            "ds",
+            "--attack-labels",
+            "true",
+            "--out",
+            "c",
+        ],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("[?, 3, 32, 32]") && text(&o).contains("[1, 1, 28, 28]"),
+        "{}",
+        text(&o)
+    );
+}

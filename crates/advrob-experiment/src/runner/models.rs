@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use advrob_data::{Split, sha256_hex};
 use advrob_model::{
     DeployConfig, Deployed, FgsmTutorialConfig, LenetConfig, MadryCnnConfig, MlpConfig, NetConfig,
-    OnnxConfig,
-    Stage, TrainConfig, TrainSetup, backend, checkpoint,
+    OnnxConfig, Stage, TrainConfig, TrainSetup, backend, checkpoint,
 };
 use burn::tensor::Device;
 
