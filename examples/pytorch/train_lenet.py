@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Train the LeNet of archs.py on MNIST for one epoch (Adam 1e-3, batch 128) and save its
-state_dict with safetensors, for loading into advrob (the PyTorch -> advrob round trip).
+state_dict with safetensors, for loading into advrob (the PyTorch -> advrob round trip), and with
+--onnx the model as an ONNX file too (what `bench-runner evaluate --onnx` reads).
 
-    python examples/pytorch/train_lenet.py lenet_mnist.safetensors [--mnist DIR] [--epochs 1]
+    python examples/pytorch/train_lenet.py lenet_mnist.safetensors [--onnx lenet.onnx] [--mnist DIR] [--epochs 1]
 
 The output is not committed; see README.md in this folder.
 """
@@ -67,6 +68,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--onnx", default=None, help="also export the model as this ONNX file")
     args = ap.parse_args()
 
     if args.threads:
@@ -83,6 +85,17 @@ def main():
     print(f"wrote {args.out}:")
     for k, v in model.state_dict().items():
         print(f"  {k:14s} {list(v.shape)}")
+    if args.onnx:
+        # the way to export any classifier: images [N, 1, 28, 28] in [0, 1] in, the batch free,
+        # the weights inside the file
+        torch.onnx.export(
+            model.eval(),
+            (torch.rand(2, 1, 28, 28),),
+            args.onnx,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            external_data=False,
+        )
+        print(f"wrote {args.onnx}")
 
 
 if __name__ == "__main__":
