@@ -571,6 +571,12 @@ fn conv(ctx: &Ctx<'_>) -> Result<Vec<Value>> {
     let win = ctx.window([kh, kw], [h, wd])?;
     let groups =
         usize::try_from(ctx.attr_int("group", 1)).map_err(|_| ctx.fail("negative group"))?;
+    // burn-ndarray's convolution backward is a direct loop, 8x slower than the product below on
+    // a small CNN's input gradient (2.0 s against 0.26 s for 250 MNIST images); its forward is 2x
+    // faster than the product. Other backends have fast convolutions both ways.
+    if groups == 1 && x.is_autodiff() && crate::net::is_ndarray(&x.device()) {
+        return Ok(vec![from4(conv_as_product(x, w, bias, &win))]);
+    }
     let options = ConvOptions {
         stride: win.stride,
         padding: win.pads,
@@ -578,6 +584,48 @@ fn conv(ctx: &Ctx<'_>) -> Result<Vec<Value>> {
         groups,
     };
     Ok(vec![from4(conv2d(x, w, bias, options))])
+}
+
+/// A convolution as one matrix product: the input's windows gathered by strided slices into
+/// `[B·OH·OW, C·KH·KW]` (the column layout of the weights `[O, C, KH, KW]`), times the weights
+/// transposed. Every step is a burn operation, so autodiff differentiates it as it does conv2d.
+fn conv_as_product(x: Tensor<4>, w: Tensor<4>, bias: Option<Tensor<1>>, win: &Window) -> Tensor<4> {
+    let [(pt, pb), (pl, pr)] = win.pads;
+    let x = if pt + pb + pl + pr > 0 {
+        x.pad([(pt, pb), (pl, pr)], PadMode::Constant(0.0))
+    } else {
+        x
+    };
+    let [b, c, h, wd] = x.dims();
+    let [o, _, kh, kw] = w.dims();
+    let [sh, sw] = win.stride;
+    let [dh, dw] = win.dilation;
+    let oh = (h - ((kh - 1) * dh + 1)) / sh + 1;
+    let ow = (wd - ((kw - 1) * dw + 1)) / sw + 1;
+    let mut cols = Vec::with_capacity(kh * kw);
+    for i in 0..kh {
+        for j in 0..kw {
+            let rows = burn::tensor::Slice::new(
+                (i * dh) as isize,
+                Some((i * dh + (oh - 1) * sh + 1) as isize),
+                sh as isize,
+            );
+            let across = burn::tensor::Slice::new(
+                (j * dw) as isize,
+                Some((j * dw + (ow - 1) * sw + 1) as isize),
+                sw as isize,
+            );
+            cols.push(x.clone().slice_dim(2, rows).slice_dim(3, across));
+        }
+    }
+    // [B, C, KH·KW, OH, OW] -> [B, C·KH·KW, OH·OW]: the weights' column order, no transposition
+    let cols = Tensor::stack::<5>(cols, 2).reshape([b, c * kh * kw, oh * ow]);
+    let y = w.reshape([1, o, c * kh * kw]).matmul(cols);
+    let y = match bias {
+        Some(bias) => y.add(bias.reshape([1, o, 1])),
+        None => y,
+    };
+    y.reshape([b, o, oh, ow])
 }
 
 fn pool(ctx: &Ctx<'_>) -> Result<Vec<Value>> {
