@@ -31,6 +31,14 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// Asserts that the command failed and that its output names every one of `parts`.
+#[allow(dead_code)]
+pub fn assert_fails_naming(o: &Output, parts: &[&str]) {
+    assert!(!o.status.success(), "{}", text(o));
+    let t = text(o);
+    assert!(parts.iter().all(|p| t.contains(p)), "{t}");
+}
+
 /// The record logs of the run directory `run`, by name.
 pub fn logs(run: &Path) -> Vec<PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(run.join("records"))
