@@ -439,3 +439,116 @@ fn chunks<const N: usize>(
         b
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
+        TypeProtoTensor, ValueInfoProto,
+    };
+
+    fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto {
+                tensor_type: Some(TypeProtoTensor {
+                    elem_type: Some(data_type::FLOAT),
+                    shape: Some(TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| proto::Dimension {
+                                dim_value: (d > 0).then_some(d),
+                                dim_param: (d <= 0).then(|| "batch".to_string()),
+                            })
+                            .collect(),
+                    }),
+                }),
+            }),
+        }
+    }
+
+    fn model(ops: &[(&str, &str)]) -> Vec<u8> {
+        let mut node = Vec::new();
+        let mut prev = "input".to_string();
+        for (i, (op, domain)) in ops.iter().enumerate() {
+            let out = format!("v{i}");
+            node.push(NodeProto {
+                input: vec![prev.clone()],
+                output: vec![out.clone()],
+                name: Some(format!("node{i}")),
+                op_type: Some(op.to_string()),
+                domain: Some(domain.to_string()),
+                attribute: Vec::new(),
+            });
+            prev = out;
+        }
+        ModelProto {
+            ir_version: Some(8),
+            producer_name: Some("test".into()),
+            producer_version: None,
+            graph: Some(GraphProto {
+                node,
+                name: Some("g".into()),
+                initializer: Vec::new(),
+                input: vec![value("input", &[0, 10])],
+                output: vec![value(&prev, &[0, 10])],
+                value_info: Vec::new(),
+            }),
+            opset_import: vec![OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(17),
+            }],
+            functions: Vec::new(),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn an_unsupported_operator_is_refused_naming_it_its_node_and_the_supported_list() {
+        let e = OnnxGraph::from_bytes(&model(&[("Relu", ""), ("Lstm", "")]))
+            .expect_err("Lstm")
+            .to_string();
+        assert!(
+            e.contains("Lstm") && e.contains("node1") && e.contains("Conv, Div"),
+            "{e}"
+        );
+        let e = OnnxGraph::from_bytes(&model(&[("Relu", "com.microsoft")]))
+            .expect_err("another domain")
+            .to_string();
+        assert!(e.contains("com.microsoft::Relu"), "{e}");
+    }
+
+    #[test]
+    fn a_supported_graph_reads_and_a_final_softmax_is_left_out() {
+        let g = OnnxGraph::from_bytes(&model(&[("Relu", ""), ("Softmax", "")])).expect("reads");
+        assert!(g.softmax_removed());
+        assert_eq!(g.output, "v0");
+        assert_eq!(g.input_shape_text(), "[?, 10]");
+        assert_eq!(g.operators(), vec!["Relu", "Softmax"]);
+        let g = OnnxGraph::from_bytes(&model(&[("Softmax", ""), ("Relu", "")])).expect("reads");
+        assert!(!g.softmax_removed());
+    }
+
+    #[test]
+    fn bytes_that_are_not_an_onnx_model_are_refused() {
+        assert!(matches!(
+            OnnxGraph::from_bytes(b"\xff\xff\xff not protobuf"),
+            Err(OnnxError::Decode(_))
+        ));
+        // a valid protobuf without a graph
+        let empty = ModelProto {
+            ir_version: Some(8),
+            producer_name: None,
+            producer_version: None,
+            graph: None,
+            opset_import: Vec::new(),
+            functions: Vec::new(),
+        }
+        .encode_to_vec();
+        let e = OnnxGraph::from_bytes(&empty)
+            .expect_err("no graph")
+            .to_string();
+        assert!(e.contains("no graph"), "{e}");
+    }
+}
