@@ -152,18 +152,3 @@ impl OnnxNet {
         Ok(t.reshape([b, rest]))
     }
 }
-
-/// Whether `device` is burn-ndarray's (with or without autodiff).
-pub(crate) fn is_ndarray(device: &Device) -> bool {
-    #[cfg(feature = "ndarray")]
-    {
-        #[allow(deprecated)]
-        let ndarray = Device::ndarray();
-        device.clone().without_autodiff() == ndarray
-    }
-    #[cfg(not(feature = "ndarray"))]
-    {
-        let _ = device;
-        false
-    }
-}

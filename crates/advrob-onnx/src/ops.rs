@@ -574,7 +574,7 @@ fn conv(ctx: &Ctx<'_>) -> Result<Vec<Value>> {
     // burn-ndarray's convolution backward is a direct loop, 8x slower than the product below on
     // a small CNN's input gradient (2.0 s against 0.26 s for 250 MNIST images); its forward is 2x
     // faster than the product. Other backends have fast convolutions both ways.
-    if groups == 1 && x.is_autodiff() && crate::net::is_ndarray(&x.device()) {
+    if groups == 1 && x.is_autodiff() && crate::value::is_ndarray(&x.device()) {
         return Ok(vec![from4(conv_as_product(x, w, bias, &win))]);
     }
     let options = ConvOptions {

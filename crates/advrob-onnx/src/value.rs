@@ -164,6 +164,21 @@ pub(crate) fn broadcast_dims(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     Some(out)
 }
 
+/// Whether `device` is burn-ndarray's (with or without autodiff).
+pub(crate) fn is_ndarray(device: &Device) -> bool {
+    #[cfg(feature = "ndarray")]
+    {
+        #[allow(deprecated)]
+        let ndarray = Device::ndarray();
+        device.clone().without_autodiff() == ndarray
+    }
+    #[cfg(not(feature = "ndarray"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
