@@ -5,7 +5,8 @@ a fixed batch.
     python examples/pytorch/make_onnx_fixtures.py [OUT_DIR]   # default: examples/pytorch/onnx
 
 For each model NAME it writes NAME.onnx (the default exporter), NAME_legacy.onnx (the TorchScript
-exporter, `dynamo=False`) and NAME.safetensors with
+exporter, `dynamo=False`), for some NAME_opset11.onnx (the TorchScript exporter at opset 11, the
+operator forms of older files) and NAME.safetensors with
   x       the input batch [4, C, H, W] in [0, 1] (seeded)
   y       the labels [4] (int64)
   output  the graph's output (probabilities for a model that ends in Softmax)
@@ -221,6 +222,10 @@ MODELS = {
 }
 
 
+# the models also exported at opset 11 (the large CNN left out to keep the files small)
+OPSET_11 = ("mlp_softmax", "lenet", "resblocks", "wide_resnet")
+
+
 def main():
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "onnx"
     out.mkdir(parents=True, exist_ok=True)
@@ -254,6 +259,19 @@ def main():
             dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
             dynamo=False,
         )
+        if name in OPSET_11:
+            # the operator forms of older files (opset 11: axes and Clip bounds as attributes or
+            # inputs as that opset has them, Softmax's 2-D coercion)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(out / f"{name}_opset11.onnx"),
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                dynamo=False,
+                opset_version=11,
+            )
         xg = x.clone().requires_grad_(True)
         output = model(xg)
         logits = model.logits(xg) if hasattr(model, "logits") else output

@@ -1,5 +1,5 @@
 //! The PyTorch fixtures (`examples/pytorch/make_onnx_fixtures.py`): for every model, exported by
-//! both of PyTorch's ONNX exporters, the logits and the input gradient of the summed
+//! both of PyTorch's ONNX exporters (and some at opset 11), the logits and the input gradient of the summed
 //! cross-entropy match PyTorch's within 1e-4, on every backend this build has.
 
 use std::path::PathBuf;
@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use advrob_onnx::{OnnxGraph, OnnxNet};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// The models also exported at opset 11 (the operator forms of older files).
+const OPSET_11: &[&str] = &["mlp_softmax", "lenet", "resblocks", "wide_resnet"];
 
 const MODELS: &[&str] = &[
     "mlp_softmax",
@@ -79,7 +82,11 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 fn logits_and_input_gradients_match_pytorch_on_every_backend() {
     for (backend, device) in devices() {
         for model in MODELS {
-            for file in [format!("{model}.onnx"), format!("{model}_legacy.onnx")] {
+            let mut files = vec![format!("{model}.onnx"), format!("{model}_legacy.onnx")];
+            if OPSET_11.contains(model) {
+                files.push(format!("{model}_opset11.onnx"));
+            }
+            for file in files {
                 let graph = OnnxGraph::load(&dir().join(&file)).unwrap_or_else(|e| panic!("{e}"));
                 assert_eq!(graph.softmax_removed(), *model == "mlp_softmax", "{file}");
                 let net = OnnxNet::new(graph, &device);
