@@ -469,6 +469,10 @@ mod tests {
     }
 
     fn model(ops: &[(&str, &str)]) -> Vec<u8> {
+        model_with_input(ops, &[0, 10])
+    }
+
+    fn model_with_input(ops: &[(&str, &str)], input: &[i64]) -> Vec<u8> {
         let mut node = Vec::new();
         let mut prev = "input".to_string();
         for (i, (op, domain)) in ops.iter().enumerate() {
@@ -491,8 +495,8 @@ mod tests {
                 node,
                 name: Some("g".into()),
                 initializer: Vec::new(),
-                input: vec![value("input", &[0, 10])],
-                output: vec![value(&prev, &[0, 10])],
+                input: vec![value("input", input)],
+                output: vec![value(&prev, input)],
                 value_info: Vec::new(),
             }),
             opset_import: vec![OperatorSetIdProto {
@@ -528,6 +532,31 @@ mod tests {
         assert_eq!(g.operators(), vec!["Relu", "Softmax"]);
         let g = OnnxGraph::from_bytes(&model(&[("Softmax", ""), ("Relu", "")])).expect("reads");
         assert!(!g.softmax_removed());
+    }
+
+    #[test]
+    fn images_reach_an_input_of_rank_two_three_or_four_in_row_major_order() {
+        use burn::tensor::{Device, Tensor, TensorData};
+        #[allow(deprecated)]
+        let device = Device::ndarray();
+        let x: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
+        let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 1, 2, 2]), &device);
+        let relu: Vec<f32> = x.iter().map(|v| v.max(0.0)).collect();
+        for input in [&[0, 4][..], &[0, 2, 2], &[0, 1, 2, 2]] {
+            let g =
+                OnnxGraph::from_bytes(&model_with_input(&[("Relu", "")], input)).expect("reads");
+            let net = crate::OnnxNet::new(g, &device);
+            net.check_image([1, 2, 2]).expect("fits");
+            let y = net.forward(images.clone()).expect("runs");
+            assert_eq!(y.dims(), [2, 4]);
+            assert_eq!(
+                y.into_data().try_to_vec::<f32>().expect("f32"),
+                relu,
+                "{input:?}"
+            );
+            // three channels do not fit a one-channel input of rank 3, nor 5 values a row of 4
+            assert!(net.check_image([3, 2, 2]).is_err());
+        }
     }
 
     #[test]
