@@ -63,6 +63,20 @@ impl OnnxModel {
             reason,
         };
         let graph = OnnxGraph::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        log::info!(
+            "{}: {} nodes, {} weights, input {}, opset {}{}; operators: {}",
+            source.display(),
+            graph.num_nodes(),
+            graph.num_weights(),
+            graph.input_shape_text(),
+            graph.opset(),
+            if graph.producer().is_empty() {
+                String::new()
+            } else {
+                format!(", written by {}", graph.producer())
+            },
+            graph.operators().join(", ")
+        );
         if graph.softmax_removed() {
             log::info!(
                 "{}: the graph ends in Softmax; attacks and predictions use its input, the logits",
