@@ -124,6 +124,15 @@ pub enum DataError {
         /// The names that exist.
         known: String,
     },
+    /// An archive or a CIFAR batch file that is not what it must be (a tar entry cut short, a file
+    /// missing from the archive, a length that is not a whole number of records).
+    #[error("{path}: {reason}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A batch size of zero or a similar nonsensical request.
     #[error("invalid argument {field}: {reason}")]
     Invalid {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod batch;
+pub mod cifar;
 mod dataset;
 mod download;
 mod error;
