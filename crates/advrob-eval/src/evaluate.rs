@@ -416,19 +416,7 @@ mod tests {
         on_test_backends(|device| {
             let run = |seed: u64| {
                 let attack = Seeds(std::cell::RefCell::new(Vec::new()));
-                evaluate(
-                    &Threshold,
-                    &attack,
-                    &EvalRequest {
-                        data: &split(),
-                        eps: &[0.1],
-                        batch_size: 1,
-                        seed,
-                        device,
-                    },
-                    &mut |_, _| {},
-                )
-                .expect("evaluate");
+                on_split(&attack, &[0.1], 1, seed, device).expect("evaluate");
                 attack.0.into_inner()
             };
             let a = run(42);
@@ -462,6 +450,25 @@ mod tests {
         );
     }
 
+    /// [`evaluate`] of [`Threshold`] under `attack` on [`split`], nothing reported per batch.
+    fn on_split(
+        attack: &dyn Attack,
+        eps: &[f64],
+        batch_size: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Vec<EvalRecord>> {
+        let data = split();
+        let request = EvalRequest {
+            data: &data,
+            eps,
+            batch_size,
+            seed,
+            device,
+        };
+        evaluate(&Threshold, attack, &request, &mut |_, _| {})
+    }
+
     fn split() -> Split {
         // four 1×2 images: means 0.2, 0.45, 0.8, 0.45 with labels 0, 0, 1, 1
         let px = |v: f32| (v * 255.0).round() as u8;
@@ -492,19 +499,7 @@ mod tests {
         on_test_backends(|device| {
             let both: Vec<Box<dyn Attack>> = vec![Box::new(Brighten), Box::new(Brighten)];
             let ensemble = advrob_attack::Ensemble::new("twice", both).expect("ensemble");
-            let recs = evaluate(
-                &Threshold,
-                &ensemble,
-                &EvalRequest {
-                    data: &split(),
-                    eps: &[0.0, 0.1, 0.4],
-                    batch_size: 3,
-                    seed: 0,
-                    device,
-                },
-                &mut |_, _| {},
-            )
-            .expect("evaluate");
+            let recs = on_split(&ensemble, &[0.0, 0.1, 0.4], 3, 0, device).expect("evaluate");
             let counts = |r: &EvalRecord| -> Vec<(Option<usize>, usize)> {
                 r.components
                     .as_ref()
@@ -527,19 +522,7 @@ mod tests {
     fn metrics_count_what_their_docs_say() {
         on_test_backends(|device| {
             let device = device.clone();
-            let recs = evaluate(
-                &Threshold,
-                &Brighten,
-                &EvalRequest {
-                    data: &split(),
-                    eps: &[0.0, 0.1],
-                    batch_size: 3,
-                    seed: 0,
-                    device: &device,
-                },
-                &mut |_, _| {},
-            )
-            .expect("evaluate");
+            let recs = on_split(&Brighten, &[0.0, 0.1], 3, 0, &device).expect("evaluate");
             // clean: 0.2→0 ✓, 0.45→0 ✓, 0.8→1 ✓, 0.45→0 ✗ (label 1): 3 of 4
             let r0 = &recs[0];
             assert_eq!((r0.clean_correct, r0.adversarial_correct), (3, 3));
@@ -609,37 +592,13 @@ mod tests {
     fn targeted_success_counts_predictions_equal_to_the_target() {
         on_test_backends(|device| {
             let device = device.clone();
-            let recs = evaluate(
-                &Threshold,
-                &BrightenTowardsOne,
-                &EvalRequest {
-                    data: &split(),
-                    eps: &[0.0, 0.1],
-                    batch_size: 4,
-                    seed: 0,
-                    device: &device,
-                },
-                &mut |_, _| {},
-            )
-            .expect("evaluate");
+            let recs = on_split(&BrightenTowardsOne, &[0.0, 0.1], 4, 0, &device).expect("evaluate");
             // ε = 0: predictions 0, 0, 1, 0 → 1 of 4 equal the target 1
             assert_eq!(recs[0].targeted_success, Some(0.25));
             // ε = 0.1: predictions 0, 1, 1, 1 → 3 of 4
             assert_eq!(recs[1].targeted_success, Some(0.75));
             // untargeted attacks leave it empty
-            let plain = evaluate(
-                &Threshold,
-                &Brighten,
-                &EvalRequest {
-                    data: &split(),
-                    eps: &[0.1],
-                    batch_size: 4,
-                    seed: 0,
-                    device: &device,
-                },
-                &mut |_, _| {},
-            )
-            .expect("evaluate");
+            let plain = on_split(&Brighten, &[0.1], 4, 0, &device).expect("evaluate");
             assert_eq!(plain[0].targeted_success, None);
         });
     }
@@ -684,19 +643,7 @@ mod tests {
     #[test]
     fn negative_eps_is_refused() {
         on_test_backends(|device| {
-            let err = evaluate(
-                &Threshold,
-                &Brighten,
-                &EvalRequest {
-                    data: &split(),
-                    eps: &[-0.1],
-                    batch_size: 2,
-                    seed: 0,
-                    device,
-                },
-                &mut |_, _| {},
-            )
-            .expect_err("eps < 0");
+            let err = on_split(&Brighten, &[-0.1], 2, 0, device).expect_err("eps < 0");
             assert!(err.to_string().contains("eps"), "{err}");
         });
     }
