@@ -31,6 +31,15 @@ pub enum ModelError {
         /// What is wrong.
         reason: String,
     },
+    /// An ONNX file that cannot be read or does not fit the dataset (`evaluate --onnx`, or the
+    /// file inside a checkpoint).
+    #[error("{path}: {reason}")]
+    Onnx {
+        /// The ONNX file.
+        path: PathBuf,
+        /// What is wrong, as advrob-onnx says it.
+        reason: String,
+    },
     /// An error of the data crate (batching).
     #[error(transparent)]
     Data(#[from] advrob_data::DataError),

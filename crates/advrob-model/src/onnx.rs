@@ -58,7 +58,7 @@ impl OnnxModel {
         device: &Device,
         source: &Path,
     ) -> Result<OnnxModel> {
-        let bad = |reason: String| ModelError::Checkpoint {
+        let bad = |reason: String| ModelError::Onnx {
             path: source.to_path_buf(),
             reason,
         };

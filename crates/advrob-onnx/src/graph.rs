@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use prost::Message;
 
@@ -17,11 +18,12 @@ pub(crate) struct HostTensor {
     pub(crate) data: HostData,
 }
 
-/// The values of a [`HostTensor`]: floats (any float type read as f32), integers (any integer
-/// type read as i64) or booleans.
+/// The values of a [`HostTensor`]: floats (any float type read as f32; shared with the values
+/// built from them, so that weights are held once on the host), integers (any integer type read
+/// as i64) or booleans.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum HostData {
-    F32(Vec<f32>),
+    F32(Arc<Vec<f32>>),
     I64(Vec<i64>),
     Bool(Vec<bool>),
 }
@@ -371,16 +373,16 @@ pub(crate) fn host_tensor(t: &proto::TensorProto) -> std::result::Result<HostTen
     let n: usize = dims.iter().product();
     let raw = t.raw_data.as_deref().filter(|r| !r.is_empty());
     let data = match t.data_type.unwrap_or(0) {
-        data_type::FLOAT => HostData::F32(match raw {
+        data_type::FLOAT => HostData::F32(Arc::new(match raw {
             Some(r) => chunks::<4>(r, n)?.map(f32::from_le_bytes).collect(),
             None => t.float_data.clone(),
-        }),
-        data_type::DOUBLE => HostData::F32(match raw {
+        })),
+        data_type::DOUBLE => HostData::F32(Arc::new(match raw {
             Some(r) => chunks::<8>(r, n)?
                 .map(|b| f64::from_le_bytes(b) as f32)
                 .collect(),
             None => t.double_data.iter().map(|&v| v as f32).collect(),
-        }),
+        })),
         data_type::INT64 => HostData::I64(match raw {
             Some(r) => chunks::<8>(r, n)?.map(i64::from_le_bytes).collect(),
             None => t.int64_data.clone(),

@@ -48,11 +48,16 @@ pub(crate) fn padded(dims: &[usize]) -> [usize; R] {
 impl Value {
     /// A float tensor of logical dimensions `dims` from host values.
     pub(crate) fn float_from(data: Vec<f32>, dims: &[usize], device: &Device) -> Value {
-        let t = Tensor::from_data(TensorData::new(data.clone(), padded(dims)), device);
+        Value::float_shared(Arc::new(data), dims, device)
+    }
+
+    /// A float tensor of logical dimensions `dims` from host values it keeps a handle on.
+    fn float_shared(data: Arc<Vec<f32>>, dims: &[usize], device: &Device) -> Value {
+        let t = Tensor::from_data(TensorData::new(data.to_vec(), padded(dims)), device);
         Value::Float {
             t,
             rank: dims.len(),
-            host: Some(Arc::new(data)),
+            host: Some(data),
         }
     }
 
@@ -68,7 +73,7 @@ impl Value {
     /// A host constant as a value on `device` (integers stay on the host).
     pub(crate) fn constant(c: &HostTensor, device: &Device) -> Value {
         match &c.data {
-            HostData::F32(v) => Value::float_from(v.clone(), &c.dims, device),
+            HostData::F32(v) => Value::float_shared(Arc::clone(v), &c.dims, device),
             HostData::I64(v) => Value::Ints(Ints {
                 dims: c.dims.clone(),
                 data: v.clone(),
