@@ -20,8 +20,8 @@ struct MyNet {
 
 impl Classifier for MyNet {
     /// Images `[B, 28, 28]` in [0, 1] in, logits `[B, 10]` out.
-    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-        let x: Tensor<2> = images.flatten(1, 2);
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        let x: Tensor<2> = images.flatten(1, 3);
         self.out.forward(relu(self.hidden.forward(x)))
     }
 }
@@ -89,7 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Per image, whether `model` predicts its label.
 fn correct(
     model: &dyn Classifier,
-    images: Tensor<3>,
+    images: Tensor<4>,
     labels: &[i64],
 ) -> Result<Vec<bool>, backend::Readback> {
     let predicted = backend::host_i64(model.logits(images).argmax(1))?;

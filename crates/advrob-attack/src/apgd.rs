@@ -128,7 +128,7 @@ pub struct Apgd(ApgdConfig);
 
 /// The rows one run attacks: their images, labels, targets (APGD-T) and places in the batch.
 struct Rows {
-    x: Tensor<3>,
+    x: Tensor<4>,
     y: Tensor<1, Int>,
     targets: Option<Tensor<1, Int>>,
     rows: Vec<usize>,
@@ -143,7 +143,7 @@ struct Run {
     /// The example of each row.
     rows: Vec<usize>,
     /// `[H, W]` of an image.
-    shape: [usize; 2],
+    shape: [usize; 3],
     x: Vec<f32>,
     y: Tensor<1, Int>,
     y_host: Vec<i64>,
@@ -165,7 +165,7 @@ struct Run {
 impl Run {
     /// Values per image.
     fn size(&self) -> usize {
-        self.shape[0] * self.shape[1]
+        self.shape.iter().product()
     }
 
     /// Keeps the rows `kept` (indices into the current rows), in that order.
@@ -241,7 +241,7 @@ impl Apgd {
 
     /// The targets of APGD-T's run against each example's `rank`-th most likely class on the
     /// clean image (rank 1 is the runner-up).
-    fn targets_of_rank(model: &dyn Classifier, x: &Tensor<3>, rank: usize) -> Tensor<1, Int> {
+    fn targets_of_rank(model: &dyn Classifier, x: &Tensor<4>, rank: usize) -> Tensor<1, Int> {
         let logits = model.logits(x.clone().without_autodiff());
         let [b, _] = logits.dims();
         logits
@@ -315,21 +315,21 @@ impl Apgd {
             targets,
             rows,
         } = batch;
-        let [b, h, w] = x.dims();
+        let [b, c, h, w] = x.dims();
         let x = host(x)?;
-        let start = self.start(&rows, h * w, eps, seed);
+        let start = self.start(&rows, c * h * w, eps, seed);
         // as the tensor sum `(x + start).clamp(0, 1)`
         let adv: Vec<f32> = x
             .iter()
             .zip(&start)
             .map(|(x, d)| (x + d).clamp(0.0, 1.0))
             .collect();
-        let p = self.pass(model, &adv, [b, h, w], &y, targets.as_ref())?;
+        let p = self.pass(model, &adv, [b, c, h, w], &y, targets.as_ref())?;
         let y_host = crate::rows::host_int(y.clone())?;
         let grad = p.grad.ok_or(AttackError::NoGradient)?;
         let mut s = Run {
             rows,
-            shape: [h, w],
+            shape: [c, h, w],
             x,
             y,
             y_host,
@@ -402,7 +402,7 @@ impl Apgd {
                 }
             });
         s.old = std::mem::replace(&mut s.adv, next);
-        let dims = [s.rows.len(), s.shape[0], s.shape[1]];
+        let dims = [s.rows.len(), s.shape[0], s.shape[1], s.shape[2]];
         let p = self.pass(model, &s.adv, dims, &s.y, s.targets.as_ref())?;
         s.grad = p.grad.ok_or(AttackError::NoGradient)?;
         let improved: Vec<bool> = p
@@ -468,7 +468,7 @@ impl Apgd {
         &self,
         model: &HostModel<'_>,
         adv: &[f32],
-        dims: [usize; 3],
+        dims: [usize; 4],
         y: &Tensor<1, Int>,
         targets: Option<&Tensor<1, Int>>,
     ) -> Result<HostPass> {
@@ -516,11 +516,11 @@ impl Attack for Apgd {
     fn perturb_seeded(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: f64,
         seed: u64,
-    ) -> Result<Tensor<3>> {
+    ) -> Result<Tensor<4>> {
         check_eps(eps)?;
         let c = &self.0;
         let x = images.without_autodiff();
@@ -578,7 +578,7 @@ mod tests {
     use advrob_model::{Mlp, MlpConfig};
     use burn::tensor::TensorData;
 
-    fn setup(device: &burn::tensor::Device) -> (Mlp, Tensor<3>, Tensor<1, Int>, Vec<f32>) {
+    fn setup(device: &burn::tensor::Device) -> (Mlp, Tensor<4>, Tensor<1, Int>, Vec<f32>) {
         let model = MlpConfig::new()
             .with_hidden(vec![16])
             .with_seed(3)
@@ -587,7 +587,7 @@ mod tests {
         let x: Vec<f32> = (0..6 * 784)
             .map(|i| [0.0, 1.0, 0.35, 0.8, 0.5][i % 5])
             .collect();
-        let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [6, 28, 28]), device);
+        let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [6, 1, 28, 28]), device);
         let labels =
             Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 5, 7, 0, 1, 9], [6]), device);
         (model, images, labels, x)
@@ -712,7 +712,7 @@ mod tests {
     fn apgd_is_at_least_as_strong_as_pgd_here() {
         on_test_backends(|device| {
             let (model, images, labels, _) = setup(device);
-            let robust = |adv: Tensor<3>| -> i64 {
+            let robust = |adv: Tensor<4>| -> i64 {
                 model
                     .logits(adv)
                     .argmax(1)

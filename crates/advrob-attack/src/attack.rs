@@ -47,11 +47,11 @@ pub trait Attack {
     fn perturb_seeded(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: f64,
         seed: u64,
-    ) -> Result<Tensor<3>>;
+    ) -> Result<Tensor<4>>;
 
     /// [`perturb_seeded`](Attack::perturb_seeded) with seed 0.
     ///
@@ -61,10 +61,10 @@ pub trait Attack {
     fn perturb(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: f64,
-    ) -> Result<Tensor<3>> {
+    ) -> Result<Tensor<4>> {
         self.perturb_seeded(model, images, labels, eps, 0)
     }
 
@@ -77,7 +77,7 @@ pub trait Attack {
     fn targets(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
     ) -> Result<Option<Tensor<1, Int>>> {
         let _ = (model, images, labels);
@@ -94,11 +94,11 @@ pub trait Attack {
     fn perturb_grid(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: &[f64],
         seed: u64,
-    ) -> Result<Vec<Tensor<3>>> {
+    ) -> Result<Vec<Tensor<4>>> {
         eps.iter()
             .map(|&e| self.perturb_seeded(model, images.clone(), labels.clone(), e, seed))
             .collect()
@@ -114,10 +114,10 @@ pub trait Attack {
     fn minimum_norm(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         seed: u64,
-    ) -> Result<Option<(Tensor<3>, Vec<f64>)>> {
+    ) -> Result<Option<(Tensor<4>, Vec<f64>)>> {
         let _ = (model, images, labels, seed);
         Ok(None)
     }

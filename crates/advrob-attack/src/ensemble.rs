@@ -25,7 +25,7 @@ pub struct Ensemble {
 #[derive(Debug, Clone)]
 pub struct Cascade {
     /// The adversarial images (the clean image where no component broke the example).
-    pub images: Tensor<3>,
+    pub images: Tensor<4>,
     /// Per example, the component that broke it: `None` when it stayed robust or was already
     /// misclassified without attack.
     pub broken_by: Vec<Option<usize>>,
@@ -109,11 +109,11 @@ impl Attack for Ensemble {
     fn perturb_seeded(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: f64,
         seed: u64,
-    ) -> Result<Tensor<3>> {
+    ) -> Result<Tensor<4>> {
         Ok(self
             .perturb_grid(model, images, labels, &[eps], seed)?
             .remove(0))
@@ -122,11 +122,11 @@ impl Attack for Ensemble {
     fn perturb_grid(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: &[f64],
         seed: u64,
-    ) -> Result<Vec<Tensor<3>>> {
+    ) -> Result<Vec<Tensor<4>>> {
         Ok(cascade(model, &self.attacks, images, labels, eps, seed)?
             .into_iter()
             .map(|c| c.images)
@@ -144,7 +144,7 @@ impl Attack for Ensemble {
 pub fn cascade(
     model: &dyn Classifier,
     attacks: &[Box<dyn Attack>],
-    images: Tensor<3>,
+    images: Tensor<4>,
     labels: Tensor<1, Int>,
     eps: &[f64],
     seed: u64,
@@ -155,8 +155,8 @@ pub fn cascade(
     let x = images.without_autodiff();
     let y = labels.without_autodiff();
     let dims = x.dims();
-    let [b, h, w] = dims;
-    let size = h * w;
+    let [b, c, h, w] = dims;
+    let size = c * h * w;
     let device = x.device();
     let y_host = host_int(y.clone())?;
     let clean_pred = host_int(model.logits(x.clone()).argmax(1).flatten::<1>(0, 1))?;
@@ -212,8 +212,8 @@ mod tests {
     /// A classifier that says class 0 when the mean pixel is below 0.5, else class 1.
     struct Threshold;
     impl Classifier for Threshold {
-        fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-            let [b, _, _] = images.dims();
+        fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+            let [b, ..] = images.dims();
             let m: Tensor<2> = images.reshape([b as i64, -1]).mean_dim(1);
             Tensor::cat(vec![(m.clone().neg() + 0.5) * 100.0, (m - 0.5) * 100.0], 1)
         }
@@ -234,11 +234,11 @@ mod tests {
         fn perturb_seeded(
             &self,
             _: &dyn Classifier,
-            images: Tensor<3>,
+            images: Tensor<4>,
             _: Tensor<1, Int>,
             eps: f64,
             _: u64,
-        ) -> Result<Tensor<3>> {
+        ) -> Result<Tensor<4>> {
             self.seen.borrow_mut().push(images.dims()[0]);
             Ok((images + eps * self.share).clamp(0.0, 1.0))
         }
@@ -249,8 +249,8 @@ mod tests {
         on_test_backends(|device| {
             // 1×1 images, all of class 0 (below 0.5): 0.1, 0.3, 0.42, 0.48, 0.7 (the last one is
             // misclassified without attack)
-            let x = Tensor::<3>::from_data(
-                TensorData::new(vec![0.1f32, 0.3, 0.42, 0.48, 0.7], [5, 1, 1]),
+            let x = Tensor::<4>::from_data(
+                TensorData::new(vec![0.1f32, 0.3, 0.42, 0.48, 0.7], [5, 1, 1, 1]),
                 device,
             );
             let y = Tensor::<1, Int>::zeros([5], device);

@@ -80,9 +80,9 @@ impl Fgsm {
     pub fn direction(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
-    ) -> Result<Tensor<3>> {
+    ) -> Result<Tensor<4>> {
         let (dims, device) = (images.dims(), images.device().without_autodiff());
         Ok(match self.direction_on(model, &images, labels)? {
             Direction::Host { mut grad, descend } => {
@@ -98,7 +98,7 @@ impl Fgsm {
     fn direction_on(
         &self,
         model: &dyn Classifier,
-        images: &Tensor<3>,
+        images: &Tensor<4>,
         labels: Tensor<1, Int>,
     ) -> Result<Direction> {
         let (y, descend) = match self.targets(model, images.clone(), labels.clone())? {
@@ -127,7 +127,7 @@ enum Direction {
     /// the direction is.
     Host { grad: Vec<f32>, descend: bool },
     /// `[B, H, W]` (boxed: a tensor handle is some 700 bytes).
-    Device(Box<Tensor<3>>),
+    Device(Box<Tensor<4>>),
 }
 
 /// burn-ndarray's `sign` of `v` (0 at ±0 and NaN), negated when the attack descends.
@@ -146,7 +146,7 @@ fn sign(v: f32, descend: bool) -> f32 {
 /// `clamp(x + sign(g) · ε, 0, 1)` (the sign negated when the attack descends): the step of
 /// [`step`] with the same f32 operations in the same order, for a gradient on the host, in one
 /// parallel pass over the batch, written over `g`.
-fn host_step(images: &Tensor<3>, mut g: Vec<f32>, descend: bool, eps: f64) -> Result<Tensor<3>> {
+fn host_step(images: &Tensor<4>, mut g: Vec<f32>, descend: bool, eps: f64) -> Result<Tensor<4>> {
     use rayon::prelude::*;
     fn apply(g: &mut [f32], x: &[f32], descend: bool, eps: f32) {
         g.par_chunks_mut(1 << 14)
@@ -168,14 +168,14 @@ fn host_step(images: &Tensor<3>, mut g: Vec<f32>, descend: bool, eps: f64) -> Re
 }
 
 /// The step for a direction wherever it was computed.
-fn step_on(images: &Tensor<3>, direction: &Direction, eps: f64) -> Result<Tensor<3>> {
+fn step_on(images: &Tensor<4>, direction: &Direction, eps: f64) -> Result<Tensor<4>> {
     match direction {
         Direction::Host { grad, descend } => host_step(images, grad.clone(), *descend, eps),
         Direction::Device(d) => Ok(step(images, d, eps)),
     }
 }
 
-fn step(images: &Tensor<3>, direction: &Tensor<3>, eps: f64) -> Tensor<3> {
+fn step(images: &Tensor<4>, direction: &Tensor<4>, eps: f64) -> Tensor<4> {
     (images.clone() + direction.clone() * eps).clamp(0.0, 1.0)
 }
 
@@ -217,7 +217,7 @@ impl Attack for Fgsm {
     fn targets(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
     ) -> Result<Option<Tensor<1, Int>>> {
         let Some(rule) = self.target else {
@@ -229,11 +229,11 @@ impl Attack for Fgsm {
     fn perturb_seeded(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: f64,
         _seed: u64,
-    ) -> Result<Tensor<3>> {
+    ) -> Result<Tensor<4>> {
         check_eps(eps)?;
         let images = images.without_autodiff();
         match self.direction_on(model, &images, labels)? {
@@ -245,11 +245,11 @@ impl Attack for Fgsm {
     fn perturb_grid(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: &[f64],
         _seed: u64,
-    ) -> Result<Vec<Tensor<3>>> {
+    ) -> Result<Vec<Tensor<4>>> {
         for &e in eps {
             check_eps(e)?;
         }
@@ -277,7 +277,7 @@ mod tests {
     use advrob_model::backend::on_test_backends;
     use burn::tensor::TensorData;
 
-    fn to_vec(t: Tensor<3>) -> Vec<f32> {
+    fn to_vec(t: Tensor<4>) -> Vec<f32> {
         t.into_data().try_into_vec_as::<f32>().expect("f32")
     }
 
@@ -291,7 +291,8 @@ mod tests {
                 .expect("init");
             // pixels at 0, 1 and in between, so that clipping matters on both sides
             let x: Vec<f32> = (0..4 * 784).map(|i| [0.0, 1.0, 0.3, 0.97][i % 4]).collect();
-            let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [4, 28, 28]), &device);
+            let images =
+                Tensor::<4>::from_data(TensorData::new(x.clone(), [4, 1, 28, 28]), &device);
             let labels =
                 Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3], [4]), &device);
             let eps_grid = [0.0, 0.05, 0.1, 0.3, 1.0];
@@ -329,7 +330,7 @@ mod tests {
             let x: Vec<f32> = (0..5 * 784)
                 .map(|i| [0.0, 1.0, 0.3, 0.97, 0.05][i % 5])
                 .collect();
-            let images = Tensor::<3>::from_data(TensorData::new(x, [5, 28, 28]), device);
+            let images = Tensor::<4>::from_data(TensorData::new(x, [5, 1, 28, 28]), device);
             let labels =
                 Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3, 4], [5]), device);
             for attack in [Fgsm::new(), Fgsm::new().with_target(TargetRule::Shift(2))] {
@@ -367,7 +368,7 @@ mod tests {
                 .with_hidden(vec![8])
                 .init(&device)
                 .expect("init");
-            let images = Tensor::<3>::ones([2, 28, 28], &device) * 0.5;
+            let images = Tensor::<4>::ones([2, 1, 28, 28], &device) * 0.5;
             let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 7], [2]), &device);
             let grid = Fgsm::new()
                 .perturb_grid(&model, images.clone(), labels.clone(), &[0.1, 0.2], 0)
@@ -401,7 +402,7 @@ mod tests {
             let expected: Vec<f32> = (0..784)
                 .map(|i| 0.5 + 0.1 * (w[i * 2 + 1] - w[i * 2]).signum())
                 .collect();
-            let images = Tensor::<3>::ones([1, 28, 28], &device) * 0.5;
+            let images = Tensor::<4>::ones([1, 1, 28, 28], &device) * 0.5;
             let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64], [1]), &device);
             let adv = to_vec(
                 Fgsm::new()
@@ -421,7 +422,7 @@ mod tests {
                 .with_hidden(vec![4])
                 .init(device)
                 .expect("init");
-            let images = Tensor::<3>::zeros([1, 28, 28], device);
+            let images = Tensor::<4>::zeros([1, 1, 28, 28], device);
             let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64], [1]), device);
             let err = Fgsm::new()
                 .perturb(&model, images, labels, -0.1)
@@ -455,7 +456,7 @@ mod tests {
             // step −ε·sign(∇CE(·, 1)) = −ε·sign(p₀ (W₀ − W₁)) = +ε·sign(W₁ − W₀), the same
             // direction as the untargeted attack on label 0
             let (model, diff) = linear_two_class(&device);
-            let images = Tensor::<3>::ones([1, 28, 28], &device) * 0.5;
+            let images = Tensor::<4>::ones([1, 1, 28, 28], &device) * 0.5;
             let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64], [1]), &device);
             let attack = Fgsm::new().with_target(TargetRule::Shift(1));
             assert_eq!(attack.name(), "fgsm-targeted-shift1");
@@ -478,7 +479,7 @@ mod tests {
                 .with_hidden(vec![8])
                 .init(device)
                 .expect("init");
-            let x = Tensor::<3>::ones([4, 28, 28], device) * 0.3;
+            let x = Tensor::<4>::ones([4, 1, 28, 28], device) * 0.3;
             let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 7, 8, 9], [4]), device);
             let ints = |t: Tensor<1, Int>| t.into_data().try_into_vec_as::<i64>().expect("i64");
             let shift = TargetRule::Shift(2)
@@ -527,7 +528,7 @@ mod tests {
             // on a linear model the gradient sign never changes, so the cumulative bug's k-th image
             // is x + (ε₁ + … + ε_k)·sign(W₁ − W₀) while plain FGSM's is x + ε_k·sign(W₁ − W₀)
             let (model, diff) = linear_two_class(&device);
-            let images = Tensor::<3>::ones([1, 28, 28], &device) * 0.3;
+            let images = Tensor::<4>::ones([1, 1, 28, 28], &device) * 0.3;
             let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64], [1]), &device);
             let grid = [0.01, 0.02, 0.04];
             let buggy = Fgsm::new()
@@ -554,7 +555,8 @@ mod tests {
                 .init(&device)
                 .expect("init");
             let x: Vec<f32> = (0..2 * 784).map(|i| (i % 11) as f32 / 10.0).collect();
-            let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [2, 28, 28]), &device);
+            let images =
+                Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 1, 28, 28]), &device);
             let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![4i64, 9], [2]), &device);
             let attack = Fgsm::new().with_loss(advrob_model::LossKind::Mse);
             assert_eq!(attack.name(), "fgsm-mse");

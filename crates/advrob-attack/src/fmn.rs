@@ -115,11 +115,11 @@ impl Attack for Fmn {
     fn perturb_seeded(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: f64,
         seed: u64,
-    ) -> Result<Tensor<3>> {
+    ) -> Result<Tensor<4>> {
         check_eps(eps)?;
         Ok(self
             .perturb_grid(model, images, labels, &[eps], seed)?
@@ -131,11 +131,11 @@ impl Attack for Fmn {
     fn perturb_grid(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: &[f64],
         seed: u64,
-    ) -> Result<Vec<Tensor<3>>> {
+    ) -> Result<Vec<Tensor<4>>> {
         for &e in eps {
             check_eps(e)?;
         }
@@ -158,15 +158,15 @@ impl Attack for Fmn {
     fn minimum_norm(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         _seed: u64,
-    ) -> Result<Option<(Tensor<3>, Vec<f64>)>> {
+    ) -> Result<Option<(Tensor<4>, Vec<f64>)>> {
         let c = &self.0;
         let x_dev = images.without_autodiff();
         let dims = x_dev.dims();
-        let [b, h, w] = dims;
-        let size = h * w;
+        let [b, ch, h, w] = dims;
+        let size = ch * h * w;
         let device = x_dev.device();
         let x = host(x_dev)?;
         let y = labels.without_autodiff();
@@ -266,8 +266,8 @@ mod tests {
     /// Two classes, z = W x + b on the flattened image.
     struct Linear2(Linear);
     impl Classifier for Linear2 {
-        fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-            self.0.forward(images.flatten(1, 2))
+        fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+            self.0.forward(images.flatten(1, 3))
         }
     }
 
@@ -286,7 +286,7 @@ mod tests {
                 weight: Param::from_tensor(w),
                 bias: Some(Param::from_tensor(b)),
             });
-            let x = Tensor::<3>::ones([1, 1, 4], device) * 0.5;
+            let x = Tensor::<4>::ones([1, 1, 1, 4], device) * 0.5;
             let y = Tensor::<1, Int>::zeros([1], device);
             let fmn = FmnConfig::default().check().expect("fmn");
             let (best, norms) = fmn

@@ -27,7 +27,7 @@ pub enum LabelMode {
 /// - images: `[B, H, W]`, labels: `[B]`, output: `[B]`
 pub fn target_labels(
     model: &dyn Classifier,
-    images: Tensor<3>,
+    images: Tensor<4>,
     labels: Tensor<1, Int>,
     mode: LabelMode,
 ) -> Tensor<1, Int> {
@@ -49,9 +49,9 @@ pub fn target_labels(
 /// - images: `[B, H, W]`, labels: `[B]`, output: `[B, H, W]`
 pub fn input_gradient(
     model: &dyn Classifier,
-    images: Tensor<3>,
+    images: Tensor<4>,
     labels: Tensor<1, Int>,
-) -> Result<Tensor<3>> {
+) -> Result<Tensor<4>> {
     loss_gradient(model, images, labels, LossKind::CrossEntropy)
 }
 
@@ -140,7 +140,7 @@ pub(crate) struct Pass {
     /// The loss of each example.
     pub loss: Vec<f32>,
     /// Its gradient with respect to the input (`None` when not asked for).
-    pub grad: Option<Tensor<3>>,
+    pub grad: Option<Tensor<4>>,
     /// The predicted class of each example.
     pub pred: Vec<i64>,
 }
@@ -154,7 +154,7 @@ pub(crate) struct Pass {
 /// - images: `[B, H, W]`; `loss` maps logits `[B, classes]` to `[B]`
 pub(crate) fn pass(
     model: &dyn Classifier,
-    images: Tensor<3>,
+    images: Tensor<4>,
     loss: &dyn Fn(Tensor<2>) -> Tensor<1>,
     with_grad: bool,
 ) -> Result<Pass> {
@@ -226,12 +226,12 @@ impl<'a> HostModel<'a> {
     pub fn pass(
         &self,
         images: &[f32],
-        dims: [usize; 3],
+        dims: [usize; 4],
         loss: &dyn Fn(Tensor<2>) -> Tensor<1>,
         with_grad: bool,
     ) -> Result<HostPass> {
         let Some(chain) = &self.chain else {
-            let t = Tensor::<3>::from_data(TensorData::new(images.to_vec(), dims), &self.device);
+            let t = Tensor::<4>::from_data(TensorData::new(images.to_vec(), dims), &self.device);
             let p = pass(self.model, t, loss, with_grad)?;
             return Ok(HostPass {
                 loss: p.loss,
@@ -270,13 +270,13 @@ impl<'a> HostModel<'a> {
 ///
 /// # Shapes
 ///
-/// - images: `[B, H, W]`, labels: `[B]`, output: `[B, H, W]`
+/// - images: `[B, C, H, W]`, labels: `[B]`, output: `[B, C, H, W]`
 pub fn loss_gradient(
     model: &dyn Classifier,
-    images: Tensor<3>,
+    images: Tensor<4>,
     labels: Tensor<1, Int>,
     kind: impl Into<AttackLoss>,
-) -> Result<Tensor<3>> {
+) -> Result<Tensor<4>> {
     let kind = kind.into();
     let dims = images.dims();
     if let Some(grad) = host_loss_gradient(model, &images, labels.clone(), kind)? {
@@ -290,10 +290,10 @@ pub fn loss_gradient(
 /// devices without a host chain.
 pub(crate) fn device_loss_gradient(
     model: &dyn Classifier,
-    images: Tensor<3>,
+    images: Tensor<4>,
     labels: Tensor<1, Int>,
     kind: AttackLoss,
-) -> Result<Tensor<3>> {
+) -> Result<Tensor<4>> {
     let x = images.without_autodiff().autodiff().require_grad();
     let logits = model.logits(x.clone());
     let loss = per_example_loss(logits, labels.without_autodiff().autodiff(), kind).sum();
@@ -306,7 +306,7 @@ pub(crate) fn device_loss_gradient(
 /// `None` elsewhere.
 pub(crate) fn host_loss_gradient(
     model: &dyn Classifier,
-    images: &Tensor<3>,
+    images: &Tensor<4>,
     labels: Tensor<1, Int>,
     kind: AttackLoss,
 ) -> Result<Option<Vec<f32>>> {
@@ -357,7 +357,7 @@ mod tests {
         kind: LossKind,
     ) -> f32 {
         let f = |v: Vec<f32>| {
-            let t = Tensor::<3>::from_data(TensorData::new(v, [1, 28, 28]), device);
+            let t = Tensor::<4>::from_data(TensorData::new(v, [1, 1, 28, 28]), device);
             let z = model.forward(t);
             match kind {
                 LossKind::CrossEntropy => {
@@ -406,7 +406,7 @@ mod tests {
             let x: Vec<f32> = (0..9 * 784)
                 .map(|i| ((i * 7919) % 1013) as f32 / 1013.0)
                 .collect();
-            let images = Tensor::<3>::from_data(TensorData::new(x, [9, 28, 28]), &device);
+            let images = Tensor::<4>::from_data(TensorData::new(x, [9, 1, 28, 28]), &device);
             for shift in [0i64, 3] {
                 let y: Vec<i64> = (0..9).map(|i| (i * 7 + shift) % 10).collect();
                 let labels = Tensor::<1, Int>::from_data(TensorData::new(y, [9]), &device);
@@ -444,7 +444,8 @@ mod tests {
                 .init(&device)
                 .expect("init");
             let x: Vec<f32> = (0..784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
-            let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, 28, 28]), &device);
+            let images =
+                Tensor::<4>::from_data(TensorData::new(x.clone(), [1, 1, 28, 28]), &device);
             let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64], [1]), &device);
             let g = input_gradient(&model, images, labels)
                 .expect("gradient")
@@ -472,7 +473,7 @@ mod tests {
                 .expect("init");
             let x: Vec<f32> = (0..784).map(|i| ((i * 29) % 83) as f32 / 83.0).collect();
             let y = 4usize;
-            let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, 28, 28]), device);
+            let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [1, 1, 28, 28]), device);
             let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![y as i64], [1]), device);
             let g = input_gradient(&net, images, labels)
                 .expect("gradient")
@@ -480,7 +481,7 @@ mod tests {
                 .try_into_vec_as::<f32>()
                 .expect("f32");
             let ce = |v: Vec<f32>| -> f32 {
-                let t = Tensor::<3>::from_data(TensorData::new(v, [1, 28, 28]), device);
+                let t = Tensor::<4>::from_data(TensorData::new(v, [1, 1, 28, 28]), device);
                 -log_softmax(net.forward(t), 1)
                     .into_data()
                     .try_into_vec_as::<f32>()
@@ -512,7 +513,8 @@ mod tests {
                 .init(&device)
                 .expect("init");
             let x: Vec<f32> = (0..784).map(|i| ((i * 53) % 89) as f32 / 89.0).collect();
-            let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, 28, 28]), &device);
+            let images =
+                Tensor::<4>::from_data(TensorData::new(x.clone(), [1, 1, 28, 28]), &device);
             let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![6i64], [1]), &device);
             let g = loss_gradient(&model, images, labels, LossKind::Mse)
                 .expect("gradient")

@@ -9,22 +9,22 @@ use crate::info::Norm;
 ///
 /// # Shapes
 ///
-/// - t: `[B, H, W]`, output: `[B, 1, 1]`
-pub(crate) fn l2_norms(t: Tensor<3>) -> Tensor<3> {
-    let [b, _, _] = t.dims();
+/// - t: `[B, C, H, W]`, output: `[B, 1, 1, 1]`
+pub(crate) fn l2_norms(t: Tensor<4>) -> Tensor<4> {
+    let [b, ..] = t.dims();
     t.square()
         .reshape([b as i64, -1])
         .sum_dim(1)
         .sqrt()
-        .reshape([b, 1, 1])
+        .reshape([b, 1, 1, 1])
 }
 
 /// `δ` projected onto the ε-ball of `norm` (per example for L2).
 ///
 /// # Shapes
 ///
-/// - delta: `[B, H, W]`, output: `[B, H, W]`
-pub fn project(delta: Tensor<3>, norm: Norm, eps: f64) -> Tensor<3> {
+/// - delta: `[B, C, H, W]`, output: `[B, C, H, W]`
+pub fn project(delta: Tensor<4>, norm: Norm, eps: f64) -> Tensor<4> {
     match norm {
         Norm::Linf => delta.clamp(-eps, eps),
         Norm::L2 => {

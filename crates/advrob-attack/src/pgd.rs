@@ -262,8 +262,8 @@ impl Pgd {
         let c = &self.0;
         let targeted = c.target.is_some();
         let (alpha, sign) = (self.alpha(eps), if targeted { -1.0 } else { 1.0 });
-        let [_, h, w] = x.dims();
-        let size = h * w;
+        let [_, ch, h, w] = x.dims();
+        let size = ch * h * w;
         let mut goal_host = host_int(goal.clone())?;
         let mut goal = goal;
         let mut x = host(x)?;
@@ -274,7 +274,7 @@ impl Pgd {
         for step in 0..=c.steps {
             let y = goal.clone();
             let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), c.loss);
-            let p = grad_model.pass(&adv, [rows.len(), h, w], &loss, step < c.steps)?;
+            let p = grad_model.pass(&adv, [rows.len(), ch, h, w], &loss, step < c.steps)?;
             if step > 0 {
                 let judge = Judge {
                     goal: &goal_host,
@@ -332,7 +332,7 @@ impl Pgd {
 /// The rows one restart attacks: their images, the class each is judged against (its label, or
 /// its target when targeted) and their places in the batch.
 struct Restart {
-    x: Tensor<3>,
+    x: Tensor<4>,
     goal: Tensor<1, Int>,
     rows: Vec<usize>,
 }
@@ -452,7 +452,7 @@ impl Attack for Pgd {
     fn targets(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
     ) -> Result<Option<Tensor<1, Int>>> {
         match self.0.target {
@@ -464,11 +464,11 @@ impl Attack for Pgd {
     fn perturb_seeded(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: f64,
         seed: u64,
-    ) -> Result<Tensor<3>> {
+    ) -> Result<Tensor<4>> {
         check_eps(eps)?;
         let c = &self.0;
         let x = images.without_autodiff();
@@ -495,7 +495,7 @@ impl Attack for Pgd {
                 break;
             }
             let all = rows.len() == dims[0];
-            let sub = |t: Tensor<3>| if all { t } else { select_rows(t, &rows) };
+            let sub = |t: Tensor<4>| if all { t } else { select_rows(t, &rows) };
             let goal_rows = if all {
                 goal.clone()
             } else {
@@ -530,20 +530,20 @@ mod tests {
         c.check().expect("valid settings")
     }
 
-    fn host(t: Tensor<3>) -> Vec<f32> {
+    fn host(t: Tensor<4>) -> Vec<f32> {
         t.into_data().try_into_vec_as::<f32>().expect("f32")
     }
 
     fn setup(
         device: &burn::tensor::Device,
-    ) -> (advrob_model::Mlp, Tensor<3>, Tensor<1, Int>, Vec<f32>) {
+    ) -> (advrob_model::Mlp, Tensor<4>, Tensor<1, Int>, Vec<f32>) {
         let model = MlpConfig::new()
             .with_hidden(vec![16])
             .with_seed(3)
             .init(device)
             .expect("init");
         let x: Vec<f32> = (0..3 * 784).map(|i| [0.0, 1.0, 0.35, 0.8][i % 4]).collect();
-        let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 28, 28]), device);
+        let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [3, 1, 28, 28]), device);
         let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 5, 7], [3]), device);
         (model, images, labels, x)
     }
@@ -682,7 +682,7 @@ mod tests {
                 (
                     host(
                         per_example_loss(z.clone(), labels.clone(), AttackLoss::CrossEntropy)
-                            .reshape([3, 1, 1]),
+                            .reshape([3, 1, 1, 1]),
                     ),
                     z.argmax(1)
                         .flatten::<1>(0, 1)
@@ -714,7 +714,7 @@ mod tests {
                     labels.clone(),
                     AttackLoss::CrossEntropy,
                 )
-                .reshape([3, 1, 1]),
+                .reshape([3, 1, 1, 1]),
             );
             assert!(
                 (0..3).all(|i| more_pred[i] != y[i] || more_loss[i] > clean[i]),
@@ -729,8 +729,8 @@ mod tests {
     /// misclassified: the highest-loss iterate (m = 0.8) is correctly classified.
     struct Bump;
     impl Classifier for Bump {
-        fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-            let [b, _, _] = images.dims();
+        fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+            let [b, ..] = images.dims();
             let m: Tensor<2> = images.reshape([b as i64, -1]).mean_dim(1);
             let z0 = m.clone().zeros_like() + 1.001;
             let bump = ((m.clone() - 0.6) / 0.05).square().neg().exp() * 0.2 + 1.0;
@@ -742,7 +742,7 @@ mod tests {
     #[test]
     fn a_misclassified_iterate_is_kept_over_a_later_one_of_higher_loss() {
         on_test_backends(|device| {
-            let x = Tensor::<3>::ones([1, 2, 2], device) * 0.5;
+            let x = Tensor::<4>::ones([1, 1, 2, 2], device) * 0.5;
             let y = Tensor::<1, Int>::zeros([1], device);
             // BIM, 3 steps of 0.1 upwards: m = 0.6, 0.7, 0.8
             let attack = pgd(PgdConfig {

@@ -154,7 +154,7 @@ impl Best {
     }
 
     /// The images as a device tensor of shape `dims`.
-    pub fn tensor(&self, dims: [usize; 3], device: &Device) -> Tensor<3> {
+    pub fn tensor(&self, dims: [usize; 4], device: &Device) -> Tensor<4> {
         Tensor::from_data(TensorData::new(self.images.clone(), dims), device)
     }
 }

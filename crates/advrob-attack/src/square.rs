@@ -2,8 +2,9 @@
 //! attack. It never asks for a gradient, only for the model's logits, so masked gradients do not
 //! stop it — the check that catches masking no gradient attack can.
 //!
-//! Each example starts from vertical stripes of ±ε; each query redraws one square window of the
-//! perturbation to ±ε and keeps it when the margin `z_y − max_{j≠y} z_j` drops. The window's side
+//! Each example starts from vertical stripes of ±ε (each channel its own); each query redraws one
+//! square window of the perturbation to ±ε, in every channel with a sign of its own as AutoAttack
+//! draws them, and keeps it when the margin `z_y − max_{j≠y} z_j` drops. The window's side
 //! shrinks along the paper's schedule of `p` (the share of pixels it covers), counted in queries
 //! as AutoAttack runs it (`resc_schedule=False`) or, as an option, rescaled to the query budget.
 
@@ -123,41 +124,62 @@ fn window_side(p: f64, h: usize, w: usize) -> usize {
     s.min(h.min(w).saturating_sub(1)).max(1)
 }
 
-/// One query's change: the `side × side` window at (`top`, `left`) set to clean ± ε.
+/// The most channels an image may have: a window's signs are the bits of one `u64`.
+pub const MAX_CHANNELS: usize = 64;
+
+/// One query's change: the `side × side` window at (`top`, `left`) set to clean ± ε in every
+/// channel, channel `c` with the sign of bit `c` of `signs` (set: +ε).
 struct Window {
     top: usize,
     left: usize,
     side: usize,
-    sign: f32,
+    signs: u64,
 }
 
 impl Window {
     /// A window of side `s` at a random place (corners drawn as the reference draws them, in
-    /// `[0, h − s)` × `[0, w − s)`), with a random sign.
-    fn draw(rng: &mut SplitMix64, h: usize, w: usize, s: usize) -> Self {
+    /// `[0, h − s)` × `[0, w − s)`), with a random sign per channel (one draw for the
+    /// `channels` bits, so one-channel images draw what they always drew).
+    fn draw(rng: &mut SplitMix64, [c, h, w]: [usize; 3], s: usize) -> Self {
         let top = rng.below(h.saturating_sub(s).max(1) as u64) as usize;
         let left = rng.below(w.saturating_sub(s).max(1) as u64) as usize;
-        let sign = if rng.next_u64() & 1 == 1 { 1.0 } else { -1.0 };
+        let signs = rng.next_u64() & channel_mask(c);
         Self {
             top,
             left,
             side: s,
-            sign,
+            signs,
         }
     }
 
-    /// `f(k, value)` for each pixel `k` it covers, row by row, with its new value, in an image
-    /// `w` wide (two plain loops, inlined into the caller's vectorised loop).
+    /// `f(k, value)` for each pixel `k` it covers, channel by channel and row by row, with its
+    /// new value, in an image `[c, h, w]` (plain loops, inlined into the caller's vectorised
+    /// loop).
     #[inline(always)]
-    fn each_pixel(&self, clean: &[f32], w: usize, eps: f32, mut f: impl FnMut(usize, f32)) {
-        let (top, left, side, step) = (self.top, self.left, self.side, self.sign * eps);
-        for r in top..top + side {
-            let row = &clean[r * w + left..r * w + left + side];
-            for (c, &x) in row.iter().enumerate() {
-                f(r * w + left + c, (x + step).clamp(0.0, 1.0));
+    fn each_pixel(
+        &self,
+        clean: &[f32],
+        [c, h, w]: [usize; 3],
+        eps: f32,
+        mut f: impl FnMut(usize, f32),
+    ) {
+        let (top, left, side) = (self.top, self.left, self.side);
+        for ch in 0..c {
+            let step = if self.signs >> ch & 1 == 1 { eps } else { -eps };
+            let plane = ch * h * w;
+            for r in top..top + side {
+                let at = plane + r * w + left;
+                for (i, &x) in clean[at..at + side].iter().enumerate() {
+                    f(at + i, (x + step).clamp(0.0, 1.0));
+                }
             }
         }
     }
+}
+
+/// The low `c` bits set.
+fn channel_mask(c: usize) -> u64 {
+    if c >= 64 { u64::MAX } else { (1u64 << c) - 1 }
 }
 
 /// One example under attack: its clean pixels, its best query, that query's margin and, on the
@@ -178,7 +200,8 @@ struct Scorer<'m> {
     /// The model's dense chain on the host, where it computes the device's numbers to the bit
     /// (burn-ndarray): the head after the first layer runs there.
     chain: Option<Dense<'m>>,
-    hw: [usize; 2],
+    /// `[channels, rows, columns]` of an image.
+    image: [usize; 3],
     device: burn::tensor::Device,
 }
 
@@ -199,7 +222,7 @@ impl Scorer<'_> {
     /// layer's outputs of each.
     fn score(&self, images: &[f32], labels: &[i64]) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
         let n = labels.len();
-        let size = self.hw[0] * self.hw[1];
+        let size: usize = self.image.iter().product();
         match &self.split {
             Some(f) => {
                 let first: Vec<Vec<f32>> = images.chunks(size).map(|x| f.first(x)).collect();
@@ -207,8 +230,9 @@ impl Scorer<'_> {
                 Ok((margins, first))
             }
             None => {
-                let x = Tensor::<3>::from_data(
-                    TensorData::new(images.to_vec(), [n, self.hw[0], self.hw[1]]),
+                let [c, h, w] = self.image;
+                let x = Tensor::<4>::from_data(
+                    TensorData::new(images.to_vec(), [n, c, h, w]),
                     &self.device,
                 );
                 Ok((Self::margins(self.model.logits(x), labels)?, vec![]))
@@ -250,7 +274,7 @@ impl Scorer<'_> {
         labels: &[i64],
         eps: f32,
     ) -> Result<Vec<f32>> {
-        let w = self.hw[1];
+        let image = self.image;
         match &self.split {
             Some(f) => {
                 // each example's first layer on its own, the examples over the rayon pool
@@ -264,7 +288,7 @@ impl Scorer<'_> {
                         vectorized(
                             #[inline(always)]
                             || {
-                                win.each_pixel(&e.clean, w, eps, |k, v| {
+                                win.each_pixel(&e.clean, image, eps, |k, v| {
                                     layer.add_row(z, k, layer.pixel(v) - layer.pixel(e.best[k]));
                                 });
                             },
@@ -273,11 +297,12 @@ impl Scorer<'_> {
                 self.head(f, first, labels)
             }
             None => {
-                let mut images = Vec::with_capacity(examples.len() * self.hw[0] * self.hw[1]);
+                let mut images =
+                    Vec::with_capacity(examples.len() * image.iter().product::<usize>());
                 for (e, win) in examples.iter().zip(windows) {
                     let start = images.len();
                     images.extend_from_slice(&e.best);
-                    win.each_pixel(&e.clean, w, eps, |k, v| images[start + k] = v);
+                    win.each_pixel(&e.clean, image, eps, |k, v| images[start + k] = v);
                 }
                 Ok(self.score(&images, labels)?.0)
             }
@@ -287,14 +312,14 @@ impl Scorer<'_> {
     /// Makes each window whose query improved its example's margin part of that example's best
     /// image, the examples over the rayon pool.
     fn accept(&self, examples: &mut [Example], windows: &[Window], margins: &[f32], eps: f32) {
-        let (w, layer) = (self.hw[1], self.split.as_ref().map(AffineFirst::layer));
+        let (image, layer) = (self.image, self.split.as_ref().map(AffineFirst::layer));
         examples
             .par_iter_mut()
             .zip(windows)
             .zip(margins)
             .filter(|((e, _), margin)| **margin < e.margin)
             .for_each(|((e, window), &margin)| {
-                window.each_pixel(&e.clean, w, eps, |k, v| e.best[k] = v);
+                window.each_pixel(&e.clean, image, eps, |k, v| e.best[k] = v);
                 e.margin = margin;
                 if let Some(layer) = &layer {
                     // from all pixels again: the accepted outputs carry no rounding of earlier
@@ -320,7 +345,7 @@ impl Square {
         labels: &[i64],
         eps: f32,
     ) -> Result<Vec<Example>> {
-        let [h, w] = scorer.hw;
+        let [_, h, w] = scorer.image;
         let mut done: Vec<Example> = examples.extract_if(.., |e| e.margin <= 0.0).collect();
         for i in 1..self.0.queries {
             if examples.is_empty() {
@@ -331,7 +356,7 @@ impl Square {
             let s = window_side(p, h, w);
             let windows: Vec<Window> = examples
                 .iter_mut()
-                .map(|e| Window::draw(&mut e.rng, h, w, s))
+                .map(|e| Window::draw(&mut e.rng, scorer.image, s))
                 .collect();
             let margins = scorer.queries(&examples, &windows, &active_labels, eps)?;
             scorer.accept(&mut examples, &windows, &margins, eps);
@@ -370,16 +395,22 @@ impl Attack for Square {
     fn perturb_seeded(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: f64,
         seed: u64,
-    ) -> Result<Tensor<3>> {
+    ) -> Result<Tensor<4>> {
         check_eps(eps)?;
         let x = images.without_autodiff();
-        let [b, h, w] = x.dims();
+        let [b, c, h, w] = x.dims();
+        if c > MAX_CHANNELS {
+            return Err(AttackError::Invalid {
+                field: "images",
+                reason: format!("{c} channels; Square draws at most {MAX_CHANNELS}"),
+            });
+        }
         let device = x.device();
-        let size = h * w;
+        let size = c * h * w;
         let clean = host(x)?;
         let labels = host_int(labels)?;
         let eps = eps as f32;
@@ -389,7 +420,7 @@ impl Attack for Square {
                 .affine_first()
                 .filter(|f| f.outputs() > 0 && f.weight.len() == size * f.outputs()),
             chain: crate::grad::host_chain(model, &device),
-            hw: [h, w],
+            image: [c, h, w],
             device: device.clone(),
         };
         let mut result = clean.clone();
@@ -399,17 +430,18 @@ impl Attack for Square {
             if pending.is_empty() || eps == 0.0 {
                 break;
             }
-            // the start: vertical stripes, each column of each example at +ε or −ε
+            // the start: vertical stripes, each column of each channel of each example at +ε or
+            // −ε
             let mut starts = Vec::with_capacity(pending.len());
             for &row in &pending {
                 let mut rng =
                     SplitMix64::new(mix_seed(&[self.0.seed, seed, restart as u64, row as u64]));
                 let px = &clean[row * size..(row + 1) * size];
-                let signs: Vec<f32> = (0..w)
+                let signs: Vec<f32> = (0..c * w)
                     .map(|_| if rng.next_u64() & 1 == 1 { eps } else { -eps })
                     .collect();
                 let best: Vec<f32> = (0..size)
-                    .map(|k| (px[k] + signs[k % w]).clamp(0.0, 1.0))
+                    .map(|k| (px[k] + signs[k / (h * w) * w + k % w]).clamp(0.0, 1.0))
                     .collect();
                 starts.push((row, px.to_vec(), best, rng));
             }
@@ -444,7 +476,7 @@ impl Attack for Square {
             pending.sort_unstable();
         }
         Ok(Tensor::from_data(
-            TensorData::new(result, [b, h, w]),
+            TensorData::new(result, [b, c, h, w]),
             &device,
         ))
     }
@@ -492,11 +524,11 @@ mod tests {
             let x: Vec<f32> = (0..8 * 784)
                 .map(|i| ((i * 31) % 97) as f32 / 96.0)
                 .collect();
-            let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [8, 28, 28]), device);
+            let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [8, 1, 28, 28]), device);
             // the model's own predictions as labels: every example starts correctly classified
             let labels = model.logits(images.clone()).argmax(1).flatten::<1>(0, 1);
             let eps = 0.3;
-            let broken = |adv: Tensor<3>| -> i64 {
+            let broken = |adv: Tensor<4>| -> i64 {
                 8 - model
                     .logits(adv)
                     .argmax(1)
@@ -548,7 +580,7 @@ mod tests {
     struct Opaque<'a>(&'a dyn Classifier);
 
     impl Classifier for Opaque<'_> {
-        fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+        fn logits(&self, images: Tensor<4>) -> Tensor<2> {
             self.0.logits(images)
         }
     }
@@ -564,7 +596,7 @@ mod tests {
             let x: Vec<f32> = (0..6 * 784)
                 .map(|i| ((i * 53) % 89) as f32 / 88.0)
                 .collect();
-            let images = Tensor::<3>::from_data(TensorData::new(x, [6, 28, 28]), device);
+            let images = Tensor::<4>::from_data(TensorData::new(x, [6, 1, 28, 28]), device);
             for deploy in [
                 DeployConfig::new(),
                 DeployConfig::new()

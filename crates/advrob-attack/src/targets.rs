@@ -30,7 +30,7 @@ impl TargetRule {
     pub fn targets(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
     ) -> Result<Tensor<1, Int>> {
         let images = images.without_autodiff();

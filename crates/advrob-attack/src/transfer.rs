@@ -42,7 +42,7 @@ impl Attack for Transfer {
     fn targets(
         &self,
         _model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
     ) -> Result<Option<Tensor<1, Int>>> {
         self.attack.targets(self.surrogate.as_ref(), images, labels)
@@ -51,11 +51,11 @@ impl Attack for Transfer {
     fn perturb_seeded(
         &self,
         _model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: f64,
         seed: u64,
-    ) -> Result<Tensor<3>> {
+    ) -> Result<Tensor<4>> {
         self.attack
             .perturb_seeded(self.surrogate.as_ref(), images, labels, eps, seed)
     }
@@ -63,11 +63,11 @@ impl Attack for Transfer {
     fn perturb_grid(
         &self,
         _model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: &[f64],
         seed: u64,
-    ) -> Result<Vec<Tensor<3>>> {
+    ) -> Result<Vec<Tensor<4>>> {
         self.attack
             .perturb_grid(self.surrogate.as_ref(), images, labels, eps, seed)
     }
@@ -182,7 +182,7 @@ impl Attack for Cached {
     fn targets(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
     ) -> Result<Option<Tensor<1, Int>>> {
         self.attack.targets(model, images, labels)
@@ -191,11 +191,11 @@ impl Attack for Cached {
     fn perturb_seeded(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: f64,
         seed: u64,
-    ) -> Result<Tensor<3>> {
+    ) -> Result<Tensor<4>> {
         let mut one = self.perturb_grid(model, images, labels, &[eps], seed)?;
         Ok(one.remove(0))
     }
@@ -203,11 +203,11 @@ impl Attack for Cached {
     fn perturb_grid(
         &self,
         model: &dyn Classifier,
-        images: Tensor<3>,
+        images: Tensor<4>,
         labels: Tensor<1, Int>,
         eps: &[f64],
         seed: u64,
-    ) -> Result<Vec<Tensor<3>>> {
+    ) -> Result<Vec<Tensor<4>>> {
         // through the host readback: to_data on a shared burn-ndarray tensor copies element by
         // element (labels are a few hundred integers)
         let key = self.key(&host_data(&images)?, &labels.to_data(), eps, seed);
@@ -226,7 +226,7 @@ impl Attack for Cached {
 }
 
 /// `t`'s values and shape as [`TensorData`], read back through [`host`].
-fn host_data(t: &Tensor<3>) -> Result<TensorData> {
+fn host_data(t: &Tensor<4>) -> Result<TensorData> {
     Ok(TensorData::new(host(t.clone())?, t.dims()))
 }
 
@@ -248,9 +248,9 @@ mod tests {
     }
 
     /// Two grey images labelled 3 and 4.
-    fn batch(device: &Device) -> (Tensor<3>, Tensor<1, Int>) {
+    fn batch(device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
         (
-            Tensor::<3>::ones([2, 28, 28], device) * 0.4,
+            Tensor::<4>::ones([2, 1, 28, 28], device) * 0.4,
             Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 4], [2]), device),
         )
     }
@@ -268,7 +268,7 @@ mod tests {
                 attack: Box::new(Fgsm::new()),
             };
             assert_eq!(transfer.name(), "transfer-fgsm-from-s");
-            let host = |t: Tensor<3>| t.into_data().try_into_vec_as::<f32>().expect("f32");
+            let host = |t: Tensor<4>| t.into_data().try_into_vec_as::<f32>().expect("f32");
             let a = host(
                 transfer
                     .perturb(&target, x.clone(), y.clone(), 0.1)
@@ -304,7 +304,7 @@ mod tests {
             let cached = Cached::new(Box::new(transfer(2)), "s/pgd".into(), cache.clone())
                 .unwrap_or_else(|_| panic!("a transfer attack is cached"));
             let (x, y) = batch(&device);
-            let host = |ts: Vec<Tensor<3>>| {
+            let host = |ts: Vec<Tensor<4>>| {
                 ts.into_iter()
                     .map(|t| t.into_data().try_into_vec_as::<f32>().expect("f32"))
                     .collect::<Vec<_>>()

@@ -55,13 +55,13 @@ impl Batcher {
 ///
 /// # Shapes
 ///
-/// - images: `[B, rows, cols]` with `B = indices.len()`
+/// - images: `[B, channels, rows, cols]` with `B = indices.len()`
 /// - labels: `[B]`
 pub fn to_tensors(
     split: &Split,
     indices: &[usize],
     device: &Device,
-) -> (Tensor<3>, Tensor<1, Int>) {
+) -> (Tensor<4>, Tensor<1, Int>) {
     let size = split.image_size();
     let mut pixels = Vec::with_capacity(indices.len() * size);
     let mut labels = Vec::with_capacity(indices.len());
@@ -71,8 +71,16 @@ pub fn to_tensors(
         labels.push(i64::from(split.labels[i]));
     }
     let b = indices.len();
-    let images = Tensor::<3>::from_data(
-        TensorData::new(pixels, [b, split.images.rows, split.images.cols]),
+    let images = Tensor::<4>::from_data(
+        TensorData::new(
+            pixels,
+            [
+                b,
+                split.images.channels,
+                split.images.rows,
+                split.images.cols,
+            ],
+        ),
         device,
     );
     let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), device);
@@ -83,13 +91,13 @@ pub fn to_tensors(
 ///
 /// # Shapes
 ///
-/// - images: `[len, rows, cols]`, labels: `[len]`
+/// - images: `[len, channels, rows, cols]`, labels: `[len]`
 pub fn range_tensors(
     split: &Split,
     start: usize,
     len: usize,
     device: &Device,
-) -> (Tensor<3>, Tensor<1, Int>) {
+) -> (Tensor<4>, Tensor<1, Int>) {
     let indices: Vec<usize> = (start..(start + len).min(split.len())).collect();
     to_tensors(split, &indices, device)
 }
@@ -103,6 +111,7 @@ mod tests {
         Split {
             images: IdxImages {
                 count: 3,
+                channels: 1,
                 rows: 1,
                 cols: 2,
                 pixels: vec![0, 255, 51, 102, 153, 204],
@@ -127,7 +136,7 @@ mod tests {
     fn tensors_are_scaled_pixels_and_labels() {
         let device = Device::ndarray();
         let (x, y) = to_tensors(&split(), &[2, 0], &device);
-        assert_eq!(x.dims(), [2, 1, 2]);
+        assert_eq!(x.dims(), [2, 1, 1, 2]);
         let xs = x.into_data().try_into_vec_as::<f32>().expect("f32");
         // 153/255 = 0.6, 204/255 = 0.8, then 0 and 1
         let expected = [0.6, 0.8, 0.0, 1.0];

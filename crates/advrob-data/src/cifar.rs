@@ -9,8 +9,9 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::dataset::sha256_hex;
+use crate::dataset::{Split, sha256_hex};
 use crate::error::{DataError, Result};
+use crate::idx::IdxImages;
 
 /// The archive's file name on the dataset's page.
 pub const ARCHIVE: &str = "cifar-10-binary.tar.gz";
@@ -32,53 +33,54 @@ pub const TRAIN_FILES: [&str; 5] = [
 /// The test batch file.
 pub const TEST_FILE: &str = "test_batch.bin";
 
-/// Images with channels, `[n, channels, rows, cols]` row-major, one byte per pixel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelImages {
-    /// Number of images.
-    pub n: usize,
-    /// `[channels, rows, cols]`.
-    pub image: [usize; 3],
-    /// The pixels, `n · channels · rows · cols` bytes.
-    pub pixels: Vec<u8>,
-}
-
-/// One split: images and their labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CifarSplit {
-    /// The images.
-    pub images: ChannelImages,
-    /// One label (0–9) per image.
-    pub labels: Vec<u8>,
-}
-
-/// CIFAR-10's training and test splits.
+/// CIFAR-10's training and test splits, images `[n, 3, 32, 32]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cifar10 {
     /// The 50 000 training images (fewer in a synthetic archive).
-    pub train: CifarSplit,
+    pub train: Split,
     /// The 10 000 test images.
-    pub test: CifarSplit,
+    pub test: Split,
+}
+
+fn empty_split() -> Split {
+    Split {
+        images: IdxImages {
+            count: 0,
+            channels: IMAGE[0],
+            rows: IMAGE[1],
+            cols: IMAGE[2],
+            pixels: Vec::new(),
+        },
+        labels: Vec::new(),
+    }
 }
 
 /// Reads a CIFAR-10 binary archive. With `verify`, its SHA-256 must be [`ARCHIVE_SHA256`] (the
 /// canonical archive); without, any archive of the same layout is read (synthetic files for
 /// tests, a copy prepared by hand). Errors name the file and what is wrong.
 pub fn read_archive(path: &Path, verify: bool) -> Result<Cifar10> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if verify {
-        let found = sha256_hex(&bytes);
-        if found != ARCHIVE_SHA256 {
-            return Err(DataError::Checksum {
-                source_name: path.display().to_string(),
-                file: ARCHIVE.into(),
-                expected: ARCHIVE_SHA256.into(),
-                found,
-            });
-        }
+    let (cifar, found) = read_archive_with_digest(path)?;
+    if verify && found != ARCHIVE_SHA256 {
+        return Err(DataError::Checksum {
+            source_name: path.display().to_string(),
+            file: ARCHIVE.into(),
+            expected: ARCHIVE_SHA256.into(),
+            found,
+        });
     }
+    Ok(cifar)
+}
+
+/// Reads a CIFAR-10 binary archive of any content and returns it with the SHA-256 of its bytes.
+pub fn read_archive_with_digest(path: &Path) -> Result<(Cifar10, String)> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let digest = sha256_hex(&bytes);
+    Ok((parse_archive(path, &bytes)?, digest))
+}
+
+fn parse_archive(path: &Path, bytes: &[u8]) -> Result<Cifar10> {
     let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(bytes.as_slice())
+    flate2::read::GzDecoder::new(bytes)
         .read_to_end(&mut tar)
         .map_err(|e| DataError::Gzip {
             path: path.to_path_buf(),
@@ -95,17 +97,10 @@ pub fn read_archive(path: &Path, verify: bool) -> Result<Cifar10> {
                 reason: format!("the archive holds no {name}"),
             })
     };
-    let mut train = CifarSplit {
-        images: ChannelImages {
-            n: 0,
-            image: IMAGE,
-            pixels: Vec::new(),
-        },
-        labels: Vec::new(),
-    };
+    let mut train = empty_split();
     for name in TRAIN_FILES {
         let part = parse_batch(&path.join(name), file(name)?)?;
-        train.images.n += part.images.n;
+        train.images.count += part.images.count;
         train.images.pixels.extend_from_slice(&part.images.pixels);
         train.labels.extend_from_slice(&part.labels);
     }
@@ -115,7 +110,7 @@ pub fn read_archive(path: &Path, verify: bool) -> Result<Cifar10> {
 
 /// Parses one batch file's bytes (`path` names it in errors): a whole number of records, each
 /// label in 0–9.
-pub fn parse_batch(path: &Path, bytes: &[u8]) -> Result<CifarSplit> {
+pub fn parse_batch(path: &Path, bytes: &[u8]) -> Result<Split> {
     if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(DataError::Malformed {
             path: path.to_path_buf(),
@@ -140,14 +135,11 @@ pub fn parse_batch(path: &Path, bytes: &[u8]) -> Result<CifarSplit> {
         labels.push(record[0]);
         pixels.extend_from_slice(&record[1..]);
     }
-    Ok(CifarSplit {
-        images: ChannelImages {
-            n,
-            image: IMAGE,
-            pixels,
-        },
-        labels,
-    })
+    let mut split = empty_split();
+    split.images.count = n;
+    split.images.pixels = pixels;
+    split.labels = labels;
+    Ok(split)
 }
 
 /// The regular files of a tar archive (ustar or old-style headers), by path.
@@ -255,11 +247,11 @@ mod tests {
         let path = dir.path().join(ARCHIVE);
         write_synthetic_archive(&path, 7, 5, 3).expect("write");
         let c = read_archive(&path, false).expect("read");
-        assert_eq!((c.train.images.n, c.test.images.n), (35, 5));
+        assert_eq!((c.train.images.count, c.test.images.count), (35, 5));
         assert_eq!(c.train.images.pixels.len(), 35 * 3072);
         assert_eq!(c.train.labels.len(), 35);
         assert!(c.test.labels.iter().all(|&l| l < 10));
-        assert_eq!(c.train.images.image, [3, 32, 32]);
+        assert_eq!(c.train.images.image(), [3, 32, 32]);
         // the same seed, the same archive; the canonical digest it does not have
         let again = dir.path().join("again.tar.gz");
         write_synthetic_archive(&again, 7, 5, 3).expect("write");
@@ -283,7 +275,7 @@ mod tests {
         let p = Path::new("data_batch_1.bin");
         let mut b = vec![3u8; RECORD * 2];
         let s = parse_batch(p, &b).expect("two records");
-        assert_eq!((s.images.n, s.labels.clone()), (2, vec![3, 3]));
+        assert_eq!((s.images.count, s.labels.clone()), (2, vec![3, 3]));
         assert_eq!(&s.images.pixels[..3], &[3, 3, 3]);
         let e = parse_batch(p, &b[..RECORD + 5])
             .expect_err("partial")

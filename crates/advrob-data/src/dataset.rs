@@ -27,17 +27,26 @@ pub enum DatasetKind {
     Mnist,
     /// Fashion-MNIST (Zalando Research): same format, ten kinds of clothing.
     FashionMnist,
+    /// CIFAR-10 (Krizhevsky 2009), its binary version: 3×32×32 colour images of ten classes, one
+    /// archive ([`crate::cifar`]).
+    #[serde(rename = "cifar10")]
+    Cifar10,
 }
 
 impl DatasetKind {
     /// Every known dataset.
-    pub const ALL: [DatasetKind; 2] = [DatasetKind::Mnist, DatasetKind::FashionMnist];
+    pub const ALL: [DatasetKind; 3] = [
+        DatasetKind::Mnist,
+        DatasetKind::FashionMnist,
+        DatasetKind::Cifar10,
+    ];
 
     /// The name used on the command line and as the directory name under the data directory.
     pub fn name(self) -> &'static str {
         match self {
             DatasetKind::Mnist => "mnist",
             DatasetKind::FashionMnist => "fashion-mnist",
+            DatasetKind::Cifar10 => "cifar10",
         }
     }
 
@@ -52,27 +61,44 @@ impl DatasetKind {
             })
     }
 
-    /// SHA-256 of the decompressed bytes of each of [`FILE_NAMES`], in that order. These are the
-    /// canonical values of the original files (gzip bytes differ between compressors, the content
-    /// does not).
-    pub fn sha256(self) -> [&'static str; 4] {
+    /// The files the dataset is made of, as they are stored in its directory: the four IDX files
+    /// of [`FILE_NAMES`], or CIFAR-10's one archive.
+    pub fn files(self) -> &'static [&'static str] {
         match self {
-            DatasetKind::Mnist => [
+            DatasetKind::Mnist | DatasetKind::FashionMnist => &FILE_NAMES,
+            DatasetKind::Cifar10 => &[crate::cifar::ARCHIVE],
+        }
+    }
+
+    /// Whether the digests of [`sha256`](Self::sha256) are of the files' decompressed bytes (the
+    /// IDX files: gzip bytes differ between compressors, the content does not) rather than of the
+    /// files as published (CIFAR-10's archive, whose canonical digest is of the `.tar.gz`).
+    pub fn digest_decompressed(self) -> bool {
+        !matches!(self, DatasetKind::Cifar10)
+    }
+
+    /// SHA-256 of each of [`files`](Self::files), in that order: the canonical values of the
+    /// original files (see [`digest_decompressed`](Self::digest_decompressed)).
+    pub fn sha256(self) -> &'static [&'static str] {
+        match self {
+            DatasetKind::Mnist => &[
                 "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
                 "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
                 "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
                 "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
             ],
-            DatasetKind::FashionMnist => [
+            DatasetKind::FashionMnist => &[
                 "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
                 "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
                 "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
                 "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
             ],
+            DatasetKind::Cifar10 => &[crate::cifar::ARCHIVE_SHA256],
         }
     }
 
-    /// Public mirrors tried in order; each serves `<file>.gz` under the base URL.
+    /// Public mirrors tried in order; each serves `<file>.gz` under the base URL (CIFAR-10: the
+    /// archive under its own name).
     pub fn mirrors(self) -> &'static [&'static str] {
         match self {
             DatasetKind::Mnist => &[
@@ -82,12 +108,13 @@ impl DatasetKind {
             DatasetKind::FashionMnist => {
                 &["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]
             }
+            DatasetKind::Cifar10 => &["https://www.cs.toronto.edu/~kriz/"],
         }
     }
 
-    /// The canonical digest of one of [`FILE_NAMES`].
+    /// The canonical digest of one of [`files`](Self::files).
     pub fn expected_sha256(self, file: &str) -> Option<&'static str> {
-        FILE_NAMES
+        self.files()
             .iter()
             .position(|f| *f == file)
             .map(|i| self.sha256()[i])
@@ -103,7 +130,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// One split (train or test): images and their labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
-    /// The images, `count × rows × cols` bytes.
+    /// The images, `count × channels × rows × cols` bytes.
     pub images: IdxImages,
     /// One label per image, each below [`NUM_CLASSES`].
     pub labels: Vec<u8>,
@@ -120,9 +147,9 @@ impl Split {
         self.labels.is_empty()
     }
 
-    /// Pixels per image.
+    /// Bytes per image (`channels · rows · cols`).
     pub fn image_size(&self) -> usize {
-        self.images.rows * self.images.cols
+        self.images.image_size()
     }
 
     /// The first `n` examples (all of them when `n` is larger).
@@ -131,6 +158,7 @@ impl Split {
         Split {
             images: IdxImages {
                 count: n,
+                channels: self.images.channels,
                 rows: self.images.rows,
                 cols: self.images.cols,
                 pixels: self.images.pixels[..n * self.image_size()].to_vec(),
@@ -156,7 +184,8 @@ pub struct Dataset {
     pub train: Split,
     /// The 10k test examples; never used for training or model selection.
     pub test: Split,
-    /// Digest of each file, in [`FILE_NAMES`] order.
+    /// Digest of each file, in [`DatasetKind::files`] order (the four IDX files, or CIFAR-10's
+    /// archive).
     pub files: Vec<FileDigest>,
     /// Whether every digest equals the canonical one of a known dataset.
     pub verified: Option<DatasetKind>,
@@ -220,7 +249,14 @@ impl Dataset {
     /// numbers, lengths, image/label counts and label range. The digests are compared with the
     /// canonical ones of every known dataset and the match, if any, is recorded in `verified`; a
     /// directory of other data (a synthetic test set, say) loads with `verified: None`.
+    ///
+    /// A directory holding CIFAR-10's archive ([`crate::cifar::ARCHIVE`]) loads that instead:
+    /// three-channel images, the archive's digest as the one file.
     pub fn load_dir(dir: &Path) -> Result<Dataset> {
+        let archive = dir.join(crate::cifar::ARCHIVE);
+        if archive.is_file() {
+            return Self::load_cifar(&archive);
+        }
         let paths = FILE_NAMES
             .iter()
             .map(|n| find_file(dir, n))
@@ -245,18 +281,34 @@ impl Dataset {
                 sha256: d.sha256,
             })
             .collect();
+        Ok(Dataset::with_files(train, test, files))
+    }
+
+    /// Loads CIFAR-10's binary archive at `path` ([`crate::cifar::read_archive`]); `verified` is
+    /// set when its digest is the canonical one.
+    pub fn load_cifar(path: &Path) -> Result<Dataset> {
+        let (cifar, sha256) = crate::cifar::read_archive_with_digest(path)?;
+        let files = vec![FileDigest {
+            name: crate::cifar::ARCHIVE.to_string(),
+            sha256,
+        }];
+        Ok(Dataset::with_files(cifar.train, cifar.test, files))
+    }
+
+    fn with_files(train: Split, test: Split, files: Vec<FileDigest>) -> Dataset {
         let verified = DatasetKind::ALL.into_iter().find(|k| {
-            files
-                .iter()
-                .zip(k.sha256())
-                .all(|(f, expected)| f.sha256 == expected)
+            files.len() == k.sha256().len()
+                && files
+                    .iter()
+                    .zip(k.sha256())
+                    .all(|(f, expected)| f.sha256 == *expected)
         });
-        Ok(Dataset {
+        Dataset {
             train,
             test,
             files,
             verified,
-        })
+        }
     }
 
     /// One digest over the four file digests: a short identity of the data a model saw.
@@ -277,7 +329,10 @@ mod tests {
             assert_eq!(DatasetKind::from_name(k.name()).expect("known"), k);
         }
         let err = DatasetKind::from_name("cifar").expect_err("unknown");
-        assert!(err.to_string().contains("mnist, fashion-mnist"), "{err}");
+        assert!(
+            err.to_string().contains("mnist, fashion-mnist, cifar10"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "download")]
 use std::time::Duration;
 
-use crate::dataset::{DatasetKind, FILE_NAMES, sha256_hex};
+#[cfg(test)]
+use crate::dataset::FILE_NAMES;
+use crate::dataset::{DatasetKind, sha256_hex};
 use crate::error::{DataError, Result};
 use crate::idx::decompress_if_gz;
 
@@ -38,23 +40,31 @@ impl Mirror {
         kind.mirrors().iter().map(|u| Mirror::parse(u)).collect()
     }
 
-    fn describe(&self, file: &str) -> String {
-        match self {
-            Mirror::Dir(d) => d.join(file).display().to_string(),
-            Mirror::Url(u) => redact(&format!("{u}{file}.gz"), u),
+    fn describe(&self, file: &str, stored: Stored) -> String {
+        match (self, stored) {
+            (Mirror::Dir(d), _) => d.join(file).display().to_string(),
+            (Mirror::Url(u), Stored::Decompressed) => redact(&format!("{u}{file}.gz"), u),
+            (Mirror::Url(u), Stored::AsIs) => redact(&format!("{u}{file}"), u),
         }
     }
 
-    fn get(&self, file: &str) -> std::result::Result<Vec<u8>, String> {
+    fn get(&self, file: &str, stored: Stored) -> std::result::Result<Vec<u8>, String> {
         match self {
             Mirror::Dir(dir) => {
-                for name in [format!("{file}.gz"), file.to_string()] {
+                let names = match stored {
+                    Stored::Decompressed => vec![format!("{file}.gz"), file.to_string()],
+                    Stored::AsIs => vec![file.to_string()],
+                };
+                for name in names {
                     let p = dir.join(&name);
                     if p.is_file() {
                         return std::fs::read(&p).map_err(|e| e.to_string());
                     }
                 }
-                Err(format!("neither {file}.gz nor {file} is there"))
+                Err(match stored {
+                    Stored::Decompressed => format!("neither {file}.gz nor {file} is there"),
+                    Stored::AsIs => format!("{file} is not there"),
+                })
             }
             #[cfg(not(feature = "download"))]
             Mirror::Url(_) => Err(
@@ -72,7 +82,10 @@ impl Mirror {
                     .timeout_global(Some(Duration::from_secs(300)))
                     .build()
                     .into();
-                let url = format!("{base}{file}.gz");
+                let url = match stored {
+                    Stored::Decompressed => format!("{base}{file}.gz"),
+                    Stored::AsIs => format!("{base}{file}"),
+                };
                 let fail = |e: &dyn std::fmt::Display| redact(&e.to_string(), base);
                 let mut resp = agent.get(&url).call().map_err(|e| fail(&e))?;
                 let mut body = Vec::new();
@@ -86,6 +99,17 @@ impl Mirror {
             }
         }
     }
+}
+
+/// How a dataset's files are fetched, checked and kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Served as `<file>.gz` (or plain from a directory); the digest is of the decompressed
+    /// bytes, which are what is kept (the IDX files).
+    Decompressed,
+    /// Served and kept under its own name, the digest of its bytes as published (CIFAR-10's
+    /// `.tar.gz`).
+    AsIs,
 }
 
 /// How long a mirror may take to accept a connection.
@@ -152,8 +176,18 @@ pub fn fetch(kind: DatasetKind, data_dir: &Path, mirrors: &[Mirror]) -> Result<F
     } else {
         mirrors.to_vec()
     };
-    let files: Vec<(&str, &str)> = FILE_NAMES.into_iter().zip(kind.sha256()).collect();
-    fetch_verified(&data_dir.join(kind.name()), &files, &mirrors)
+    let files: Vec<(&str, &str)> = kind
+        .files()
+        .iter()
+        .copied()
+        .zip(kind.sha256().iter().copied())
+        .collect();
+    let stored = if kind.digest_decompressed() {
+        Stored::Decompressed
+    } else {
+        Stored::AsIs
+    };
+    fetch_verified_as(&data_dir.join(kind.name()), &files, &mirrors, stored)
 }
 
 /// The mechanism behind [`fetch`] for any list of `(file name, SHA-256 of its decompressed
@@ -163,6 +197,16 @@ pub fn fetch_verified(
     dir: &Path,
     files: &[(&str, &str)],
     mirrors: &[Mirror],
+) -> Result<FetchReport> {
+    fetch_verified_as(dir, files, mirrors, Stored::Decompressed)
+}
+
+/// [`fetch_verified`] for files fetched, checked and kept as [`Stored`] says.
+pub fn fetch_verified_as(
+    dir: &Path,
+    files: &[(&str, &str)],
+    mirrors: &[Mirror],
+    stored: Stored,
 ) -> Result<FetchReport> {
     for m in mirrors {
         if let Mirror::Dir(d) = m
@@ -195,18 +239,22 @@ pub fn fetch_verified(
         let mut attempts = Vec::new();
         let mut done = false;
         for (i, m) in mirrors.iter().enumerate() {
-            let source = m.describe(file);
+            let source = m.describe(file, stored);
             if let Some(why) = &dead[i] {
                 attempts.push(format!("{source}: not tried: it failed for {why}"));
                 continue;
             }
             log::info!("fetching {source}");
-            let got = m.get(file);
+            let got = m.get(file, stored);
             if let (Mirror::Url(_), Err(reason)) = (m, &got) {
                 // a mirror that cannot be reached is not tried again for the other files
                 dead[i] = Some(format!("{file} ({reason})"));
             }
-            let bytes = match got.and_then(decompress_if_gz) {
+            let got = match stored {
+                Stored::Decompressed => got.and_then(decompress_if_gz),
+                Stored::AsIs => got,
+            };
+            let bytes = match got {
                 Ok(b) => b,
                 Err(reason) => {
                     attempts.push(format!("{source}: {reason}"));
@@ -371,6 +419,52 @@ mod tests {
         let text = e.to_string();
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("***@127.0.0.1:9"), "{text}");
+    }
+
+    #[test]
+    fn cifar10_is_fetched_as_its_archive_from_a_mirror_directory_and_refused_when_not_canonical() {
+        let mirror = tempfile::tempdir().expect("temp");
+        let data = tempfile::tempdir().expect("temp");
+        let archive = mirror.path().join(crate::cifar::ARCHIVE);
+        crate::cifar::write_synthetic_archive(&archive, 2, 2, 1).expect("write");
+        let e = fetch(
+            DatasetKind::Cifar10,
+            data.path(),
+            &[Mirror::Dir(mirror.path().to_path_buf())],
+        )
+        .expect_err("a synthetic archive is not CIFAR-10");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(crate::cifar::ARCHIVE_SHA256) && msg.contains(crate::cifar::ARCHIVE),
+            "{msg}"
+        );
+        assert!(
+            !data
+                .path()
+                .join("cifar10")
+                .join(crate::cifar::ARCHIVE)
+                .exists()
+        );
+        // the same mechanism with the synthetic archive's own digest: kept byte for byte
+        let bytes = std::fs::read(&archive).expect("read");
+        let digest = sha256_hex(&bytes);
+        let dest = data.path().join("c");
+        let r = fetch_verified_as(
+            &dest,
+            &[(crate::cifar::ARCHIVE, digest.as_str())],
+            &[Mirror::Dir(mirror.path().to_path_buf())],
+            Stored::AsIs,
+        )
+        .expect("fetched");
+        assert_eq!(r.fetched.len(), 1);
+        assert_eq!(
+            std::fs::read(dest.join(crate::cifar::ARCHIVE)).expect("read"),
+            bytes
+        );
+        let ds = crate::Dataset::load_dir(&dest).expect("loads as CIFAR");
+        assert_eq!(ds.test.images.image(), [3, 32, 32]);
+        assert_eq!(ds.verified, None);
+        assert_eq!(ds.files[0].sha256, digest);
     }
 
     #[test]

@@ -16,17 +16,32 @@ pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 /// Magic number of an unsigned-byte, one-dimensional IDX file (labels).
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 
-/// A stack of greyscale images as stored in IDX: `count × rows × cols` bytes, row-major.
+/// A stack of images, `count × channels × rows × cols` bytes, row-major: greyscale as stored in
+/// IDX (one channel), or colour as CIFAR-10 stores it (three planes per image, red, green, blue).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxImages {
     /// Number of images.
     pub count: usize,
+    /// Channels per image: 1 for IDX files, 3 for CIFAR-10.
+    pub channels: usize,
     /// Rows per image.
     pub rows: usize,
     /// Columns per image.
     pub cols: usize,
-    /// Pixel values 0..=255, `count * rows * cols` of them.
+    /// Pixel values 0..=255, `count * channels * rows * cols` of them.
     pub pixels: Vec<u8>,
+}
+
+impl IdxImages {
+    /// Bytes per image, `channels · rows · cols`.
+    pub fn image_size(&self) -> usize {
+        self.channels * self.rows * self.cols
+    }
+
+    /// `[channels, rows, cols]`.
+    pub fn image(&self) -> [usize; 3] {
+        [self.channels, self.rows, self.cols]
+    }
 }
 
 /// Reads a whole file and decompresses it if it starts with the gzip magic bytes.
@@ -143,6 +158,7 @@ pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<IdxImages> {
     check_len(path, bytes, expected)?;
     Ok(IdxImages {
         count,
+        channels: 1,
         rows,
         cols,
         pixels: bytes[16..].to_vec(),
@@ -181,8 +197,10 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
     parse_labels(path, &read_maybe_gz(path)?)
 }
 
-/// Encodes images as `idx3-ubyte` bytes.
+/// Encodes one-channel images as `idx3-ubyte` bytes (IDX files hold greyscale images; the
+/// channels of colour images would be written as extra images).
 pub fn encode_images(images: &IdxImages) -> Vec<u8> {
+    debug_assert_eq!(images.channels, 1, "IDX image files are greyscale");
     let mut out = Vec::with_capacity(16 + images.pixels.len());
     for v in [
         IMAGES_MAGIC,
@@ -227,6 +245,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let images = IdxImages {
             count: 2,
+            channels: 1,
             rows: 2,
             cols: 3,
             pixels: (0..12).collect(),
@@ -267,6 +286,7 @@ mod tests {
     fn truncated_body_and_header_are_errors() {
         let mut bytes = encode_images(&IdxImages {
             count: 3,
+            channels: 1,
             rows: 2,
             cols: 2,
             pixels: vec![7; 12],
@@ -291,6 +311,7 @@ mod tests {
         // 10 images of 28×28 declared, 10 000 delivered: refused soon after the declared size
         let mut bytes = encode_images(&IdxImages {
             count: 10,
+            channels: 1,
             rows: 28,
             cols: 28,
             pixels: vec![0; 10 * 28 * 28],

@@ -12,7 +12,7 @@ pub mod synthetic;
 
 pub use batch::{Batcher, range_tensors, to_tensors};
 pub use dataset::{Dataset, DatasetKind, FILE_NAMES, FileDigest, NUM_CLASSES, Split, sha256_hex};
-pub use download::{FetchReport, Mirror, fetch, fetch_verified};
+pub use download::{FetchReport, Mirror, Stored, fetch, fetch_verified, fetch_verified_as};
 pub use error::{DataError, Result};
 
 use std::io::Write;

@@ -34,6 +34,7 @@ pub fn make_split(n: usize, seed: u64) -> (IdxImages, Vec<u8>) {
     (
         IdxImages {
             count: n,
+            channels: 1,
             rows: SIDE,
             cols: SIDE,
             pixels,

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 fn mutated_images(n: usize, rows: usize, cols: usize, flips: &[(usize, u8)]) -> Vec<u8> {
     let mut bytes = idx::encode_images(&IdxImages {
         count: n,
+        channels: 1,
         rows,
         cols,
         pixels: vec![3; n * rows * cols],
@@ -71,6 +72,7 @@ proptest! {
 fn a_header_past_u64_is_an_error() {
     let mut bytes = idx::encode_images(&IdxImages {
         count: 1,
+        channels: 1,
         rows: 1,
         cols: 1,
         pixels: vec![0],

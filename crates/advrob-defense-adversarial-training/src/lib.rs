@@ -342,6 +342,7 @@ pub fn adversarial_split(
     Ok(Split {
         images: IdxImages {
             count: data.len(),
+            channels: data.images.channels,
             rows: data.images.rows,
             cols: data.images.cols,
             pixels,
@@ -419,7 +420,7 @@ mod tests {
 
     fn batch(device: &burn::tensor::Device, n: usize) -> TrainBatch {
         let x: Vec<f32> = (0..n * 784).map(|i| [0.0, 1.0, 0.4][i % 3]).collect();
-        let images = Tensor::<3>::from_data(TensorData::new(x, [n, 28, 28]), device);
+        let images = Tensor::<4>::from_data(TensorData::new(x, [n, 1, 28, 28]), device);
         let y: Vec<i64> = (0..n as i64).map(|i| i % 10).collect();
         let labels = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), device);
         TrainBatch {

@@ -83,7 +83,7 @@ impl DistillationConfig {
 /// # Shapes
 ///
 /// - images: `[B, H, W]`, output: `[B, classes]`
-pub fn soft_labels(teacher: &dyn Classifier, images: Tensor<3>, t: f64) -> Tensor<2> {
+pub fn soft_labels(teacher: &dyn Classifier, images: Tensor<4>, t: f64) -> Tensor<2> {
     softmax(teacher.logits(images.without_autodiff()) / t, 1)
 }
 
@@ -252,8 +252,8 @@ mod tests {
     /// A "teacher" whose logits are the first 3 pixels of each image.
     struct PixelLogits;
     impl Classifier for PixelLogits {
-        fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-            let [b, _, _] = images.dims();
+        fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+            let [b, ..] = images.dims();
             images.reshape([b as i64, -1]).slice([0..b, 0..3])
         }
     }
@@ -264,7 +264,7 @@ mod tests {
             let device = device.clone();
             let mut x = vec![0.0f32; 784];
             x[..3].copy_from_slice(&[1.0, 0.5, 0.0]);
-            let images = Tensor::<3>::from_data(TensorData::new(x, [1, 28, 28]), &device);
+            let images = Tensor::<4>::from_data(TensorData::new(x, [1, 1, 28, 28]), &device);
             for t in [1.0, 20.0] {
                 let p = soft_labels(&PixelLogits, images.clone(), t)
                     .into_data()

@@ -119,8 +119,8 @@ impl GradientMaskingConfig {
 /// - images: `[B, H, W]`, output: `[B, H, W]`
 pub fn softmax_sum_gradient(
     model: &dyn Classifier,
-    images: Tensor<3>,
-) -> advrob_model::Result<Tensor<3>> {
+    images: Tensor<4>,
+) -> advrob_model::Result<Tensor<4>> {
     let x = images.without_autodiff().autodiff().require_grad();
     let total = softmax(model.logits(x.clone()), 1).sum();
     let grads = total.backward();
@@ -138,11 +138,11 @@ pub fn softmax_sum_gradient(
 /// - images: `[B, H, W]` in [0, 1], labels: `[B]`, output: `[B, H, W]` in [0, 1]
 pub fn notebook_examples(
     model: &dyn Classifier,
-    images: Tensor<3>,
+    images: Tensor<4>,
     labels: Tensor<1, Int>,
     eps: f64,
     alpha: f64,
-) -> advrob_model::Result<Tensor<3>> {
+) -> advrob_model::Result<Tensor<4>> {
     let x = images.without_autodiff();
     let masked = x.clone() - softmax_sum_gradient(model, x.clone())?.without_autodiff();
     let g = input_gradient(model, masked.clone(), labels)?;
@@ -266,7 +266,7 @@ impl Defense for GradientMasking {
 /// - images: `[B, H, W]`, labels: `[B]`
 pub fn moved_share(
     model: &dyn Classifier,
-    images: Tensor<3>,
+    images: Tensor<4>,
     labels: Tensor<1, Int>,
 ) -> advrob_model::Result<f64> {
     let dir = Fgsm::new().direction(model, images, labels)?;
@@ -285,17 +285,17 @@ mod tests {
     use advrob_model::{MlpConfig, TrainConfig, accuracy};
     use burn::tensor::TensorData;
 
-    fn host(t: Tensor<3>) -> Vec<f32> {
+    fn host(t: Tensor<4>) -> Vec<f32> {
         t.into_data().try_into_vec_as::<f32>().expect("f32")
     }
 
-    fn inputs(device: &burn::tensor::Device) -> (Tensor<3>, Tensor<1, Int>) {
+    fn inputs(device: &burn::tensor::Device) -> (Tensor<4>, Tensor<1, Int>) {
         let x: Vec<f32> = (0..4 * 784)
             .map(|i| ((i * 31) % 100) as f32 / 100.0)
             .collect();
         let y = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 3, 5, 7], [4]), device);
         (
-            Tensor::from_data(TensorData::new(x, [4, 28, 28]), device),
+            Tensor::from_data(TensorData::new(x, [4, 1, 28, 28]), device),
             y,
         )
     }

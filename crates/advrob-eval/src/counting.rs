@@ -14,13 +14,13 @@ pub(crate) struct Counting<'a> {
 }
 
 impl Counting<'_> {
-    fn count(&self, images: &Tensor<3>) {
+    fn count(&self, images: &Tensor<4>) {
         count_into(self.passes)(images.dims()[0], images.is_require_grad());
     }
 }
 
 impl Classifier for Counting<'_> {
-    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         self.count(&images);
         self.inner.logits(images)
     }
@@ -73,7 +73,7 @@ struct CountingView<'a> {
 }
 
 impl Classifier for CountingView<'_> {
-    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         Counting {
             inner: self.view.as_ref(),
             passes: self.passes,

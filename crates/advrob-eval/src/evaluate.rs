@@ -65,7 +65,7 @@ pub(crate) fn check_request(eps: &[f64], batch_size: usize) -> Result<()> {
 
 /// What an attack produced for one batch at one ε.
 struct Attacked {
-    images: Tensor<3>,
+    images: Tensor<4>,
     /// Ensembles: per example, the component that broke it.
     broken_by: Option<Vec<Option<usize>>>,
     /// Ensembles: per component, the examples it was run on.
@@ -79,7 +79,7 @@ struct Attacked {
 fn attack_batch(
     model: &dyn Classifier,
     attack: &dyn Attack,
-    x: Tensor<3>,
+    x: Tensor<4>,
     y: Tensor<1, Int>,
     eps: &[f64],
     seed: u64,
@@ -355,8 +355,8 @@ mod tests {
     /// A classifier that says class 0 when the mean pixel is below 0.5, else class 1.
     struct Threshold;
     impl Classifier for Threshold {
-        fn logits(&self, images: Tensor<3>) -> Tensor<2> {
-            let [b, _, _] = images.dims();
+        fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+            let [b, ..] = images.dims();
             let m: Tensor<2> = images.reshape([b as i64, -1]).mean_dim(1);
             // logits (0.5 − m, m − 0.5) · 100
             Tensor::cat(vec![(m.clone().neg() + 0.5) * 100.0, (m - 0.5) * 100.0], 1)
@@ -380,11 +380,11 @@ mod tests {
         fn perturb_seeded(
             &self,
             _: &dyn Classifier,
-            images: Tensor<3>,
+            images: Tensor<4>,
             _: Tensor<1, Int>,
             eps: f64,
             _: u64,
-        ) -> advrob_attack::Result<Tensor<3>> {
+        ) -> advrob_attack::Result<Tensor<4>> {
             Ok((images + eps).clamp(0.0, 1.0))
         }
     }
@@ -401,11 +401,11 @@ mod tests {
         fn perturb_seeded(
             &self,
             m: &dyn Classifier,
-            images: Tensor<3>,
+            images: Tensor<4>,
             y: Tensor<1, Int>,
             eps: f64,
             seed: u64,
-        ) -> advrob_attack::Result<Tensor<3>> {
+        ) -> advrob_attack::Result<Tensor<4>> {
             self.0.borrow_mut().push(seed);
             Brighten.perturb(m, images, y, eps)
         }
@@ -475,6 +475,7 @@ mod tests {
         Split {
             images: IdxImages {
                 count: 4,
+                channels: 1,
                 rows: 1,
                 cols: 2,
                 pixels: vec![
@@ -571,7 +572,7 @@ mod tests {
         fn targets(
             &self,
             _: &dyn Classifier,
-            _: Tensor<3>,
+            _: Tensor<4>,
             labels: Tensor<1, Int>,
         ) -> advrob_attack::Result<Option<Tensor<1, Int>>> {
             Ok(Some(labels.ones_like()))
@@ -579,11 +580,11 @@ mod tests {
         fn perturb_seeded(
             &self,
             m: &dyn Classifier,
-            images: Tensor<3>,
+            images: Tensor<4>,
             y: Tensor<1, Int>,
             eps: f64,
             _: u64,
-        ) -> advrob_attack::Result<Tensor<3>> {
+        ) -> advrob_attack::Result<Tensor<4>> {
             Brighten.perturb(m, images, y, eps)
         }
     }

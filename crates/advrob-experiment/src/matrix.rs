@@ -500,7 +500,8 @@ pub struct Matrix {
     /// The preset this matrix started from (`default`, `seed-000-notebook`, ...), recorded with
     /// every result.
     pub preset: String,
-    /// Datasets, each `mnist` or `fashion-mnist`; every model is trained and attacked on each.
+    /// Datasets, each `mnist`, `fashion-mnist` or `cifar10`; every model is trained and attacked on
+    /// each.
     pub datasets: Vec<String>,
     /// Load the IDX files from this directory as they are (no download, no canonical checksum),
     /// instead of `datasets`.

@@ -46,12 +46,20 @@ pub struct Observations {
     pub grid: Option<ExampleGrid>,
 }
 
+fn one_channel() -> usize {
+    1
+}
+
 /// The images of an example grid and the model's predictions on them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExampleGrid {
     /// The attack's name in the matrix.
     pub attack: String,
-    /// Image height and width.
+    /// Channels per image: 1 (grey) or 3 (red, green, blue planes); 1 in files written before
+    /// colour images.
+    #[serde(default = "one_channel")]
+    pub channels: usize,
+    /// Image height.
     pub rows: usize,
     /// Image width.
     pub cols: usize,
@@ -132,7 +140,7 @@ pub fn example_grid(
     device: &Device,
 ) -> Result<ExampleGrid> {
     let indices = example_indices(test.len(), GRID_EXAMPLES, GRID_SEED);
-    let (rows, cols) = (test.images.rows, test.images.cols);
+    let [channels, rows, cols] = test.images.image();
     let (x, y) = advrob_data::to_tensors(test, &indices, device);
     let labels: Vec<i64> = indices.iter().map(|&i| i64::from(test.labels[i])).collect();
     let eps = shown_eps(grid, GRID_EPS);
@@ -144,6 +152,7 @@ pub fn example_grid(
     }
     Ok(ExampleGrid {
         attack: attack.0.to_string(),
+        channels,
         rows,
         cols,
         indices,
@@ -154,7 +163,7 @@ pub fn example_grid(
 }
 
 /// The images of `t` and what `model` says of them.
-fn column(model: &dyn Classifier, t: Tensor<3>) -> Result<Column> {
+fn column(model: &dyn Classifier, t: Tensor<4>) -> Result<Column> {
     let t = t.without_autodiff();
     let p = softmax(model.logits(t.clone()), 1);
     let confidence = p.clone().max_dim(1).flatten::<1>(0, 1);

@@ -160,7 +160,7 @@ mod tests {
             let x: Vec<f32> = (0..3 * 784)
                 .map(|i| ((i * 37) % 101) as f32 / 100.0)
                 .collect();
-            let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 28, 28]), d);
+            let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [3, 1, 28, 28]), d);
             let models: [&dyn Classifier; 3] = [&mlp, &deployed.net, &deployed];
             for m in models {
                 let f = m.affine_first().expect("an MLP opens at its first layer");

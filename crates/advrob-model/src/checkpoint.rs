@@ -558,7 +558,7 @@ mod tests {
             let (back, cfg2, digest2) = load(dir.path(), device).expect("load");
             assert_eq!((&cfg, &digest), (&cfg2, &digest2));
             assert_eq!(back.config, model.config);
-            let x = Tensor::<3>::ones([2, 28, 28], device) * 0.5;
+            let x = Tensor::<4>::ones([2, 1, 28, 28], device) * 0.5;
             assert_eq!(
                 host(model.net.forward(x.clone())),
                 host(back.net.forward(x))
@@ -642,7 +642,7 @@ mod tests {
             let model = Deployed::plain(net);
             let digest = save(&model, &cfg, dir.path()).expect("save");
             let x: Vec<f32> = (0..3 * 28 * 28).map(|i| (i % 97) as f32 / 97.0).collect();
-            let x = Tensor::<3>::from_data(TensorData::new(x, [3, 28, 28]), device);
+            let x = Tensor::<4>::from_data(TensorData::new(x, [3, 1, 28, 28]), device);
             let (back, cfg2, digest2) = load(dir.path(), device).expect("load");
             assert_eq!((cfg2, digest2), (cfg.clone(), digest));
             let (a, b) = (model.logits(x.clone()), back.logits(x));

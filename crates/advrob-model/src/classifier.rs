@@ -17,7 +17,7 @@ pub trait Classifier {
     ///
     /// - images: `[B, H, W]` in [0, 1]
     /// - output: `[B, classes]`
-    fn logits(&self, images: Tensor<3>) -> Tensor<2>;
+    fn logits(&self, images: Tensor<4>) -> Tensor<2>;
 
     /// The same function with every non-differentiable input transform replaced, for gradients
     /// only, by the identity (BPDA's straight-through estimator, Athalye et al. 2018): the forward

@@ -191,12 +191,6 @@ fn flat_size(image: [usize; 2], pad: usize, channels: usize) -> crate::Result<us
     Ok(channels * h * w)
 }
 
-/// `[B, H, W]` images as a one-channel batch `[B, 1, H, W]`.
-fn as_channels(images: Tensor<3>) -> Tensor<4> {
-    let [b, h, w] = images.dims();
-    images.reshape([b, 1, h, w])
-}
-
 /// LeNet-5 as usually written for MNIST: conv 5×5 (6, padding 2) → ReLU → max-pool 2 → conv 5×5
 /// (16) → ReLU → max-pool 2 → FC 120 → ReLU → FC 84 → ReLU → FC `classes`.
 #[derive(Config, Debug, PartialEq)]
@@ -255,11 +249,9 @@ impl Lenet {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]`, output: `[B, classes]`
-    pub fn forward(&self, images: Tensor<3>) -> Tensor<2> {
-        let x = self
-            .pool
-            .forward(relu(conv_forward(&self.conv1, as_channels(images))));
+    /// - images: `[B, 1, H, W]`, output: `[B, classes]`
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = self.pool.forward(relu(conv_forward(&self.conv1, images)));
         let x = self.pool.forward(relu(conv_forward(&self.conv2, x)));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = relu(self.fc1.forward(x));
@@ -340,12 +332,9 @@ impl FgsmTutorial {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]`, output: `[B, classes]`
-    pub fn forward(&self, images: Tensor<3>, mut rng: Option<&mut SplitMix64>) -> Tensor<2> {
-        let x = relu(
-            self.pool
-                .forward(conv_forward(&self.conv1, as_channels(images))),
-        );
+    /// - images: `[B, 1, H, W]`, output: `[B, classes]`
+    pub fn forward(&self, images: Tensor<4>, mut rng: Option<&mut SplitMix64>) -> Tensor<2> {
+        let x = relu(self.pool.forward(conv_forward(&self.conv1, images)));
         let mut x = conv_forward(&self.conv2, x);
         if let Some(rng) = rng.as_deref_mut()
             && self.dropout > 0.0
@@ -442,11 +431,9 @@ impl MadryCnn {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]`, output: `[B, classes]`
-    pub fn forward(&self, images: Tensor<3>) -> Tensor<2> {
-        let x = self
-            .pool
-            .forward(relu(conv_forward(&self.conv1, as_channels(images))));
+    /// - images: `[B, 1, H, W]`, output: `[B, classes]`
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = self.pool.forward(relu(conv_forward(&self.conv1, images)));
         let x = self.pool.forward(relu(conv_forward(&self.conv2, x)));
         let x: Tensor<2> = x.flatten(1, 3);
         self.fc2.forward(relu(self.fc1.forward(x)))
@@ -484,7 +471,7 @@ fn check_dropout(p: f64) -> crate::Result<()> {
 /// chain ([`Classifier::dense`](crate::Classifier::dense)), the tensor path's to rounding;
 /// elsewhere from the network's `forward`.
 impl crate::Classifier for Lenet {
-    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         logits_or(|| self.dense(), images, |x| self.forward(x))
     }
 
@@ -495,7 +482,7 @@ impl crate::Classifier for Lenet {
 
 /// Logits and host chain as [`Lenet`]'s.
 impl crate::Classifier for FgsmTutorial {
-    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         logits_or(|| self.dense(), images, |x| self.forward(x, None))
     }
 
@@ -506,7 +493,7 @@ impl crate::Classifier for FgsmTutorial {
 
 /// Logits and host chain as [`Lenet`]'s.
 impl crate::Classifier for MadryCnn {
-    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         logits_or(|| self.dense(), images, |x| self.forward(x))
     }
 

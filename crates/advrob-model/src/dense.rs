@@ -182,8 +182,8 @@ fn layers_in_blocks(layers: &[DenseLayer], x: &[f32], rows: usize) -> Vec<f32> {
 /// tensor path); the chain, which reads the weights back, is only built where it runs.
 pub(crate) fn logits_or<'a>(
     chain: impl FnOnce() -> Option<Dense<'a>>,
-    images: Tensor<3>,
-    forward: impl FnOnce(Tensor<3>) -> Tensor<2>,
+    images: Tensor<4>,
+    forward: impl FnOnce(Tensor<4>) -> Tensor<2>,
 ) -> Tensor<2> {
     if !images.is_autodiff()
         && crate::backend::is_ndarray(&images.device())
@@ -197,7 +197,7 @@ pub(crate) fn logits_or<'a>(
 impl<'a> Dense<'a> {
     /// The logits of `images` through this chain, as a tensor on their device; `None` when
     /// their values cannot be read as f32 or the chain has no layer.
-    fn logits_of(&self, images: &Tensor<3>) -> Option<Tensor<2>> {
+    fn logits_of(&self, images: &Tensor<4>) -> Option<Tensor<2>> {
         let classes = self.layers.last().map(DenseLayer::outputs)?;
         let b = images.dims()[0];
         let out = crate::backend::on_host_f32(images, |x| self.forward(x, b, false))?;
@@ -418,7 +418,7 @@ mod tests {
                 [&mlp, &plain.net, &plain, &quantized, through.as_ref()];
             for (mi, m) in models.into_iter().enumerate() {
                 let dense = m.dense().expect("an MLP opens on the host");
-                let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 28, 28]), d);
+                let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [3, 1, 28, 28]), d);
                 let xg = images.autodiff().require_grad();
                 let logits = m.logits(xg.clone());
                 let labels = [3usize, 0, 9];
@@ -508,7 +508,7 @@ mod tests {
                     .map(|i| ((i * 37) % 101) as f32 / 100.0)
                     .collect();
                 let dense = m.dense().expect("a CNN opens on the host");
-                let images = Tensor::<3>::from_data(TensorData::new(x.clone(), [2, ih, iw]), d);
+                let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 1, ih, iw]), d);
                 let xg = images.autodiff().require_grad();
                 let logits = m.logits(xg.clone());
                 // a loss with a different weight on every logit
@@ -539,8 +539,8 @@ mod tests {
                     }
                 }
                 // and the logits of a plain tensor are the chain's where it runs
-                let plain = host(m.logits(Tensor::<3>::from_data(
-                    TensorData::new(x.clone(), [2, ih, iw]),
+                let plain = host(m.logits(Tensor::<4>::from_data(
+                    TensorData::new(x.clone(), [2, 1, ih, iw]),
                     d,
                 )));
                 for (a, b) in plain.iter().zip(&want_logits) {

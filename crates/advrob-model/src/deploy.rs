@@ -82,7 +82,7 @@ impl DeployConfig {
     /// # Shapes
     ///
     /// `[B, H, W]` in and out
-    pub fn preprocess(&self, images: Tensor<3>) -> Tensor<3> {
+    pub fn preprocess(&self, images: Tensor<4>) -> Tensor<4> {
         self.normalized(self.quantized(images))
     }
 
@@ -91,7 +91,7 @@ impl DeployConfig {
     /// # Shapes
     ///
     /// `[B, H, W]` in and out
-    pub fn quantized(&self, images: Tensor<3>) -> Tensor<3> {
+    pub fn quantized(&self, images: Tensor<4>) -> Tensor<4> {
         match self.quantize {
             Some(levels) => quantize(images, levels),
             None => images,
@@ -103,7 +103,7 @@ impl DeployConfig {
     /// # Shapes
     ///
     /// `[B, H, W]` in and out
-    pub fn normalized(&self, images: Tensor<3>) -> Tensor<3> {
+    pub fn normalized(&self, images: Tensor<4>) -> Tensor<4> {
         match self.normalize {
             Some(n) => (images - n.mean) / n.std,
             None => images,
@@ -120,7 +120,7 @@ impl DeployConfig {
 /// # Shapes
 ///
 /// `[B, H, W]` in and out
-pub fn quantize(images: Tensor<3>, levels: u32) -> Tensor<3> {
+pub fn quantize(images: Tensor<4>, levels: u32) -> Tensor<4> {
     let steps = f64::from(levels.max(2) - 1);
     let q = (images.clone().detach() * steps).round() / steps;
     images * 0.0 + q.detach()
@@ -162,7 +162,7 @@ impl Deployed {
 }
 
 impl Classifier for Deployed {
-    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         // the network's own logits: an MLP's host chain on plain burn-ndarray tensors
         self.scaled(self.net.logits(self.config.preprocess(images)))
     }
@@ -213,7 +213,7 @@ impl Deployed {
 struct StraightThrough<'a>(&'a Deployed);
 
 impl Classifier for StraightThrough<'_> {
-    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         let c = &self.0.config;
         let q = c.quantized(images.clone()).detach();
         let through = images.clone() + (q - images.detach()).detach();
@@ -240,8 +240,8 @@ mod tests {
     fn quantize_rounds_to_levels() {
         on_test_backends(|d| {
             let d = d.clone();
-            let x = Tensor::<3>::from_data(
-                TensorData::new(vec![0.0f32, 0.2, 0.26, 0.5, 0.74, 1.0], [1, 2, 3]),
+            let x = Tensor::<4>::from_data(
+                TensorData::new(vec![0.0f32, 0.2, 0.26, 0.5, 0.74, 1.0], [1, 1, 2, 3]),
                 &d,
             );
             // 3 levels {0, 0.5, 1}: 0.2 → 0, 0.26 → 0.5, 0.74 → 0.5
@@ -263,7 +263,7 @@ mod tests {
             };
             let v: Vec<f32> = (0..2 * 784).map(|i| (i % 97) as f32 / 97.0).collect();
             let gradient = |m: &dyn Classifier| {
-                let x = Tensor::<3>::from_data(TensorData::new(v.clone(), [2, 28, 28]), &d)
+                let x = Tensor::<4>::from_data(TensorData::new(v.clone(), [2, 1, 28, 28]), &d)
                     .autodiff()
                     .require_grad();
                 let grads = m.logits(x.clone()).sum().backward();
@@ -289,7 +289,7 @@ mod tests {
             };
             let bpda = model.straight_through().expect("quantised");
             let v: Vec<f32> = (0..784).map(|i| (i % 13) as f32 / 13.0).collect();
-            let x = || Tensor::<3>::from_data(TensorData::new(v.clone(), [1, 28, 28]), &d);
+            let x = || Tensor::<4>::from_data(TensorData::new(v.clone(), [1, 1, 28, 28]), &d);
             let (a, b) = (host(model.logits(x())), host(bpda.logits(x())));
             for (p, q) in a.iter().zip(&b) {
                 assert!((p - q).abs() < 1e-5, "{p} {q}");
@@ -315,7 +315,7 @@ mod tests {
                 .with_hidden(vec![8])
                 .init(&d)
                 .expect("init");
-            let x = Tensor::<3>::ones([4, 28, 28], &d) * 0.3;
+            let x = Tensor::<4>::ones([4, 1, 28, 28], &d) * 0.3;
             let scaled = Deployed {
                 net: mlp.clone().into(),
                 config: DeployConfig::new().with_logit_scale(1000.0),

@@ -141,7 +141,7 @@ impl Mlp {
     ///
     /// - images: `[B, H, W]` with `H * W` = the config's `input`
     /// - output: `[B, classes]`
-    pub fn forward(&self, images: Tensor<3>) -> Tensor<2> {
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         self.run(images, None)
     }
 
@@ -150,12 +150,12 @@ impl Mlp {
     /// # Shapes
     ///
     /// - images: `[B, H, W]`, output: `[B, classes]`
-    pub fn forward_train(&self, images: Tensor<3>, rng: &mut SplitMix64) -> Tensor<2> {
+    pub fn forward_train(&self, images: Tensor<4>, rng: &mut SplitMix64) -> Tensor<2> {
         self.run(images, Some(rng))
     }
 
-    fn run(&self, images: Tensor<3>, mut rng: Option<&mut SplitMix64>) -> Tensor<2> {
-        let mut x: Tensor<2> = images.flatten(1, 2);
+    fn run(&self, images: Tensor<4>, mut rng: Option<&mut SplitMix64>) -> Tensor<2> {
+        let mut x: Tensor<2> = images.flatten(1, 3);
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(x);
@@ -184,7 +184,7 @@ impl Classifier for Mlp {
     /// On a plain burn-ndarray tensor (no autodiff: no graph to keep) the logits come from the
     /// host chain ([`Classifier::dense`]), the tensor path's numbers to the bit, its products
     /// over the current rayon pool; elsewhere from [`Mlp::forward`].
-    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         logits_or(|| self.dense(), images, |x| self.forward(x))
     }
 
@@ -244,8 +244,8 @@ mod tests {
             let device = device.clone();
             let m = MlpConfig::new().init(&device).expect("init");
             // enough rows for the host chain to split its products over the pool
-            let x = Tensor::<3>::random(
-                [300, 28, 28],
+            let x = Tensor::<4>::random(
+                [300, 1, 28, 28],
                 burn::tensor::Distribution::Uniform(0.0, 1.0),
                 &device,
             );
@@ -263,7 +263,7 @@ mod tests {
             // an empty batch keeps its classes on the host chain (burn-cubecl's own kernels
             // refuse empty tensors, so only ndarray is asked)
             if crate::backend::is_ndarray(&device) {
-                let none = m.logits(Tensor::<3>::zeros([0, 28, 28], &device));
+                let none = m.logits(Tensor::<4>::zeros([0, 1, 28, 28], &device));
                 assert_eq!(none.dims(), [0, 10]);
             }
             // with autodiff the logits stay on the graph
@@ -280,7 +280,7 @@ mod tests {
             let m = MlpConfig::new().init(&device).expect("init");
             // 784*128 + 128 + 128*10 + 10
             assert_eq!(m.num_params(), 101_770);
-            let y = m.forward(Tensor::<3>::zeros([3, 28, 28], &device));
+            let y = m.forward(Tensor::<4>::zeros([3, 1, 28, 28], &device));
             assert_eq!(y.dims(), [3, 10]);
         });
     }

@@ -136,7 +136,7 @@ impl Net {
     /// # Shapes
     ///
     /// - images: `[B, H, W]`, output: `[B, classes]`
-    pub fn forward(&self, images: Tensor<3>) -> Tensor<2> {
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
             Net::Mlp(m) => m.forward(images),
             Net::Lenet(m) => m.forward(images),
@@ -151,7 +151,7 @@ impl Net {
     /// # Shapes
     ///
     /// - images: `[B, H, W]`, output: `[B, classes]`
-    pub fn forward_train(&self, images: Tensor<3>, rng: &mut SplitMix64) -> Tensor<2> {
+    pub fn forward_train(&self, images: Tensor<4>, rng: &mut SplitMix64) -> Tensor<2> {
         match self {
             Net::Mlp(m) => m.forward_train(images, rng),
             Net::Lenet(m) => m.forward(images),
@@ -176,7 +176,7 @@ impl Net {
 }
 
 impl Classifier for Net {
-    fn logits(&self, images: Tensor<3>) -> Tensor<2> {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
             // the networks' own logits: the host chain on plain burn-ndarray tensors
             Net::Mlp(m) => m.logits(images),

@@ -83,15 +83,6 @@ impl OnnxModel {
                 source.display()
             );
         }
-        if config.image[0] != 1 {
-            return Err(ModelError::invalid(
-                "image",
-                format!(
-                    "{} channels: advrob's classifier interface takes one-channel images [B, H, W] so far",
-                    config.image[0]
-                ),
-            ));
-        }
         let net = OnnxNet::new(graph, device);
         net.check_image(config.image)
             .map_err(|e| bad(e.to_string()))?;
@@ -130,18 +121,16 @@ impl OnnxModel {
         &self.config
     }
 
-    /// Logits of images `[B, H, W]` (one channel: the graph's input `[B, 1, H, W]`, `[B, H, W]` or
-    /// `[B, H·W]` is made from it).
+    /// Logits of images `[B, C, H, W]` (the graph's input `[B, C, H, W]`, `[B, H, W]` for one
+    /// channel, or `[B, C·H·W]` is made from it).
     ///
     /// # Panics
     ///
     /// When the graph fails on a batch after running a trial batch of the same image shape at
     /// load time (an operator that depends on the batch size in a way it does not support).
-    pub fn forward(&self, images: Tensor<3>) -> Tensor<2> {
-        let [b, h, w] = images.dims();
-        let x = images.reshape([b, 1, h, w]);
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         self.net
-            .forward(x)
+            .forward(images)
             .unwrap_or_else(|e| panic!("ONNX model: {e}"))
     }
 

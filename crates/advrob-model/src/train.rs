@@ -76,7 +76,7 @@ pub struct TrainBatch {
     /// # Shapes
     ///
     /// `[B, H, W]` in [0, 1]
-    pub images: Tensor<3>,
+    pub images: Tensor<4>,
     /// What the loss compares the logits with.
     pub targets: Targets,
     /// True class of each example (training accuracy is measured against these).
@@ -463,7 +463,7 @@ struct HostTraining {
 /// A host forward pass and what its backward pass needs.
 struct HostPass {
     /// The images, without autodiff.
-    images: Tensor<3>,
+    images: Tensor<4>,
     /// Each convolutional block's output and the trace of its pool.
     blocks: Vec<(Vec<f32>, BlockTrace)>,
     pass: crate::dense_train::TrainForward,
@@ -545,16 +545,16 @@ impl HostTraining {
 
     /// The training-mode forward pass on `images`, dropout masks from `rng` as
     /// [`crate::Mlp::forward_train`] draws them.
-    fn forward(&self, images: &Tensor<3>, rng: &mut SplitMix64) -> crate::Result<HostPass> {
-        let [b, h, w] = images.dims();
+    fn forward(&self, images: &Tensor<4>, rng: &mut SplitMix64) -> crate::Result<HostPass> {
+        let [b, c, h, w] = images.dims();
         let fits = match self.convs.first() {
-            Some(block) => block.input == [h, w] && block.channels == 1,
-            None => self.layers[0].inputs() == h * w,
+            Some(block) => block.input == [h, w] && block.channels == c,
+            None => self.layers[0].inputs() == c * h * w,
         };
         if !fits {
             return Err(ModelError::invalid(
                 "images",
-                format!("{h}x{w} pixels do not fit the network's first layer"),
+                format!("{c}×{h}×{w} pixels do not fit the network's first layer"),
             ));
         }
         let images = images.clone().without_autodiff();
@@ -989,7 +989,7 @@ mod tests {
                 .map(|i| ((i * 7919) % 1013) as f32 / 1013.0)
                 .collect();
             let y: Vec<i64> = (0..rows as i64).map(|i| (i * 3) % 10).collect();
-            let images = Tensor::<3>::from_data(TensorData::new(x, [rows, h, w]), &device);
+            let images = Tensor::<4>::from_data(TensorData::new(x, [rows, 1, h, w]), &device);
             let labels = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [rows]), &device);
             let model = net.train();
             // burn: the tensor path's loss and its gradients

@@ -46,7 +46,7 @@ fn check(arch: &str, config: NetConfig, names: &NameMap) {
             device,
         )
         .expect("import");
-        let x = Tensor::<3>::from_data(TensorData::new(inputs.clone(), [4, 28, 28]), device);
+        let x = Tensor::<4>::from_data(TensorData::new(inputs.clone(), [4, 1, 28, 28]), device);
         let out = net
             .forward(x)
             .into_data()

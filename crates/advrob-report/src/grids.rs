@@ -21,7 +21,7 @@ struct Cell {
 /// each budget, each captioned with the predicted class and its confidence; misclassified ones in
 /// red. Drawn from what the run observed ([`ExampleGrid`]), nothing recomputed.
 pub fn draw(grid: &ExampleGrid, path: &Path) -> Result<()> {
-    let size = grid.rows * grid.cols;
+    let size = grid.channels * grid.rows * grid.cols;
     let cells = |c: &Column| column_cells(c, &grid.labels, size);
     let mut columns: Vec<(String, Vec<Cell>)> = vec![("original".into(), cells(&grid.clean))];
     if let Some((e, last)) = grid.adversarial.last() {
@@ -36,7 +36,7 @@ pub fn draw(grid: &ExampleGrid, path: &Path) -> Result<()> {
     for (e, c) in &grid.adversarial {
         columns.push((format!("ε = {}", trim(*e)), cells(c)));
     }
-    draw_grid(&columns, grid.rows, grid.cols, path)
+    draw_grid(&columns, [grid.channels, grid.rows, grid.cols], path)
 }
 
 /// One column's cells: each image captioned with its prediction and confidence, marked wrong
@@ -83,7 +83,25 @@ fn trim(e: f64) -> String {
 
 const SCALE: u32 = 4;
 
-fn draw_grid(columns: &[(String, Vec<Cell>)], rows: usize, cols: usize, path: &Path) -> Result<()> {
+/// The colour of pixel (`r`, `c`) of an image `[channels, rows, cols]`: grey from one channel,
+/// red, green and blue from the first three planes of more.
+fn pixel_colour(
+    pixels: &[f32],
+    [channels, rows, cols]: [usize; 3],
+    r: usize,
+    c: usize,
+) -> RGBColor {
+    let at = |ch: usize| (pixels[ch * rows * cols + r * cols + c].clamp(0.0, 1.0) * 255.0) as u8;
+    if channels >= 3 {
+        RGBColor(at(0), at(1), at(2))
+    } else {
+        let v = at(0);
+        RGBColor(v, v, v)
+    }
+}
+
+fn draw_grid(columns: &[(String, Vec<Cell>)], image: [usize; 3], path: &Path) -> Result<()> {
+    let [_, rows, cols] = image;
     crate::plots::fonts();
     let n = columns.first().map_or(0, |c| c.1.len()) as u32;
     let (cw, ch) = (cols as u32 * SCALE + 40, rows as u32 * SCALE + 34);
@@ -105,14 +123,13 @@ fn draw_grid(columns: &[(String, Vec<Cell>)], rows: usize, cols: usize, path: &P
                 let y0 = 40 + ri as u32 * ch;
                 for r in 0..rows {
                     for c in 0..cols {
-                        let v = (cell.pixels[r * cols + c].clamp(0.0, 1.0) * 255.0) as u8;
                         let (x, y) = (
                             (x0 + c as u32 * SCALE) as i32,
                             (y0 + r as u32 * SCALE) as i32,
                         );
                         root.draw(&Rectangle::new(
                             [(x, y), (x + SCALE as i32, y + SCALE as i32)],
-                            RGBColor(v, v, v).filled(),
+                            pixel_colour(&cell.pixels, image, r, c).filled(),
                         ))?;
                     }
                 }

@@ -81,10 +81,11 @@ pub struct MatrixArgs {
     /// Run name.
     #[arg(long)]
     pub name: Option<String>,
-    /// Datasets, comma-separated: mnist, fashion-mnist.
+    /// Datasets, comma-separated: mnist, fashion-mnist, cifar10.
     #[arg(long, value_delimiter = ',')]
     pub dataset: Option<Vec<String>>,
-    /// Load IDX files from this directory as they are (no download, no canonical checksum).
+    /// Load the four IDX files, or CIFAR-10's cifar-10-binary.tar.gz, from this directory as they
+    /// are (no download, no canonical checksum).
     #[arg(long)]
     pub dataset_dir: Option<PathBuf>,
     /// Backends, comma-separated, among those compiled in.
@@ -249,10 +250,11 @@ pub struct EvaluateMatrixArgs {
     /// Run name (default: evaluate-<model>).
     #[arg(long)]
     pub name: Option<String>,
-    /// Datasets, comma-separated: mnist, fashion-mnist.
+    /// Datasets, comma-separated: mnist, fashion-mnist, cifar10.
     #[arg(long, value_delimiter = ',')]
     pub dataset: Option<Vec<String>>,
-    /// Load IDX files from this directory as they are (no download, no canonical checksum).
+    /// Load the four IDX files, or CIFAR-10's cifar-10-binary.tar.gz, from this directory as they
+    /// are (no download, no canonical checksum).
     #[arg(long)]
     pub dataset_dir: Option<PathBuf>,
     /// Backends, comma-separated, among those compiled in.

@@ -125,7 +125,7 @@ enum Cmd {
     },
     /// Download and verify a dataset into the data directory.
     Download {
-        /// mnist or fashion-mnist.
+        /// mnist, fashion-mnist or cifar10.
         #[arg(long, default_value = "mnist")]
         dataset: String,
         #[command(flatten)]

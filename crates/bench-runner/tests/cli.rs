@@ -858,3 +858,75 @@ fn an_onnx_model_is_evaluated_by_one_command_into_the_report_a_matrix_run_writes
     );
     common::assert_fails_naming(&o, &["[?, 3, 32, 32]", "[1, 1, 28, 28]"]);
 }
+
+#[test]
+fn a_cifar10_resnet_in_onnx_is_evaluated_on_three_channel_images_and_advrobs_cnns_are_refused_them()
+{
+    let tmp = tempfile::tempdir().expect("temp");
+    // CIFAR-10's binary layout with seeded random images: read, not downloaded
+    let dir = tmp.path().join("cifar");
+    std::fs::create_dir_all(&dir).expect("dir");
+    advrob_data::cifar::write_synthetic_archive(&dir.join(advrob_data::cifar::ARCHIVE), 4, 6, 5)
+        .expect("archive");
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/pytorch/onnx/preact_resnet18.onnx")
+        .to_string_lossy()
+        .to_string();
+    for backend in backends() {
+        let (out, reports) = (format!("c-{backend}"), format!("rc-{backend}"));
+        let o = bench_runner(
+            &[
+                "evaluate",
+                "--onnx",
+                &onnx,
+                "--dataset-dir",
+                "cifar",
+                "--eps",
+                "0,0.03",
+                "--attack-labels",
+                "true",
+                "--backends",
+                &backend,
+                "--out",
+                &out,
+                "--reports",
+                &reports,
+            ],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{backend}: {}", text(&o));
+        let reports = tmp.path().join(reports);
+        let rows = result_rows(&reports);
+        assert!(
+            rows.iter()
+                .any(|r| r.starts_with("preact_resnet18,fgsm,") && r.contains(",0.03,")),
+            "{rows:?}"
+        );
+        let files = report_files(&reports);
+        assert!(
+            files.iter().any(|f| f.starts_with("examples_")),
+            "{files:?}"
+        );
+    }
+    // LeNet takes one channel: named, not a shape panic
+    std::fs::write(
+        tmp.path().join("m.toml"),
+        "name = \"m\"\n[train]\nepochs = 1\n[[models]]\nname = \"le\"\narch = \"lenet\"\n",
+    )
+    .expect("toml");
+    let o = bench_runner(
+        &[
+            "run",
+            "--config",
+            "m.toml",
+            "--dataset-dir",
+            "cifar",
+            "--attack-labels",
+            "true",
+            "--out",
+            "m",
+        ],
+        tmp.path(),
+    );
+    common::assert_fails_naming(&o, &["le", "3 channels"]);
+}

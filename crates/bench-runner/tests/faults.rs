@@ -99,6 +99,7 @@ fn set_u32(mut bytes: Vec<u8>, at: usize, v: u32) -> Vec<u8> {
 fn images(n: usize, side: usize) -> Vec<u8> {
     idx::encode_images(&idx::IdxImages {
         count: n,
+        channels: 1,
         rows: side,
         cols: side,
         pixels: vec![7; n * side * side],
@@ -407,6 +408,7 @@ fn synthetic_of_side(dir: &Path, side: usize) {
         (
             idx::IdxImages {
                 count: n,
+                channels: 1,
                 rows: side,
                 cols: side,
                 pixels,

@@ -19,20 +19,34 @@ use crate::matrix::{Arch, DefenseSpec, Matrix, ModelSpec};
 use crate::registry::Registry;
 use crate::store::Lock;
 
-/// The configs a model of the matrix is built and trained with: its architecture for images of
-/// `image` pixels (the data decides), and the matrix's training settings with the model's own
-/// overrides.
+/// The configs a model of the matrix is built and trained with: its architecture for images
+/// `[channels, rows, columns]` (the data decides), and the matrix's training settings with the
+/// model's own overrides. advrob's CNNs take one channel: with colour images (CIFAR-10) they are
+/// refused naming the model; the MLP takes any image flattened, an ONNX model what its graph
+/// takes.
 pub fn model_configs(
     spec: &ModelSpec,
     matrix: &Matrix,
     seed: u64,
-    image: [usize; 2],
-) -> (NetConfig, TrainConfig) {
+    [channels, rows, cols]: [usize; 3],
+) -> Result<(NetConfig, TrainConfig)> {
     let seed = seed.wrapping_add(spec.seed_offset);
+    let image = [rows, cols];
+    if channels != 1 && matches!(spec.arch, Arch::Lenet | Arch::FgsmTutorial | Arch::MadryCnn) {
+        return Err(ExperimentError::invalid(
+            "arch",
+            format!(
+                "{:?} takes one-channel images; this dataset's have {channels} channels (use \
+                 arch = \"mlp\", or bring the model as ONNX)",
+                spec.arch
+            ),
+        )
+        .in_model(&spec.name));
+    }
     let net = match spec.arch {
         Arch::Mlp => NetConfig::Mlp(
             MlpConfig::new()
-                .with_input(image[0] * image[1])
+                .with_input(channels * rows * cols)
                 .with_hidden(spec.hidden.clone())
                 .with_dropout(spec.dropout)
                 .with_seed(seed),
@@ -47,7 +61,7 @@ pub fn model_configs(
         Arch::MadryCnn => {
             NetConfig::MadryCnn(MadryCnnConfig::new().with_image(image).with_seed(seed))
         }
-        Arch::Onnx => NetConfig::Onnx(OnnxConfig::new([1, image[0], image[1]])),
+        Arch::Onnx => NetConfig::Onnx(OnnxConfig::new([channels, rows, cols])),
     };
     let train = TrainConfig::new()
         .with_epochs(spec.epochs.unwrap_or(matrix.train.epochs))
@@ -55,7 +69,7 @@ pub fn model_configs(
         .with_lr(matrix.train.lr)
         .with_loss(spec.loss.unwrap_or(matrix.train.loss))
         .with_seed(seed);
-    (net, train)
+    Ok((net, train))
 }
 
 /// What is known of a trained model besides its weights.
@@ -162,8 +176,7 @@ impl<'a> Models<'a> {
         } = *cell;
         let mut plans: Vec<Plan> = Vec::new();
         for spec in &matrix.models {
-            let image = [ds.train.images.rows, ds.train.images.cols];
-            let (mut net, train) = model_configs(spec, matrix, seed, image);
+            let (mut net, train) = model_configs(spec, matrix, seed, ds.test.images.image())?;
             let dep = |name: &Option<String>| -> Option<usize> {
                 name.as_ref()
                     .and_then(|n| matrix.models.iter().position(|m| &m.name == n))
