@@ -510,6 +510,42 @@ mod tests {
     }
 
     #[test]
+    fn a_window_moves_each_channel_by_its_own_sign_and_draws_every_pattern() {
+        let clean = vec![0.5f32; 2 * 4 * 4];
+        let window = Window {
+            top: 1,
+            left: 2,
+            side: 2,
+            signs: 0b01,
+        };
+        let mut out = clean.clone();
+        window.each_pixel(&clean, [2, 4, 4], 0.1, |k, v| out[k] = v);
+        for ch in 0..2 {
+            for r in 0..4 {
+                for c in 0..4 {
+                    let inside = (1..3).contains(&r) && (2..4).contains(&c);
+                    let expected = match (inside, ch) {
+                        (false, _) => 0.5,
+                        (true, 0) => 0.6,
+                        (true, _) => 0.4,
+                    };
+                    let got = out[ch * 16 + r * 4 + c];
+                    assert!((got - expected).abs() < 1e-6, "{ch},{r},{c}: {got}");
+                }
+            }
+        }
+        // three channels: all eight sign patterns are drawn, no bit above the third
+        let mut rng = SplitMix64::new(9);
+        let mut seen = [false; 8];
+        for _ in 0..200 {
+            let w = Window::draw(&mut rng, [3, 8, 8], 3);
+            assert!(w.signs < 8 && w.top <= 5 && w.left <= 5);
+            seen[w.signs as usize] = true;
+        }
+        assert!(seen.iter().all(|&s| s), "{seen:?}");
+    }
+
+    #[test]
     fn square_breaks_a_masked_model_within_budget_where_pgd_cannot() {
         on_test_backends(|device| {
             let mlp = MlpConfig::new()
