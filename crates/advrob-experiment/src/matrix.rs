@@ -420,6 +420,20 @@ pub fn default_models() -> Vec<ModelSpec> {
 /// The budget of the default experiment's standard ensemble: the study's training budget.
 pub const ENSEMBLE_EPS: [f64; 1] = [0.1];
 
+/// The ε grid of the default experiment on CIFAR-10: 0 to 16/255, the field's range (RobustBench
+/// and AutoAttack quote L∞ robustness at 8/255).
+pub const CIFAR10_EPS: [f64; 6] = [
+    0.0,
+    1.0 / 255.0,
+    2.0 / 255.0,
+    4.0 / 255.0,
+    8.0 / 255.0,
+    16.0 / 255.0,
+];
+
+/// The standard ensemble's budget on CIFAR-10: 8/255.
+pub const CIFAR10_ENSEMBLE_EPS: [f64; 1] = [8.0 / 255.0];
+
 /// The attacks of the default experiment: the study's white-box FGSM, 10-step L∞ PGD with a
 /// random start on the cross-entropy (and 20-step, to check that 10 steps have converged), the
 /// same PGD made adaptive — margin loss on the logits (immune to a saturated softmax) with
@@ -541,6 +555,19 @@ impl Default for Matrix {
 }
 
 impl Matrix {
+    /// The same matrix with CIFAR-10's budgets in place of MNIST's: the grid [`CIFAR10_EPS`], and
+    /// every attack that ran at [`ENSEMBLE_EPS`] at [`CIFAR10_ENSEMBLE_EPS`] instead. For a
+    /// preset run on colour images; a matrix file's own budgets are never changed.
+    pub fn with_cifar10_budgets(mut self) -> Self {
+        self.eps = CIFAR10_EPS.to_vec();
+        for a in &mut self.attacks {
+            if a.eps.as_deref() == Some(&ENSEMBLE_EPS[..]) {
+                a.eps = Some(CIFAR10_ENSEMBLE_EPS.to_vec());
+            }
+        }
+        self
+    }
+
     /// The models in training stages: a model's stage comes after the stages of the models it is
     /// fine-tuned from or learns from (a job array per stage, each waiting for the one before).
     pub fn training_stages(&self) -> Vec<Vec<String>> {
@@ -726,6 +753,31 @@ mod tests {
 
     fn registry() -> Registry {
         Registry::default()
+    }
+
+    #[test]
+    fn cifar10_budgets_replace_the_grid_and_the_ensembles_budget_only() {
+        let m = Matrix::default();
+        let c = m.clone().with_cifar10_budgets();
+        assert_eq!(c.eps, CIFAR10_EPS);
+        for (a, b) in m.attacks.iter().zip(&c.attacks) {
+            match &a.eps {
+                Some(e) if e[..] == ENSEMBLE_EPS[..] => {
+                    assert_eq!(
+                        b.eps.as_deref(),
+                        Some(&CIFAR10_ENSEMBLE_EPS[..]),
+                        "{}",
+                        a.kind
+                    )
+                }
+                other => assert_eq!(&b.eps, other, "{}", a.kind),
+            }
+        }
+        assert!(
+            c.attacks.iter().any(|a| a.eps.is_some()),
+            "the ensemble moved"
+        );
+        assert_eq!((c.models, c.datasets), (m.models, m.datasets));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::tables::format_eps;
 use advrob_attack::{Access, AttackInfo};
 use advrob_eval::Probe;
 use advrob_experiment::Record;
@@ -258,8 +259,9 @@ pub fn iterative_beats_single_step(c: &Curves) -> Check {
             name: NAME,
             passed: Some(gap <= TOLERANCE),
             detail: format!(
-                "largest excess of {name} over {single_name}: {} at ε {eps} ({} vs {})",
+                "largest excess of {name} over {single_name}: {} at ε {} ({} vs {})",
                 pct(gap.max(0.0)),
+                format_eps(eps),
                 pct(acc),
                 pct(acc - gap)
             ),
@@ -291,8 +293,9 @@ pub fn white_box_beats_transfer(c: &Curves) -> Check {
             name: NAME,
             passed: Some(gap <= TOLERANCE),
             detail: format!(
-                "{name} beats the best plain white-box attack by {} at ε {eps} ({} vs {})",
+                "{name} beats the best plain white-box attack by {} at ε {} ({} vs {})",
                 pct(gap.max(0.0)),
+                format_eps(eps),
                 pct(t),
                 pct(w)
             ),
@@ -317,9 +320,9 @@ pub fn falls_with_eps(c: &Curves) -> Check {
                 rises.push(format!(
                     "{name}: {} at ε {} → {} at ε {}",
                     pct(w[0].1),
-                    w[0].0,
+                    format_eps(w[0].0),
                     pct(w[1].1),
-                    w[1].0
+                    format_eps(w[1].0)
                 ));
             }
         }
@@ -332,7 +335,7 @@ pub fn falls_with_eps(c: &Curves) -> Check {
         name: "falls with ε",
         passed: Some(rises.is_empty()),
         detail: if rises.is_empty() {
-            format!("non-increasing up to ε {top}")
+            format!("non-increasing up to ε {}", format_eps(top))
         } else {
             rises.join("; ")
         },
@@ -467,8 +470,9 @@ pub fn black_box_adds_little(records: &[&Record]) -> Check {
             name: NAME,
             passed: Some(share <= BLACK_BOX_GAP),
             detail: format!(
-                "in {attack}, the black-box attacks broke {} of the test examples that every gradient attack left robust (at ε {eps}; allowed: {})",
+                "in {attack}, the black-box attacks broke {} of the test examples that every gradient attack left robust (at ε {}; allowed: {})",
                 pct(share),
+                format_eps(eps),
                 pct(BLACK_BOX_GAP)
             ),
         },
@@ -504,8 +508,9 @@ pub fn adaptive_close_to_plain(c: &Curves) -> Check {
             name: NAME,
             passed: Some(gap <= ADAPTIVE_GAP),
             detail: format!(
-                "{name} below the plain attack by {} at ε {eps} ({} vs {})",
+                "{name} below the plain attack by {} at ε {} ({} vs {})",
                 pct(gap.max(0.0)),
+                format_eps(eps),
                 pct(a),
                 pct(p)
             ),

@@ -180,6 +180,14 @@ impl MatrixArgs {
                     anyhow::anyhow!("invalid --num-seeds: {first} + {n} seeds overflow")
                 })?;
         }
+        // a preset on CIFAR-10 alone: the field's budgets, not MNIST's (a matrix file keeps its own)
+        let cifar = match &m.dataset_dir {
+            Some(d) => d.join(advrob_data::cifar::ARCHIVE).is_file(),
+            None => m.datasets == ["cifar10"],
+        };
+        if cifar && self.config.is_none() {
+            m = m.with_cifar10_budgets();
+        }
         if let Some(v) = &self.eps {
             m.eps = v.clone();
         }
