@@ -9,9 +9,9 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::dataset::{Split, sha256_hex};
 use crate::error::{DataError, Result};
 use crate::idx::IdxImages;
+use crate::split::{Split, sha256_hex};
 
 /// The archive's file name on the dataset's page.
 pub const ARCHIVE: &str = "cifar-10-binary.tar.gz";

@@ -8,6 +8,7 @@ mod error;
 pub mod floats;
 pub mod idx;
 pub mod rng;
+mod split;
 pub mod synthetic;
 
 pub use batch::{Batcher, range_tensors, to_tensors};
