@@ -163,7 +163,7 @@ fn bench_awake(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
     if let Some((x, y)) = batches.first() {
         let _: f32 = fgsm
             .perturb(&model, x.clone(), y.clone(), 0.1)?
-            .slice([0..1, 0..1, 0..1])
+            .slice([0..1, 0..1, 0..1, 0..1])
             .into_scalar();
         let _: i64 = model.logits(x.clone()).argmax(1).sum().into_scalar();
     }
@@ -172,7 +172,7 @@ fn bench_awake(ds: &Dataset, backend_name: &str) -> Result<BenchResult> {
             let adv = fgsm.perturb(&model, x.clone(), y.clone(), 0.1)?;
             // read one value back so that lazy backends finish the work inside the timing (one
             // value, not a sum over the batch: the peer reduces nothing either)
-            let _: f32 = adv.slice([0..1, 0..1, 0..1]).into_scalar();
+            let _: f32 = adv.slice([0..1, 0..1, 0..1, 0..1]).into_scalar();
         }
         Ok(())
     })?;
