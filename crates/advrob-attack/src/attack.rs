@@ -41,9 +41,9 @@ pub trait Attack {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]` in [0, 1]
+    /// - images: `[B, C, H, W]` in [0, 1]
     /// - labels: `[B]`, the true classes
-    /// - output: `[B, H, W]` in [0, 1]
+    /// - output: `[B, C, H, W]` in [0, 1]
     fn perturb_seeded(
         &self,
         model: &dyn Classifier,
@@ -73,7 +73,7 @@ pub trait Attack {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]`, labels: `[B]`, output: `[B]`
+    /// - images: `[B, C, H, W]`, labels: `[B]`, output: `[B]`
     fn targets(
         &self,
         model: &dyn Classifier,
@@ -110,7 +110,7 @@ pub trait Attack {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]`, labels: `[B]`; the images returned: `[B, H, W]`
+    /// - images: `[B, C, H, W]`, labels: `[B]`; the images returned: `[B, C, H, W]`
     fn minimum_norm(
         &self,
         model: &dyn Classifier,

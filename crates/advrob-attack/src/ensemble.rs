@@ -140,7 +140,7 @@ impl Attack for Ensemble {
 ///
 /// # Shapes
 ///
-/// - images: `[B, H, W]`, labels: `[B]`; each result's images `[B, H, W]`
+/// - images: `[B, C, H, W]`, labels: `[B]`; each result's images `[B, C, H, W]`
 pub fn cascade(
     model: &dyn Classifier,
     attacks: &[Box<dyn Attack>],

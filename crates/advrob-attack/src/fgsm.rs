@@ -76,7 +76,7 @@ impl Fgsm {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]`, labels: `[B]`, output: `[B, H, W]` with values in {−1, 0, 1}
+    /// - images: `[B, C, H, W]`, labels: `[B]`, output: `[B, C, H, W]` with values in {−1, 0, 1}
     pub fn direction(
         &self,
         model: &dyn Classifier,
@@ -126,7 +126,7 @@ enum Direction {
     /// The loss gradient `[B·H·W]`, row-major, whose sign (negated when the attack descends)
     /// the direction is.
     Host { grad: Vec<f32>, descend: bool },
-    /// `[B, H, W]` (boxed: a tensor handle is some 700 bytes).
+    /// `[B, C, H, W]` (boxed: a tensor handle is some 700 bytes).
     Device(Box<Tensor<4>>),
 }
 

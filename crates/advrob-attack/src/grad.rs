@@ -24,7 +24,7 @@ pub enum LabelMode {
 ///
 /// # Shapes
 ///
-/// - images: `[B, H, W]`, labels: `[B]`, output: `[B]`
+/// - images: `[B, C, H, W]`, labels: `[B]`, output: `[B]`
 pub fn target_labels(
     model: &dyn Classifier,
     images: Tensor<4>,
@@ -46,7 +46,7 @@ pub fn target_labels(
 ///
 /// # Shapes
 ///
-/// - images: `[B, H, W]`, labels: `[B]`, output: `[B, H, W]`
+/// - images: `[B, C, H, W]`, labels: `[B]`, output: `[B, C, H, W]`
 pub fn input_gradient(
     model: &dyn Classifier,
     images: Tensor<4>,
@@ -151,7 +151,7 @@ pub(crate) struct Pass {
 ///
 /// # Shapes
 ///
-/// - images: `[B, H, W]`; `loss` maps logits `[B, classes]` to `[B]`
+/// - images: `[B, C, H, W]`; `loss` maps logits `[B, classes]` to `[B]`
 pub(crate) fn pass(
     model: &dyn Classifier,
     images: Tensor<4>,

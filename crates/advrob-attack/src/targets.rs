@@ -26,7 +26,7 @@ impl TargetRule {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]`, labels: `[B]`, output: `[B]`
+    /// - images: `[B, C, H, W]`, labels: `[B]`, output: `[B]`
     pub fn targets(
         &self,
         model: &dyn Classifier,

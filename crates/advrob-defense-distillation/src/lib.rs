@@ -82,7 +82,7 @@ impl DistillationConfig {
 ///
 /// # Shapes
 ///
-/// - images: `[B, H, W]`, output: `[B, classes]`
+/// - images: `[B, C, H, W]`, output: `[B, classes]`
 pub fn soft_labels(teacher: &dyn Classifier, images: Tensor<4>, t: f64) -> Tensor<2> {
     softmax(teacher.logits(images.without_autodiff()) / t, 1)
 }

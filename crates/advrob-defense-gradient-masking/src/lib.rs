@@ -116,7 +116,7 @@ impl GradientMaskingConfig {
 ///
 /// # Shapes
 ///
-/// - images: `[B, H, W]`, output: `[B, H, W]`
+/// - images: `[B, C, H, W]`, output: `[B, C, H, W]`
 pub fn softmax_sum_gradient(
     model: &dyn Classifier,
     images: Tensor<4>,
@@ -135,7 +135,7 @@ pub fn softmax_sum_gradient(
 ///
 /// # Shapes
 ///
-/// - images: `[B, H, W]` in [0, 1], labels: `[B]`, output: `[B, H, W]` in [0, 1]
+/// - images: `[B, C, H, W]` in [0, 1], labels: `[B]`, output: `[B, C, H, W]` in [0, 1]
 pub fn notebook_examples(
     model: &dyn Classifier,
     images: Tensor<4>,
@@ -263,7 +263,7 @@ impl Defense for GradientMasking {
 ///
 /// # Shapes
 ///
-/// - images: `[B, H, W]`, labels: `[B]`
+/// - images: `[B, C, H, W]`, labels: `[B]`
 pub fn moved_share(
     model: &dyn Classifier,
     images: Tensor<4>,

@@ -15,7 +15,7 @@ pub trait Classifier {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]` in [0, 1]
+    /// - images: `[B, C, H, W]` in [0, 1]
     /// - output: `[B, classes]`
     fn logits(&self, images: Tensor<4>) -> Tensor<2>;
 

@@ -81,7 +81,7 @@ impl DeployConfig {
     ///
     /// # Shapes
     ///
-    /// `[B, H, W]` in and out
+    /// `[B, C, H, W]` in and out
     pub fn preprocess(&self, images: Tensor<4>) -> Tensor<4> {
         self.normalized(self.quantized(images))
     }
@@ -90,7 +90,7 @@ impl DeployConfig {
     ///
     /// # Shapes
     ///
-    /// `[B, H, W]` in and out
+    /// `[B, C, H, W]` in and out
     pub fn quantized(&self, images: Tensor<4>) -> Tensor<4> {
         match self.quantize {
             Some(levels) => quantize(images, levels),
@@ -102,7 +102,7 @@ impl DeployConfig {
     ///
     /// # Shapes
     ///
-    /// `[B, H, W]` in and out
+    /// `[B, C, H, W]` in and out
     pub fn normalized(&self, images: Tensor<4>) -> Tensor<4> {
         match self.normalize {
             Some(n) => (images - n.mean) / n.std,
@@ -119,7 +119,7 @@ impl DeployConfig {
 ///
 /// # Shapes
 ///
-/// `[B, H, W]` in and out
+/// `[B, C, H, W]` in and out
 pub fn quantize(images: Tensor<4>, levels: u32) -> Tensor<4> {
     let steps = f64::from(levels.max(2) - 1);
     let q = (images.clone().detach() * steps).round() / steps;

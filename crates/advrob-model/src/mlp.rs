@@ -139,7 +139,7 @@ impl Mlp {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]` with `H * W` = the config's `input`
+    /// - images: `[B, C, H, W]` with `C * H * W` = the config's `input`
     /// - output: `[B, classes]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         self.run(images, None)
@@ -149,7 +149,7 @@ impl Mlp {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]`, output: `[B, classes]`
+    /// - images: `[B, C, H, W]`, output: `[B, classes]`
     pub fn forward_train(&self, images: Tensor<4>, rng: &mut SplitMix64) -> Tensor<2> {
         self.run(images, Some(rng))
     }

@@ -135,7 +135,7 @@ impl Net {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]`, output: `[B, classes]`
+    /// - images: `[B, C, H, W]`, output: `[B, classes]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
             Net::Mlp(m) => m.forward(images),
@@ -150,7 +150,7 @@ impl Net {
     ///
     /// # Shapes
     ///
-    /// - images: `[B, H, W]`, output: `[B, classes]`
+    /// - images: `[B, C, H, W]`, output: `[B, classes]`
     pub fn forward_train(&self, images: Tensor<4>, rng: &mut SplitMix64) -> Tensor<2> {
         match self {
             Net::Mlp(m) => m.forward_train(images, rng),

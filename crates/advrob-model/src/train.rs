@@ -75,7 +75,7 @@ pub struct TrainBatch {
     ///
     /// # Shapes
     ///
-    /// `[B, H, W]` in [0, 1]
+    /// `[B, C, H, W]` in [0, 1]
     pub images: Tensor<4>,
     /// What the loss compares the logits with.
     pub targets: Targets,
