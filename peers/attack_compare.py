@@ -40,6 +40,11 @@ Attacks (all untargeted L-inf, seed 0):
                        --batch. Needs --autoattack-src (a checkout of fra31/auto-attack, put on
                        sys.path); given that option without --attacks, aa-square is added to the
                        default list. Not an aa-components member.
+  aa-fab-t             the ORIGINAL AutoAttack FAB-T (fra31/auto-attack, autoattack/fab_pt.py,
+                       FABAttack_PT), constructed as AutoAttack 'standard' does: norm='Linf',
+                       n_restarts=1, n_iter=100, targeted=True, n_target_classes=9, seed=0, eps,
+                       device='cpu'; perturb(x, y) on the clean-correct examples, in chunks of
+                       --batch. Needs --autoattack-src.
   aa-standard          the ORIGINAL AutoAttack as a whole (fra31/auto-attack, autoattack/autoattack.py):
                        AutoAttack(model, norm='Linf', eps, version='standard', seed=0, device='cpu')
                        .run_standard_evaluation(x, y, bs=--batch, return_labels=True): APGD-CE, APGD-T,
@@ -76,6 +81,11 @@ BPDA = {"apgd-ce-bpda": "apgd-ce", "pgd20-bpda": "pgd20"}
 AA_SQUARE_SETTINGS = {"norm": "Linf", "n_queries": 5000, "p_init": 0.8, "n_restarts": 1, "seed": 0,
                       "loss": "margin", "resc_schedule": False, "targeted": False, "device": "cpu",
                       "verbose": False}
+# fra31/auto-attack FABAttack_PT as AutoAttack(version='standard') runs it for 'fab-t' (autoattack.py:
+# FABAttack_PT(n_restarts=5, n_iter=100, ...) then targeted=True, n_restarts=1, n_target_classes=9).
+AA_FAB_T_SETTINGS = {"norm": "Linf", "n_restarts": 1, "n_iter": 100, "alpha_max": 0.1, "eta": 1.05,
+                     "beta": 0.9, "targeted": True, "n_target_classes": 9, "seed": 0, "device": "cpu",
+                     "verbose": False}
 AUTOATTACK = {}  # filled by load_autoattack(): the SquareAttack and AutoAttack classes, where they came from
 TOL = 1e-6  # float32 slack allowed on the budget and the box before an example counts as invalid
 
@@ -143,6 +153,7 @@ def load_autoattack(src, declared_commit=None):
     sys.path.insert(0, src)
     from autoattack.square import SquareAttack  # noqa: E402
     from autoattack import AutoAttack  # noqa: E402
+    from autoattack.fab_pt import FABAttack_PT  # noqa: E402
 
     path = os.path.abspath(sys.modules[SquareAttack.__module__].__file__)
     if not path.startswith(src + os.sep):
@@ -157,7 +168,7 @@ def load_autoattack(src, declared_commit=None):
                                 check=True).stdout.strip() or None
     except Exception:  # noqa: BLE001  (an exported tree has no .git)
         commit = None
-    AUTOATTACK.update(cls=SquareAttack, AutoAttack=AutoAttack, info={"src": src, "square_py": path, "square_py_sha256": digest,
+    AUTOATTACK.update(cls=SquareAttack, AutoAttack=AutoAttack, FAB=FABAttack_PT, info={"src": src, "square_py": path, "square_py_sha256": digest,
                                               "square_py_git_blob": blob, "git_commit": commit,
                                               "declared_commit": declared_commit})
 
@@ -167,6 +178,20 @@ def run_aa_square(model, x, y, eps, clean_ok, batch):
     seed_all(0)
     t0 = time.perf_counter()
     atk = AUTOATTACK["cls"](model, eps=eps, **AA_SQUARE_SETTINGS)
+    adv = x.clone()
+    idx = clean_ok.nonzero().flatten()
+    for i in range(0, len(idx), batch):
+        j = idx[i:i + batch]
+        adv[j] = atk.perturb(x[j].clone(), y[j].clone()).detach()
+    return adv, time.perf_counter() - t0
+
+
+def run_aa_fab_t(model, x, y, eps, clean_ok, batch):
+    """fra31's FABAttack_PT (targeted, as AutoAttack 'standard' sets it) on the clean-correct
+    examples; the others keep x."""
+    seed_all(0)
+    t0 = time.perf_counter()
+    atk = AUTOATTACK["FAB"](model, eps=eps, **AA_FAB_T_SETTINGS)
     adv = x.clone()
     idx = clean_ok.nonzero().flatten()
     for i in range(0, len(idx), batch):
@@ -227,6 +252,12 @@ def run_attack(name, model, st_model, x, y, eps, clean_ok, batch):
         adv, wall = run_aa_square(model, x, y, eps, clean_ok, batch)
         res = check(model, x, y, adv, eps, clean_ok)
         res["settings"] = {"class": "autoattack.square.SquareAttack", "eps": eps, **AA_SQUARE_SETTINGS,
+                           "inputs": "clean-correct examples only", "batch": batch}
+        return res, wall
+    if name == "aa-fab-t":
+        adv, wall = run_aa_fab_t(model, x, y, eps, clean_ok, batch)
+        res = check(model, x, y, adv, eps, clean_ok)
+        res["settings"] = {"class": "autoattack.fab_pt.FABAttack_PT", "eps": eps, **AA_FAB_T_SETTINGS,
                            "inputs": "clean-correct examples only", "batch": batch}
         return res, wall
     if name == "aa-standard":
@@ -400,9 +431,9 @@ def main():
     if args.attacks is None:
         args.attacks = DEFAULT_ATTACKS + (",aa-square" if args.autoattack_src else "")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    if "aa-square" in attacks or "aa-standard" in attacks:
+    if "aa-square" in attacks or "aa-standard" in attacks or "aa-fab-t" in attacks:
         if not args.autoattack_src:
-            raise SystemExit("aa-square and aa-standard need --autoattack-src (a fra31/auto-attack checkout)")
+            raise SystemExit("aa-square, aa-fab-t and aa-standard need --autoattack-src (a fra31/auto-attack checkout)")
         load_autoattack(args.autoattack_src, args.autoattack_commit)
     x, y = load_mnist(args.mnist, "test")
     x, y = x[:args.n].contiguous(), y[:args.n].contiguous()

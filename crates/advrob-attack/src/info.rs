@@ -35,6 +35,8 @@ pub enum Family {
     Square,
     /// Fast minimum-norm attack (Pintor et al. 2021).
     Fmn,
+    /// Fast adaptive boundary attack (Croce & Hein 2020), targeted as AutoAttack runs it.
+    Fab,
     /// Several attacks run one after another on what is still robust.
     Ensemble,
     /// An attack defined outside this crate.

@@ -4,6 +4,7 @@ mod apgd;
 mod attack;
 mod ensemble;
 mod error;
+mod fab;
 mod fgsm;
 mod fmn;
 mod grad;
@@ -20,6 +21,7 @@ pub use apgd::{Apgd, ApgdConfig, ApgdLoss};
 pub use attack::{Attack, AttackConfig};
 pub use ensemble::{Cascade, Ensemble, cascade};
 pub use error::{AttackError, Result, check_eps};
+pub use fab::{Fab, FabConfig, project_onto_hyperplane};
 pub use fgsm::Fgsm;
 pub use fmn::{Fmn, FmnConfig};
 pub use grad::{

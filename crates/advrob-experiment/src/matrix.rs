@@ -440,7 +440,7 @@ pub const CIFAR10_ENSEMBLE_EPS: [f64; 1] = [8.0 / 255.0];
 /// straight-through gradients around input quantisation (BPDA) — so that masked gradients are
 /// seen through, that PGD transferred from an independently trained undefended model, the
 /// minimum-norm attack FMN (one run gives the whole curve and the median ε*), and the standard
-/// ensemble (APGD-CE, APGD-T, FMN, Square) at [`ENSEMBLE_EPS`].
+/// ensemble — AutoAttack's standard version, APGD-CE, APGD-T, FAB-T, Square — at [`ENSEMBLE_EPS`].
 pub fn default_attacks() -> Vec<AttackSpec> {
     vec![
         AttackSpec::fgsm(),
@@ -454,7 +454,7 @@ pub fn default_attacks() -> Vec<AttackSpec> {
         }),
         AttackSpec::transfer("surrogate", AttackSpec::pgd(PgdConfig::linf(10))),
         AttackSpec::new("fmn", &FmnConfig::default()),
-        AttackSpec::standard_ensemble().at(&ENSEMBLE_EPS),
+        AttackSpec::autoattack_standard().at(&ENSEMBLE_EPS),
     ]
 }
 

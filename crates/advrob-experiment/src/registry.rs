@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 use advrob_attack::{
-    Access, ApgdConfig, Attack, AttackConfig, AttackInfo, Ensemble, Fgsm, FmnConfig, PgdConfig,
-    SquareConfig, Transfer,
+    Access, ApgdConfig, Attack, AttackConfig, AttackInfo, Ensemble, FabConfig, Fgsm, FmnConfig,
+    PgdConfig, SquareConfig, Transfer,
 };
 use advrob_defense_adversarial_training::{AdversarialTrainingConfig, RetrainingConfig};
 use advrob_defense_distillation::DistillationConfig;
@@ -142,6 +142,7 @@ impl Default for Registry {
             .with_attack::<ApgdConfig>("apgd")
             .with_attack::<SquareConfig>("square")
             .with_attack::<FmnConfig>("fmn")
+            .with_attack::<FabConfig>("fab")
             .with_defense::<NoDefense>("none")
             .with_defense::<AdversarialTrainingConfig>("adversarial-training")
             .with_defense::<RetrainingConfig>("adversarial-retraining")

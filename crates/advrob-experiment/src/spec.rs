@@ -1,7 +1,7 @@
 //! The entries of a matrix that name an attack or a defense by its registered `kind`, with their
 //! settings as data: what the matrix file holds and the [`crate::Registry`] parses.
 
-use advrob_attack::{ApgdConfig, Fgsm, FmnConfig, PgdConfig, SquareConfig};
+use advrob_attack::{ApgdConfig, FabConfig, Fgsm, FmnConfig, Norm, PgdConfig, SquareConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -96,10 +96,25 @@ impl AttackSpec {
         }
     }
 
-    /// The standard evaluation (after AutoAttack, Croce & Hein 2020): APGD-CE, APGD-T (targeted DLR
-    /// on the 9 most likely other classes), FMN and Square (5000 queries), each with its paper's
-    /// settings, each on what the earlier ones left robust.
-    pub fn standard_ensemble() -> Self {
+    /// AutoAttack's standard version (Croce & Hein 2020; fra31/auto-attack,
+    /// `version='standard'`), exactly: APGD-CE (100 iterations), APGD-T (targeted DLR on the 9
+    /// most likely other classes), FAB-T (9 targets, 100 iterations) and Square (5000 queries),
+    /// each with AutoAttack's settings, each on what the earlier ones left robust.
+    pub fn autoattack_standard() -> Self {
+        Self::ensemble(
+            "ensemble(apgd-ce,apgd-t,fab-t,square)",
+            vec![
+                Self::new("apgd", &ApgdConfig::ce()),
+                Self::new("apgd", &ApgdConfig::targeted()),
+                Self::new("fab", &FabConfig::targeted(Norm::Linf)),
+                Self::new("square", &SquareConfig::default()),
+            ],
+        )
+    }
+
+    /// advrob's earlier ensemble: AutoAttack's standard version with the minimum-norm attack FMN
+    /// in FAB-T's place (APGD-CE, APGD-T, FMN, Square), each on what the earlier ones left.
+    pub fn fmn_ensemble() -> Self {
         Self::ensemble(
             "ensemble(apgd-ce,apgd-t,fmn,square)",
             vec![

@@ -471,7 +471,7 @@ fn toml_probes() -> Vec<Probe> {
             "toml: unknown attack kind",
             "eps = [0.0]\n[[attacks]]\nkind = \"deepfool\"\n",
             &[
-                "unknown attack kind \"deepfool\"; available: apgd, ensemble, fgsm, fmn, pgd, square, transfer"
+                "unknown attack kind \"deepfool\"; available: apgd, ensemble, fab, fgsm, fmn, pgd, square, transfer"
             ]
         ),
         t!(

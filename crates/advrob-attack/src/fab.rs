@@ -1,0 +1,583 @@
+//! FAB-T: the targeted Fast Adaptive Boundary attack (Croce & Hein, ICML 2020), as AutoAttack's
+//! standard version runs it (`fab-t`: 9 target classes, 100 iterations, one run per target, α_max
+//! 0.1, η 1.05, β 0.9), in L∞ or L2.
+//!
+//! FAB looks for the adversarial point closest to the clean image. For each target class `t` (the
+//! classes the model ranks 2nd to 10th on the clean image), it linearises the decision boundary
+//! between the label `y` and `t` at the current iterate, `z_t − z_y ≈ f + ⟨∇, x' − x⟩ = 0`, and
+//! projects both the iterate and the clean image onto that hyperplane inside the pixel box [0, 1]
+//! (the minimal-norm projection of [`project_onto_hyperplane`]). The next iterate is a convex
+//! combination of the two projections, overshot by η, biased towards the clean image by a weight
+//! α ≤ α_max that grows with the distance of the iterate's projection. Whenever the iterate is
+//! misclassified, the closest one so far is kept and the iterate is pulled back towards the clean
+//! image by β. Success is any misclassification, not the target (as in AutoAttack). An example
+//! counts as broken when the closest point found is within ε; otherwise its clean image is
+//! returned, so the result is always within the budget.
+
+use advrob_data::rng::SplitMix64;
+use advrob_model::Classifier;
+use burn::tensor::{Int, Tensor, TensorData};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::attack::{Attack, AttackConfig};
+use crate::error::{AttackError, Result, check_eps};
+use crate::grad::{AttackLoss, HostModel};
+use crate::info::{AttackInfo, Family, Norm};
+use crate::rows::{host, host_int, mix_seed};
+
+/// The settings of [`Fab`]; the defaults are AutoAttack's FAB-T in its standard version.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FabConfig {
+    /// The norm the distance is measured in (and the budget's).
+    pub norm: Norm,
+    /// Iterations per target class and run.
+    pub steps: usize,
+    /// Runs per target class; the first from the clean image, the others from a random point at
+    /// distance ε/2 (AutoAttack's standard version: 1).
+    pub restarts: usize,
+    /// Target classes: the model's 2nd, 3rd, … most likely classes on the clean image.
+    pub targets: usize,
+    /// The largest weight of the clean image's projection in a step.
+    pub alpha_max: f64,
+    /// Overshoot of each projection.
+    pub eta: f64,
+    /// How far an adversarial iterate is pulled back towards the clean image.
+    pub beta: f64,
+    /// Seed of the random starts.
+    pub seed: u64,
+}
+
+impl Default for FabConfig {
+    fn default() -> Self {
+        Self {
+            norm: Norm::Linf,
+            steps: 100,
+            restarts: 1,
+            targets: 9,
+            alpha_max: 0.1,
+            eta: 1.05,
+            beta: 0.9,
+            seed: 0,
+        }
+    }
+}
+
+impl FabConfig {
+    /// AutoAttack's FAB-T in `norm`.
+    pub fn targeted(norm: Norm) -> Self {
+        Self {
+            norm,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the settings once: at least one step, restart and target; α_max in [0, 1], η ≥ 1,
+    /// β in (0, 1].
+    pub fn check(self) -> Result<Fab> {
+        let at_least_one = |field: &'static str, v: usize| {
+            if v == 0 {
+                Err(AttackError::Invalid {
+                    field,
+                    reason: "must be at least 1".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one("steps", self.steps)?;
+        at_least_one("restarts", self.restarts)?;
+        at_least_one("targets", self.targets)?;
+        let bad = |field: &'static str, v: f64, domain: &str| AttackError::Invalid {
+            field,
+            reason: format!("{v} is not {domain}"),
+        };
+        if !(0.0..=1.0).contains(&self.alpha_max) {
+            return Err(bad("alpha_max", self.alpha_max, "in [0, 1]"));
+        }
+        if !(self.eta.is_finite() && self.eta >= 1.0) {
+            return Err(bad("eta", self.eta, "at least 1"));
+        }
+        if !(self.beta > 0.0 && self.beta <= 1.0) {
+            return Err(bad("beta", self.beta, "in (0, 1]"));
+        }
+        Ok(Fab(self))
+    }
+}
+
+impl AttackConfig for FabConfig {
+    fn build(&self) -> Result<Box<dyn Attack>> {
+        Ok(Box::new(self.check()?))
+    }
+}
+
+/// The closest misclassified point a run found for one example and its distance, if any.
+type Closest = Option<(Vec<f32>, f32)>;
+
+/// FAB-T with checked settings ([`FabConfig::check`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fab(FabConfig);
+
+/// The norm of a row.
+fn norm_of(norm: Norm, v: &[f32]) -> f32 {
+    match norm {
+        Norm::Linf => v.iter().fold(0.0f32, |m, d| m.max(d.abs())),
+        Norm::L2 => v.iter().map(|d| d * d).sum::<f32>().sqrt(),
+    }
+}
+
+/// The smallest `d` in `norm` (L∞ or L2) with `⟨w, t + d⟩ = b` and `t + d` in the box [0, 1],
+/// written to `out`; where the box does not reach the hyperplane, the box's corner closest to it
+/// (the largest move towards it in every coordinate). Coordinates with `w = 0` do not move.
+///
+/// Moving towards the hyperplane, coordinate `i` goes by `min(λ·m_i, p_i)` in the direction that
+/// lowers `sign · ⟨w, x⟩`, where `p_i` is its room in the box and `m_i` is 1 for L∞ (every
+/// coordinate moves by the same amount until its room runs out) and `|w_i|` for L2 (the move is
+/// along `w`, clipped by the box, as the KKT conditions of the L2 problem give). The change of
+/// `⟨w, x⟩` is piecewise linear and monotone in λ: the breakpoints `p_i / m_i` sorted, λ is found
+/// in one walk over them. This is the projection of AutoAttack's `projection_linf` (there by a
+/// bisection over the same breakpoints) and `projection_l2`.
+pub fn project_onto_hyperplane(norm: Norm, t: &[f32], w: &[f32], b: f32, out: &mut [f32]) {
+    let c: f32 = w.iter().zip(t).map(|(w, t)| w * t).sum::<f32>() - b;
+    // the distance to go, in ⟨w, x⟩, after turning w so that it has to fall
+    let sign = if c >= 0.0 { 1.0f32 } else { -1.0 };
+    let need = c * sign;
+    // (breakpoint, |w|, room, rate) of each coordinate that moves
+    let mut moves: Vec<(f32, f32, f32, f32, usize)> = Vec::with_capacity(t.len());
+    for (i, (&wi, &ti)) in w.iter().zip(t).enumerate() {
+        let wi = wi * sign;
+        out[i] = 0.0;
+        if wi == 0.0 {
+            continue;
+        }
+        let room = if wi < 0.0 { 1.0 - ti } else { ti };
+        let rate = match norm {
+            Norm::Linf => 1.0,
+            Norm::L2 => wi.abs(),
+        };
+        moves.push((room / rate, wi.abs(), room, rate, i));
+    }
+    moves.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    // g(λ) = Σ |w_i| min(λ m_i, p_i) = capped + λ · free for λ between breakpoints
+    let mut capped = 0.0f32;
+    let mut free: f32 = moves.iter().map(|m| m.1 * m.3).sum();
+    let mut lambda = f32::INFINITY;
+    for m in &moves {
+        if need <= 0.0 {
+            lambda = 0.0;
+            break;
+        }
+        if capped + m.0 * free >= need {
+            lambda = ((need - capped) / free).max(0.0);
+            break;
+        }
+        capped += m.1 * m.2;
+        free -= m.1 * m.3;
+    }
+    for &(_, _, room, rate, i) in &moves {
+        // the direction that lowers sign · ⟨w, x⟩: against the sign of sign · w_i
+        let dir = if w[i] * sign < 0.0 { 1.0 } else { -1.0 };
+        out[i] = dir * (lambda * rate).min(room);
+    }
+}
+
+impl Fab {
+    /// The settings.
+    pub fn config(&self) -> &FabConfig {
+        &self.0
+    }
+
+    /// One run towards `targets` on the clean rows `x0` (labels `y`), from `x0` or a random point
+    /// at distance ε/2: the closest misclassified point found and its distance per row
+    /// (`None` when none was found).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        model: &HostModel<'_>,
+        x0: &[f32],
+        image: [usize; 3],
+        y: &[i64],
+        targets: &[i64],
+        random_start: Option<(f64, u64)>,
+        device: &burn::tensor::Device,
+    ) -> Result<Vec<Closest>> {
+        let c = &self.0;
+        let n = y.len();
+        let size: usize = image.iter().product();
+        let dims = [n, image[0], image[1], image[2]];
+        let mut x1 = x0.to_vec();
+        if let Some((eps, seed)) = random_start {
+            for (j, row) in x1.chunks_mut(size).enumerate() {
+                let mut rng = SplitMix64::new(mix_seed(&[seed, j as u64]));
+                let t: Vec<f64> = match c.norm {
+                    Norm::Linf => (0..size).map(|_| rng.next_f64() * 2.0 - 1.0).collect(),
+                    Norm::L2 => (0..size)
+                        .map(|_| {
+                            let (u, w) = (rng.next_f64().max(1e-12), rng.next_f64());
+                            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * w).cos()
+                        })
+                        .collect(),
+                };
+                let scale = match c.norm {
+                    Norm::Linf => t.iter().fold(0.0f64, |m, v| m.max(v.abs())),
+                    Norm::L2 => t.iter().map(|v| v * v).sum::<f64>().sqrt(),
+                }
+                .max(1e-12);
+                for (x, t) in row.iter_mut().zip(&t) {
+                    *x = (f64::from(*x) + eps * t / scale * 0.5).clamp(0.0, 1.0) as f32;
+                }
+            }
+        }
+        let yt = Tensor::<1, Int>::from_data(TensorData::new(y.to_vec(), [n]), device);
+        let tt = Tensor::<1, Int>::from_data(TensorData::new(targets.to_vec(), [n]), device);
+        // z_t − z_y: positive once the target beats the label
+        let diff = move |z: Tensor<2>| -> Tensor<1> {
+            let zt = z.clone().gather(1, tt.clone().reshape([n, 1]));
+            let zy = z.gather(1, yt.clone().reshape([n, 1]));
+            (zt - zy).flatten::<1>(0, 1)
+        };
+        let mut best: Vec<Closest> = vec![None; n];
+        let (alpha_max, eta, beta) = (c.alpha_max as f32, c.eta as f32, c.beta as f32);
+        for _ in 0..c.steps {
+            let p = model.pass(&x1, dims, &diff, true)?;
+            let g = p.grad.ok_or(AttackError::NoGradient)?;
+            x1.par_chunks_mut(size)
+                .zip(x0.par_chunks(size))
+                .zip(g.par_chunks(size))
+                .zip(p.loss.par_iter())
+                .for_each(|(((x1, x0), w), &f)| {
+                    // the boundary's linearisation at x1: ⟨w, x⟩ = ⟨w, x1⟩ − f
+                    let b = w.iter().zip(x1.iter()).map(|(w, x)| w * x).sum::<f32>() - f;
+                    let mut d1 = vec![0.0f32; size];
+                    let mut d2 = vec![0.0f32; size];
+                    project_onto_hyperplane(c.norm, x1, w, b, &mut d1);
+                    project_onto_hyperplane(c.norm, x0, w, b, &mut d2);
+                    let a1 = norm_of(c.norm, &d1).max(1e-8);
+                    let a2 = norm_of(c.norm, &d2).max(1e-8);
+                    let alpha = (a1 / (a1 + a2)).max(0.0).min(alpha_max);
+                    for (k, x) in x1.iter_mut().enumerate() {
+                        *x = ((*x + eta * d1[k]) * (1.0 - alpha) + (x0[k] + eta * d2[k]) * alpha)
+                            .clamp(0.0, 1.0);
+                    }
+                });
+            let pred = model.pass(&x1, dims, &diff, false)?.pred;
+            for j in 0..n {
+                if pred[j] == y[j] {
+                    continue;
+                }
+                let r = j * size..(j + 1) * size;
+                let delta: Vec<f32> = x1[r.clone()]
+                    .iter()
+                    .zip(&x0[r.clone()])
+                    .map(|(a, b)| a - b)
+                    .collect();
+                let dist = norm_of(c.norm, &delta);
+                if best[j].as_ref().is_none_or(|(_, d)| dist < *d) {
+                    best[j] = Some((x1[r.clone()].to_vec(), dist));
+                }
+                for (x, (d, x0)) in x1[r.clone()].iter_mut().zip(delta.iter().zip(&x0[r])) {
+                    *x = x0 + d * beta;
+                }
+            }
+        }
+        Ok(best)
+    }
+}
+
+impl Attack for Fab {
+    fn name(&self) -> String {
+        let c = &self.0;
+        let norm = match c.norm {
+            Norm::Linf => "",
+            Norm::L2 => "-l2",
+        };
+        let mut n = format!("fab{norm}-t-{}-top{}", c.steps, c.targets);
+        if c.restarts > 1 {
+            n.push_str(&format!("x{}", c.restarts));
+        }
+        n
+    }
+
+    fn info(&self) -> AttackInfo {
+        let c = &self.0;
+        AttackInfo {
+            // it follows the logit difference of each target, no loss of the labels
+            loss: None,
+            restarts: c.restarts * c.targets,
+            ..AttackInfo::white_box(Family::Fab, c.norm, AttackLoss::Margin, c.steps)
+        }
+    }
+
+    fn perturb_seeded(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<4>,
+        labels: Tensor<1, Int>,
+        eps: f64,
+        seed: u64,
+    ) -> Result<Tensor<4>> {
+        check_eps(eps)?;
+        let c = &self.0;
+        let x_dev = images.without_autodiff();
+        let dims = x_dev.dims();
+        let [b, ch, h, w] = dims;
+        let size = ch * h * w;
+        let device = x_dev.device();
+        let logits = host(model.logits(x_dev.clone()))?;
+        let x = host(x_dev)?;
+        let y = host_int(labels.without_autodiff())?;
+        let classes = logits.len() / b.max(1);
+        let on_host = HostModel::new(model, &device);
+        // the classes of each example from the most likely down, on the clean image
+        let ranked: Vec<Vec<i64>> = logits
+            .chunks(classes.max(1))
+            .map(|z| {
+                let mut order: Vec<usize> = (0..z.len()).collect();
+                order.sort_by(|&i, &j| z[j].total_cmp(&z[i]).then(i.cmp(&j)));
+                order.into_iter().map(|i| i as i64).collect()
+            })
+            .collect();
+        let mut robust: Vec<bool> = (0..b).map(|j| ranked[j][0] == y[j]).collect();
+        let mut out = x.clone();
+        if eps == 0.0 {
+            return Ok(Tensor::from_data(TensorData::new(out, dims), &device));
+        }
+        // the k-th most likely class of each example, k = 1 (the second) up
+        for k in 1..=c.targets.min(classes.saturating_sub(1)) {
+            let target: Vec<i64> = ranked.iter().map(|order| order[k]).collect();
+            for restart in 0..c.restarts {
+                let rows: Vec<usize> = (0..b).filter(|&j| robust[j]).collect();
+                if rows.is_empty() {
+                    break;
+                }
+                let x0: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&j| x[j * size..(j + 1) * size].iter().copied())
+                    .collect();
+                let yr: Vec<i64> = rows.iter().map(|&j| y[j]).collect();
+                let tr: Vec<i64> = rows.iter().map(|&j| target[j]).collect();
+                let start = (restart > 0)
+                    .then(|| (eps, mix_seed(&[c.seed, seed, k as u64, restart as u64])));
+                let found = self.run(&on_host, &x0, [ch, h, w], &yr, &tr, start, &device)?;
+                for (&j, f) in rows.iter().zip(found) {
+                    if let Some((adv, dist)) = f
+                        && f64::from(dist) <= eps
+                    {
+                        robust[j] = false;
+                        out[j * size..(j + 1) * size].copy_from_slice(&adv);
+                    }
+                }
+            }
+        }
+        Ok(Tensor::from_data(TensorData::new(out, dims), &device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use advrob_model::backend::on_test_backends;
+    use advrob_model::{DeployConfig, Deployed, MlpConfig};
+
+    /// The smallest distance to the hyperplane inside the box, by brute force on a grid of λ.
+    fn brute(norm: Norm, t: &[f32], w: &[f32], b: f32) -> f32 {
+        let c: f32 = w.iter().zip(t).map(|(w, t)| w * t).sum::<f32>() - b;
+        let mut best = f32::INFINITY;
+        // along the optimal family: every coordinate moved by min(λ m_i, room_i)
+        for step in 0..=200_000 {
+            let lambda = step as f32 * 1e-5;
+            let d: Vec<f32> = w
+                .iter()
+                .zip(t)
+                .map(|(&wi, &ti)| {
+                    let wi = wi * c.signum();
+                    if wi == 0.0 {
+                        return 0.0;
+                    }
+                    let room = if wi < 0.0 { 1.0 - ti } else { ti };
+                    let rate = if norm == Norm::Linf { 1.0 } else { wi.abs() };
+                    let dir = if wi < 0.0 { 1.0 } else { -1.0 };
+                    dir * (lambda * rate).min(room)
+                })
+                .collect();
+            let v: f32 = w
+                .iter()
+                .zip(t.iter().zip(&d))
+                .map(|(w, (t, d))| w * (t + d))
+                .sum();
+            if (v - b).abs() < 2e-4 {
+                best = best.min(norm_of(norm, &d));
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn the_projection_lands_on_the_hyperplane_in_the_box_at_the_least_distance() {
+        let t = [0.2f32, 0.9, 0.5, 0.0, 0.7];
+        let w = [1.0f32, -2.0, 0.5, 0.0, 3.0];
+        for norm in [Norm::Linf, Norm::L2] {
+            for b in [-1.5f32, -0.4, 0.3, 2.9] {
+                let mut d = [0.0f32; 5];
+                project_onto_hyperplane(norm, &t, &w, b, &mut d);
+                let x: Vec<f32> = t.iter().zip(&d).map(|(t, d)| t + d).collect();
+                assert!(x.iter().all(|v| (-1e-6..=1.0 + 1e-6).contains(v)), "{x:?}");
+                assert_eq!(d[3], 0.0, "w = 0 does not move");
+                let v: f32 = w.iter().zip(&x).map(|(w, x)| w * x).sum();
+                assert!((v - b).abs() < 1e-5, "{norm:?} b {b}: ⟨w, x⟩ = {v}");
+                let found = norm_of(norm, &d);
+                let least = brute(norm, &t, &w, b);
+                assert!(
+                    (found - least).abs() < 1e-3,
+                    "{norm:?} b {b}: {found} vs {least}"
+                );
+            }
+            // out of the box's reach: the closest corner
+            let mut d = [0.0f32; 5];
+            project_onto_hyperplane(norm, &t, &w, 10.0, &mut d);
+            let x: Vec<f32> = t.iter().zip(&d).map(|(t, d)| t + d).collect();
+            assert_eq!(x, [1.0, 0.0, 1.0, 0.0, 1.0], "{norm:?}");
+        }
+        // L∞ against a hand computation: ⟨(1, 1), x⟩ from 0.4 to 1.0 moves both by 0.3
+        let mut d = [0.0f32; 2];
+        project_onto_hyperplane(Norm::Linf, &[0.2, 0.2], &[1.0, 1.0], 1.0, &mut d);
+        assert!(
+            (d[0] - 0.3).abs() < 1e-6 && (d[1] - 0.3).abs() < 1e-6,
+            "{d:?}"
+        );
+        // …from 1.1 to 1.6 with the first one's room 0.1: it stops at 1, the second goes by 0.4
+        project_onto_hyperplane(Norm::Linf, &[0.9, 0.2], &[1.0, 1.0], 1.6, &mut d);
+        assert!(
+            (d[0] - 0.1).abs() < 1e-6 && (d[1] - 0.4).abs() < 1e-6,
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn fab_t_stays_within_its_budget_and_finds_the_boundary_of_a_linear_region() {
+        on_test_backends(|device| {
+            let mlp = MlpConfig::new()
+                .with_hidden(vec![32])
+                .with_seed(7)
+                .init(device)
+                .expect("mlp");
+            let x: Vec<f32> = (0..6 * 784)
+                .map(|i| ((i * 37) % 101) as f32 / 100.0)
+                .collect();
+            let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [6, 1, 28, 28]), device);
+            let labels = mlp.logits(images.clone()).argmax(1).flatten::<1>(0, 1);
+            for norm in [Norm::Linf, Norm::L2] {
+                let eps = if norm == Norm::Linf { 0.1 } else { 2.0 };
+                let fab = FabConfig {
+                    steps: 30,
+                    targets: 3,
+                    ..FabConfig::targeted(norm)
+                }
+                .check()
+                .expect("fab");
+                let adv = fab
+                    .perturb_seeded(&mlp, images.clone(), labels.clone(), eps, 1)
+                    .expect("fab");
+                let a = host(adv.clone()).expect("host");
+                assert!(a.iter().all(|v| (0.0..=1.0).contains(v)));
+                let pred = host_int(mlp.logits(adv).argmax(1).flatten::<1>(0, 1)).expect("pred");
+                let y = host_int(labels.clone()).expect("labels");
+                let mut broken = 0;
+                for (j, (row, clean)) in a.chunks(784).zip(x.chunks(784)).enumerate() {
+                    let d: Vec<f32> = row.iter().zip(clean).map(|(a, b)| a - b).collect();
+                    let dist = norm_of(norm, &d);
+                    assert!(f64::from(dist) <= eps + 1e-6, "{norm:?}: {dist} > {eps}");
+                    if pred[j] != y[j] {
+                        broken += 1;
+                        assert!(dist > 0.0);
+                    } else {
+                        assert_eq!(dist, 0.0, "a robust example keeps its clean image");
+                    }
+                }
+                assert!(broken >= 4, "{norm:?}: {broken} of 6 broken");
+            }
+        });
+    }
+
+    #[test]
+    fn fab_t_cannot_follow_a_quantised_model_and_returns_clean_images() {
+        on_test_backends(|device| {
+            let mlp = MlpConfig::new()
+                .with_hidden(vec![16])
+                .with_seed(4)
+                .init(device)
+                .expect("mlp");
+            let model = Deployed {
+                net: mlp.into(),
+                config: DeployConfig::new().with_quantize(Some(16)),
+            };
+            let x: Vec<f32> = (0..4 * 784)
+                .map(|i| ((i * 31) % 97) as f32 / 96.0)
+                .collect();
+            let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [4, 1, 28, 28]), device);
+            let labels = model.logits(images.clone()).argmax(1).flatten::<1>(0, 1);
+            let fab = FabConfig {
+                steps: 10,
+                targets: 2,
+                ..FabConfig::default()
+            }
+            .check()
+            .expect("fab");
+            let adv = fab
+                .perturb_seeded(&model, images, labels, 0.3, 0)
+                .expect("fab");
+            assert_eq!(host(adv).expect("host"), x, "zero gradients: nothing moves");
+        });
+    }
+
+    #[test]
+    fn bad_settings_are_refused_by_name() {
+        for (c, field) in [
+            (
+                FabConfig {
+                    steps: 0,
+                    ..FabConfig::default()
+                },
+                "steps",
+            ),
+            (
+                FabConfig {
+                    targets: 0,
+                    ..FabConfig::default()
+                },
+                "targets",
+            ),
+            (
+                FabConfig {
+                    eta: 0.5,
+                    ..FabConfig::default()
+                },
+                "eta",
+            ),
+            (
+                FabConfig {
+                    beta: 0.0,
+                    ..FabConfig::default()
+                },
+                "beta",
+            ),
+            (
+                FabConfig {
+                    alpha_max: 1.5,
+                    ..FabConfig::default()
+                },
+                "alpha_max",
+            ),
+        ] {
+            let e = c.check().expect_err(field);
+            assert!(e.to_string().contains(field), "{e}");
+        }
+        assert_eq!(Fab(FabConfig::default()).name(), "fab-t-100-top9");
+        let info = Fab(FabConfig::default()).info();
+        assert_eq!(
+            (info.family, info.restarts, info.targeted, info.loss),
+            (Family::Fab, 9, false, None)
+        );
+    }
+}
