@@ -68,6 +68,15 @@ pub struct ModelSpec {
     /// applied inside the model (attacks still work on images in [0, 1]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalize: Option<Normalize>,
+    /// With `weights`: the input quantisation it is deployed with (levels in [0, 1], as
+    /// `DeployConfig::quantize`), so that a model advrob trained with it can be evaluated again
+    /// from its exported weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<u32>,
+    /// With `weights`: the factor its logits are multiplied by at deployment (as
+    /// `DeployConfig::logit_scale`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_scale: Option<f64>,
     /// How it is trained.
     #[serde(default)]
     pub defense: DefenseSpec,
@@ -117,6 +126,8 @@ impl Default for ModelSpec {
             weights: None,
             names: Default::default(),
             normalize: None,
+            quantize: None,
+            logit_scale: None,
             defense: DefenseSpec::default(),
             from: None,
             teacher: None,
@@ -180,10 +191,22 @@ impl ModelSpec {
                 )?;
             } else {
                 ensure(
-                    self.names.is_empty() && self.normalize.is_none(),
+                    self.names.is_empty()
+                        && self.normalize.is_none()
+                        && self.quantize.is_none()
+                        && self.logit_scale.is_none(),
                     "names",
-                    || "names and normalize describe imported weights: give weights too".into(),
+                    || {
+                        "names, normalize, quantize and logit_scale describe imported weights: give weights too"
+                            .into()
+                    },
                 )?;
+            }
+            let deploy = advrob_model::DeployConfig::new()
+                .with_quantize(self.quantize)
+                .with_logit_scale(self.logit_scale.unwrap_or(1.0));
+            if let Err(e) = deploy.check() {
+                return Err(ExperimentError::invalid("deploy", e.to_string()));
             }
             if let Some(n) = self.normalize {
                 ensure(
@@ -753,6 +776,39 @@ mod tests {
 
     fn registry() -> Registry {
         Registry::default()
+    }
+
+    #[test]
+    fn an_imported_models_deployment_needs_weights_and_sound_settings() {
+        let check = |text: &str| -> std::result::Result<Matrix, String> {
+            let m = Matrix::from_toml(text).map_err(|e| e.to_string())?;
+            m.check(&Registry::default()).map_err(|e| e.to_string())?;
+            Ok(m)
+        };
+        let base = "name = \"x\"\n[[models]]\nname = \"q\"\n";
+        let e = check(&format!("{base}quantize = 16\n")).expect_err("no weights");
+        assert!(e.contains("give weights too"), "{e}");
+        let e = check(&format!(
+            "{base}weights = \"w.safetensors\"\nquantize = 1\n"
+        ))
+        .expect_err("one level");
+        assert!(
+            e.to_string().contains("quantize") && e.to_string().contains("q"),
+            "{e}"
+        );
+        let e = check(&format!(
+            "{base}weights = \"w.safetensors\"\nlogit_scale = -2.0\n"
+        ))
+        .expect_err("negative scale");
+        assert!(e.contains("logit"), "{e}");
+        let m = check(&format!(
+            "{base}weights = \"w.safetensors\"\nquantize = 16\nlogit_scale = 1000.0\n"
+        ))
+        .expect("deployed import");
+        assert_eq!(
+            (m.models[0].quantize, m.models[0].logit_scale),
+            (Some(16), Some(1000.0))
+        );
     }
 
     #[test]

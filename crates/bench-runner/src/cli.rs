@@ -339,6 +339,14 @@ pub struct EvaluateArgs {
     /// applied inside the model: attacks still work on images in [0, 1].
     #[arg(long, value_delimiter = ',', num_args = 1)]
     pub normalize: Option<Vec<f64>>,
+    /// The input quantisation the model is deployed with: each pixel rounded to one of this many
+    /// levels in [0, 1] before the network (as advrob's `gm-quantize` model).
+    #[arg(long)]
+    pub quantize: Option<u32>,
+    /// The factor the model's logits are multiplied by at deployment (as advrob's
+    /// `gm-saturated-logits` model).
+    #[arg(long)]
+    pub logit_scale: Option<f64>,
     /// Name of the model in tables (default: the weights file's stem).
     #[arg(long)]
     pub model_name: Option<String>,
@@ -360,6 +368,12 @@ pub struct ModelFile {
     /// The standardisation.
     #[serde(default)]
     pub normalize: Option<advrob_model::Normalize>,
+    /// Input quantisation levels at deployment.
+    #[serde(default)]
+    pub quantize: Option<u32>,
+    /// Logit factor at deployment.
+    #[serde(default)]
+    pub logit_scale: Option<f64>,
 }
 
 fn parse_arch(s: &str) -> Result<Arch, String> {
@@ -428,6 +442,8 @@ impl EvaluateArgs {
             weights: Some(file_path.clone()),
             names: file.names,
             normalize,
+            quantize: self.quantize.or(file.quantize),
+            logit_scale: self.logit_scale.or(file.logit_scale),
             ..ModelSpec::default()
         })
     }

@@ -387,7 +387,10 @@ impl Models<'_> {
             .map_err(|e| ExperimentError::from(e).in_model(&spec.name))?;
         let model = Deployed {
             net,
-            config: DeployConfig::new().with_normalize(spec.normalize),
+            config: DeployConfig::new()
+                .with_normalize(spec.normalize)
+                .with_quantize(spec.quantize)
+                .with_logit_scale(spec.logit_scale.unwrap_or(1.0)),
         };
         let sha = self.save(i, &model, &[])?;
         self.trained += 1;
@@ -409,10 +412,15 @@ pub(super) fn imported_digest(weights: &Path, spec: &ModelSpec) -> Result<String
         std::fs::read(weights).map_err(|e| ExperimentError::io(weights, e).in_model(&spec.name))?;
     Ok(sha256_hex(
         format!(
-            "{}{:?}{:?}",
+            "{}{:?}{:?}{}",
             sha256_hex(&bytes),
             spec.names,
-            spec.normalize.map(|n| (n.mean.to_bits(), n.std.to_bits()))
+            spec.normalize.map(|n| (n.mean.to_bits(), n.std.to_bits())),
+            // only a deployment that changes something enters the digest: earlier keys stay
+            match (spec.quantize, spec.logit_scale) {
+                (None, None) => String::new(),
+                (q, s) => format!("{q:?}{:?}", s.map(f64::to_bits)),
+            }
         )
         .as_bytes(),
     ))
