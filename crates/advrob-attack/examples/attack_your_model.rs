@@ -1,9 +1,9 @@
-//! Attack your own burn model: FGSM, PGD and the standard ensemble (APGD-CE → APGD-T → FMN →
-//! Square) on a batch of synthetic digits, each result checked against its L∞ budget.
+//! Attack your own burn model: FGSM, PGD and the standard ensemble (AutoAttack's standard
+//! version: APGD-CE → APGD-T → FAB-T → Square) on a batch of synthetic digits, each result checked against its L∞ budget.
 //!
 //! `cargo run -p advrob-attack --example attack_your_model` (a few seconds, no download).
 
-use advrob_attack::{ApgdConfig, Attack, Ensemble, Fgsm, FmnConfig, PgdConfig, SquareConfig};
+use advrob_attack::{ApgdConfig, Attack, Ensemble, FabConfig, Fgsm, Norm, PgdConfig, SquareConfig};
 use advrob_data::{range_tensors, synthetic};
 use advrob_model::{Classifier, MlpConfig, Net, Plain, TrainConfig, backend, train};
 use burn::module::Module;
@@ -19,7 +19,7 @@ struct MyNet {
 }
 
 impl Classifier for MyNet {
-    /// Images `[B, 28, 28]` in [0, 1] in, logits `[B, 10]` out.
+    /// Images `[B, 1, 28, 28]` in [0, 1] in, logits `[B, 10]` out.
     fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         let x: Tensor<2> = images.flatten(1, 3);
         self.out.forward(relu(self.hidden.forward(x)))
@@ -47,10 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let components: Vec<Box<dyn Attack>> = vec![
         Box::new(ApgdConfig::ce().check()?),
         Box::new(ApgdConfig::targeted().check()?),
-        Box::new(FmnConfig::default().check()?),
+        Box::new(FabConfig::targeted(Norm::Linf).check()?),
         Box::new(SquareConfig::default().check()?),
     ];
-    let ensemble = Ensemble::new("ensemble(apgd-ce,apgd-t,fmn,square)", components)?;
+    let ensemble = Ensemble::new("ensemble(apgd-ce,apgd-t,fab-t,square)", components)?;
     let (fgsm, pgd) = (Fgsm::new(), PgdConfig::linf(20).check()?);
     let attacks: [&dyn Attack; 3] = [&fgsm, &pgd, &ensemble];
 
