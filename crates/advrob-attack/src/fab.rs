@@ -378,7 +378,7 @@ impl Attack for Fab {
 mod tests {
     use super::*;
     use advrob_model::backend::on_test_backends;
-    use advrob_model::{DeployConfig, Deployed, MlpConfig};
+    use advrob_model::MlpConfig;
 
     /// The smallest distance to the hyperplane inside the box, by brute force on a grid of λ.
     fn brute(norm: Norm, t: &[f32], w: &[f32], b: f32) -> f32 {
@@ -503,20 +503,7 @@ mod tests {
     #[test]
     fn fab_t_cannot_follow_a_quantised_model_and_returns_clean_images() {
         on_test_backends(|device| {
-            let mlp = MlpConfig::new()
-                .with_hidden(vec![16])
-                .with_seed(4)
-                .init(device)
-                .expect("mlp");
-            let model = Deployed {
-                net: mlp.into(),
-                config: DeployConfig::new().with_quantize(Some(16)),
-            };
-            let x: Vec<f32> = (0..4 * 784)
-                .map(|i| ((i * 31) % 97) as f32 / 96.0)
-                .collect();
-            let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [4, 1, 28, 28]), device);
-            let labels = model.logits(images.clone()).argmax(1).flatten::<1>(0, 1);
+            let (model, images, labels, x) = crate::testing::quantised_mlp(device, 4);
             let fab = FabConfig {
                 steps: 10,
                 targets: 2,

@@ -15,6 +15,8 @@ mod pgd;
 mod rows;
 mod square;
 mod targets;
+#[cfg(test)]
+mod testing;
 mod transfer;
 
 pub use apgd::{Apgd, ApgdConfig, ApgdLoss};

@@ -548,21 +548,7 @@ mod tests {
     #[test]
     fn square_breaks_a_masked_model_within_budget_where_pgd_cannot() {
         on_test_backends(|device| {
-            let mlp = MlpConfig::new()
-                .with_hidden(vec![16])
-                .with_seed(4)
-                .init(device)
-                .expect("init");
-            let model = Deployed {
-                net: mlp.into(),
-                config: DeployConfig::new().with_quantize(Some(16)),
-            };
-            let x: Vec<f32> = (0..8 * 784)
-                .map(|i| ((i * 31) % 97) as f32 / 96.0)
-                .collect();
-            let images = Tensor::<4>::from_data(TensorData::new(x.clone(), [8, 1, 28, 28]), device);
-            // the model's own predictions as labels: every example starts correctly classified
-            let labels = model.logits(images.clone()).argmax(1).flatten::<1>(0, 1);
+            let (model, images, labels, x) = crate::testing::quantised_mlp(device, 8);
             let eps = 0.3;
             let broken = |adv: Tensor<4>| -> i64 {
                 8 - model
