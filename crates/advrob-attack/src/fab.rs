@@ -242,6 +242,12 @@ impl Fab {
         for _ in 0..c.steps {
             let p = model.pass(&x1, dims, &diff, true)?;
             let g = p.grad.ok_or(AttackError::NoGradient)?;
+            // every iterate at its clean image with a zero gradient (a masked model): both
+            // projections are zero, the step leaves the iterates where they are (up to the
+            // rounding of x·(1 − α) + x·α) and every later iteration repeats this one
+            if x1 == x0 && g.iter().all(|v| *v == 0.0) {
+                break;
+            }
             x1.par_chunks_mut(size)
                 .zip(x0.par_chunks(size))
                 .zip(g.par_chunks(size))
@@ -377,8 +383,8 @@ impl Attack for Fab {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use advrob_model::backend::on_test_backends;
     use advrob_model::MlpConfig;
+    use advrob_model::backend::on_test_backends;
 
     /// The smallest distance to the hyperplane inside the box, by brute force on a grid of λ.
     fn brute(norm: Norm, t: &[f32], w: &[f32], b: f32) -> f32 {
