@@ -173,25 +173,20 @@ def load_autoattack(src, declared_commit=None):
                                               "declared_commit": declared_commit})
 
 
-def run_aa_square(model, x, y, eps, clean_ok, batch):
-    """fra31's SquareAttack.perturb on the clean-correct examples; the others keep x (not robust anyway)."""
-    seed_all(0)
-    t0 = time.perf_counter()
-    atk = AUTOATTACK["cls"](model, eps=eps, **AA_SQUARE_SETTINGS)
-    adv = x.clone()
-    idx = clean_ok.nonzero().flatten()
-    for i in range(0, len(idx), batch):
-        j = idx[i:i + batch]
-        adv[j] = atk.perturb(x[j].clone(), y[j].clone()).detach()
-    return adv, time.perf_counter() - t0
+# the original AutoAttack's attacks run alone: name -> (class key in AUTOATTACK, settings, class path)
+AA_ALONE = {
+    "aa-square": ("cls", AA_SQUARE_SETTINGS, "autoattack.square.SquareAttack"),
+    "aa-fab-t": ("FAB", AA_FAB_T_SETTINGS, "autoattack.fab_pt.FABAttack_PT"),
+}
 
 
-def run_aa_fab_t(model, x, y, eps, clean_ok, batch):
-    """fra31's FABAttack_PT (targeted, as AutoAttack 'standard' sets it) on the clean-correct
-    examples; the others keep x."""
+def run_aa_component(name, model, x, y, eps, clean_ok, batch):
+    """One of fra31's attacks (AA_ALONE), constructed as AutoAttack 'standard' does, .perturb
+    on the clean-correct examples in chunks of `batch`; the others keep x (not robust anyway)."""
+    key, settings, _ = AA_ALONE[name]
     seed_all(0)
     t0 = time.perf_counter()
-    atk = AUTOATTACK["FAB"](model, eps=eps, **AA_FAB_T_SETTINGS)
+    atk = AUTOATTACK[key](model, eps=eps, **settings)
     adv = x.clone()
     idx = clean_ok.nonzero().flatten()
     for i in range(0, len(idx), batch):
@@ -248,16 +243,11 @@ def check(model, x, y, adv, eps, clean_ok):
 
 
 def run_attack(name, model, st_model, x, y, eps, clean_ok, batch):
-    if name == "aa-square":
-        adv, wall = run_aa_square(model, x, y, eps, clean_ok, batch)
+    if name in AA_ALONE:
+        adv, wall = run_aa_component(name, model, x, y, eps, clean_ok, batch)
         res = check(model, x, y, adv, eps, clean_ok)
-        res["settings"] = {"class": "autoattack.square.SquareAttack", "eps": eps, **AA_SQUARE_SETTINGS,
-                           "inputs": "clean-correct examples only", "batch": batch}
-        return res, wall
-    if name == "aa-fab-t":
-        adv, wall = run_aa_fab_t(model, x, y, eps, clean_ok, batch)
-        res = check(model, x, y, adv, eps, clean_ok)
-        res["settings"] = {"class": "autoattack.fab_pt.FABAttack_PT", "eps": eps, **AA_FAB_T_SETTINGS,
+        _, settings, cls = AA_ALONE[name]
+        res["settings"] = {"class": cls, "eps": eps, **settings,
                            "inputs": "clean-correct examples only", "batch": batch}
         return res, wall
     if name == "aa-standard":

@@ -10,26 +10,12 @@ set -eu
 model=$1; n=$2; aa=$3; mnist=$4; out=$5; py=${6:-python3}; br=${7:-bench-runner}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
-PYTHONPATH="$here" "$py" -c "
-import json, sys
-from safetensors.torch import save_file
-import advrob_layout
-m, info = advrob_layout.load(sys.argv[1])
-save_file({k: v.contiguous() for k, v in m.state_dict().items()}, sys.argv[2])
-import os
-dep = json.load(open(os.path.join(sys.argv[1], 'deploy.json'))) if os.path.exists(os.path.join(sys.argv[1], 'deploy.json')) else {}
-json.dump({'arch': info['config'].get('arch', 'mlp'), 'hidden': info['config'].get('hidden', []),
-           'quantize': dep.get('quantize'), 'logit_scale': dep.get('logit_scale', 1.0)}, open(sys.argv[3], 'w'))
-" "$model" "$out/weights.safetensors" "$out/arch.json"
-arch=$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['arch'])" "$out/arch.json")
-hidden=$("$py" -c "import json,sys; print(','.join(map(str, json.load(open(sys.argv[1]))['hidden'])))" "$out/arch.json")
-# the deployment advrob trained it with (input quantisation, logit scale), as attack_compare.py loads it
-deploy=$("$py" -c "import json,sys; d=json.load(open(sys.argv[1])); print(' '.join(([f'--quantize {d[\"quantize\"]}'] if d.get('quantize') else []) + ([f'--logit-scale {d[\"logit_scale\"]}'] if d.get('logit_scale', 1.0) != 1.0 else [])))" "$out/arch.json")
-set -- --weights "$out/weights.safetensors" --arch "$arch"
-if [ -n "$hidden" ]; then set -- "$@" --hidden "$hidden"; fi
+# the weights in PyTorch's layout and the arguments that evaluate the same deployed model (paths
+# without spaces: the arguments are split by the shell)
+eval_args=$(PYTHONPATH="$here" "$py" "$here/export_weights.py" "$model" "$out")
 rm -rf "$out/advrob"
 # shellcheck disable=SC2086
-/usr/bin/time -f "advrob: wall %e s, %P CPU" "$br" evaluate "$@" $deploy --config "$here/fab-t.toml" \
+/usr/bin/time -f "advrob: wall %e s, %P CPU" "$br" evaluate $eval_args --config "$here/fab-t.toml" \
     --test-limit "$n" --mirror "$mnist" --data-dir "$out/data" --backends ndarray \
     --out "$out/advrob" --reports "$out/advrob/report" > "$out/advrob.log" 2>&1
 tail -1 "$out/advrob.log"
