@@ -74,6 +74,22 @@ impl RunDir {
         self.root.join("matrices")
     }
 
+    /// The files under [`matrices`](Self::matrices) that are matrices (`*.toml`), sorted: not the
+    /// temporary file a writer killed during its atomic write leaves there, which would read as an
+    /// empty matrix (the default one). Empty when the folder does not exist.
+    pub fn matrix_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.matrices())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
     /// The observations of the run's checkpoints (`advrob_experiment::observe`), one file each.
     pub fn observations(&self) -> PathBuf {
         self.root.join("observations")
@@ -119,5 +135,25 @@ impl RunDir {
                         .is_some_and(|n| n.to_string_lossy().ends_with(&tail))
             })
             .unwrap_or(named)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_writers_temporary_file_is_not_a_matrix() {
+        let tmp = tempfile::tempdir().expect("temp");
+        let run = RunDir::new(tmp.path());
+        assert!(run.matrix_files().is_empty(), "no folder, no matrix");
+        std::fs::create_dir_all(run.matrices()).expect("mkdir");
+        for name in ["b.toml", "a.toml", ".tmpX3kq9Z", "notes.txt"] {
+            std::fs::write(run.matrices().join(name), "").expect("write");
+        }
+        assert_eq!(
+            run.matrix_files(),
+            vec![run.matrices().join("a.toml"), run.matrices().join("b.toml")]
+        );
     }
 }

@@ -33,11 +33,7 @@ pub struct Run {
 /// records are matched by model, attack, ε, backend and seed.
 pub fn missing(run: &RunDir, records: &[Record], registry: &Registry) -> Vec<String> {
     let mut files = vec![run.matrix()];
-    if let Ok(entries) = std::fs::read_dir(run.matrices()) {
-        let mut more: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        more.sort();
-        files.extend(more);
-    }
+    files.extend(run.matrix_files());
     // attacks by their full settings: two entries of one name are two attacks
     let have: BTreeSet<(String, String, String, String, u64)> = records
         .iter()

@@ -58,13 +58,11 @@ pub fn check_matrix(dir: &RunDir, matrix: &Matrix, extend: bool) -> Result<()> {
             })
     };
     let mut held = vec![old];
-    if let Ok(entries) = std::fs::read_dir(dir.matrices()) {
-        held.extend(
-            entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok()),
-        );
-    }
+    held.extend(
+        dir.matrix_files()
+            .into_iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok()),
+    );
     if extend || held.iter().any(|t| holds(t)) {
         return Ok(());
     }
