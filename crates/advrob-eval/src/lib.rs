@@ -1,12 +1,16 @@
 #![doc = include_str!("../README.md")]
 
 pub mod agreement;
+pub mod binarization;
+pub mod convergence;
 mod counting;
 mod evaluate;
 pub mod probes;
 mod record;
 
 pub use agreement::{Agreement, EpsAgreement, OnBackend, agreement};
+pub use binarization::{Binarization, binarization_test};
+pub use convergence::{Convergence, convergence};
 pub use evaluate::{EvalRequest, evaluate};
 pub use probes::{Probe, probe};
 pub use record::{Bits, ComponentResult, EvalRecord, MinNorm, Passes};

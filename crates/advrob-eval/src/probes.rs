@@ -14,7 +14,7 @@ use crate::{EvalError, Result};
 pub const UNBOUNDED_EXAMPLES: usize = 1000;
 
 /// What [`probe`] measured on one model.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Probe {
     /// Share of the examples whose cross-entropy input gradient (against the true label, through
     /// the deployed model) is all zero or not finite.
@@ -38,6 +38,14 @@ pub struct Probe {
     /// Whether every output row lies in [0, 1] and sums to 1: the model returns probabilities,
     /// not logits, and every loss that applies a softmax to them is squashed.
     pub probability_outputs: bool,
+    /// The binarization test of the quoted attack, per ε ([`crate::binarization`]): filled by the
+    /// runner, which knows the attack; empty where it did not run (and in files written before it).
+    #[serde(default)]
+    pub binarization: Vec<crate::binarization::Binarization>,
+    /// The quoted attack against a stronger setting of itself, per ε ([`crate::convergence`]):
+    /// filled by the runner; empty where it did not run.
+    #[serde(default)]
+    pub convergence: Vec<crate::convergence::Convergence>,
 }
 
 /// Share of `data`'s examples whose input gradient of `loss` is all zero or not finite, in
@@ -145,5 +153,7 @@ pub fn probe(
         classes,
         random_forward,
         probability_outputs,
+        binarization: Vec::new(),
+        convergence: Vec::new(),
     })
 }

@@ -517,6 +517,12 @@ pub struct EvalSpec {
     pub batch_size: usize,
     /// Evaluate on the first N test examples only (quick runs).
     pub test_limit: Option<usize>,
+    /// Sample images per side of the quoted attack's result (broken, left robust) in its
+    /// binarization test ([`advrob_eval::binarization`]); 0 runs no test.
+    pub binarization_samples: usize,
+    /// Test examples of the quoted attack's convergence run against a stronger setting of itself
+    /// ([`advrob_eval::convergence`]); 0 runs none.
+    pub convergence_examples: usize,
 }
 
 impl Default for EvalSpec {
@@ -524,6 +530,8 @@ impl Default for EvalSpec {
         Self {
             batch_size: 1000,
             test_limit: None,
+            binarization_samples: advrob_eval::binarization::PER_GROUP,
+            convergence_examples: advrob_eval::convergence::EXAMPLES,
         }
     }
 }

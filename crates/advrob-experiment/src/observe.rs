@@ -131,6 +131,15 @@ pub fn grid_attack<'a>(infos: impl IntoIterator<Item = &'a AttackInfo>) -> Optio
     first
 }
 
+/// The attack whose figure a report quotes for a model: the first ensemble that counts for
+/// robustness (AutoAttack's recipe: the per-example worst case of its components). Its
+/// convergence and its binarization test are measured on each checkpoint. `None` without one.
+pub fn quoted_attack<'a>(infos: impl IntoIterator<Item = &'a AttackInfo>) -> Option<usize> {
+    infos
+        .into_iter()
+        .position(|info| info.family == Family::Ensemble && info.counts_for_robustness())
+}
+
 /// The example grid of `model` under `attack` at the budgets [`shown_eps`] picks from `grid`.
 pub fn example_grid(
     model: &dyn Classifier,

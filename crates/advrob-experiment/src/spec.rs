@@ -126,6 +126,45 @@ impl AttackSpec {
         )
     }
 
+    /// The same attack, stronger: twice the iterations (`steps`), twice the restarts (at least
+    /// two), twice the queries (`queries`), in every component of an ensemble and in the attack a
+    /// transfer crafts with; other settings unchanged (an FGSM stays itself). The convergence run
+    /// of the quoted figure ([`advrob_eval::convergence`]) compares an attack with this.
+    pub fn stronger(&self) -> AttackSpec {
+        let mut out = self.clone();
+        for key in ["steps", "queries"] {
+            if let Some(n) = out.params.get(key).and_then(Value::as_u64) {
+                out.params.insert(key.into(), Value::from(n * 2));
+            }
+        }
+        if let Some(n) = out.params.get("restarts").and_then(Value::as_u64) {
+            out.params
+                .insert("restarts".into(), Value::from((n * 2).max(2)));
+        }
+        for key in ["attacks", "attack"] {
+            let stronger_entry = |v: &Value| {
+                serde_json::from_value::<AttackSpec>(v.clone())
+                    .ok()
+                    .and_then(|a| serde_json::to_value(a.stronger()).ok())
+                    .unwrap_or_else(|| v.clone())
+            };
+            match out.params.get_mut(key) {
+                Some(Value::Array(items)) => {
+                    for v in items.iter_mut() {
+                        *v = stronger_entry(v);
+                    }
+                }
+                Some(v @ Value::Object(_)) => *v = stronger_entry(v),
+                _ => {}
+            }
+        }
+        if let Some(Value::String(name)) = out.params.get("name") {
+            let name = format!("{name}-stronger");
+            out.params.insert("name".into(), Value::String(name));
+        }
+        out
+    }
+
     /// `attack` crafted on the matrix's model `surrogate` and evaluated on each model.
     pub fn transfer(surrogate: &str, attack: AttackSpec) -> Self {
         let mut params = Map::new();
@@ -169,5 +208,44 @@ impl DefenseSpec {
             kind: kind.into(),
             params: params_of(config),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Registry;
+    use advrob_attack::Family;
+
+    #[test]
+    fn the_stronger_ensemble_doubles_every_component_and_builds() {
+        let aa = AttackSpec::autoattack_standard();
+        let strong = aa.stronger();
+        let parts = |s: &AttackSpec| -> Vec<AttackSpec> {
+            serde_json::from_value(s.params["attacks"].clone()).expect("components")
+        };
+        for (a, b) in parts(&aa).iter().zip(parts(&strong)) {
+            for key in ["steps", "queries"] {
+                if let Some(n) = a.params.get(key).and_then(Value::as_u64) {
+                    assert_eq!(b.params[key].as_u64(), Some(2 * n), "{} {key}", a.kind);
+                }
+            }
+            let restarts = a.params["restarts"].as_u64().expect("restarts");
+            assert_eq!(b.params["restarts"].as_u64(), Some((2 * restarts).max(2)));
+        }
+        assert_eq!(
+            strong.params["name"],
+            Value::String("ensemble(apgd-ce,apgd-t,fab-t,square)-stronger".into())
+        );
+        // the registry builds it, and it is an ensemble of the same four families
+        let attack = Registry::default()
+            .attack(&strong, &mut |_| unreachable!("no transfer"))
+            .expect("builds");
+        assert_eq!(attack.info().family, Family::Ensemble);
+        assert_eq!(attack.components().len(), 4);
+        let first = attack.components()[0].name();
+        assert!(first.contains("200"), "{first}");
+        // an FGSM stays itself
+        assert_eq!(AttackSpec::fgsm().stronger(), AttackSpec::fgsm());
     }
 }

@@ -207,6 +207,22 @@ impl<'a> Dense<'a> {
         ))
     }
 
+    /// The features the last layer reads, `[rows, its inputs]`, of the host images `x`: the input
+    /// map, the convolutional blocks and every dense layer but the last (each followed by ReLU).
+    /// For a chain of one dense layer, the mapped (and convolved) pixels themselves.
+    pub fn features(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let mapped: Vec<f32> = x.iter().map(|&p| self.pixel.forward(p)).collect();
+        let mut a = mapped;
+        for block in &self.convs {
+            a = block.forward(&a, rows, false).0;
+        }
+        let hidden = self.layers.len().saturating_sub(1);
+        for layer in &self.layers[..hidden] {
+            a = affine(layer, &a, rows, true);
+        }
+        a
+    }
+
     /// Logits `[rows, classes]` of the host images `x` (`rows` images, pixels row-major),
     /// keeping what the backward pass needs.
     pub fn forward(&self, x: &[f32], rows: usize, with_gradient: bool) -> DenseForward {

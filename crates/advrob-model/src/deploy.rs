@@ -152,6 +152,21 @@ impl From<Net> for Deployed {
 }
 
 impl Deployed {
+    /// The same deployed network with a new last layer ([`Net::with_head`]) and no logit scale:
+    /// the input transform stays, so the new head reads the features the deployed model computes.
+    /// `None` where [`Net::with_head`] is.
+    pub fn with_head(&self, weight: Vec<f32>, bias: Vec<f32>) -> Option<Deployed> {
+        Some(Deployed {
+            net: self.net.with_head(weight, bias)?,
+            config: DeployConfig {
+                logit_scale: 1.0,
+                ..self.config.clone()
+            },
+        })
+    }
+}
+
+impl Deployed {
     fn scaled(&self, z: Tensor<2>) -> Tensor<2> {
         if self.config.logit_scale == 1.0 {
             z

@@ -162,6 +162,48 @@ impl Net {
         }
     }
 
+    /// The same network with its last linear layer replaced by `weight` (`[inputs, outputs]`,
+    /// row-major, `inputs` the width of the features that layer reads) and `bias` (`[outputs]`):
+    /// a new head on the network's own features, as the binarization test builds
+    /// (`advrob_eval::binarization`). `None` for a network read from ONNX (its last layer is not
+    /// known) or when the sizes do not fit the layer.
+    pub fn with_head(&self, weight: Vec<f32>, bias: Vec<f32>) -> Option<Net> {
+        fn head(
+            l: &burn::nn::Linear,
+            weight: Vec<f32>,
+            bias: Vec<f32>,
+        ) -> Option<burn::nn::Linear> {
+            let inputs = l.weight.dims()[0];
+            let outputs = bias.len();
+            if outputs == 0 || weight.len() != inputs * outputs {
+                return None;
+            }
+            let device = l.weight.val().device();
+            Some(burn::nn::Linear {
+                weight: burn::module::Param::from_tensor(Tensor::from_data(
+                    burn::tensor::TensorData::new(weight, [inputs, outputs]),
+                    &device,
+                )),
+                bias: Some(burn::module::Param::from_tensor(Tensor::from_data(
+                    burn::tensor::TensorData::new(bias, [outputs]),
+                    &device,
+                ))),
+            })
+        }
+        let mut net = self.clone();
+        match &mut net {
+            Net::Mlp(m) => {
+                let last = m.layers.last_mut()?;
+                *last = head(last, weight, bias)?;
+            }
+            Net::Lenet(m) => m.fc3 = head(&m.fc3, weight, bias)?,
+            Net::FgsmTutorial(m) => m.fc2 = head(&m.fc2, weight, bias)?,
+            Net::MadryCnn(m) => m.fc2 = head(&m.fc2, weight, bias)?,
+            Net::Onnx(_) => return None,
+        }
+        Some(net)
+    }
+
     /// Number of classes (the width of the last layer).
     pub fn classes(&self) -> usize {
         let last = match self {

@@ -230,7 +230,7 @@ fn probes_of_parts(
         let own = (original[&r.model].clone(), r.backend.clone());
         if let Some(p) = probes.get(&own) {
             out.entry((r.model.clone(), r.backend.clone()))
-                .or_insert(*p);
+                .or_insert_with(|| p.clone());
         }
     }
     out
@@ -336,7 +336,7 @@ fn run_probes(
                     && o.backend == r.backend
                     && o.test_examples == r.eval.examples
             })?;
-            Some((key, o.probe))
+            Some((key, o.probe.clone()))
         })
         .collect()
 }

@@ -930,3 +930,80 @@ fn a_cifar10_resnet_in_onnx_is_evaluated_on_three_channel_images_and_advrobs_cnn
     );
     common::assert_fails_naming(&o, &["le", "3 channels"]);
 }
+
+/// A masked model (its input quantised: every gradient zero) under two quoted attacks.
+fn quoted(ensemble: &str) -> String {
+    format!(
+        r#"
+name = "quoted"
+eps = [0.3]
+[train]
+epochs = 2
+batch_size = 20
+[eval]
+binarization_samples = 4
+convergence_examples = 50
+[[models]]
+name = "quantized"
+hidden = [64]
+defense = {{ kind = "gradient-masking", mechanism = "quantize", levels = 8 }}
+[[attacks]]
+kind = "ensemble"
+name = "quoted"
+{ensemble}
+"#
+    )
+}
+
+/// The binarization test runs on the attack a run quotes (its ensemble) and flags the weak one:
+/// FGSM alone cannot move through a quantised input and fails its unit test, which makes the
+/// verdict "robustness not established (attack failed its unit test)"; with Square beside it the
+/// ensemble solves the test's binary classifiers. Both get the convergence run.
+#[test]
+fn the_quoted_attack_is_unit_tested_and_a_weak_one_is_flagged() {
+    let tmp = tempfile::tempdir().expect("temp");
+    synthetic::write_dataset(&tmp.path().join("ds"), 400, 100, 9).expect("dataset");
+    let weak = "[[attacks.attacks]]\nkind = \"fgsm\"\n";
+    let strong = format!("{weak}[[attacks.attacks]]\nkind = \"square\"\n");
+    for (name, ensemble) in [("weak", weak.to_string()), ("strong", strong)] {
+        std::fs::write(tmp.path().join(format!("{name}.toml")), quoted(&ensemble)).expect("toml");
+        let o = bench_runner(
+            &[
+                "run",
+                "--config",
+                &format!("{name}.toml"),
+                "--dataset-dir",
+                "ds",
+                "--out",
+                name,
+                "--backends",
+                "ndarray",
+            ],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let rep = format!("{name}-rep");
+        let o = bench_runner(&["report", "--run", name, "--reports", &rep], tmp.path());
+        assert!(o.status.success(), "{}", text(&o));
+        let verdict = std::fs::read_to_string(tmp.path().join(format!("{name}-rep/verdict.md")))
+            .expect("verdict");
+        assert!(
+            verdict.contains(
+                "converged: quoted → quoted-stronger on the first 50 test examples at ε 0.3"
+            ),
+            "{verdict}"
+        );
+        let failed = verdict.contains("attack failed its unit test");
+        if name == "weak" {
+            assert!(
+                failed && verdict.contains("✗ binarization test: quoted at ε 0.3 solved 0 of"),
+                "{verdict}"
+            );
+        } else {
+            assert!(
+                !failed && verdict.contains("✓ binarization test: quoted at ε 0.3"),
+                "{verdict}"
+            );
+        }
+    }
+}

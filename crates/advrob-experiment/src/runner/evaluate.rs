@@ -119,7 +119,11 @@ impl EvalContext<'_> {
         info: &ModelInfo,
     ) -> Result<()> {
         let plan = &models.plans[i];
-        let probe = advrob_eval::probe(model, plan.net.classes(), self.test_split, models.device)?;
+        let mut probe =
+            advrob_eval::probe(model, plan.net.classes(), self.test_split, models.device)?;
+        if let Some(ai) = observe::quoted_attack(self.attacks.iter().map(|a| &a.info)) {
+            self.test_quoted(models, i, model, ai, &mut probe)?;
+        }
         let grid = match observe::grid_attack(self.attacks.iter().map(|a| &a.info)) {
             Some(ai) => {
                 let attack = self
@@ -151,6 +155,85 @@ impl EvalContext<'_> {
             grid,
         };
         observe::write(self.run, &plan.dir, &obs)
+    }
+
+    /// The quoted attack `ai` on model `i`, at every nonzero ε of its grid: against a stronger
+    /// setting of itself on the first test examples ([`advrob_eval::convergence`]) and on its
+    /// binarization test ([`advrob_eval::binarization`]), whose sample takes both sides of the
+    /// attack's result where the run's records hold it.
+    fn test_quoted(
+        &self,
+        models: &Models<'_>,
+        i: usize,
+        model: &Deployed,
+        ai: usize,
+        probe: &mut advrob_eval::Probe,
+    ) -> Result<()> {
+        let spec = &self.matrix.attacks[ai];
+        let name = &self.attacks[ai].name;
+        let build = |spec: &crate::AttackSpec| {
+            self.registry.attack(spec, &mut |name| {
+                Err(ExperimentError::invalid(
+                    "attack",
+                    format!("{name}: the quoted attack's checks do not run a transfer attack"),
+                ))
+            })
+        };
+        let quoted = build(spec)?;
+        let eps: Vec<f64> = grid(self.matrix, ai)
+            .iter()
+            .copied()
+            .filter(|&e| e > 0.0)
+            .collect();
+        let (device, seed) = (models.device, models.seed);
+        let n = self
+            .matrix
+            .eval
+            .convergence_examples
+            .min(self.test_split.len());
+        if n > 0 {
+            let stronger = build(&spec.stronger())?;
+            for &e in &eps {
+                probe.convergence.push(advrob_eval::convergence(
+                    model,
+                    (name, quoted.as_ref()),
+                    stronger.as_ref(),
+                    self.test_split,
+                    n,
+                    e,
+                    (self.matrix.eval.batch_size, seed),
+                    device,
+                )?);
+            }
+        }
+        let per_group = self.matrix.eval.binarization_samples;
+        if per_group > 0 {
+            let clean = advrob_eval::binarization::clean_correct(model, self.test_split, device)?;
+            let records = read_run(self.run)?.records;
+            for &e in &eps {
+                let robust = records
+                    .iter()
+                    .find(|r| {
+                        r.model_key == models.plans[i].key && &r.attack == name && r.eval.eps == e
+                    })
+                    .and_then(|r| r.eval.adversarial_correct_examples.as_ref())
+                    .map(|b| b.0.as_slice());
+                let samples = advrob_eval::binarization::choose(&clean, robust, per_group);
+                if let Some(b) = advrob_eval::binarization_test(
+                    model,
+                    quoted.as_ref(),
+                    name,
+                    self.test_split,
+                    &samples,
+                    e,
+                    seed,
+                    device,
+                )? {
+                    probe.binarization.push(b);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Counts model `i`'s records (of this run's share) as already there.
