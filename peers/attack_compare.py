@@ -195,17 +195,17 @@ def run_aa_component(name, model, x, y, eps, clean_ok, batch):
     return adv, time.perf_counter() - t0
 
 
-def run_aa_standard(model, x, y, eps, batch):
-    """fra31's AutoAttack(version='standard') on all of x, as its README runs it; returns the
-    adversarial examples, the wall time of the call and the robust accuracy after each stage, read
-    from AutoAttack's own log (it keeps no other record of them)."""
+def run_aa_standard(model, x, y, eps, batch, seed=0):
+    """fra31's AutoAttack(version='standard', seed=seed) on all of x, as its README runs it;
+    returns the adversarial examples, the wall time of the call and the robust accuracy after each
+    stage, read from AutoAttack's own log (it keeps no other record of them)."""
     import tempfile
 
-    seed_all(0)
+    seed_all(seed)
     with tempfile.TemporaryDirectory() as d:
         log_path = os.path.join(d, "autoattack.log")
         t0 = time.perf_counter()
-        aa = AUTOATTACK["AutoAttack"](model, norm="Linf", eps=eps, version="standard", seed=0, device="cpu",
+        aa = AUTOATTACK["AutoAttack"](model, norm="Linf", eps=eps, version="standard", seed=seed, device="cpu",
                                       verbose=True, log_path=log_path)
         adv, _ = aa.run_standard_evaluation(x.clone(), y.clone(), bs=batch, return_labels=True)
         wall = time.perf_counter() - t0
