@@ -6,7 +6,7 @@
 Writes OUT_DIR/weights.safetensors (linear weights [out, in], through advrob_layout.py) and prints
 the arguments that evaluate the same deployed model: `--weights … --arch … [--hidden …]
 [--quantize L] [--logit-scale S]` (the deployment from MODEL_DIR/deploy.json, as attack_compare.py
-loads it). Used by ensemble_vs_autoattack.sh and fab_vs_autoattack.sh.
+loads it). Used by ensemble_vs_autoattack.sh and vs_autoattack.sh.
 """
 
 import json
