@@ -578,7 +578,7 @@ pub fn converged(probe: Option<&Probe>) -> Check {
         name: NAME,
         passed: Some(worst.converged()),
         detail: format!(
-            "{} → {} on the first {} test examples at ε {}: {} of the {} robust newly broken ({}; allowed: {}); robust {} → {}",
+            "{} → {} on the first {} test examples at ε {}: {} of the {} robust newly broken ({} of the sample; allowed: {}); robust {} → {}",
             worst.attack,
             worst.stronger,
             worst.examples,
