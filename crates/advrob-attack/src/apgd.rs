@@ -263,6 +263,8 @@ impl Apgd {
     ) -> Result<()> {
         let c = &self.0;
         let (mut s, fooled) = self.begin(model, batch, eps, seed)?;
+        // one forward and backward pass per row at the start and at every step
+        best.charge(&s.rows, 2);
         // an example misclassified at its random start is done
         self.retire(&mut s, &fooled, best);
         let (n_first, n_min, n_decr) = (
@@ -278,6 +280,7 @@ impl Apgd {
             }
             let momentum = if i == 0 { 1.0 } else { 0.75 };
             let pred = self.step(model, &mut s, momentum, eps)?;
+            best.charge(&s.rows, 2);
             since_check += 1;
             if since_check == k {
                 self.checkpoint(&mut s, k);
@@ -521,13 +524,24 @@ impl Attack for Apgd {
         eps: f64,
         seed: u64,
     ) -> Result<Tensor<4>> {
+        Ok(self.perturb_costed(model, images, labels, eps, seed)?.0)
+    }
+
+    fn perturb_costed(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<4>,
+        labels: Tensor<1, Int>,
+        eps: f64,
+        seed: u64,
+    ) -> Result<(Tensor<4>, Option<Vec<u64>>)> {
         check_eps(eps)?;
         let c = &self.0;
         let x = images.without_autodiff();
-        if eps == 0.0 {
-            return Ok(x);
-        }
         let dims = x.dims();
+        if eps == 0.0 {
+            return Ok((x, Some(vec![0; dims[0]])));
+        }
         let device = x.device();
         let classes = model.logits(x.clone().slice(0..1)).dims()[1];
         let needed = match c.loss {
@@ -542,6 +556,8 @@ impl Attack for Apgd {
             });
         }
         let mut best = Best::new(host(x.clone())?, dims[0]);
+        // the pass that read the number of classes
+        best.charge(&[0], 1);
         let on_host = HostModel::new(model, &device);
         let ranks: Vec<Option<usize>> = match c.loss {
             ApgdLoss::TargetedDlr => (1..=c.target_classes.min(classes - 1)).map(Some).collect(),
@@ -551,11 +567,14 @@ impl Attack for Apgd {
             for restart in 0..c.restarts {
                 let rows = best.pending();
                 if rows.is_empty() {
-                    return Ok(best.tensor(dims, &device));
+                    return Ok((best.tensor(dims, &device), Some(best.costs())));
                 }
                 let xs = select_rows(x.clone(), &rows);
                 let ys = select_rows(labels.clone().without_autodiff(), &rows);
                 let ts = rank.map(|r| Self::targets_of_rank(model, &xs, r));
+                if ts.is_some() {
+                    best.charge(&rows, 1);
+                }
                 let seed = mix_seed(&[c.seed, seed, run as u64, restart as u64]);
                 let batch = Rows {
                     x: xs,
@@ -566,7 +585,7 @@ impl Attack for Apgd {
                 self.run(&on_host, batch, eps, seed, &mut best)?;
             }
         }
-        Ok(best.tensor(dims, &device))
+        Ok((best.tensor(dims, &device), Some(best.costs())))
     }
 }
 

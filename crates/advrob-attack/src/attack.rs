@@ -104,6 +104,26 @@ pub trait Attack {
             .collect()
     }
 
+    /// [`perturb_seeded`](Attack::perturb_seeded), and per example the model passes the attack
+    /// spent on it up to and including the pass that first found it misclassified within the
+    /// budget — or all it spent on it where it found nothing: a forward pass counts 1, a forward
+    /// and backward pass 2. The cost curves of a report are drawn from them. `None` from attacks
+    /// that do not count (the default).
+    ///
+    /// # Shapes
+    ///
+    /// As [`perturb_seeded`](Attack::perturb_seeded); the passes: one per example.
+    fn perturb_costed(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<4>,
+        labels: Tensor<1, Int>,
+        eps: f64,
+        seed: u64,
+    ) -> Result<(Tensor<4>, Option<Vec<u64>>)> {
+        Ok((self.perturb_seeded(model, images, labels, eps, seed)?, None))
+    }
+
     /// For a minimum-norm attack: per example the adversarial image of smallest perturbation it
     /// found and that perturbation's norm ε* (infinite where it found none; 0 for an example
     /// misclassified without attack). `None` for attacks with a fixed budget.

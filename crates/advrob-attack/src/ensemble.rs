@@ -33,6 +33,11 @@ pub struct Cascade {
     /// attack that no earlier component, at this ε or a smaller one, had broken. The others are
     /// skipped: attacking them could not change a number.
     pub attacked: Vec<usize>,
+    /// Per example, the model passes the components spent on it
+    /// ([`Attack::perturb_costed`]) — at this ε and every smaller one of the grid — up to the
+    /// pass that first broke it, or all of them where none did; `None` when a component does not
+    /// count its passes. The cascade's own clean and checking passes are not in it.
+    pub costs: Option<Vec<u64>>,
 }
 
 impl Ensemble {
@@ -162,6 +167,9 @@ pub fn cascade(
     let clean_pred = host_int(model.logits(x.clone()).argmax(1).flatten::<1>(0, 1))?;
     let mut current = host(x.clone())?;
     let mut broken_by: Vec<Option<usize>> = vec![None; b];
+    let mut spent = vec![0u64; b];
+    let mut success_at: Vec<Option<u64>> = vec![None; b];
+    let mut costed = true;
     let mut order: Vec<usize> = (0..eps.len()).collect();
     order.sort_by(|&i, &j| eps[i].total_cmp(&eps[j]));
     let mut out: Vec<Option<Cascade>> = vec![None; eps.len()];
@@ -179,23 +187,35 @@ pub fn cascade(
             }
             let xs = select_rows(x.clone(), &rows);
             let ys = select_rows(y.clone(), &rows);
-            let adv = attack
-                .perturb_seeded(model, xs, ys, eps[k], mix_seed(&[seed, a as u64]))?
-                .without_autodiff();
+            let (adv, costs) =
+                attack.perturb_costed(model, xs, ys, eps[k], mix_seed(&[seed, a as u64]))?;
+            let adv = adv.without_autodiff();
+            costed &= costs.is_some();
+            let costs = costs.unwrap_or_default();
             let pred = host_int(model.logits(adv.clone()).argmax(1).flatten::<1>(0, 1))?;
             let pixels = host(adv)?;
             for (j, &row) in rows.iter().enumerate() {
+                let cost = costs.get(j).copied().unwrap_or(0);
                 if pred[j] != y_host[row] {
                     broken_by[row] = Some(a);
+                    success_at[row] = Some(spent[row] + cost);
                     current[row * size..(row + 1) * size]
                         .copy_from_slice(&pixels[j * size..(j + 1) * size]);
                 }
+                spent[row] += cost;
             }
         }
         out[k] = Some(Cascade {
             images: Tensor::from_data(TensorData::new(current.clone(), dims), &device),
             broken_by: broken_by.clone(),
             attacked,
+            costs: costed.then(|| {
+                success_at
+                    .iter()
+                    .zip(&spent)
+                    .map(|(at, spent)| at.unwrap_or(*spent))
+                    .collect()
+            }),
         });
     }
     Ok(out.into_iter().flatten().collect())

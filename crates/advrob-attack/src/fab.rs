@@ -190,7 +190,8 @@ impl Fab {
 
     /// One run towards `targets` on the clean rows `x0` (labels `y`), from `x0` or a random point
     /// at distance ε/2: the closest misclassified point found and its distance per row
-    /// (`None` when none was found).
+    /// (`None` when none was found); per row, the passes (forward 1, forward and backward 2) up to
+    /// the first point found within `eps`; and the passes of the whole run, the same for every row.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -199,9 +200,9 @@ impl Fab {
         image: [usize; 3],
         y: &[i64],
         targets: &[i64],
-        random_start: Option<(f64, u64)>,
+        (eps, random_start): (f64, Option<(f64, u64)>),
         device: &burn::tensor::Device,
-    ) -> Result<Vec<Closest>> {
+    ) -> Result<(Vec<Closest>, Vec<Option<u64>>, u64)> {
         let c = &self.0;
         let n = y.len();
         let size: usize = image.iter().product();
@@ -233,9 +234,12 @@ impl Fab {
             (zt - zy).flatten::<1>(0, 1)
         };
         let mut best: Vec<Closest> = vec![None; n];
+        let mut within_at: Vec<Option<u64>> = vec![None; n];
+        let mut spent = 0u64;
         let (alpha_max, eta, beta) = (c.alpha_max as f32, c.eta as f32, c.beta as f32);
         for _ in 0..c.steps {
             let p = model.pass(&x1, dims, &diff, true)?;
+            spent += 2;
             let g = p.grad.ok_or(AttackError::NoGradient)?;
             // every iterate at its clean image with a zero gradient (a masked model): both
             // projections are zero, the step leaves the iterates where they are (up to the
@@ -263,6 +267,7 @@ impl Fab {
                     }
                 });
             let pred = model.pass(&x1, dims, &diff, false)?.pred;
+            spent += 1;
             for j in 0..n {
                 if pred[j] == y[j] {
                     continue;
@@ -277,12 +282,15 @@ impl Fab {
                 if best[j].as_ref().is_none_or(|(_, d)| dist < *d) {
                     best[j] = Some((x1[r.clone()].to_vec(), dist));
                 }
+                if f64::from(dist) <= eps && within_at[j].is_none() {
+                    within_at[j] = Some(spent);
+                }
                 for (x, (d, x0)) in x1[r.clone()].iter_mut().zip(delta.iter().zip(&x0[r])) {
                     *x = x0 + d * beta;
                 }
             }
         }
-        Ok(best)
+        Ok((best, within_at, spent))
     }
 }
 
@@ -318,6 +326,17 @@ impl Attack for Fab {
         eps: f64,
         seed: u64,
     ) -> Result<Tensor<4>> {
+        Ok(self.perturb_costed(model, images, labels, eps, seed)?.0)
+    }
+
+    fn perturb_costed(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<4>,
+        labels: Tensor<1, Int>,
+        eps: f64,
+        seed: u64,
+    ) -> Result<(Tensor<4>, Option<Vec<u64>>)> {
         check_eps(eps)?;
         let c = &self.0;
         let x_dev = images.without_autodiff();
@@ -341,8 +360,14 @@ impl Attack for Fab {
             .collect();
         let mut robust: Vec<bool> = (0..b).map(|j| ranked[j][0] == y[j]).collect();
         let mut out = x.clone();
+        // the clean forward pass, then every run's passes on the rows it attacked
+        let mut spent = vec![1u64; b];
+        let mut success_at: Vec<Option<u64>> = vec![None; b];
         if eps == 0.0 {
-            return Ok(Tensor::from_data(TensorData::new(out, dims), &device));
+            return Ok((
+                Tensor::from_data(TensorData::new(out, dims), &device),
+                Some(spent),
+            ));
         }
         // the k-th most likely class of each example, k = 1 (the second) up
         for k in 1..=c.targets.min(classes.saturating_sub(1)) {
@@ -360,18 +385,33 @@ impl Attack for Fab {
                 let tr: Vec<i64> = rows.iter().map(|&j| target[j]).collect();
                 let start = (restart > 0)
                     .then(|| (eps, mix_seed(&[c.seed, seed, k as u64, restart as u64])));
-                let found = self.run(&on_host, &x0, [ch, h, w], &yr, &tr, start, &device)?;
-                for (&j, f) in rows.iter().zip(found) {
+                let (found, within_at, run_spent) =
+                    self.run(&on_host, &x0, [ch, h, w], &yr, &tr, (eps, start), &device)?;
+                for ((&j, f), at) in rows.iter().zip(found).zip(within_at) {
                     if let Some((adv, dist)) = f
                         && f64::from(dist) <= eps
                     {
                         robust[j] = false;
                         out[j * size..(j + 1) * size].copy_from_slice(&adv);
                     }
+                    if let Some(at) = at
+                        && success_at[j].is_none()
+                    {
+                        success_at[j] = Some(spent[j] + at);
+                    }
+                    spent[j] += run_spent;
                 }
             }
         }
-        Ok(Tensor::from_data(TensorData::new(out, dims), &device))
+        let costs = success_at
+            .iter()
+            .zip(&spent)
+            .map(|(at, spent)| at.unwrap_or(*spent))
+            .collect();
+        Ok((
+            Tensor::from_data(TensorData::new(out, dims), &device),
+            Some(costs),
+        ))
     }
 }
 

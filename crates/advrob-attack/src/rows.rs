@@ -125,6 +125,10 @@ pub(crate) struct Best {
     pub loss: Vec<f32>,
     /// Per example, whether its image is misclassified.
     pub fooled: Vec<bool>,
+    /// Per example, the model passes charged to it so far ([`Best::charge`]).
+    spent: Vec<u64>,
+    /// Per example, the passes charged to it when its first misclassified image was offered.
+    success_at: Vec<Option<u64>>,
 }
 
 impl Best {
@@ -136,7 +140,27 @@ impl Best {
             images: clean,
             loss: vec![f32::NEG_INFINITY; examples],
             fooled: vec![false; examples],
+            spent: vec![0; examples],
+            success_at: vec![None; examples],
         }
+    }
+
+    /// Charges `units` model passes (forward 1, forward and backward 2) to each example of
+    /// `rows`.
+    pub fn charge(&mut self, rows: &[usize], units: u64) {
+        for &r in rows {
+            self.spent[r] += units;
+        }
+    }
+
+    /// Per example, the passes charged up to its first misclassified image, or all of them where
+    /// it has none ([`Attack::perturb_costed`](crate::Attack::perturb_costed)).
+    pub fn costs(&self) -> Vec<u64> {
+        self.success_at
+            .iter()
+            .zip(&self.spent)
+            .map(|(at, spent)| at.unwrap_or(*spent))
+            .collect()
     }
 
     /// The examples not fooled yet, in order.
@@ -153,6 +177,9 @@ impl Best {
         } else {
             !self.fooled[row] && loss > self.loss[row]
         };
+        if fooled && self.success_at[row].is_none() {
+            self.success_at[row] = Some(self.spent[row]);
+        }
         if better {
             self.images[row * self.size..(row + 1) * self.size].copy_from_slice(image);
             self.loss[row] = loss;

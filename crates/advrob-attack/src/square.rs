@@ -191,6 +191,8 @@ struct Example {
     margin: f32,
     first: Vec<f32>,
     rng: SplitMix64,
+    /// Forward passes of this run on the example so far (its start's included).
+    queries: u64,
 }
 
 /// How the queries are scored: the whole model, or its head after an updated first layer.
@@ -359,6 +361,7 @@ impl Square {
                 .map(|e| Window::draw(&mut e.rng, scorer.image, s))
                 .collect();
             let margins = scorer.queries(&examples, &windows, &active_labels, eps)?;
+            examples.iter_mut().for_each(|e| e.queries += 1);
             scorer.accept(&mut examples, &windows, &margins, eps);
             done.extend(examples.extract_if(.., |e| e.margin <= 0.0));
         }
@@ -400,6 +403,17 @@ impl Attack for Square {
         eps: f64,
         seed: u64,
     ) -> Result<Tensor<4>> {
+        Ok(self.perturb_costed(model, images, labels, eps, seed)?.0)
+    }
+
+    fn perturb_costed(
+        &self,
+        model: &dyn Classifier,
+        images: Tensor<4>,
+        labels: Tensor<1, Int>,
+        eps: f64,
+        seed: u64,
+    ) -> Result<(Tensor<4>, Option<Vec<u64>>)> {
         check_eps(eps)?;
         let x = images.without_autodiff();
         let [b, c, h, w] = x.dims();
@@ -426,6 +440,9 @@ impl Attack for Square {
         let mut result = clean.clone();
         let mut best_margin = vec![f32::INFINITY; b];
         let mut pending: Vec<usize> = (0..b).collect();
+        // per example, the forward passes so far and those up to its first success
+        let mut spent = vec![0u64; b];
+        let mut success_at: Vec<Option<u64>> = vec![None; b];
         for restart in 0..self.0.restarts {
             if pending.is_empty() || eps == 0.0 {
                 break;
@@ -459,11 +476,16 @@ impl Attack for Square {
                     margin,
                     first: outputs.next().unwrap_or_default(),
                     rng,
+                    queries: 1,
                 })
                 .collect();
             let finished = self.run(&scorer, examples, &labels, eps)?;
             pending.clear();
             for e in finished {
+                if e.margin <= 0.0 && success_at[e.row].is_none() {
+                    success_at[e.row] = Some(spent[e.row] + e.queries);
+                }
+                spent[e.row] += e.queries;
                 // success first, margin second
                 if e.margin < best_margin[e.row] {
                     best_margin[e.row] = e.margin;
@@ -475,9 +497,14 @@ impl Attack for Square {
             }
             pending.sort_unstable();
         }
-        Ok(Tensor::from_data(
-            TensorData::new(result, [b, c, h, w]),
-            &device,
+        let costs = success_at
+            .iter()
+            .zip(&spent)
+            .map(|(at, spent)| at.unwrap_or(*spent))
+            .collect();
+        Ok((
+            Tensor::from_data(TensorData::new(result, [b, c, h, w]), &device),
+            Some(costs),
         ))
     }
 }

@@ -11,7 +11,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::counting::Counting;
-use crate::record::{Bits, ComponentResult, EvalRecord, MinNorm, Passes};
+use crate::record::{Bits, ComponentResult, Costs, EvalRecord, MinNorm, Passes};
 use crate::{EvalError, Result};
 use crate::{host, host_int};
 
@@ -30,6 +30,11 @@ struct Acc {
     attacked: Vec<usize>,
     /// Minimum-norm attacks: ε* of every clean-correct example.
     min_norms: Option<Vec<f64>>,
+    /// Ensembles whose components count their passes: the cost of every broken example, and the
+    /// most spent on any example; `None` once a batch came without.
+    costs: Option<(Vec<u64>, u64)>,
+    /// Whether a batch has been added yet (the first one starts `costs`).
+    batches: usize,
 }
 
 /// Sums over examples of ‖a − x‖∞ and ‖a − x‖₂, each example `size` values, in one host pass
@@ -72,6 +77,8 @@ struct Attacked {
     attacked: Option<Vec<usize>>,
     /// Minimum-norm attacks: per example, ε*.
     min_norms: Option<Vec<f64>>,
+    /// Ensembles: per example, the passes up to its first break, or all of them.
+    costs: Option<Vec<u64>>,
 }
 
 /// The attack's images for one batch at every ε: a grid for a single attack, the cascade of an
@@ -93,6 +100,7 @@ fn attack_batch(
                 broken_by: Some(c.broken_by),
                 attacked: Some(c.attacked),
                 min_norms: None,
+                costs: c.costs,
             })
             .collect());
     }
@@ -105,6 +113,7 @@ fn attack_batch(
                 broken_by: None,
                 attacked: None,
                 min_norms: Some(norms.clone()),
+                costs: None,
             })
             .collect());
     }
@@ -116,6 +125,7 @@ fn attack_batch(
             broken_by: None,
             attacked: None,
             min_norms: None,
+            costs: None,
         })
         .collect())
 }
@@ -150,6 +160,22 @@ impl BatchView<'_> {
             acc.flipped += i64::from(*clean && *ok == 0);
             acc.per_example.push(robust);
         }
+        if acc.batches == 0 {
+            acc.costs = Some((Vec::new(), 0));
+        }
+        acc.batches += 1;
+        acc.costs = match (acc.costs.take(), &attacked.costs) {
+            (Some((mut broken, most)), Some(costs)) => {
+                for ((ok, clean), c) in adv_ok.iter().zip(self.clean_ok).zip(costs) {
+                    if *clean && *ok == 0 {
+                        broken.push(*c);
+                    }
+                }
+                let batch_most = costs.iter().copied().max().unwrap_or(0);
+                Some((broken, most.max(batch_most)))
+            }
+            _ => None,
+        };
         let (linf, l2) = perturbation_norms(&host(adv)?, self.x_host, self.size);
         acc.linf += linf;
         acc.l2 += l2;
@@ -341,6 +367,13 @@ fn record(attack: &dyn Attack, eps: f64, totals: &Totals, a: Acc) -> EvalRecord 
         components,
         min_norm,
         passes: Some(passes),
+        costs: a.costs.map(|(mut first_success, most)| {
+            first_success.sort_unstable();
+            Costs {
+                first_success,
+                most,
+            }
+        }),
     }
 }
 
@@ -516,6 +549,83 @@ mod tests {
             // ε = 0.4: 0.45 carried over; the first runs on 0.2 and 0.8 and breaks 0.2 (0.6)
             assert_eq!(counts(&recs[2]), vec![(Some(2), 2), (Some(1), 0)]);
             assert_eq!(recs[2].adversarial_correct, 1);
+        });
+    }
+
+    /// [`Brighten`], saying it spent `0` passes on every example.
+    struct CostedBrighten(u64);
+    impl Attack for CostedBrighten {
+        fn name(&self) -> String {
+            "costed-brighten".into()
+        }
+        fn info(&self) -> advrob_attack::AttackInfo {
+            Brighten.info()
+        }
+        fn perturb_seeded(
+            &self,
+            model: &dyn Classifier,
+            images: Tensor<4>,
+            labels: Tensor<1, Int>,
+            eps: f64,
+            seed: u64,
+        ) -> advrob_attack::Result<Tensor<4>> {
+            Brighten.perturb_seeded(model, images, labels, eps, seed)
+        }
+        fn perturb_costed(
+            &self,
+            model: &dyn Classifier,
+            images: Tensor<4>,
+            labels: Tensor<1, Int>,
+            eps: f64,
+            seed: u64,
+        ) -> advrob_attack::Result<(Tensor<4>, Option<Vec<u64>>)> {
+            let b = images.dims()[0];
+            let adv = self.perturb_seeded(model, images, labels, eps, seed)?;
+            Ok((adv, Some(vec![self.0; b])))
+        }
+    }
+
+    /// An ensemble's record keeps what each break cost: the cost curve starts at the clean
+    /// accuracy, ends at the robust accuracy, and steps where the components broke examples.
+    #[test]
+    fn an_ensemble_record_keeps_the_cost_of_every_break() {
+        on_test_backends(|device| {
+            let parts: Vec<Box<dyn Attack>> =
+                vec![Box::new(CostedBrighten(3)), Box::new(CostedBrighten(5))];
+            let ensemble = advrob_attack::Ensemble::new("costed", parts).expect("ensemble");
+            let recs = on_split(&ensemble, &[0.1, 0.4], 3, 0, device).expect("evaluate");
+            // ε = 0.1: the first component breaks 0.45 after its 3 passes; the others had 3 + 5
+            let c = recs[0].costs.as_ref().expect("costs");
+            assert_eq!(c.first_success, vec![3]);
+            assert_eq!(c.most, 8);
+            // ε = 0.4: 0.2 broken by the first component after the 8 of ε 0.1 (11), 0.45 carried
+            // over at 3; 0.8 stays robust after 16
+            let c = recs[1].costs.as_ref().expect("costs");
+            assert_eq!(c.first_success, vec![3, 11]);
+            assert_eq!(c.most, 16);
+            let r = &recs[1];
+            assert_eq!(
+                c.robust_at(0, r.clean_correct, r.examples),
+                r.clean_accuracy
+            );
+            assert_eq!(c.robust_at(3, r.clean_correct, r.examples), 0.5);
+            assert_eq!(
+                c.robust_at(c.most, r.clean_correct, r.examples),
+                r.adversarial_accuracy
+            );
+            // an ensemble of components that do not count, and a single attack: no costs
+            let plain: Vec<Box<dyn Attack>> = vec![Box::new(Brighten)];
+            let plain = advrob_attack::Ensemble::new("plain", plain).expect("ensemble");
+            assert!(
+                on_split(&plain, &[0.1], 3, 0, device).expect("evaluate")[0]
+                    .costs
+                    .is_none()
+            );
+            assert!(
+                on_split(&Brighten, &[0.1], 3, 0, device).expect("evaluate")[0]
+                    .costs
+                    .is_none()
+            );
         });
     }
 

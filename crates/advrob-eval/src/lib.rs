@@ -13,7 +13,7 @@ pub use binarization::{Binarization, binarization_test};
 pub use convergence::{Convergence, convergence};
 pub use evaluate::{EvalRequest, evaluate};
 pub use probes::{Probe, probe};
-pub use record::{Bits, ComponentResult, EvalRecord, MinNorm, Passes};
+pub use record::{Bits, ComponentResult, Costs, EvalRecord, MinNorm, Passes};
 
 use advrob_attack::AttackError;
 pub(crate) use advrob_model::backend::{host_f32 as host, host_i64 as host_int};

@@ -67,6 +67,34 @@ pub struct EvalRecord {
     /// and inference), the same in every record of one grid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passes: Option<Passes>,
+    /// What an ensemble's breaks cost ([`Costs`]): `None` for a single attack, for an ensemble
+    /// whose components do not count their passes, and in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub costs: Option<Costs>,
+}
+
+/// The attack effort behind an ensemble's figure, per example: what a cost curve (robust accuracy
+/// against the model passes spent per example) is drawn from. A pass is counted per example:
+/// forward 1, forward and backward 2, the components' own passes only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Costs {
+    /// For every example counted broken (correct before the attack, wrong after), the passes
+    /// spent on it up to and including the one that first broke it (at this ε or a smaller one
+    /// of the grid), ascending. Robust accuracy at an effort of B passes per example is
+    /// `(clean_correct − #{c ≤ B}) / examples`.
+    pub first_success: Vec<u64>,
+    /// The most passes spent on any one example (the effort behind the figure: every example
+    /// still robust had up to this many).
+    pub most: u64,
+}
+
+impl Costs {
+    /// Robust accuracy had every example been given at most `budget` passes, from a record's
+    /// `clean_correct` and `examples`.
+    pub fn robust_at(&self, budget: u64, clean_correct: usize, examples: usize) -> f64 {
+        let broken = self.first_success.partition_point(|&c| c <= budget);
+        (clean_correct.saturating_sub(broken)) as f64 / examples.max(1) as f64
+    }
 }
 
 /// One component of an ensemble in a record.

@@ -53,6 +53,65 @@ pub struct Card {
     pub gradient_passes: u64,
     /// The attacks run.
     pub attacks: Vec<String>,
+    /// Per ensemble record that kept its costs: what more effort bought ([`Effort`]).
+    pub effort: Vec<Effort>,
+}
+
+/// An ensemble's figure against the effort behind it (from the record's costs, means over seeds):
+/// robust accuracy had every example been given 1% and 10% of the passes the attack spent at most
+/// on one example, and with all of them (the figure). Close values mean the curve had gone flat
+/// long before the attack stopped.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Effort {
+    /// The ensemble.
+    pub attack: String,
+    /// ε as written in tables.
+    pub eps: String,
+    /// The most passes spent on one example (the largest over seeds).
+    pub most_passes: u64,
+    /// Robust accuracy at 1% of those passes.
+    pub at_1_percent: f64,
+    /// At 10%.
+    pub at_10_percent: f64,
+    /// With all of them: the ensemble's robust accuracy.
+    pub at_all: f64,
+}
+
+/// The [`Effort`] of every ensemble record of `rs` that kept its costs, per (attack, ε).
+fn efforts(rs: &[&Record]) -> Vec<Effort> {
+    let mut by: BTreeMap<(String, u64), Vec<&Record>> = BTreeMap::new();
+    for r in rs.iter().filter(|r| r.eval.costs.is_some()) {
+        by.entry((r.attack.clone(), r.eval.eps.to_bits()))
+            .or_default()
+            .push(r);
+    }
+    by.into_iter()
+        .map(|((attack, eps), rs)| {
+            let at = |share: f64| {
+                mean(
+                    &rs.iter()
+                        .filter_map(|r| {
+                            let c = r.eval.costs.as_ref()?;
+                            let budget = (c.most as f64 * share).floor() as u64;
+                            Some(c.robust_at(budget, r.eval.clean_correct, r.eval.examples))
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            };
+            Effort {
+                attack,
+                eps: format_eps(f64::from_bits(eps)),
+                most_passes: rs
+                    .iter()
+                    .filter_map(|r| r.eval.costs.as_ref().map(|c| c.most))
+                    .max()
+                    .unwrap_or(0),
+                at_1_percent: at(0.01),
+                at_10_percent: at(0.1),
+                at_all: at(1.0),
+            }
+        })
+        .collect()
 }
 
 /// The card of every (model, backend) of `records`.
@@ -151,6 +210,7 @@ fn card(
         forward_passes: forward,
         gradient_passes: gradient,
         attacks: attacks.into_iter().collect(),
+        effort: efforts(rs),
         model,
         backend,
     }
@@ -181,14 +241,14 @@ pub fn markdown(cards: &[Card]) -> String {
         .collect();
     grid.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut out = String::from(
-        "# Model cards\n\nPer model: clean accuracy; robust accuracy under the ensemble (each attack on what the earlier ones left robust); the best known robust accuracy (the per-example worst case over every attack of the run); the median smallest L∞ perturbation that flips a clean-correct example (FMN); and whether the masking verdict makes these figures unreliable. The JSON cards beside this file hold the same and the evaluation's cost.\n\n| model | defense | backend | clean |",
+        "# Model cards\n\nPer model: clean accuracy; robust accuracy under the ensemble (each attack on what the earlier ones left robust); the best known robust accuracy (the per-example worst case over every attack of the run); the median smallest L∞ perturbation that flips a clean-correct example (FMN); whether the masking verdict makes these figures unreliable; and the ensemble's robust accuracy had every example been given 1% and 10% of the most passes it spent on one (close to the figure: the attack had long converged; `cost_curves.png` draws the whole curve). The JSON cards beside this file hold the same and the evaluation's cost.\n\n| model | defense | backend | clean |",
     );
     for (_, e) in &grid {
         out.push_str(&format!(" ensemble ε={e} | best known ε={e} |"));
     }
-    out.push_str(" median ε* | reliable |\n|---|---|---|---:|");
+    out.push_str(" median ε* | reliable | ensemble effort |\n|---|---|---|---:|");
     out.push_str(&"---:|---:|".repeat(grid.len()));
-    out.push_str("---:|---|\n");
+    out.push_str("---:|---|---|\n");
     let mut ordered: Vec<&Card> = cards.iter().collect();
     ordered.sort_by_key(|c| (c.defense != "none", c.model.clone(), c.backend.clone()));
     for c in ordered {
@@ -222,7 +282,27 @@ pub fn markdown(cards: &[Card]) -> String {
         } else {
             format!("no failure ({} checks not run)", c.not_run.len())
         };
-        out.push_str(&format!(" {median} | {reliable} |\n"));
+        let effort = c
+            .effort
+            .iter()
+            .map(|e| {
+                format!(
+                    "ε {}: {} / {} / {} at 1% / 10% / all of {} passes",
+                    e.eps,
+                    pct(e.at_1_percent),
+                    pct(e.at_10_percent),
+                    pct(e.at_all),
+                    e.most_passes
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let effort = if effort.is_empty() {
+            "–".to_string()
+        } else {
+            effort
+        };
+        out.push_str(&format!(" {median} | {reliable} | {effort} |\n"));
     }
     out
 }
@@ -274,5 +354,51 @@ mod tests {
             "{md}"
         );
         assert_eq!(parse_eps("10/255"), 10.0 / 255.0);
+        // no ensemble here kept costs
+        assert!(c.effort.is_empty());
+    }
+
+    /// An ensemble whose record kept its costs: the card says what 1% and 10% of the effort
+    /// would have left, and the report draws the curve.
+    #[test]
+    fn the_effort_behind_an_ensemble_figure_is_on_its_card_and_drawn() {
+        // 90 clean-correct of 100, 40 robust: 50 breaks, 40 of them within 5 passes, 9 at 50,
+        // the last at 900 of the 1000 spent at most
+        let mut ens = rec("m", 1, 0.1, 0.9, 0.4);
+        set_attack(&mut ens, "ensemble");
+        let mut first_success = vec![5u64; 40];
+        first_success.extend([50u64; 9]);
+        first_success.push(900);
+        ens.eval.costs = Some(advrob_eval::Costs {
+            first_success,
+            most: 1000,
+        });
+        let records = vec![ens];
+        let worst = crate::stats::worst_case(&records);
+        let c = &cards(&records, &worst, &[])[0];
+        let e = &c.effort[0];
+        assert_eq!((e.eps.as_str(), e.most_passes), ("0.1", 1000));
+        // 1% = 10 passes: the 40 cheap breaks; 10% = 100: 49; all: 50
+        assert!((e.at_1_percent - 0.5).abs() < 1e-12, "{e:?}");
+        assert!((e.at_10_percent - 0.41).abs() < 1e-12, "{e:?}");
+        assert!((e.at_all - 0.4).abs() < 1e-12, "{e:?}");
+        assert!(
+            markdown(&cards(&records, &worst, &[]))
+                .contains("ε 0.1: 50.00% / 41.00% / 40.00% at 1% / 10% / all of 1000 passes"),
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let drawn = crate::figures::cost_figure(&records, &[], dir.path()).expect("figure");
+        assert!(drawn.iter().all(|p| p.is_file()), "{drawn:?}");
+        assert_eq!(drawn.len(), 2);
+        let stairs = crate::figures::cost_staircase(&records[0]).expect("costs");
+        assert_eq!(stairs.first(), Some(&(1.0, 0.9)));
+        assert_eq!(stairs.last(), Some(&(1000.0, 0.4)));
+        // without costs: nothing drawn
+        let plain = vec![rec("m", 1, 0.1, 0.9, 0.4)];
+        assert!(
+            crate::figures::cost_figure(&plain, &[], dir.path())
+                .expect("none")
+                .is_empty()
+        );
     }
 }

@@ -102,6 +102,89 @@ pub(crate) fn curve_figures(
     Ok(figures)
 }
 
+/// The staircase of robust accuracy against the passes spent per example, from a record's costs:
+/// the clean accuracy at 1 pass, a step down at every cost at which an example first broke, flat
+/// to the most any example had.
+pub(crate) fn cost_staircase(r: &Record) -> Option<Vec<(f64, f64)>> {
+    let c = r.eval.costs.as_ref()?;
+    let at = |b: u64| c.robust_at(b, r.eval.clean_correct, r.eval.examples);
+    let mut pts = vec![(1.0, at(0))];
+    let mut distinct: Vec<u64> = c.first_success.clone();
+    distinct.dedup();
+    for cost in distinct {
+        let x = cost.max(1) as f64;
+        let before = pts.last().map_or(at(0), |p| p.1);
+        pts.push((x, before));
+        pts.push((x, at(cost)));
+    }
+    let end = c
+        .most
+        .max(c.first_success.last().copied().unwrap_or(1))
+        .max(1);
+    pts.push((end as f64, at(end)));
+    Some(pts)
+}
+
+/// `cost_curves.{png,svg}`: per (dataset, backend, attack, ε) of the records that kept their
+/// costs (an ensemble's), each model's robust accuracy against the passes spent per example —
+/// where the curve has gone flat, more of the same attack would not lower the figure. Models the
+/// verdict does not trust are labelled so; nothing is drawn when no record kept costs.
+pub(crate) fn cost_figure(
+    records: &[Record],
+    verdicts: &[verdict::Verdict],
+    reports: &Path,
+) -> Result<Vec<PathBuf>> {
+    let seeds: BTreeMap<&str, std::collections::BTreeSet<u64>> =
+        records.iter().fold(BTreeMap::new(), |mut m, r| {
+            m.entry(r.model.as_str()).or_default().insert(r.seed);
+            m
+        });
+    // per (dataset, backend, attack, ε bits): each model's staircase
+    type Staircases = Vec<(String, Vec<(f64, f64)>)>;
+    let mut panels: BTreeMap<(String, String, String, u64), Staircases> = BTreeMap::new();
+    for r in records {
+        let Some(pts) = cost_staircase(r) else {
+            continue;
+        };
+        let untrusted = verdicts
+            .iter()
+            .any(|v| v.model == r.model && v.backend == r.backend && v.unreliable());
+        let mut label = r.model.clone();
+        if seeds.get(r.model.as_str()).is_some_and(|s| s.len() > 1) {
+            label.push_str(&format!(" s{}", r.seed));
+        }
+        if untrusted {
+            label.push_str(" (robustness not established)");
+        }
+        panels
+            .entry((
+                r.dataset.clone(),
+                r.backend.clone(),
+                r.attack.clone(),
+                r.eval.eps.to_bits(),
+            ))
+            .or_default()
+            .push((label, pts));
+    }
+    if panels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let panels: Vec<plots::CostPanel> = panels
+        .into_iter()
+        .map(|((dataset, backend, attack, eps), mut curves)| {
+            curves.sort_by(|a, b| a.0.cmp(&b.0));
+            plots::CostPanel {
+                title: format!(
+                    "{attack} at ε {} — {backend}, {dataset}",
+                    crate::tables::format_eps(f64::from_bits(eps))
+                ),
+                curves,
+            }
+        })
+        .collect();
+    plots::cost_curves(&panels, &reports.join("cost_curves"))
+}
+
 /// `examples_<model>.png` for every model of the first record's dataset, from the images the runs
 /// observed.
 pub(crate) fn example_figures(

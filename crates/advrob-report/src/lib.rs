@@ -155,6 +155,7 @@ pub fn report_with(runs: &[PathBuf], reports: &Path, registry: &Registry) -> Res
         &verdicts,
         reports,
     )?);
+    figures.extend(figures::cost_figure(&records, &verdicts, reports)?);
     // the cross-backend agreement `bench-runner agree` (or reproduce) kept in the runs
     let rows = runs
         .iter()

@@ -368,6 +368,91 @@ pub fn curves(panels: &[Panel], y_label: &str, stem: &Path) -> crate::Result<Vec
     Ok(vec![png, svg])
 }
 
+/// A panel of cost curves: one (dataset, backend, attack, ε) and, per model, robust accuracy
+/// against the passes spent per example, as a staircase of points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostPanel {
+    /// The panel's title.
+    pub title: String,
+    /// One curve per model: its name and (passes, robust accuracy) points.
+    pub curves: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+fn draw_cost_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &CostPanel,
+) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let (width, _) = area.dim_in_pixel();
+    let (area, legend_area) = area.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
+    let x_max = panel
+        .curves
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .fold(10.0f64, f64::max);
+    let mut chart = ChartBuilder::on(&area)
+        .caption(&panel.title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1.0..x_max * 1.1).log_scale(), 0.0..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("model passes spent per example (forward 1, forward + backward 2; log scale)")
+        .y_desc("robust accuracy")
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()?;
+    for (i, (_, pts)) in panel.curves.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        chart.draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))?;
+        if let Some(&last) = pts.last() {
+            chart.draw_series(std::iter::once(Circle::new(last, 4, colour.filled())))?;
+        }
+    }
+    let font = ("sans-serif", 15).into_font();
+    for (i, (model, _)) in panel.curves.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let y = 60 + 22 * i as i32;
+        legend_area.draw(&PathElement::new(
+            vec![(8, y), (30, y)],
+            colour.stroke_width(3),
+        ))?;
+        legend_area.draw(&Text::new(model.clone(), (38, y - 8), font.clone()))?;
+    }
+    Ok(())
+}
+
+/// Draws cost-curve `panels` into `<stem>.png` and `<stem>.svg`; returns both paths.
+pub fn cost_curves(panels: &[CostPanel], stem: &Path) -> crate::Result<Vec<PathBuf>> {
+    fonts();
+    let size = figure_size(panels.len());
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    fn draw<DB: DrawingBackend>(
+        root: DrawingArea<DB, Shift>,
+        panels: &[CostPanel],
+    ) -> DrawResult<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE)?;
+        let cols = panels.len().clamp(1, 2);
+        let rows = panels.len().div_ceil(cols).max(1);
+        for (area, panel) in root.split_evenly((rows, cols)).iter().zip(panels) {
+            draw_cost_panel(area, panel)?;
+        }
+        root.present()?;
+        Ok(())
+    }
+    let err = |e: Box<dyn std::error::Error>| crate::ReportError::figure(stem, e);
+    draw(BitMapBackend::new(&png, size).into_drawing_area(), panels).map_err(err)?;
+    draw(SVGBackend::new(&svg, size).into_drawing_area(), panels).map_err(err)?;
+    Ok(vec![png, svg])
+}
+
 /// Per stage of a run, its name and (epoch, loss, accuracy) per epoch.
 type Stages = Vec<(String, Vec<(f64, f64, f64)>)>;
 

@@ -90,6 +90,7 @@ pub(crate) fn rec(model: &str, seed: u64, eps: f64, clean: f64, adv: f64) -> Rec
             adversarial_correct_examples: None,
             components: None,
             min_norm: None,
+            costs: None,
             passes: None,
         },
         versions: Versions::current(),

@@ -957,16 +957,17 @@ name = "quoted"
 
 /// The binarization test runs on the attack a run quotes (its ensemble) and flags the weak one:
 /// FGSM alone cannot move through a quantised input and fails its unit test, which makes the
-/// verdict "robustness not established (attack failed its unit test)"; with Square beside it the
-/// ensemble solves the test's binary classifiers. Both get the convergence run.
+/// verdict "robustness not established (attack failed its unit test)"; the AutoAttack-like
+/// ensemble (APGD and Square) solves the test's binary classifiers. Both get the convergence run;
+/// the second, whose attacks count their passes, its cost curve.
 #[test]
 fn the_quoted_attack_is_unit_tested_and_a_weak_one_is_flagged() {
     let tmp = tempfile::tempdir().expect("temp");
     synthetic::write_dataset(&tmp.path().join("ds"), 400, 100, 9).expect("dataset");
     let weak = "[[attacks.attacks]]\nkind = \"fgsm\"\n";
-    let strong = format!("{weak}[[attacks.attacks]]\nkind = \"square\"\n");
-    for (name, ensemble) in [("weak", weak.to_string()), ("strong", strong)] {
-        std::fs::write(tmp.path().join(format!("{name}.toml")), quoted(&ensemble)).expect("toml");
+    let strong = "[[attacks.attacks]]\nkind = \"apgd\"\nsteps = 10\n[[attacks.attacks]]\nkind = \"square\"\n";
+    for (name, ensemble) in [("weak", weak), ("strong", strong)] {
+        std::fs::write(tmp.path().join(format!("{name}.toml")), quoted(ensemble)).expect("toml");
         let o = bench_runner(
             &[
                 "run",
@@ -1005,5 +1006,19 @@ fn the_quoted_attack_is_unit_tested_and_a_weak_one_is_flagged() {
                 "{verdict}"
             );
         }
+        // APGD and Square count their passes: the cost curve and the card's effort; FGSM does
+        // not, and nothing is drawn for it
+        let drawn = tmp
+            .path()
+            .join(format!("{name}-rep/cost_curves.png"))
+            .is_file();
+        let cards = std::fs::read_to_string(tmp.path().join(format!("{name}-rep/cards.md")))
+            .expect("cards");
+        let effort = cards.contains("at 1% / 10% / all of");
+        assert_eq!(
+            (drawn, effort),
+            (name == "strong", name == "strong"),
+            "{cards}"
+        );
     }
 }
