@@ -13,7 +13,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use crate::Attack;
 use crate::error::{AttackError, Result, check_eps};
 use crate::info::{Access, AttackInfo, Family};
-use crate::rows::{host, host_int, mix_seed, select_rows};
+use crate::rows::{Ledger, host, host_int, mix_seed, select_rows};
 
 /// Attacks run in turn on what is still robust. Built from its components with [`Ensemble::new`].
 pub struct Ensemble {
@@ -167,8 +167,7 @@ pub fn cascade(
     let clean_pred = host_int(model.logits(x.clone()).argmax(1).flatten::<1>(0, 1))?;
     let mut current = host(x.clone())?;
     let mut broken_by: Vec<Option<usize>> = vec![None; b];
-    let mut spent = vec![0u64; b];
-    let mut success_at: Vec<Option<u64>> = vec![None; b];
+    let mut ledger = Ledger::new(b);
     let mut costed = true;
     let mut order: Vec<usize> = (0..eps.len()).collect();
     order.sort_by(|&i, &j| eps[i].total_cmp(&eps[j]));
@@ -198,24 +197,18 @@ pub fn cascade(
                 let cost = costs.get(j).copied().unwrap_or(0);
                 if pred[j] != y_host[row] {
                     broken_by[row] = Some(a);
-                    success_at[row] = Some(spent[row] + cost);
+                    ledger.succeed(row, cost);
                     current[row * size..(row + 1) * size]
                         .copy_from_slice(&pixels[j * size..(j + 1) * size]);
                 }
-                spent[row] += cost;
+                ledger.charge(row, cost);
             }
         }
         out[k] = Some(Cascade {
             images: Tensor::from_data(TensorData::new(current.clone(), dims), &device),
             broken_by: broken_by.clone(),
             attacked,
-            costs: costed.then(|| {
-                success_at
-                    .iter()
-                    .zip(&spent)
-                    .map(|(at, spent)| at.unwrap_or(*spent))
-                    .collect()
-            }),
+            costs: costed.then(|| ledger.costs()),
         });
     }
     Ok(out.into_iter().flatten().collect())

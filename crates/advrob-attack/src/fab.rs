@@ -24,7 +24,7 @@ use crate::attack::{Attack, AttackConfig};
 use crate::error::{AttackError, Result, check_eps};
 use crate::grad::{AttackLoss, HostModel};
 use crate::info::{AttackInfo, Family, Norm};
-use crate::rows::{host, host_int, mix_seed};
+use crate::rows::{Ledger, host, host_int, mix_seed};
 
 /// The settings of [`Fab`]; the defaults are AutoAttack's FAB-T in its standard version.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -361,12 +361,12 @@ impl Attack for Fab {
         let mut robust: Vec<bool> = (0..b).map(|j| ranked[j][0] == y[j]).collect();
         let mut out = x.clone();
         // the clean forward pass, then every run's passes on the rows it attacked
-        let mut spent = vec![1u64; b];
-        let mut success_at: Vec<Option<u64>> = vec![None; b];
+        let mut ledger = Ledger::new(b);
+        (0..b).for_each(|j| ledger.charge(j, 1));
         if eps == 0.0 {
             return Ok((
                 Tensor::from_data(TensorData::new(out, dims), &device),
-                Some(spent),
+                Some(ledger.costs()),
             ));
         }
         // the k-th most likely class of each example, k = 1 (the second) up
@@ -394,23 +394,16 @@ impl Attack for Fab {
                         robust[j] = false;
                         out[j * size..(j + 1) * size].copy_from_slice(&adv);
                     }
-                    if let Some(at) = at
-                        && success_at[j].is_none()
-                    {
-                        success_at[j] = Some(spent[j] + at);
+                    if let Some(at) = at {
+                        ledger.succeed(j, at);
                     }
-                    spent[j] += run_spent;
+                    ledger.charge(j, run_spent);
                 }
             }
         }
-        let costs = success_at
-            .iter()
-            .zip(&spent)
-            .map(|(at, spent)| at.unwrap_or(*spent))
-            .collect();
         Ok((
             Tensor::from_data(TensorData::new(out, dims), &device),
-            Some(costs),
+            Some(ledger.costs()),
         ))
     }
 }

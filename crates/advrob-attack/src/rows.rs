@@ -112,6 +112,47 @@ pub(crate) fn sign(g: f32) -> f32 {
     }
 }
 
+/// Per example of a batch, the model passes an attack spent on it (forward 1, forward and
+/// backward 2) and those up to its first success: what
+/// [`Attack::perturb_costed`](crate::Attack::perturb_costed) returns.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ledger {
+    spent: Vec<u64>,
+    success_at: Vec<Option<u64>>,
+}
+
+impl Ledger {
+    /// Nothing spent on `examples` examples yet.
+    pub fn new(examples: usize) -> Self {
+        Self {
+            spent: vec![0; examples],
+            success_at: vec![None; examples],
+        }
+    }
+
+    /// Charges `units` passes to example `row`.
+    pub fn charge(&mut self, row: usize, units: u64) {
+        self.spent[row] += units;
+    }
+
+    /// Example `row` succeeded `within` passes after those charged so far (kept only the first
+    /// time).
+    pub fn succeed(&mut self, row: usize, within: u64) {
+        if self.success_at[row].is_none() {
+            self.success_at[row] = Some(self.spent[row] + within);
+        }
+    }
+
+    /// Per example, the passes up to its first success, or all of them where it has none.
+    pub fn costs(&self) -> Vec<u64> {
+        self.success_at
+            .iter()
+            .zip(&self.spent)
+            .map(|(at, spent)| at.unwrap_or(*spent))
+            .collect()
+    }
+}
+
 /// The best result so far of every example of a batch, on the host: an image that is
 /// misclassified if one was found, else the one of highest loss. Runs offer their results; a
 /// misclassified image is kept over any unsuccessful one, and among unsuccessful ones the higher
@@ -125,10 +166,9 @@ pub(crate) struct Best {
     pub loss: Vec<f32>,
     /// Per example, whether its image is misclassified.
     pub fooled: Vec<bool>,
-    /// Per example, the model passes charged to it so far ([`Best::charge`]).
-    spent: Vec<u64>,
-    /// Per example, the passes charged to it when its first misclassified image was offered.
-    success_at: Vec<Option<u64>>,
+    /// Per example, the model passes charged to it ([`Best::charge`]) and those up to its first
+    /// misclassified image.
+    ledger: Ledger,
 }
 
 impl Best {
@@ -140,8 +180,7 @@ impl Best {
             images: clean,
             loss: vec![f32::NEG_INFINITY; examples],
             fooled: vec![false; examples],
-            spent: vec![0; examples],
-            success_at: vec![None; examples],
+            ledger: Ledger::new(examples),
         }
     }
 
@@ -149,18 +188,14 @@ impl Best {
     /// `rows`.
     pub fn charge(&mut self, rows: &[usize], units: u64) {
         for &r in rows {
-            self.spent[r] += units;
+            self.ledger.charge(r, units);
         }
     }
 
     /// Per example, the passes charged up to its first misclassified image, or all of them where
     /// it has none ([`Attack::perturb_costed`](crate::Attack::perturb_costed)).
     pub fn costs(&self) -> Vec<u64> {
-        self.success_at
-            .iter()
-            .zip(&self.spent)
-            .map(|(at, spent)| at.unwrap_or(*spent))
-            .collect()
+        self.ledger.costs()
     }
 
     /// The examples not fooled yet, in order.
@@ -177,8 +212,8 @@ impl Best {
         } else {
             !self.fooled[row] && loss > self.loss[row]
         };
-        if fooled && self.success_at[row].is_none() {
-            self.success_at[row] = Some(self.spent[row]);
+        if fooled {
+            self.ledger.succeed(row, 0);
         }
         if better {
             self.images[row * self.size..(row + 1) * self.size].copy_from_slice(image);

@@ -19,7 +19,7 @@ use crate::attack::{Attack, AttackConfig};
 use crate::error::{AttackError, Result, check_eps};
 use crate::grad::{AttackLoss, per_example_loss};
 use crate::info::{Access, AttackInfo, Family, Norm};
-use crate::rows::{host, host_int, mix_seed};
+use crate::rows::{Ledger, host, host_int, mix_seed};
 
 /// The settings of [`Square`]; the defaults are AutoAttack's (5000 queries, p = 0.8, one restart,
 /// the schedule not rescaled).
@@ -441,8 +441,7 @@ impl Attack for Square {
         let mut best_margin = vec![f32::INFINITY; b];
         let mut pending: Vec<usize> = (0..b).collect();
         // per example, the forward passes so far and those up to its first success
-        let mut spent = vec![0u64; b];
-        let mut success_at: Vec<Option<u64>> = vec![None; b];
+        let mut ledger = Ledger::new(b);
         for restart in 0..self.0.restarts {
             if pending.is_empty() || eps == 0.0 {
                 break;
@@ -482,10 +481,10 @@ impl Attack for Square {
             let finished = self.run(&scorer, examples, &labels, eps)?;
             pending.clear();
             for e in finished {
-                if e.margin <= 0.0 && success_at[e.row].is_none() {
-                    success_at[e.row] = Some(spent[e.row] + e.queries);
+                if e.margin <= 0.0 {
+                    ledger.succeed(e.row, e.queries);
                 }
-                spent[e.row] += e.queries;
+                ledger.charge(e.row, e.queries);
                 // success first, margin second
                 if e.margin < best_margin[e.row] {
                     best_margin[e.row] = e.margin;
@@ -497,14 +496,9 @@ impl Attack for Square {
             }
             pending.sort_unstable();
         }
-        let costs = success_at
-            .iter()
-            .zip(&spent)
-            .map(|(at, spent)| at.unwrap_or(*spent))
-            .collect();
         Ok((
             Tensor::from_data(TensorData::new(result, [b, c, h, w]), &device),
-            Some(costs),
+            Some(ledger.costs()),
         ))
     }
 }
