@@ -297,15 +297,7 @@ where
 {
     let font = ("sans-serif", 15).into_font();
     let (top, step) = (60i32, 22i32);
-    for (i, (model, _)) in panel.curves.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let y = top + step * i as i32;
-        area.draw(&PathElement::new(
-            vec![(8, y), (30, y)],
-            colour.stroke_width(3),
-        ))?;
-        area.draw(&Text::new(model.clone(), (38, y - 8), font.clone()))?;
-    }
+    draw_names(area, panel.curves.iter().map(|(m, _)| m.as_str()))?;
     if panel
         .curves
         .iter()
@@ -315,6 +307,27 @@ where
         let y = top + step * (panel.curves.len() as i32 + 1);
         area.draw(&Circle::new((19, y), 5, BLACK.stroke_width(2)))?;
         area.draw(&Text::new("clean accuracy (no attack)", (38, y - 8), font))?;
+    }
+    Ok(())
+}
+
+/// A legend line per curve, in its colour: the names in order.
+fn draw_names<'a, DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    names: impl Iterator<Item = &'a str>,
+) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let font = ("sans-serif", 15).into_font();
+    for (i, name) in names.enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let y = 60 + 22 * i as i32;
+        area.draw(&PathElement::new(
+            vec![(8, y), (30, y)],
+            colour.stroke_width(3),
+        ))?;
+        area.draw(&Text::new(name.to_string(), (38, y - 8), font.clone()))?;
     }
     Ok(())
 }
@@ -412,17 +425,7 @@ where
             chart.draw_series(std::iter::once(Circle::new(last, 4, colour.filled())))?;
         }
     }
-    let font = ("sans-serif", 15).into_font();
-    for (i, (model, _)) in panel.curves.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let y = 60 + 22 * i as i32;
-        legend_area.draw(&PathElement::new(
-            vec![(8, y), (30, y)],
-            colour.stroke_width(3),
-        ))?;
-        legend_area.draw(&Text::new(model.clone(), (38, y - 8), font.clone()))?;
-    }
-    Ok(())
+    draw_names(&legend_area, panel.curves.iter().map(|(m, _)| m.as_str()))
 }
 
 /// Draws cost-curve `panels` into `<stem>.png` and `<stem>.svg`; returns both paths.
