@@ -116,6 +116,14 @@ pub struct MatrixArgs {
     /// Evaluate on the first N test examples only.
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// Sample images per side (broken, left robust) of the quoted attack's binarization test;
+    /// 0 runs none (default 16).
+    #[arg(long)]
+    pub binarization_samples: Option<usize>,
+    /// Test examples of the quoted attack's convergence run against twice its effort; 0 runs
+    /// none (default 200).
+    #[arg(long)]
+    pub convergence_examples: Option<usize>,
     /// Hidden widths of a single model named `baseline`, comma-separated (replaces the models).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
@@ -209,6 +217,12 @@ impl MatrixArgs {
         if let Some(v) = self.test_limit {
             m.eval.test_limit = Some(v);
         }
+        if let Some(v) = self.binarization_samples {
+            m.eval.binarization_samples = v;
+        }
+        if let Some(v) = self.convergence_examples {
+            m.eval.convergence_examples = v;
+        }
         if let Some(v) = &self.hidden {
             m.models = vec![ModelSpec {
                 hidden: v.clone(),
@@ -280,6 +294,14 @@ pub struct EvaluateMatrixArgs {
     /// Evaluate on the first N test examples only.
     #[arg(long)]
     pub test_limit: Option<usize>,
+    /// Sample images per side (broken, left robust) of the quoted attack's binarization test;
+    /// 0 runs none (default 16).
+    #[arg(long)]
+    pub binarization_samples: Option<usize>,
+    /// Test examples of the quoted attack's convergence run against twice its effort; 0 runs
+    /// none (default 200).
+    #[arg(long)]
+    pub convergence_examples: Option<usize>,
     /// The hidden widths of an MLP (--arch mlp), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
@@ -308,6 +330,8 @@ impl EvaluateMatrixArgs {
             loss: None,
             train_limit: None,
             test_limit: self.test_limit,
+            binarization_samples: self.binarization_samples,
+            convergence_examples: self.convergence_examples,
             hidden: self.hidden.clone(),
             attack_labels: self.attack_labels,
         }
