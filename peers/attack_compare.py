@@ -109,13 +109,6 @@ def bits(mask):
     return "".join("1" if b else "0" for b in mask.tolist())
 
 
-def advrob_mask_bits(mask):
-    """advrob's per-example mask ("<hex>:<n>", most significant bit first, e.g. a record's
-    `adversarial_correct_examples`) as the 0/1 string this script writes."""
-    hx, n = mask.split(":")
-    return bin(int(hx, 16))[2:].zfill(len(hx) * 4)[: int(n)]
-
-
 @torch.no_grad()
 def predict(model, x, batch=1000):
     return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])

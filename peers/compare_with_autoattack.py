@@ -15,12 +15,14 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare_runs import bits  # noqa: E402
+
 
 def advrob_bits(mask):
-    """An advrob record's `adversarial_correct_examples` ("hex:n") as a '0'/'1' string."""
-    hexs, n = mask.split(":")
-    n = int(n)
-    return bin(int(hexs, 16))[2:].zfill(len(hexs) * 4)[:n]
+    """An advrob record's `adversarial_correct_examples` ("hex:n") as a '0'/'1' string, as
+    attack_compare.py writes its masks (decoded by compare_runs.bits)."""
+    return "".join("1" if b else "0" for b in bits(mask))
 
 
 def advrob_stages(rec):
