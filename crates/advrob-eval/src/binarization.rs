@@ -171,9 +171,9 @@ pub fn binarization_test(
     seed: u64,
     device: &Device,
 ) -> Result<Option<Binarization>> {
-    if model.dense().is_none() {
+    let Some(dense) = model.dense() else {
         return Ok(None);
-    }
+    };
     let mut out = Binarization {
         attack: name.to_string(),
         eps,
@@ -185,7 +185,15 @@ pub fn binarization_test(
     };
     for s in samples {
         let point_seed = seed ^ (s.index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let Some(solved) = one_sample(model, attack, data, s.index, eps, point_seed, device)?
+        let Some(solved) = one_sample(
+            (model, &dense),
+            attack,
+            data,
+            s.index,
+            eps,
+            point_seed,
+            device,
+        )?
         else {
             continue;
         };
@@ -245,7 +253,7 @@ pub fn readout(features: &[f32], rows: usize, classes: usize) -> Option<(Vec<f32
 /// Steps 1–5 of the module's doc on test image `index`: `None` when the sample is invalid, else
 /// whether the attack solved it.
 fn one_sample(
-    model: &Deployed,
+    (model, dense): (&Deployed, &advrob_model::Dense<'_>),
     attack: &dyn Attack,
     data: &Split,
     index: usize,
@@ -253,9 +261,6 @@ fn one_sample(
     seed: u64,
     device: &Device,
 ) -> Result<Option<bool>> {
-    let Some(dense) = model.dense() else {
-        return Ok(None);
-    };
     let size = data.image_size();
     let shape = data.images.image();
     let x: Vec<f32> = data.images.pixels[index * size..(index + 1) * size]

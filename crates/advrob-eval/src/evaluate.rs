@@ -31,10 +31,11 @@ struct Acc {
     /// Minimum-norm attacks: ε* of every clean-correct example.
     min_norms: Option<Vec<f64>>,
     /// Ensembles whose components count their passes: the cost of every broken example, and the
-    /// most spent on any example; `None` once a batch came without.
-    costs: Option<(Vec<u64>, u64)>,
-    /// Whether a batch has been added yet (the first one starts `costs`).
-    batches: usize,
+    /// most spent on any example.
+    first_success: Vec<u64>,
+    most_passes: u64,
+    /// Whether a batch came without costs (a single attack, or a component that does not count).
+    uncounted: bool,
 }
 
 /// Sums over examples of ‖a − x‖∞ and ‖a − x‖₂, each example `size` values, in one host pass
@@ -160,22 +161,18 @@ impl BatchView<'_> {
             acc.flipped += i64::from(*clean && *ok == 0);
             acc.per_example.push(robust);
         }
-        if acc.batches == 0 {
-            acc.costs = Some((Vec::new(), 0));
-        }
-        acc.batches += 1;
-        acc.costs = match (acc.costs.take(), &attacked.costs) {
-            (Some((mut broken, most)), Some(costs)) => {
+        match &attacked.costs {
+            Some(costs) => {
                 for ((ok, clean), c) in adv_ok.iter().zip(self.clean_ok).zip(costs) {
                     if *clean && *ok == 0 {
-                        broken.push(*c);
+                        acc.first_success.push(*c);
                     }
                 }
                 let batch_most = costs.iter().copied().max().unwrap_or(0);
-                Some((broken, most.max(batch_most)))
+                acc.most_passes = acc.most_passes.max(batch_most);
             }
-            _ => None,
-        };
+            None => acc.uncounted = true,
+        }
         let (linf, l2) = perturbation_norms(&host(adv)?, self.x_host, self.size);
         acc.linf += linf;
         acc.l2 += l2;
@@ -367,11 +364,12 @@ fn record(attack: &dyn Attack, eps: f64, totals: &Totals, a: Acc) -> EvalRecord 
         components,
         min_norm,
         passes: Some(passes),
-        costs: a.costs.map(|(mut first_success, most)| {
+        costs: (!a.uncounted).then(|| {
+            let mut first_success = a.first_success;
             first_success.sort_unstable();
             Costs {
                 first_success,
-                most,
+                most: a.most_passes,
             }
         }),
     }

@@ -126,14 +126,10 @@ impl EvalContext<'_> {
         }
         let grid = match observe::grid_attack(self.attacks.iter().map(|a| &a.info)) {
             Some(ai) => {
-                let attack = self
-                    .registry
-                    .attack(&self.matrix.attacks[ai], &mut |name| {
-                        Err(ExperimentError::invalid(
-                            "attack",
-                            format!("{name}: a transfer attack draws no example grid"),
-                        ))
-                    })?;
+                let attack = self.attack_on_its_own(
+                    &self.matrix.attacks[ai],
+                    "a transfer attack draws no example grid",
+                )?;
                 Some(observe::example_grid(
                     model,
                     (&self.attacks[ai].name, attack.as_ref()),
@@ -157,6 +153,18 @@ impl EvalContext<'_> {
         observe::write(self.run, &plan.dir, &obs)
     }
 
+    /// The attack `spec` describes, built without the matrix's models: a transfer attack, which
+    /// would need its surrogate, is refused saying `why`.
+    fn attack_on_its_own(
+        &self,
+        spec: &crate::AttackSpec,
+        why: &str,
+    ) -> Result<Box<dyn advrob_attack::Attack>> {
+        self.registry.attack(spec, &mut |name| {
+            Err(ExperimentError::invalid("attack", format!("{name}: {why}")))
+        })
+    }
+
     /// The quoted attack `ai` on model `i`, at every nonzero ε of its grid: against a stronger
     /// setting of itself on the first test examples ([`advrob_eval::convergence`]) and on its
     /// binarization test ([`advrob_eval::binarization`]), whose sample takes both sides of the
@@ -172,12 +180,10 @@ impl EvalContext<'_> {
         let spec = &self.matrix.attacks[ai];
         let name = &self.attacks[ai].name;
         let build = |spec: &crate::AttackSpec| {
-            self.registry.attack(spec, &mut |name| {
-                Err(ExperimentError::invalid(
-                    "attack",
-                    format!("{name}: the quoted attack's checks do not run a transfer attack"),
-                ))
-            })
+            self.attack_on_its_own(
+                spec,
+                "the quoted attack's checks do not run a transfer attack",
+            )
         };
         let quoted = build(spec)?;
         let eps: Vec<f64> = grid(self.matrix, ai)
