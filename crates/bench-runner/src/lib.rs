@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod progress;
 pub mod slurm;
+pub mod verify;
 
 /// The message of an error for the terminal: the error and each cause the message does not already
 /// quote (errors that embed their source in their text would otherwise say it twice).

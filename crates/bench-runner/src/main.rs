@@ -123,6 +123,16 @@ enum Cmd {
         #[arg(long, default_value = "reports")]
         reports: PathBuf,
     },
+    /// The certified side of robust accuracy for one saved model: per ε, the test images verified
+    /// robust (a proof: IBP, CROWN, α-CROWN, branch and bound with β-CROWN), attacked (a checked
+    /// counterexample), misclassified or unknown; robust accuracy lies between the verified share
+    /// and the verified plus unknown share.
+    Verify {
+        #[command(flatten)]
+        args: bench_runner::verify::VerifyArgs,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Download and verify a dataset into the data directory.
     Download {
         /// mnist, fashion-mnist or cifar10.
@@ -197,6 +207,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             reports,
         } => agree_cmd(run, backends, &data_dir, &reports, &registry),
+        Cmd::Verify { args, data } => bench_runner::verify::run(&args, &data),
         Cmd::Download { dataset, data } => download_cmd(&dataset, &data),
         Cmd::Backends => {
             backends_cmd();

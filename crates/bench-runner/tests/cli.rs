@@ -1022,3 +1022,63 @@ fn the_quoted_attack_is_unit_tested_and_a_weak_one_is_flagged() {
         );
     }
 }
+
+#[test]
+fn verify_brackets_robust_accuracy_between_proof_and_counterexample() {
+    let tmp = tempfile::tempdir().expect("temp");
+    synthetic::write_dataset(&tmp.path().join("ds"), 400, 100, 7).expect("dataset");
+    run_quick(tmp.path(), "ndarray", "1 models trained");
+    let model = std::fs::read_dir(tmp.path().join("out/models"))
+        .expect("models")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_dir())
+        .expect("the trained model's directory");
+    let model = model.to_str().expect("utf-8 path");
+    let args = [
+        "verify",
+        "--model",
+        model,
+        "--dataset-dir",
+        "ds",
+        "--eps",
+        "0,0.3",
+        "--test-limit",
+        "40",
+        "--max-domains",
+        "200",
+        "--out",
+        "v.json",
+    ];
+    let o = bench_runner(&args, tmp.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("eps 0.3: robust accuracy in ["),
+        "{}",
+        text(&o)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("v.json")).expect("v.json"))
+            .expect("JSON");
+    let rows = v["eps"].as_array().expect("one row per eps");
+    let n = |r: &serde_json::Value, k: &str| r[k].as_u64().expect(k);
+    for r in rows {
+        assert_eq!(
+            n(r, "verified") + n(r, "attacked") + n(r, "misclassified") + n(r, "unknown"),
+            40,
+            "{r}"
+        );
+        assert_eq!(r["images"].as_array().map(Vec::len), Some(40));
+    }
+    // at ε = 0 the ball is the image itself: nothing to attack, every right answer proven
+    assert_eq!(n(&rows[0], "attacked"), 0);
+    assert_eq!(n(&rows[0], "unknown"), 0);
+    // a larger ball can only lose proofs
+    assert!(n(&rows[1], "verified") <= n(&rows[0], "verified"));
+    assert_eq!(n(&rows[1], "misclassified"), n(&rows[0], "misclassified"));
+
+    let o = bench_runner(
+        &["verify", "--model", "nowhere", "--dataset-dir", "ds"],
+        tmp.path(),
+    );
+    common::assert_fails_naming(&o, &["nowhere"]);
+}
