@@ -104,6 +104,21 @@ impl RunDir {
         self.observations().join(format!("{name}.json"))
     }
 
+    /// The certified bounds of the run's checkpoints (`advrob_experiment::certified`), one file
+    /// each.
+    pub fn bounds(&self) -> PathBuf {
+        self.root.join("bounds")
+    }
+
+    /// The bounds file of the checkpoint in `checkpoint_dir`: named after it.
+    pub fn bounds_of(&self, checkpoint_dir: &Path) -> PathBuf {
+        let name = checkpoint_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        self.bounds().join(format!("{name}.json"))
+    }
+
     /// The checkpoint directory of model `model` trained on `backend` with `seed`, whose
     /// configuration hashes to `key`: the one function that owns this layout.
     pub fn checkpoint(&self, model: &str, backend: &str, seed: u64, key: &str) -> PathBuf {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod bench;
+pub mod certified;
 pub mod data;
 mod error;
 pub mod layout;

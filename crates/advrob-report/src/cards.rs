@@ -55,6 +55,10 @@ pub struct Card {
     pub attacks: Vec<String>,
     /// Per ensemble record that kept its costs: what more effort bought ([`Effort`]).
     pub effort: Vec<Effort>,
+    /// Per ε (as tables write it): robust accuracy between what the verifier proved and what
+    /// every attack left, on the verifier's images (`crate::bounds`); empty when the run
+    /// verified nothing.
+    pub certified: BTreeMap<String, crate::bounds::Interval>,
 }
 
 /// An ensemble's figure against the effort behind it (from the record's costs, means over seeds):
@@ -211,6 +215,7 @@ fn card(
         gradient_passes: gradient,
         attacks: attacks.into_iter().collect(),
         effort: efforts(rs),
+        certified: BTreeMap::new(),
         model,
         backend,
     }
@@ -241,14 +246,16 @@ pub fn markdown(cards: &[Card]) -> String {
         .collect();
     grid.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut out = String::from(
-        "# Model cards\n\nPer model: clean accuracy; robust accuracy under the ensemble (each attack on what the earlier ones left robust); the best known robust accuracy (the per-example worst case over every attack of the run); the median smallest L∞ perturbation that flips a clean-correct example (FMN); whether the masking verdict makes these figures unreliable; and the ensemble's robust accuracy had every example been given 1% and 10% of the most passes it spent on one (close to the figure: the attack had long converged; `cost_curves.png` draws the whole curve). The JSON cards beside this file hold the same and the evaluation's cost.\n\n| model | defense | backend | clean |",
+        "# Model cards\n\nPer model: clean accuracy; robust accuracy under the ensemble (each attack on what the earlier ones left robust); the best known robust accuracy (the per-example worst case over every attack of the run); the median smallest L∞ perturbation that flips a clean-correct example (FMN); whether the masking verdict makes these figures unreliable; the ensemble's robust accuracy had every example been given 1% and 10% of the most passes it spent on one (close to the figure: the attack had long converged; `cost_curves.png` draws the whole curve); and robust accuracy bracketed between the share of images the verifier proved robust and the share every attack left robust, on the verifier's images (`bounds.md`). The JSON cards beside this file hold the same and the evaluation's cost.\n\n| model | defense | backend | clean |",
     );
     for (_, e) in &grid {
         out.push_str(&format!(" ensemble ε={e} | best known ε={e} |"));
     }
-    out.push_str(" median ε* | reliable | ensemble effort |\n|---|---|---|---:|");
+    out.push_str(
+        " median ε* | reliable | ensemble effort | [certified, attacked] |\n|---|---|---|---:|",
+    );
     out.push_str(&"---:|---:|".repeat(grid.len()));
-    out.push_str("---:|---|---|\n");
+    out.push_str("---:|---|---|---|\n");
     let mut ordered: Vec<&Card> = cards.iter().collect();
     ordered.sort_by_key(|c| (c.defense != "none", c.model.clone(), c.backend.clone()));
     for c in ordered {
@@ -302,7 +309,25 @@ pub fn markdown(cards: &[Card]) -> String {
         } else {
             effort
         };
-        out.push_str(&format!(" {median} | {reliable} | {effort} |\n"));
+        let certified = c
+            .certified
+            .iter()
+            .map(|(e, i)| {
+                format!(
+                    "ε {e}: [{}, {}]",
+                    pct(i.certified),
+                    i.attacked.map_or_else(|| "–".to_string(), pct)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let certified = match c.certified.values().next() {
+            Some(i) => format!("{certified} ({} images)", i.examples),
+            None => "–".to_string(),
+        };
+        out.push_str(&format!(
+            " {median} | {reliable} | {effort} | {certified} |\n"
+        ));
     }
     out
 }

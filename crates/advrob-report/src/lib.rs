@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod agreement;
+pub mod bounds;
 pub mod cards;
 mod error;
 mod figures;
@@ -145,7 +146,21 @@ pub fn report_with(runs: &[PathBuf], reports: &Path, registry: &Registry) -> Res
     let verdict_path = reports.join("verdict.md");
     advrob_data::atomic_write(&verdict_path, verdict_md.as_bytes())?;
     written.push(verdict_path);
-    let (cards_md, card_files) = write_cards(&records, &worst, &verdicts, reports)?;
+    // the certified side: what the verifier proved, beside what the attacks left
+    let certified = runs
+        .iter()
+        .map(|run| advrob_experiment::certified::read_all(&run.dir))
+        .collect::<std::result::Result<Vec<_>, _>>()?
+        .concat();
+    let (brackets, refused) = bounds::brackets(&certified, &records, &worst);
+    let bounds_md = if brackets.is_empty() && refused.is_empty() {
+        String::new()
+    } else {
+        let (md, files) = bounds::write(&brackets, &refused, reports)?;
+        written.extend(files);
+        md
+    };
+    let (cards_md, card_files) = write_cards(&records, &worst, &verdicts, &brackets, reports)?;
     written.extend(card_files);
     let lead = figures::lead_figure(&worst, &intervals, &verdicts, reports)?;
     figures.extend(figures::curve_figures(
@@ -177,7 +192,7 @@ pub fn report_with(runs: &[PathBuf], reports: &Path, registry: &Registry) -> Res
         &html::Sections {
             lead_md: &format!("{top}{cards_md}"),
             lead_figures: &lead,
-            rest_md: &format!("{verdict_body}\n{summary_body}\n{agreement}"),
+            rest_md: &format!("{verdict_body}\n{bounds_md}\n{summary_body}\n{agreement}"),
             figures: &figures,
         },
         &records,
@@ -285,9 +300,16 @@ fn write_cards(
     records: &[Record],
     worst: &[stats::Worst],
     verdicts: &[verdict::Verdict],
+    brackets: &[bounds::Bracket],
     reports: &Path,
 ) -> Result<(String, Vec<PathBuf>)> {
-    let cards = cards::cards(records, worst, verdicts);
+    let mut cards = cards::cards(records, worst, verdicts);
+    let intervals = bounds::per_model(brackets);
+    for c in &mut cards {
+        if let Some(i) = intervals.get(&(c.model.clone(), c.backend.clone())) {
+            c.certified = i.clone();
+        }
+    }
     let md = cards::markdown(&cards);
     let dir = reports.join("cards");
     std::fs::create_dir_all(&dir).map_err(|e| ReportError::io(&dir, e))?;

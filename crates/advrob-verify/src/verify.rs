@@ -138,6 +138,42 @@ pub fn verify(
     settings: &VerifySettings,
 ) -> Result<Vec<ImageResult>> {
     settings.check()?;
+    let [b, c, h, w] = images.dims();
+    if b != labels.len() {
+        return Err(VerifyError::invalid(
+            "labels",
+            format!("{} labels for {b} images", labels.len()),
+        ));
+    }
+    // chunks of images, each verified to the end before the next: the bounds' tensors grow with
+    // the batch (α-CROWN keeps a slope per image, margin and neuron)
+    let mut out = Vec::with_capacity(b);
+    for start in (0..b).step_by(CHUNK) {
+        let end = (start + CHUNK).min(b);
+        let part = images.clone().slice([start..end, 0..c, 0..h, 0..w]);
+        out.extend(verify_chunk(
+            model,
+            net,
+            part,
+            &labels[start..end],
+            eps,
+            settings,
+        )?);
+    }
+    Ok(out)
+}
+
+/// Images verified together.
+const CHUNK: usize = 256;
+
+fn verify_chunk(
+    model: &dyn Classifier,
+    net: &Network,
+    images: Tensor<4>,
+    labels: &[usize],
+    eps: f32,
+    settings: &VerifySettings,
+) -> Result<Vec<ImageResult>> {
     let dims = images.dims();
     let rows = labels.len();
     let host = host_f32(images.clone())?;

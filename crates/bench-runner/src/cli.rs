@@ -124,6 +124,16 @@ pub struct MatrixArgs {
     /// none (default 200).
     #[arg(long)]
     pub convergence_examples: Option<usize>,
+    /// Certified bounds: branch and bound's budget of domains per image; 0 runs α-CROWN and the
+    /// margin PGD only (default 50).
+    #[arg(long)]
+    pub verify_domains: Option<usize>,
+    /// Certified bounds on the first N test examples (default 1000).
+    #[arg(long)]
+    pub verify_limit: Option<usize>,
+    /// No certified bounds.
+    #[arg(long)]
+    pub no_verify: bool,
     /// Hidden widths of a single model named `baseline`, comma-separated (replaces the models).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
@@ -219,6 +229,15 @@ impl MatrixArgs {
         }
         if let Some(v) = self.binarization_samples {
             m.eval.binarization_samples = v;
+        }
+        if let Some(v) = self.verify_domains {
+            m.verify.max_domains = v;
+        }
+        if let Some(v) = self.verify_limit {
+            m.verify.test_limit = Some(v);
+        }
+        if self.no_verify {
+            m.verify.enabled = false;
         }
         if let Some(v) = self.convergence_examples {
             m.eval.convergence_examples = v;
@@ -332,6 +351,9 @@ impl EvaluateMatrixArgs {
             test_limit: self.test_limit,
             binarization_samples: self.binarization_samples,
             convergence_examples: self.convergence_examples,
+            verify_domains: None,
+            verify_limit: None,
+            no_verify: false,
             hidden: self.hidden.clone(),
             attack_labels: self.attack_labels,
         }

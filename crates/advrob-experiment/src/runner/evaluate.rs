@@ -14,10 +14,10 @@ use super::{Event, Observer, RunSummary, Shard, json, write_matrix};
 use crate::error::{ExperimentError, Result};
 use crate::layout::RunDir;
 use crate::matrix::Matrix;
-use crate::observe;
 use crate::record::{EvalKey, Record, SCHEMA, Versions, record_key};
 use crate::registry::{Described, Registry};
 use crate::store::{Lock, RecordLog, read_run};
+use crate::{certified, observe};
 
 /// The model a record is about: its place in the matrix, its deployed form and where it came from.
 #[derive(Clone, Copy)]
@@ -101,7 +101,86 @@ impl EvalContext<'_> {
     /// Whether model `i` has records left to write, or its checkpoint has no observations yet
     /// ([`crate::observe`]: a run killed after its last record redoes them).
     pub(super) fn has_work(&self, models: &Models<'_>, i: usize) -> bool {
-        !self.todo(models, i).is_empty() || !self.observed(models, i)
+        !self.todo(models, i).is_empty()
+            || !self.observed(models, i)
+            || !self.bounds_todo(models, i).is_empty()
+    }
+
+    /// The test examples the verifier takes.
+    fn verify_examples(&self) -> usize {
+        let n = self.test_split.len();
+        self.matrix.verify.test_limit.map_or(n, |l| l.min(n))
+    }
+
+    /// The radii model `i` has no certified bounds for yet ([`crate::certified`]): none when the
+    /// matrix verifies nothing or the verifier refused the model; all of them when its file is
+    /// of other settings, test examples or weights' key.
+    fn bounds_todo(&self, models: &Models<'_>, i: usize) -> Vec<f64> {
+        let spec = &self.matrix.verify;
+        if !spec.enabled {
+            return Vec::new();
+        }
+        let all = certified::radii(spec, &self.matrix.eps);
+        match self.bounds_so_far(models, i) {
+            Some(c) if c.refused.is_some() => Vec::new(),
+            Some(c) => all
+                .into_iter()
+                .filter(|e| !c.radii.iter().any(|r| r.eps == *e))
+                .collect(),
+            None => all,
+        }
+    }
+
+    /// Model `i`'s bounds file when it is of this matrix's settings (an unreadable one is
+    /// redone).
+    fn bounds_so_far(&self, models: &Models<'_>, i: usize) -> Option<certified::Certified> {
+        let plan = &models.plans[i];
+        certified::read(self.run, &plan.dir)
+            .ok()
+            .flatten()
+            .filter(|c| {
+                c.model_key == plan.key
+                    && c.test_examples == self.verify_examples()
+                    && c.settings == certified::settings(&self.matrix.verify)
+                    && c.backend == models.backend
+            })
+    }
+
+    /// Certified bounds of model `i` at `todo` ([`crate::certified`]), the file rewritten after
+    /// every radius.
+    fn certify(
+        &self,
+        models: &Models<'_>,
+        i: usize,
+        model: &Deployed,
+        info: &ModelInfo,
+        todo: &[f64],
+    ) -> Result<()> {
+        let plan = &models.plans[i];
+        let start = self
+            .bounds_so_far(models, i)
+            .filter(|c| c.checkpoint_sha256 == info.checkpoint_sha256)
+            .unwrap_or_else(|| certified::Certified {
+                side: certified::Side::Lower,
+                model: self.matrix.models[i].name.clone(),
+                model_key: plan.key.clone(),
+                backend: models.backend.to_string(),
+                seed: models.seed,
+                checkpoint_sha256: info.checkpoint_sha256.clone(),
+                test_examples: self.verify_examples(),
+                settings: certified::settings(&self.matrix.verify),
+                refused: None,
+                radii: Vec::new(),
+            });
+        let subject = certified::Subject {
+            model,
+            test: self.test_split,
+            device: models.device,
+        };
+        certified::extend(&subject, start, todo, &mut |c| {
+            certified::write(self.run, &plan.dir, c)
+        })?;
+        Ok(())
     }
 
     /// Whether model `i`'s checkpoint has its observations.
@@ -389,6 +468,10 @@ impl EvalContext<'_> {
         }
         if !self.observed(models, i) {
             self.observe(models, i, &model, &info)?;
+        }
+        let bounds = self.bounds_todo(models, i);
+        if !bounds.is_empty() {
+            self.certify(models, i, &model, &info, &bounds)?;
         }
         Ok(())
     }
