@@ -39,9 +39,10 @@ fn check_box(net: &Network, lo: &[f32], hi: &[f32], rows: usize) -> Result<()> {
     Ok(())
 }
 
-/// Bounds of every logit of `net` over the boxes `[lo, hi]` (pixel space, `[B, n₀]` row-major,
-/// before the model's input map): every logit of every point of a box lies within its row's
-/// bounds (up to f32 rounding).
+/// Bounds of every output of `net`'s last layer over the boxes `[lo, hi]` (pixel space, `[B, n₀]`
+/// row-major, before the model's input map): every such output at every point of a box lies
+/// within its row's bounds (up to f32 rounding). A deployment's logit scale and log-softmax come
+/// after the last layer and are not applied (neither changes a margin's sign).
 ///
 /// # Errors
 ///

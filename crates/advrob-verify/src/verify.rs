@@ -57,8 +57,9 @@ pub struct VerifySettings {
     pub iterations: usize,
     /// Adam's step size for α and β.
     pub lr: f32,
-    /// A margin counts as proven only above this (guards the f32 rounding of the bounds and of the
-    /// model's own forward pass).
+    /// A margin counts as proven only above `tolerance · (1 + M)`, `M` the largest magnitude of
+    /// the image's interval bounds on the last layer: guards the f32 rounding of the bounds and of
+    /// the model's own forward pass, which grows with the size of the numbers summed.
     pub tolerance: f32,
 }
 
@@ -71,7 +72,7 @@ impl Default for VerifySettings {
             batch: 64,
             iterations: 10,
             lr: 0.5,
-            tolerance: 1e-4,
+            tolerance: 1e-5,
         }
     }
 }
@@ -199,6 +200,23 @@ fn verify_chunk(
         .iter()
         .map(|h| Ok((host_f32(h.lower.clone())?, host_f32(h.upper.clone())?)))
         .collect::<Result<_>>()?;
+    // each image's threshold of proof, scaled by the size of its last layer's values
+    let tol: Vec<f32> = {
+        let last = bounds::ibp(&net.layers, &input.mapped)
+            .pop()
+            .expect("a network has at least one layer (Network::new)");
+        let (lo, up) = (host_f32(last.lower)?, host_f32(last.upper)?);
+        let k = net.classes();
+        (0..rows)
+            .map(|i| {
+                let m = lo[i * k..(i + 1) * k]
+                    .iter()
+                    .chain(&up[i * k..(i + 1) * k])
+                    .fold(0f32, |m, v| m.max(v.abs()));
+                settings.tolerance * (1.0 + m)
+            })
+            .collect()
+    };
     let widths = net.hidden_widths();
     let unstable: Vec<usize> = (0..rows)
         .map(|i| {
@@ -238,7 +256,7 @@ fn verify_chunk(
             ImageResult {
                 status: if clean[i] {
                     Status::Misclassified
-                } else if bound > settings.tolerance {
+                } else if bound > tol[i] {
                     Status::Verified
                 } else {
                     Status::Unknown
@@ -293,11 +311,12 @@ fn verify_chunk(
             input: &input,
             hidden: &hidden_host,
             widths: &widths,
+            tol: &tol,
         };
         let mut domains = Vec::new();
         for &i in &rows_open {
             for (r, &j) in against[i].iter().enumerate() {
-                if root_lower[i * s + r] > settings.tolerance {
+                if root_lower[i * s + r] > tol[i] {
                     continue;
                 }
                 domains.push(Domain {
@@ -440,6 +459,8 @@ struct Bab<'a> {
     /// The ball's pre-activation bounds per hidden layer, `[B, n]` each, on the host.
     hidden: &'a [(Vec<f32>, Vec<f32>)],
     widths: &'a [usize],
+    /// Each image's threshold of proof.
+    tol: &'a [f32],
 }
 
 /// A batch of domains bounded: each one's lower bound, its minimising corner (pixel space,
@@ -564,7 +585,7 @@ impl Bab<'_> {
         for _ in 0..6 {
             lr *= 0.5;
             let b = self.bound(std::slice::from_ref(&dm), 4 * self.settings.iterations, lr)?;
-            if b.lower[0] > self.settings.tolerance {
+            if b.lower[0] > self.tol[dm.image] {
                 return Ok(Some(true));
             }
             if self.corners_broken(&b, std::slice::from_ref(&dm), &[0])?[0] {
@@ -591,14 +612,28 @@ impl Bab<'_> {
             if queue.is_empty() {
                 break;
             }
-            // the worst bounds first
+            // the worst bounds first, never more domains for an image than its budget has left
             queue.sort_by(|a, b| b.lower.total_cmp(&a.lower));
-            let take = queue.len().min(self.settings.batch);
-            let batch: Vec<Domain> = queue.split_off(queue.len() - take);
+            let mut batch: Vec<Domain> = Vec::with_capacity(self.settings.batch);
+            let mut taken: HashMap<usize, usize> = HashMap::new();
+            while batch.len() < self.settings.batch {
+                let Some(dm) = queue.pop() else { break };
+                let t = taken.entry(dm.image).or_default();
+                if results[dm.image].domains + *t >= self.settings.max_domains {
+                    // budget spent: the image stays unknown, its other domains are dropped
+                    given_up.insert(dm.image);
+                    continue;
+                }
+                *t += 1;
+                batch.push(dm);
+            }
+            if batch.is_empty() {
+                continue;
+            }
             let b = self.bound(&batch, self.settings.iterations, self.settings.lr)?;
             // counterexamples: every unproven domain's minimising corner through the model
             let open: Vec<usize> = (0..batch.len())
-                .filter(|&r| b.lower[r] <= self.settings.tolerance)
+                .filter(|&r| b.lower[r] <= self.tol[batch[r].image])
                 .collect();
             for (&r, broken) in open.iter().zip(self.corners_broken(&b, &batch, &open)?) {
                 if broken {
@@ -611,12 +646,7 @@ impl Bab<'_> {
                 if results[img].status != Status::Unknown || given_up.contains(&img) {
                     continue;
                 }
-                let mut closed = b.lower[r] > self.settings.tolerance;
-                if !closed && results[img].domains >= self.settings.max_domains {
-                    // budget spent: the image stays unknown, its other domains are dropped
-                    given_up.insert(img);
-                    continue;
-                }
+                let mut closed = b.lower[r] > self.tol[img];
                 if !closed {
                     match self.branch(&dm, &b.scores, r) {
                         Some((layer, j)) => {
