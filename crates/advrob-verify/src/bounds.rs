@@ -15,7 +15,10 @@
 //! function is then minimised over the input box in closed form (each input at its lower end
 //! where its coefficient is positive, at its upper end where negative), which also gives the
 //! box's corner where the bound is attained: a candidate counterexample. Every intermediate
-//! layer's bounds come from the same walk with the identity as spec, intersected with IBP's.
+//! layer's bounds come from the same walk with the identity as spec, intersected with IBP's; on a
+//! network with a layer wider than [`crate::network::CROWN_INTERMEDIATE_MAX_WIDTH`] (a lowered CNN)
+//! they are IBP's alone ([`Intermediate::Ibp`]: CROWN-IBP, Zhang et al. 2020), since each hidden
+//! neuron would cost a backward pass.
 //!
 //! **α-CROWN** (Xu et al. 2021) treats the lower slopes as parameters and raises the bound by
 //! gradient ascent; **β-CROWN** (Wang et al. 2021) adds, for a branch that fixes a ReLU's phase
@@ -59,6 +62,17 @@ impl Method {
             Method::AlphaCrown { .. } => "alpha-crown",
         }
     }
+}
+
+/// Where CROWN's and α-CROWN's pre-activation bounds of the hidden layers come from (the last
+/// layer's specs are always bounded by the backward pass). Both are sound; CROWN's are tighter and
+/// cost a backward pass from every hidden neuron.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intermediate {
+    /// CROWN's backward pass from each neuron with the identity as spec, intersected with IBP's.
+    Crown,
+    /// Interval bound propagation's (CROWN-IBP).
+    Ibp,
 }
 
 /// Lower and upper bounds of a layer's values, `[B, n]` each.
@@ -277,12 +291,13 @@ pub(crate) fn minimiser(lin: &Linear, pixels: &Interval, row: usize) -> Tensor<2
 }
 
 /// The pre-activation bounds of every hidden layer over `input`: the first exact (an affine map
-/// of a box), each later one CROWN's with the identity as spec, intersected with IBP's.
+/// of a box), each later one CROWN's with the identity as spec, intersected with IBP's; IBP's
+/// alone for [`Method::Ibp`] or a network whose intermediate bounds are [`Intermediate::Ibp`].
 pub(crate) fn hidden_bounds(net: &Network, input: &InputBox, method: Method) -> Vec<Interval> {
     let layers = &net.layers;
     let ibp_all = ibp(layers, &input.mapped);
     let hidden_count = layers.len() - 1;
-    if method == Method::Ibp {
+    if method == Method::Ibp || net.intermediate() == Intermediate::Ibp {
         return ibp_all.into_iter().take(hidden_count).collect();
     }
     let mut hidden: Vec<Interval> = Vec::with_capacity(hidden_count);

@@ -6,17 +6,32 @@
 //! - input quantisation `round(x·s)/s` and standardisation `(x − mean)/std` act on each pixel alone
 //!   and never decrease (f32 rounding included), so the box `[lo, hi]` maps to the box
 //!   `[map(lo), map(hi)]`, which contains every mapped point;
+//! - convolutional blocks (convolution → ReLU → 2×2 max pool) are lowered exactly to affine layers
+//!   with ReLU between them ([`crate::lower`]: the convolution as a dense matrix, the pool of
+//!   values ≥ 0 as `max(a, b) = relu(a − b) + b` in two ReLU layers, its last sum folded into the
+//!   next layer), so a CNN is bounded as the MLP it equals; a chain too big to hold as dense
+//!   matrices is refused by name;
 //! - a log-softmax after the last layer, or a positive logit scale, leaves the sign of every
 //!   margin `z_y − z_j` unchanged (a log-softmax subtracts the same number from every logit), so
 //!   the margins are bounded on the last layer's outputs and a margin certified there is certified
-//!   for the deployed model;
-//! - convolutional blocks (convolution → ReLU → max-pool) are refused by name: their bounds are not
-//!   implemented yet.
+//!   for the deployed model.
+//!
+//! CROWN's intermediate bounds ([`Intermediate`]) are CROWN's own on networks whose hidden layers
+//! are all at most [`CROWN_INTERMEDIATE_MAX_WIDTH`] wide (every MLP of advrob), IBP's on wider ones
+//! (a lowered CNN: thousands of neurons per layer, each a backward pass of its own), where only the
+//! last layer's specs are bounded by CROWN's backward pass (CROWN-IBP).
 
 use advrob_model::{Classifier, PixelMap};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::bounds::Intermediate;
 use crate::error::{Result, VerifyError};
+use crate::lower;
+
+/// The widest hidden layer a network may have for CROWN to bound its hidden layers by default
+/// ([`Intermediate::Crown`]); wider ones get IBP's ([`Intermediate::Ibp`]). Above every advrob MLP
+/// (the widest, 900), below a lowered CNN's layers (LeNet-5's: 4704, 2352, 1600, 800, …).
+pub const CROWN_INTERMEDIATE_MAX_WIDTH: usize = 1024;
 
 /// One affine layer on the device: `z = a · W + b`.
 #[derive(Debug, Clone)]
@@ -58,6 +73,7 @@ pub struct Network {
     pub(crate) layers: Vec<Affine>,
     inputs: usize,
     classes: usize,
+    intermediate: Intermediate,
     device: Device,
 }
 
@@ -67,7 +83,8 @@ impl Network {
     /// # Errors
     ///
     /// [`VerifyError::Unsupported`] when the model has no host chain (a model read from ONNX),
-    /// has convolutional blocks, or scales its logits by a factor that is not positive.
+    /// has convolutional blocks too big to lower to dense matrices ([`crate::lower`]), or scales
+    /// its logits by a factor that is not positive.
     pub fn new(model: &dyn Classifier, device: &Device) -> Result<Self> {
         let dense = model.dense().ok_or_else(|| {
             VerifyError::Unsupported(
@@ -76,13 +93,6 @@ impl Network {
                     .into(),
             )
         })?;
-        if !dense.convs.is_empty() {
-            return Err(VerifyError::Unsupported(format!(
-                "{} convolutional block(s) with max-pool: bounds through convolutions are not \
-                 implemented yet (MLPs only)",
-                dense.convs.len()
-            )));
-        }
         if let Some(s) = dense.logit_scale
             && !(s.is_finite() && s > 0.0)
         {
@@ -90,8 +100,7 @@ impl Network {
                 "logit scale {s}: only a positive scale keeps the margins' signs"
             )));
         }
-        let layers = dense
-            .layers
+        let layers = lower::lower(&dense.convs, dense.layers)?
             .iter()
             .map(|l| {
                 let (i, o) = (l.inputs(), l.outputs());
@@ -108,13 +117,37 @@ impl Network {
             return Err(VerifyError::Unsupported("a network without layers".into()));
         };
         let (inputs, classes) = (first.inputs(), last.outputs());
+        let widest = layers[..layers.len() - 1]
+            .iter()
+            .map(Affine::outputs)
+            .max()
+            .unwrap_or(0);
+        let intermediate = if widest <= CROWN_INTERMEDIATE_MAX_WIDTH {
+            Intermediate::Crown
+        } else {
+            Intermediate::Ibp
+        };
         Ok(Network {
             pixel: dense.pixel,
             layers,
             inputs,
             classes,
+            intermediate,
             device: device.clone(),
         })
+    }
+
+    /// The same network with its hidden layers bounded by `intermediate` in CROWN and α-CROWN
+    /// (the default: [`Intermediate::Crown`] when no hidden layer is wider than
+    /// [`CROWN_INTERMEDIATE_MAX_WIDTH`], else [`Intermediate::Ibp`]).
+    pub fn with_intermediate(mut self, intermediate: Intermediate) -> Self {
+        self.intermediate = intermediate;
+        self
+    }
+
+    /// Where CROWN's and α-CROWN's hidden-layer bounds come from.
+    pub fn intermediate(&self) -> Intermediate {
+        self.intermediate
     }
 
     /// Pixels per image (the first layer's inputs).
@@ -132,7 +165,8 @@ impl Network {
         &self.device
     }
 
-    /// Widths of the hidden layers (the ReLUs), first to last.
+    /// Widths of the hidden layers (the ReLUs), first to last: for a CNN, those of the lowered
+    /// chain (per block: the convolution's outputs the pool reads, then the pool's two layers).
     pub fn hidden_widths(&self) -> Vec<usize> {
         self.layers[..self.layers.len() - 1]
             .iter()

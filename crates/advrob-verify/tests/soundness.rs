@@ -1,15 +1,18 @@
 //! Soundness and completeness on small networks, on every compiled-in backend: sampled points lie
-//! inside the bounds; on two-pixel networks, where the exact minimum of every margin over the box
-//! is found by enumerating the vertices of the ReLUs' arrangement, what IBP, CROWN and the complete
-//! search conclude agrees with it.
+//! inside the bounds, of MLPs and of CNNs (lowered to affine layers and ReLU); on two-pixel
+//! networks, where the exact minimum of every margin over the box is found by enumerating the
+//! vertices of the ReLUs' arrangement, what IBP, CROWN and the complete search conclude agrees with
+//! it; no PGD breaks an image the search verified.
 
 use advrob_data::rng::SplitMix64;
 use advrob_model::backend::on_test_backends;
 use advrob_model::{
-    Classifier, DeployConfig, Deployed, LenetConfig, MlpConfig, Net, NetConfig, Normalize,
+    Classifier, DeployConfig, Deployed, LenetConfig, MadryCnnConfig, MlpConfig, Net, NetConfig,
+    Normalize,
 };
 use advrob_verify::{
-    Method, Network, Status, VerifyError, VerifySettings, logit_bounds, margin_bounds, verify,
+    Intermediate, Method, Network, Status, VerifyError, VerifySettings, logit_bounds,
+    margin_bounds, verify,
 };
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -26,7 +29,11 @@ fn mlp(inputs: usize, hidden: Vec<usize>, classes: usize, seed: u64, d: &Device)
 }
 
 fn logits(model: &dyn Classifier, x: &[f32], rows: usize, inputs: usize, d: &Device) -> Vec<f32> {
-    let t = Tensor::<4>::from_data(TensorData::new(x.to_vec(), [rows, 1, 1, inputs]), d);
+    images_logits(model, x, [rows, 1, 1, inputs], d)
+}
+
+fn images_logits(model: &dyn Classifier, x: &[f32], shape: [usize; 4], d: &Device) -> Vec<f32> {
+    let t = Tensor::<4>::from_data(TensorData::new(x.to_vec(), shape), d);
     model
         .logits(t)
         .into_data()
@@ -303,18 +310,217 @@ fn no_attack_breaks_a_verified_image() {
     });
 }
 
+/// A LeNet-5 of 3 classes on `image`, seeded, behind a standardisation (and a quantisation with
+/// `quantize`).
+fn small_cnn(image: [usize; 2], seed: u64, quantize: bool, d: &Device) -> Deployed {
+    let net = NetConfig::Lenet(
+        LenetConfig::new()
+            .with_image(image)
+            .with_classes(3)
+            .with_seed(seed),
+    )
+    .init(d)
+    .expect("a small LeNet");
+    let config = DeployConfig::new()
+        .with_normalize(Some(Normalize {
+            mean: 0.3,
+            std: 0.4,
+        }))
+        .with_quantize(quantize.then_some(8));
+    Deployed { net, config }
+}
+
+/// Two LeNets on small images, lowered to affine layers and ReLU: on 12×12 with CROWN's
+/// intermediate bounds (its default: no hidden layer wider than 1024), on 13×15 (both pools drop a
+/// row and a column) behind a quantisation too, with IBP's (CROWN-IBP, a wide network's default);
+/// random points of the boxes and corners give logits inside every method's bounds.
 #[test]
-fn a_cnn_and_a_bad_box_are_refused_by_name() {
+fn sampled_points_lie_inside_every_methods_bounds_on_a_cnn() {
+    on_test_backends(|d| {
+        let mut rng = SplitMix64::new(17);
+        for (case, image) in [[12, 12], [13, 15]].into_iter().enumerate() {
+            let model = small_cnn(image, 40 + case as u64, case == 1, d);
+            let inputs = image[0] * image[1];
+            let classes = 3;
+            let rows = 1;
+            let mut lo = Vec::new();
+            let mut hi = Vec::new();
+            for _ in 0..rows * inputs {
+                let c = rng.next_f64() as f32;
+                let e = 0.1 * rng.next_f64() as f32;
+                lo.push((c - e).max(0.0));
+                hi.push((c + e).min(1.0));
+            }
+            // 24 random points and 8 corners of each box
+            let mut points = Vec::new();
+            for s in 0..32 {
+                for (&l, &h) in lo.iter().zip(&hi) {
+                    let t = if s < 24 {
+                        rng.next_f64() as f32
+                    } else {
+                        (rng.next_f64() < 0.5) as u8 as f32
+                    };
+                    points.push(l + t * (h - l));
+                }
+            }
+            let z = images_logits(&model, &points, [32 * rows, 1, image[0], image[1]], d);
+            let intermediate = [Intermediate::Crown, Intermediate::Ibp][case];
+            let network = Network::new(&model, d).expect("a small CNN is bounded");
+            assert_eq!(network.intermediate(), Intermediate::Crown, "case {case}");
+            let network = network.with_intermediate(intermediate);
+            // α-CROWN's steps cost most on a software GPU: a few show its bounds sound
+            let methods = [
+                Method::Ibp,
+                Method::Crown,
+                Method::AlphaCrown {
+                    iterations: 3,
+                    lr: 0.5,
+                },
+            ];
+            for method in methods {
+                let b =
+                    logit_bounds(&network, lo.clone(), hi.clone(), rows, method).expect("bounds");
+                for (p, zp) in z.chunks(classes * rows).enumerate() {
+                    for (k, &v) in zp.iter().enumerate() {
+                        assert!(
+                            b.lower[k] <= v + 1e-4 && v <= b.upper[k] + 1e-4,
+                            "case {case}, {intermediate:?}, {}: sample {p} logit {k} = {v} \
+                                 outside [{}, {}]",
+                            method.name(),
+                            b.lower[k],
+                            b.upper[k]
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// No PGD breaks an image branch and bound verified on small LeNets: with CROWN's intermediate
+/// bounds at ε = 0.005, and with IBP's (CROWN-IBP) at ε = 0.05, where most are left unknown or
+/// attacked.
+#[test]
+fn no_attack_breaks_a_verified_image_of_a_cnn() {
+    use advrob_attack::{Attack, AttackLoss, PgdConfig};
+    on_test_backends(|d| {
+        let mut rng = SplitMix64::new(5);
+        let pgd = PgdConfig {
+            steps: 50,
+            restarts: 2,
+            loss: AttackLoss::Margin,
+            ..PgdConfig::default()
+        }
+        .check()
+        .expect("PGD's settings");
+        // a small budget: a software GPU runs the tests too
+        let settings = VerifySettings {
+            root_iterations: 10,
+            pgd_steps: 20,
+            max_domains: 10,
+            iterations: 5,
+            ..VerifySettings::default()
+        };
+        let (mut verified, mut attacked) = (0, 0);
+        for case in 0..2u64 {
+            let model = small_cnn([12, 12], 70 + case, false, d);
+            let intermediate = [Intermediate::Crown, Intermediate::Ibp][case as usize];
+            let network = Network::new(&model, d)
+                .expect("a small CNN is bounded")
+                .with_intermediate(intermediate);
+            // CROWN's intermediate bounds cost a backward pass per neuron and image
+            let rows = [3, 8][case as usize];
+            let x: Vec<f32> = (0..rows * 144).map(|_| rng.next_f64() as f32).collect();
+            let clean = images_logits(&model, &x, [rows, 1, 12, 12], d);
+            let labels: Vec<usize> = clean
+                .chunks(3)
+                .map(|z| {
+                    (0..3)
+                        .max_by(|&a, &b| z[a].total_cmp(&z[b]))
+                        .expect("3 classes")
+                })
+                .collect();
+            let images = Tensor::<4>::from_data(TensorData::new(x, [rows, 1, 12, 12]), d);
+            // CROWN's intermediate bounds verify these images at 0.005; at 0.05 PGD breaks most
+            // and CROWN-IBP proves none (its intervals widen through the pools' ReLUs), branch
+            // and bound runs on the rest
+            let eps = [0.005, 0.05][case as usize];
+            let verdict =
+                verify(&model, &network, images.clone(), &labels, eps, &settings).expect("verify");
+            let y = Tensor::<1, burn::tensor::Int>::from_data(
+                TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [rows]),
+                d,
+            );
+            let adv = pgd
+                .perturb_seeded(&model, images, y, f64::from(eps), case)
+                .expect("PGD");
+            let z = model
+                .logits(adv)
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .expect("f32");
+            for (i, r) in verdict.iter().enumerate() {
+                let row = &z[i * 3..i * 3 + 3];
+                let broken = (0..3).any(|k| k != labels[i] && row[k] > row[labels[i]]);
+                if r.status == Status::Verified {
+                    verified += 1;
+                    assert!(!broken, "case {case} image {i}: verified, yet PGD broke it");
+                }
+                if broken {
+                    attacked += 1;
+                }
+            }
+        }
+        // both kinds occur, so the check has teeth
+        assert!(
+            verified > 2 && attacked > 2,
+            "{verified} verified, {attacked} broken"
+        );
+    });
+}
+
+/// LeNet-5 on 28×28 is bounded (its lowered hidden layers are wide: IBP's intermediate bounds);
+/// the CNN of Madry et al., too big to lower, a bad box and a bad label are refused by name.
+#[test]
+fn a_cnn_is_bounded_and_what_is_not_is_refused_by_name() {
     let d = advrob_model::backend::device("ndarray").expect("ndarray");
     let lenet = NetConfig::Lenet(LenetConfig::new())
         .init(&d)
         .expect("lenet");
-    let err = Network::new(&lenet, &d).expect_err("convolutions are not bounded yet");
+    let net = Network::new(&lenet, &d).expect("a LeNet is bounded");
+    assert_eq!(net.inputs(), 784);
+    assert_eq!(net.classes(), 10);
+    assert_eq!(
+        net.hidden_widths(),
+        [4704, 4704, 2352, 1600, 1600, 800, 120, 84]
+    );
+    assert_eq!(net.intermediate(), Intermediate::Ibp);
+    let mut rng = SplitMix64::new(9);
+    let image: Vec<f32> = (0..784).map(|_| rng.next_f64() as f32).collect();
+    let clean = images_logits(&lenet, &image, [1, 1, 28, 28], &d);
+    let label = (0..10)
+        .max_by(|&a, &b| clean[a].total_cmp(&clean[b]))
+        .expect("10 classes");
+    let ibp = margin_bounds(&net, &image, &[label], 0.001, Method::Ibp).expect("IBP");
+    let crown = margin_bounds(&net, &image, &[label], 0.001, Method::Crown).expect("CROWN");
+    for j in (0..10).filter(|&j| j != label) {
+        let m = clean[label] - clean[j];
+        // CROWN-IBP's bound keeps IBP's where higher; both below the clean margin
+        assert!(
+            ibp[j] <= crown[j] && crown[j] <= m + 1e-4,
+            "class {j}: {ibp:?} {crown:?} {m}"
+        );
+    }
+    let madry = NetConfig::MadryCnn(MadryCnnConfig::new())
+        .init(&d)
+        .expect("madry");
+    let err = Network::new(&madry, &d).expect_err("too big to lower");
     assert!(
-        matches!(&err, VerifyError::Unsupported(m) if m.contains("convolutional")),
+        matches!(&err, VerifyError::Unsupported(m) if m.contains("lowered")),
         "{err}"
     );
     let net = Network::new(&mlp(4, vec![3], 2, 1, &d), &d).expect("an MLP");
+    assert_eq!(net.intermediate(), Intermediate::Crown);
     let err = logit_bounds(&net, vec![0.5; 4], vec![0.4; 4], 1, Method::Crown)
         .expect_err("lower above upper");
     assert!(err.to_string().contains("box"), "{err}");
