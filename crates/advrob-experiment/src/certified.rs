@@ -48,8 +48,8 @@ pub struct Certified {
     pub test_examples: usize,
     /// The verifier's settings.
     pub settings: VerifySettings,
-    /// Why the model cannot be bounded (convolutions, a model without a host chain); no radii
-    /// then.
+    /// Why the model cannot be bounded (a CNN too big to lower to dense layers, a model without
+    /// a host chain); no radii then.
     pub refused: Option<String>,
     /// One entry per radius, ascending.
     pub radii: Vec<AtRadius>,
