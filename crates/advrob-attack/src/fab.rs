@@ -213,7 +213,7 @@ impl Fab {
                 let mut rng = SplitMix64::new(mix_seed(&[seed, j as u64]));
                 let t: Vec<f64> = match c.norm {
                     Norm::Linf => (0..size).map(|_| rng.next_f64() * 2.0 - 1.0).collect(),
-                    Norm::L2 => (0..size).map(|_| crate::rows::gaussian(&mut rng)).collect(),
+                    Norm::L2 => (0..size).map(|_| rng.gaussian()).collect(),
                 };
                 let scale = match c.norm {
                     Norm::Linf => t.iter().fold(0.0f64, |m, v| m.max(v.abs())),

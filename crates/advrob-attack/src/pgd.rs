@@ -185,7 +185,7 @@ impl Pgd {
                     out.extend((0..size).map(|_| ((rng.next_f64() * 2.0 - 1.0) * eps) as f32))
                 }
                 Norm::L2 => {
-                    let v: Vec<f64> = (0..size).map(|_| crate::rows::gaussian(&mut rng)).collect();
+                    let v: Vec<f64> = (0..size).map(|_| rng.gaussian()).collect();
                     let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
                     // uniform in the ball: the radius's d-th power is uniform
                     let radius = eps * rng.next_f64().powf(1.0 / size as f64);

@@ -22,13 +22,6 @@ pub fn mix_seed(parts: &[u64]) -> u64 {
 
 pub(crate) use advrob_model::backend::{host_f32 as host, host_i64 as host_int};
 
-/// One standard normal draw from `rng` (Box–Muller, two uniform draws): the random starts of the
-/// L2 attacks.
-pub(crate) fn gaussian(rng: &mut SplitMix64) -> f64 {
-    let (u, w) = (rng.next_f64().max(1e-12), rng.next_f64());
-    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * w).cos()
-}
-
 /// `f` of a float tensor's values on the host (where they lie on burn-ndarray, else a copy).
 pub(crate) fn on_host<const D: usize, R>(t: &Tensor<D>, f: impl FnMut(&[f32]) -> R) -> Result<R> {
     advrob_model::backend::on_host_f32(t, f)

@@ -48,8 +48,8 @@ pub struct Certified {
     pub test_examples: usize,
     /// The verifier's settings.
     pub settings: VerifySettings,
-    /// Why the model cannot be bounded (a CNN too big to lower to dense layers, a model without
-    /// a host chain); no radii then.
+    /// Why the model is not bounded (a CNN too big to lower to dense layers, a model without a
+    /// host chain, a CNN while `verify.cnns` is false: [`CNNS_OFF`]); no radii then.
     pub refused: Option<String>,
     /// One entry per radius, ascending.
     pub radii: Vec<AtRadius>,
@@ -95,6 +95,15 @@ fn letter(s: Status) -> char {
     }
 }
 
+/// The start of the reason a CNN is not bounded while `verify.cnns` is false.
+pub const CNNS_OFF: &str = "a convolutional network while verify.cnns is false";
+
+/// Whether `model` has convolutional blocks (its host chain starts with them).
+pub fn is_cnn(model: &Deployed) -> bool {
+    use advrob_model::Classifier;
+    model.dense().is_some_and(|d| !d.convs.is_empty())
+}
+
 /// The verifier's settings for `spec`.
 pub fn settings(spec: &VerifySpec) -> VerifySettings {
     VerifySettings {
@@ -126,6 +135,8 @@ pub struct Subject<'a> {
     pub test: &'a Split,
     /// The device of the model.
     pub device: &'a Device,
+    /// Bound a CNN too (`verify.cnns`).
+    pub cnns: bool,
 }
 
 /// Verifies the radii of `todo` that `so_far` lacks, calling `keep` with the document after each
@@ -141,6 +152,15 @@ pub fn extend(
     todo: &[f64],
     keep: &mut dyn FnMut(&Certified) -> Result<()>,
 ) -> Result<Certified> {
+    if !subject.cnns && is_cnn(subject.model) {
+        so_far.refused = Some(format!(
+            "{CNNS_OFF}: its lowered chain (thousands of ReLUs through the max-pools) is bounded \
+             by CROWN-IBP, which proves little and costs the whole budget per image; \
+             verify.cnns = true or `bench-runner verify` bounds it"
+        ));
+        keep(&so_far)?;
+        return Ok(so_far);
+    }
     let net = match Network::new(subject.model, subject.device) {
         Ok(n) => n,
         Err(advrob_verify::VerifyError::Unsupported(why)) => {
@@ -232,51 +252,18 @@ fn verify_error(e: advrob_verify::VerifyError) -> ExperimentError {
 
 /// Writes `c` as the bounds of the checkpoint in `checkpoint_dir`, atomically.
 pub fn write(run: &RunDir, checkpoint_dir: &Path, c: &Certified) -> Result<()> {
-    let path = run.bounds_of(checkpoint_dir);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ExperimentError::io(parent, e))?;
-    }
-    let text =
-        serde_json::to_string(c).map_err(|e| ExperimentError::invalid("bounds", e.to_string()))?;
-    advrob_data::atomic_write(&path, text.as_bytes())?;
-    Ok(())
+    crate::json_dir::write(&run.bounds_of(checkpoint_dir), c, "bounds")
 }
 
 /// The bounds of the checkpoint in `checkpoint_dir`, if written; a file that is not one is an
 /// error naming it.
 pub fn read(run: &RunDir, checkpoint_dir: &Path) -> Result<Option<Certified>> {
-    read_file(&run.bounds_of(checkpoint_dir))
-}
-
-fn read_file(path: &Path) -> Result<Option<Certified>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
-            ExperimentError::invalid(
-                "bounds",
-                format!("{}: not a bounds file: {e}", path.display()),
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ExperimentError::io(path, e)),
-    }
+    crate::json_dir::read_file(&run.bounds_of(checkpoint_dir), "bounds")
 }
 
 /// Every bounds file of `run`, in file-name order.
 pub fn read_all(run: &RunDir) -> Result<Vec<Certified>> {
-    let dir = run.bounds();
-    let mut files: Vec<_> = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(ExperimentError::io(&dir, e)),
-    };
-    files.sort();
-    files
-        .iter()
-        .filter_map(|p| read_file(p).transpose())
-        .collect()
+    crate::json_dir::read_all(&run.bounds(), "bounds")
 }
 
 #[cfg(test)]

@@ -97,11 +97,7 @@ impl RunDir {
 
     /// The observation file of the checkpoint in `checkpoint_dir`: named after it.
     pub fn observations_of(&self, checkpoint_dir: &Path) -> PathBuf {
-        let name = checkpoint_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        self.observations().join(format!("{name}.json"))
+        per_checkpoint(self.observations(), checkpoint_dir)
     }
 
     /// The certified bounds of the run's checkpoints (`advrob_experiment::certified`), one file
@@ -112,11 +108,18 @@ impl RunDir {
 
     /// The bounds file of the checkpoint in `checkpoint_dir`: named after it.
     pub fn bounds_of(&self, checkpoint_dir: &Path) -> PathBuf {
-        let name = checkpoint_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        self.bounds().join(format!("{name}.json"))
+        per_checkpoint(self.bounds(), checkpoint_dir)
+    }
+
+    /// The randomized-smoothing files of the run's checkpoints (`advrob_experiment::smoothed`),
+    /// one file each.
+    pub fn smoothing(&self) -> PathBuf {
+        self.root.join("smoothing")
+    }
+
+    /// The smoothing file of the checkpoint in `checkpoint_dir`: named after it.
+    pub fn smoothing_of(&self, checkpoint_dir: &Path) -> PathBuf {
+        per_checkpoint(self.smoothing(), checkpoint_dir)
     }
 
     /// The checkpoint directory of model `model` trained on `backend` with `seed`, whose
@@ -151,6 +154,15 @@ impl RunDir {
             })
             .unwrap_or(named)
     }
+}
+
+/// `dir/<the checkpoint directory's name>.json`.
+fn per_checkpoint(dir: PathBuf, checkpoint_dir: &Path) -> PathBuf {
+    let name = checkpoint_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    dir.join(format!("{name}.json"))
 }
 
 #[cfg(test)]

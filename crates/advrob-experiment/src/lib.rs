@@ -4,6 +4,7 @@ pub mod bench;
 pub mod certified;
 pub mod data;
 mod error;
+mod json_dir;
 pub mod layout;
 pub mod matrix;
 pub mod observe;
@@ -11,6 +12,7 @@ pub mod presets;
 pub mod record;
 pub mod registry;
 pub mod runner;
+pub mod smoothed;
 pub mod spec;
 pub mod store;
 

@@ -552,6 +552,10 @@ pub struct VerifySpec {
     pub max_domains: usize,
     /// The first N of the run's test examples (`None`: all of them).
     pub test_limit: Option<usize>,
+    /// Bound CNNs too. Off by default: a CNN is lowered to thousands of ReLUs whose bounds
+    /// (CROWN-IBP through the max-pools) prove little while spending the whole budget on every
+    /// image; its file says so.
+    pub cnns: bool,
 }
 
 impl Default for VerifySpec {
@@ -561,6 +565,7 @@ impl Default for VerifySpec {
             eps: None,
             max_domains: DEFAULT_MAX_DOMAINS,
             test_limit: Some(DEFAULT_VERIFY_EXAMPLES),
+            cnns: false,
         }
     }
 }
@@ -572,6 +577,51 @@ impl Default for VerifySpec {
 pub const DEFAULT_MAX_DOMAINS: usize = 50;
 /// The default of [`VerifySpec::test_limit`].
 pub const DEFAULT_VERIFY_EXAMPLES: usize = 1000;
+
+/// Randomized smoothing (Cohen et al. 2019; [`crate::smoothed`]): the smoothed classifier of
+/// every model trained with `gaussian-noise` at its own σ, and of every other model at `sigma`
+/// when it is given, certified in L2 on the first test examples — a threat model of its own,
+/// reported apart from the L∞ tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmoothingSpec {
+    /// Certify at all (false by default: n = 100 000 noisy copies per image cost minutes per
+    /// model; the `smoothing` preset turns it on).
+    pub enabled: bool,
+    /// σ for the models not trained with Gaussian noise (`None`: they are not smoothed).
+    pub sigma: Option<f64>,
+    /// Noisy copies that choose the class.
+    pub n0: usize,
+    /// Noisy copies that estimate its probability.
+    pub n: usize,
+    /// The probability that a certificate is wrong.
+    pub alpha: f64,
+    /// Noisy copies per forward pass.
+    pub batch: usize,
+    /// The noise's seed.
+    pub seed: u64,
+    /// The first N of the run's test examples (`None`: all of them).
+    pub test_limit: Option<usize>,
+    /// L2 radii at which the certified accuracy is reported.
+    pub radii: Vec<f64>,
+}
+
+impl Default for SmoothingSpec {
+    fn default() -> Self {
+        let s = advrob_verify::SmoothingSettings::default();
+        Self {
+            enabled: false,
+            sigma: None,
+            n0: s.n0,
+            n: s.n,
+            alpha: s.alpha,
+            batch: s.batch,
+            seed: s.seed,
+            test_limit: Some(500),
+            radii: vec![0.0, 0.5, 1.0, 1.5],
+        }
+    }
+}
 
 /// A whole experiment matrix. Every field has the default experiment's value (EXPERIMENTS.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -604,6 +654,8 @@ pub struct Matrix {
     pub eval: EvalSpec,
     /// Certified lower bounds.
     pub verify: VerifySpec,
+    /// Randomized smoothing's L2 certificates.
+    pub smoothing: SmoothingSpec,
 }
 
 impl Default for Matrix {
@@ -621,6 +673,7 @@ impl Default for Matrix {
             attacks: default_attacks(),
             eval: EvalSpec::default(),
             verify: VerifySpec::default(),
+            smoothing: SmoothingSpec::default(),
         }
     }
 }
@@ -665,6 +718,25 @@ impl Matrix {
                     .collect()
             })
             .collect()
+    }
+
+    /// Refuses smoothing settings that certify nothing, naming the field under `smoothing.`.
+    fn check_smoothing(&self) -> Result<()> {
+        let s = &self.smoothing;
+        ensure(s.test_limit != Some(0), "smoothing.test_limit", || {
+            "0 test examples: nothing to certify (smoothing.enabled = false turns it off)".into()
+        })?;
+        for &r in &s.radii {
+            ensure(r.is_finite() && r >= 0.0, "smoothing.radii", || {
+                format!("{r} is not a radius")
+            })?;
+        }
+        let sigma = s
+            .sigma
+            .unwrap_or(advrob_verify::SmoothingSettings::default().sigma);
+        crate::smoothed::settings(s, sigma)
+            .check()
+            .map_err(|e| ExperimentError::invalid("smoothing", e.to_string()))
     }
 
     /// Parses a TOML matrix; unknown keys are errors (a typo must not silently run the default).
@@ -779,6 +851,7 @@ impl Matrix {
         if let Some(grid) = &self.verify.eps {
             check_grid("verify.eps", grid)?;
         }
+        self.check_smoothing()?;
         ensure(
             self.train.train_limit != Some(0),
             "train.train_limit",

@@ -187,41 +187,13 @@ fn column(model: &dyn Classifier, t: Tensor<4>) -> Result<Column> {
 
 /// Writes `obs` as the observations of the checkpoint in `checkpoint_dir`.
 pub fn write(run: &RunDir, checkpoint_dir: &Path, obs: &Observations) -> Result<()> {
-    let path = run.observations_of(checkpoint_dir);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ExperimentError::io(parent, e))?;
-    }
-    let text = serde_json::to_string(obs)
-        .map_err(|e| ExperimentError::invalid("observations", e.to_string()))?;
-    advrob_data::atomic_write(&path, text.as_bytes())?;
-    Ok(())
+    crate::json_dir::write(&run.observations_of(checkpoint_dir), obs, "observations")
 }
 
 /// Every observation file of `run`, in file-name order; a file that is not one is an error
 /// naming it.
 pub fn read_all(run: &RunDir) -> Result<Vec<Observations>> {
-    let dir = run.observations();
-    let mut files: Vec<_> = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(ExperimentError::io(&dir, e)),
-    };
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).map_err(|e| ExperimentError::io(p, e))?;
-            serde_json::from_str(&text).map_err(|e| {
-                ExperimentError::invalid(
-                    "observations",
-                    format!("{}: not an observation file: {e}", p.display()),
-                )
-            })
-        })
-        .collect()
+    crate::json_dir::read_all(&run.observations(), "observations")
 }
 
 #[cfg(test)]

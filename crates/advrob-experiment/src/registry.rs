@@ -15,6 +15,7 @@ use advrob_attack::{
 };
 use advrob_defense_adversarial_training::{AdversarialTrainingConfig, RetrainingConfig};
 use advrob_defense_distillation::DistillationConfig;
+use advrob_defense_gaussian_noise::GaussianNoiseConfig;
 use advrob_defense_gradient_masking::GradientMaskingConfig;
 use advrob_defense_label_smoothing::LabelSmoothingConfig;
 use advrob_model::{Defense, DefenseConfig, Deployed, NoDefense, TeacherUse};
@@ -149,6 +150,7 @@ impl Default for Registry {
             .with_defense::<GradientMaskingConfig>("gradient-masking")
             .with_defense::<LabelSmoothingConfig>("label-smoothing")
             .with_defense::<DistillationConfig>("distillation")
+            .with_defense::<GaussianNoiseConfig>("gaussian-noise")
     }
 }
 

@@ -59,6 +59,69 @@ fn relabel_untrusted(
     panels
 }
 
+/// `certified_vs_eps.{png,svg}`: per model, robust accuracy on the verifier's images as a band
+/// from the certified lower bound (the share proven robust) up to the best attack's upper bound
+/// (the line: the share every attack left robust); the truth lies inside the band. One panel per
+/// dataset and backend; none when no bracket has both sides.
+pub(crate) fn certified_figure(
+    brackets: &[crate::bounds::Bracket],
+    reports: &Path,
+) -> Result<Vec<PathBuf>> {
+    let seeds: BTreeMap<&str, std::collections::BTreeSet<u64>> =
+        brackets.iter().fold(BTreeMap::new(), |mut m, b| {
+            m.entry(b.model.as_str()).or_default().insert(b.seed);
+            m
+        });
+    let mut curves: BTreeMap<(String, String), BTreeMap<String, Vec<plots::Point>>> =
+        BTreeMap::new();
+    for b in brackets {
+        let Some(attacked) = b.attacked else {
+            continue;
+        };
+        let name = if seeds.get(b.model.as_str()).is_some_and(|s| s.len() > 1) {
+            format!("{} (seed {})", b.model, b.seed)
+        } else {
+            b.model.clone()
+        };
+        curves
+            .entry((b.dataset.clone(), b.backend.clone()))
+            .or_default()
+            .entry(name)
+            .or_default()
+            .push(plots::Point {
+                eps: b.eps,
+                mean: attacked,
+                min: b.certified.min(attacked),
+                max: attacked,
+                seeds: 1,
+                attacked: true,
+            });
+    }
+    let panels: Vec<plots::Panel> = curves
+        .into_iter()
+        .map(|((dataset, backend), models)| plots::Panel {
+            dataset,
+            backend,
+            attack: "certified (band floor) to best attack (line)".into(),
+            curves: models
+                .into_iter()
+                .map(|(m, mut pts)| {
+                    pts.sort_by(|a, b| a.eps.total_cmp(&b.eps));
+                    (m, pts)
+                })
+                .collect(),
+        })
+        .collect();
+    if panels.is_empty() {
+        return Ok(Vec::new());
+    }
+    plots::curves(
+        &panels,
+        "robust accuracy: proven (floor) .. attacked (line)",
+        &reports.join("certified_vs_eps"),
+    )
+}
+
 pub(crate) fn curve_figures(
     df: &DataFrame,
     records: &[Record],

@@ -10,6 +10,7 @@ pub mod html;
 pub mod identity;
 pub mod plots;
 mod runs;
+pub mod smoothing;
 pub mod stats;
 pub mod tables;
 #[cfg(test)]
@@ -160,6 +161,19 @@ pub fn report_with(runs: &[PathBuf], reports: &Path, registry: &Registry) -> Res
         written.extend(files);
         md
     };
+    // randomized smoothing: another classifier and norm, in a table of its own
+    let smoothed = runs
+        .iter()
+        .map(|run| advrob_experiment::smoothed::read_all(&run.dir))
+        .collect::<std::result::Result<Vec<_>, _>>()?
+        .concat();
+    let smoothing_md = if smoothed.is_empty() {
+        String::new()
+    } else {
+        let (md, files) = smoothing::write(&smoothed, reports)?;
+        written.extend(files);
+        md
+    };
     let (cards_md, card_files) = write_cards(&records, &worst, &verdicts, &brackets, reports)?;
     written.extend(card_files);
     let lead = figures::lead_figure(&worst, &intervals, &verdicts, reports)?;
@@ -171,6 +185,7 @@ pub fn report_with(runs: &[PathBuf], reports: &Path, registry: &Registry) -> Res
         reports,
     )?);
     figures.extend(figures::cost_figure(&records, &verdicts, reports)?);
+    figures.extend(figures::certified_figure(&brackets, reports)?);
     // the cross-backend agreement `bench-runner agree` (or reproduce) kept in the runs
     let rows = runs
         .iter()
@@ -192,7 +207,9 @@ pub fn report_with(runs: &[PathBuf], reports: &Path, registry: &Registry) -> Res
         &html::Sections {
             lead_md: &format!("{top}{cards_md}"),
             lead_figures: &lead,
-            rest_md: &format!("{verdict_body}\n{bounds_md}\n{summary_body}\n{agreement}"),
+            rest_md: &format!(
+                "{verdict_body}\n{bounds_md}\n{smoothing_md}\n{summary_body}\n{agreement}"
+            ),
             figures: &figures,
         },
         &records,

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod progress;
 pub mod slurm;
+pub mod smooth;
 pub mod verify;
 
 /// The message of an error for the terminal: the error and each cause the message does not already

@@ -133,6 +133,15 @@ enum Cmd {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Randomized smoothing (Cohen et al. 2019) for one saved model: the smoothed classifier's
+    /// certified L2 radius on each test image (Monte-Carlo noise, a Clopper–Pearson bound) and its
+    /// certified accuracy against the radius — its own threat model, never an L∞ figure.
+    Smooth {
+        #[command(flatten)]
+        args: bench_runner::smooth::SmoothArgs,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Download and verify a dataset into the data directory.
     Download {
         /// mnist, fashion-mnist or cifar10.
@@ -208,6 +217,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             reports,
         } => agree_cmd(run, backends, &data_dir, &reports, &registry),
         Cmd::Verify { args, data } => bench_runner::verify::run(&args, &data),
+        Cmd::Smooth { args, data } => bench_runner::smooth::run(&args, &data),
         Cmd::Download { dataset, data } => download_cmd(&dataset, &data),
         Cmd::Backends => {
             backends_cmd();

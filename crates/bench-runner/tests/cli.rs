@@ -534,6 +534,21 @@ fn cnns_train_are_defended_and_attacked_in_a_matrix() {
             };
             assert_eq!(arch, want, "{r}");
         }
+        // CNNs are left out of the bounds unless verify.cnns: every file says so, with no radii
+        let bounds: Vec<serde_json::Value> =
+            std::fs::read_dir(tmp.path().join(&out).join("bounds"))
+                .expect("bounds/")
+                .map(|e| {
+                    serde_json::from_slice(&std::fs::read(e.expect("entry").path()).expect("file"))
+                        .expect("JSON")
+                })
+                .collect();
+        assert!(!bounds.is_empty());
+        for b in &bounds {
+            let why = b["refused"].as_str().expect("refused");
+            assert!(why.contains("verify.cnns is false"), "{b}");
+            assert_eq!(b["radii"].as_array().map(Vec::len), Some(0), "{b}");
+        }
     }
 }
 
@@ -1081,4 +1096,147 @@ fn verify_brackets_robust_accuracy_between_proof_and_counterexample() {
         tmp.path(),
     );
     common::assert_fails_naming(&o, &["nowhere"]);
+}
+
+const SMOOTHING: &str = r#"
+name = "smoothing"
+eps = [0.0, 0.1]
+[train]
+epochs = 2
+batch_size = 20
+[[models]]
+name = "base"
+hidden = [16]
+[[models]]
+name = "noisy"
+hidden = [16]
+defense = { kind = "gaussian-noise", sigma = 0.5 }
+[[attacks]]
+kind = "fgsm"
+[verify]
+enabled = false
+[smoothing]
+enabled = true
+n0 = 20
+n = 400
+batch = 150
+test_limit = 30
+radii = [0.0, 0.25]
+"#;
+
+/// Randomized smoothing in a matrix: only the model trained with noise is smoothed (no σ is
+/// given for the others), its file says it is an L2 certificate of the smoothed classifier, a
+/// rerun does not redo it, the report puts it in a table of its own; `bench-runner smooth`
+/// certifies one saved model and refuses a bad σ by name.
+#[test]
+fn smoothing_certifies_the_noise_trained_model_in_a_table_of_its_own() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let d = tmp.path();
+    synthetic::write_dataset(&d.join("ds"), 400, 100, 7).expect("dataset");
+    std::fs::write(d.join("m.toml"), SMOOTHING).expect("matrix");
+    let run = [
+        "run",
+        "--config",
+        "m.toml",
+        "--dataset-dir",
+        "ds",
+        "--out",
+        "out",
+        "--backends",
+        "ndarray",
+    ];
+    let o = bench_runner(&run, d);
+    assert!(o.status.success(), "{}", text(&o));
+    let files: Vec<_> = std::fs::read_dir(d.join("out/smoothing"))
+        .expect("smoothing/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).expect("file")).expect("JSON");
+    assert_eq!(s["threat_model"], "l2-smoothed");
+    assert_eq!(s["model"], "noisy");
+    assert_eq!(s["settings"]["sigma"], 0.5);
+    assert_eq!(s["test_examples"], 30);
+    let acc: Vec<f64> = s["accuracy"]
+        .as_array()
+        .expect("accuracy")
+        .iter()
+        .map(|a| a["accuracy"].as_f64().expect("share"))
+        .collect();
+    // a larger radius can only certify fewer images; some are certified; the per-image radii
+    // give the same shares
+    assert!(acc[1] <= acc[0] && acc[0] > 0.0, "{acc:?}");
+    let radii: Vec<f64> = s["radii_correct"]
+        .as_array()
+        .expect("radii")
+        .iter()
+        .map(|r| r.as_f64().expect("radius"))
+        .collect();
+    for (r, a) in [(0.0, acc[0]), (0.25, acc[1])] {
+        let k = radii.iter().filter(|&&x| x >= r).count();
+        assert_eq!(k as f64 / 30.0, a, "{radii:?}");
+    }
+    let modified = std::fs::metadata(&files[0])
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let o = bench_runner(&run, d);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::metadata(&files[0])
+            .and_then(|m| m.modified())
+            .expect("mtime"),
+        modified,
+        "a rerun redid the certificates"
+    );
+    let o = bench_runner(&["report", "--run", "out", "--reports", "rep"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    let md = std::fs::read_to_string(d.join("rep/smoothing.md")).expect("smoothing.md");
+    assert!(
+        md.contains("| noisy | ndarray | 42 | 0.5 | 30 | 400 | 0.001 |"),
+        "{md}"
+    );
+    assert!(!md.contains("| base |"), "{md}");
+    let results = std::fs::read_to_string(d.join("rep/results.md")).expect("results.md");
+    assert!(!results.contains("smooth"), "{results}");
+
+    let model = std::fs::read_dir(d.join("out/models"))
+        .expect("models")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_dir() && p.to_string_lossy().contains("noisy"))
+        .expect("the noisy model's directory");
+    let model = model.to_str().expect("utf-8 path");
+    let smooth = |sigma: &str| {
+        bench_runner(
+            &[
+                "smooth",
+                "--model",
+                model,
+                "--dataset-dir",
+                "ds",
+                "--sigma",
+                sigma,
+                "--n0",
+                "20",
+                "--n",
+                "400",
+                "--test-limit",
+                "10",
+                "--out",
+                "s.json",
+            ],
+            d,
+        )
+    };
+    let o = smooth("0.5");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("radius 0.5: certified accuracy"),
+        "{}",
+        text(&o)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("s.json")).expect("s.json")).expect("JSON");
+    assert_eq!(v["images"].as_array().map(Vec::len), Some(10));
+    common::assert_fails_naming(&smooth("-1"), &["sigma"]);
 }

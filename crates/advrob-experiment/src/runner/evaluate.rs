@@ -17,7 +17,7 @@ use crate::matrix::Matrix;
 use crate::record::{EvalKey, Record, SCHEMA, Versions, record_key};
 use crate::registry::{Described, Registry};
 use crate::store::{Lock, RecordLog, read_run};
-use crate::{certified, observe};
+use crate::{certified, observe, smoothed};
 
 /// The model a record is about: its place in the matrix, its deployed form and where it came from.
 #[derive(Clone, Copy)]
@@ -104,6 +104,7 @@ impl EvalContext<'_> {
         !self.todo(models, i).is_empty()
             || !self.observed(models, i)
             || !self.bounds_todo(models, i).is_empty()
+            || self.smoothing_todo(models, i).is_some()
     }
 
     /// The test examples the verifier takes.
@@ -122,6 +123,15 @@ impl EvalContext<'_> {
         }
         let all = certified::radii(spec, &self.matrix.eps);
         match self.bounds_so_far(models, i) {
+            // a CNN left out while verify.cnns was false is bounded once it is true
+            Some(c)
+                if c.refused
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(certified::CNNS_OFF))
+                    && spec.cnns =>
+            {
+                all
+            }
             Some(c) if c.refused.is_some() => Vec::new(),
             Some(c) => all
                 .into_iter()
@@ -159,7 +169,7 @@ impl EvalContext<'_> {
         let plan = &models.plans[i];
         let start = self
             .bounds_so_far(models, i)
-            .filter(|c| c.checkpoint_sha256 == info.checkpoint_sha256)
+            .filter(|c| c.checkpoint_sha256 == info.checkpoint_sha256 && c.refused.is_none())
             .unwrap_or_else(|| certified::Certified {
                 side: certified::Side::Lower,
                 model: self.matrix.models[i].name.clone(),
@@ -176,11 +186,82 @@ impl EvalContext<'_> {
             model,
             test: self.test_split,
             device: models.device,
+            cnns: self.matrix.verify.cnns,
         };
         certified::extend(&subject, start, todo, &mut |c| {
             certified::write(self.run, &plan.dir, c)
         })?;
         Ok(())
+    }
+
+    /// The test examples randomized smoothing takes.
+    fn smoothing_examples(&self) -> usize {
+        let n = self.test_split.len();
+        self.matrix.smoothing.test_limit.map_or(n, |l| l.min(n))
+    }
+
+    /// The smoothing settings model `i` is still to be certified with ([`crate::smoothed`]):
+    /// none when the matrix smooths nothing, the model has no σ, or its file is of these
+    /// settings, test examples, radii and weights' key already.
+    fn smoothing_todo(
+        &self,
+        models: &Models<'_>,
+        i: usize,
+    ) -> Option<advrob_verify::SmoothingSettings> {
+        let spec = &self.matrix.smoothing;
+        if !spec.enabled {
+            return None;
+        }
+        let sigma = smoothed::sigma_of(&self.matrix.models[i], spec)?;
+        let settings = smoothed::settings(spec, sigma);
+        let plan = &models.plans[i];
+        let done = smoothed::read(self.run, &plan.dir)
+            .ok()
+            .flatten()
+            .is_some_and(|s| {
+                s.model_key == plan.key
+                    && s.settings == settings
+                    && s.test_examples == self.smoothing_examples()
+                    && s.backend == models.backend
+                    && s.accuracy
+                        .iter()
+                        .map(|a| a.radius)
+                        .eq(spec.radii.iter().copied())
+            });
+        (!done).then_some(settings)
+    }
+
+    /// Randomized smoothing's certificates for model `i` with `settings`, into its file.
+    fn smooth(
+        &self,
+        models: &Models<'_>,
+        i: usize,
+        model: &Deployed,
+        info: &ModelInfo,
+        settings: advrob_verify::SmoothingSettings,
+    ) -> Result<()> {
+        let plan = &models.plans[i];
+        let start = smoothed::SmoothedRun {
+            threat_model: smoothed::THREAT_MODEL.into(),
+            model: self.matrix.models[i].name.clone(),
+            model_key: plan.key.clone(),
+            backend: models.backend.to_string(),
+            seed: models.seed,
+            checkpoint_sha256: info.checkpoint_sha256.clone(),
+            test_examples: self.smoothing_examples(),
+            settings,
+            seconds: 0.0,
+            abstained: 0,
+            accuracy: Vec::new(),
+            radii_correct: Vec::new(),
+        };
+        let subject = smoothed::Subject {
+            model,
+            test: self.test_split,
+            device: models.device,
+        };
+        let done = smoothed::certify(&subject, start, &self.matrix.smoothing.radii)?;
+        smoothed::write(self.run, &plan.dir, &done)
     }
 
     /// Whether model `i`'s checkpoint has its observations.
@@ -472,6 +553,9 @@ impl EvalContext<'_> {
         let bounds = self.bounds_todo(models, i);
         if !bounds.is_empty() {
             self.certify(models, i, &model, &info, &bounds)?;
+        }
+        if let Some(settings) = self.smoothing_todo(models, i) {
+            self.smooth(models, i, &model, &info, settings)?;
         }
         Ok(())
     }
