@@ -239,9 +239,53 @@ fn two_pixel_networks_agree_with_the_exact_minimum() {
     });
 }
 
+/// Runs `pgd` (seeded by `case`) on the 3-class `model` at `eps` and asserts that it breaks no
+/// image `verdict` says is verified; returns (verified, broken by PGD).
+#[allow(clippy::too_many_arguments)]
+fn check_against_pgd(
+    pgd: &advrob_attack::Pgd,
+    model: &dyn Classifier,
+    images: Tensor<4>,
+    labels: &[usize],
+    eps: f32,
+    case: u64,
+    verdict: &[advrob_verify::ImageResult],
+    d: &Device,
+) -> (usize, usize) {
+    use advrob_attack::Attack;
+    let y = Tensor::<1, burn::tensor::Int>::from_data(
+        TensorData::new(
+            labels.iter().map(|&l| l as i64).collect::<Vec<_>>(),
+            [labels.len()],
+        ),
+        d,
+    );
+    let adv = pgd
+        .perturb_seeded(model, images, y, f64::from(eps), case)
+        .expect("PGD");
+    let z = model
+        .logits(adv)
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .expect("f32");
+    let (mut verified, mut attacked) = (0, 0);
+    for (i, r) in verdict.iter().enumerate() {
+        let row = &z[i * 3..i * 3 + 3];
+        let broken = (0..3).any(|k| k != labels[i] && row[k] > row[labels[i]]);
+        if r.status == Status::Verified {
+            verified += 1;
+            assert!(!broken, "case {case} image {i}: verified, yet PGD broke it");
+        }
+        if broken {
+            attacked += 1;
+        }
+    }
+    (verified, attacked)
+}
+
 #[test]
 fn no_attack_breaks_a_verified_image() {
-    use advrob_attack::{Attack, AttackLoss, PgdConfig};
+    use advrob_attack::{AttackLoss, PgdConfig};
     on_test_backends(|d| {
         let mut rng = SplitMix64::new(3);
         let pgd = PgdConfig {
@@ -278,29 +322,9 @@ fn no_attack_breaks_a_verified_image() {
                 &VerifySettings::default(),
             )
             .expect("verify");
-            let y = Tensor::<1, burn::tensor::Int>::from_data(
-                TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [rows]),
-                d,
-            );
-            let adv = pgd
-                .perturb_seeded(&model, images, y, f64::from(eps), case)
-                .expect("PGD");
-            let z = model
-                .logits(adv)
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .expect("f32");
-            for (i, r) in verdict.iter().enumerate() {
-                let row = &z[i * 3..i * 3 + 3];
-                let broken = (0..3).any(|k| k != labels[i] && row[k] > row[labels[i]]);
-                if r.status == Status::Verified {
-                    verified += 1;
-                    assert!(!broken, "case {case} image {i}: verified, yet PGD broke it");
-                }
-                if broken {
-                    attacked += 1;
-                }
-            }
+            let (v, a) = check_against_pgd(&pgd, &model, images, &labels, eps, case, &verdict, d);
+            verified += v;
+            attacked += a;
         }
         // both kinds occur, so the check has teeth
         assert!(
@@ -402,7 +426,7 @@ fn sampled_points_lie_inside_every_methods_bounds_on_a_cnn() {
 /// attacked.
 #[test]
 fn no_attack_breaks_a_verified_image_of_a_cnn() {
-    use advrob_attack::{Attack, AttackLoss, PgdConfig};
+    use advrob_attack::{AttackLoss, PgdConfig};
     on_test_backends(|d| {
         let mut rng = SplitMix64::new(5);
         let pgd = PgdConfig {
@@ -447,29 +471,9 @@ fn no_attack_breaks_a_verified_image_of_a_cnn() {
             let eps = [0.005, 0.05][case as usize];
             let verdict =
                 verify(&model, &network, images.clone(), &labels, eps, &settings).expect("verify");
-            let y = Tensor::<1, burn::tensor::Int>::from_data(
-                TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [rows]),
-                d,
-            );
-            let adv = pgd
-                .perturb_seeded(&model, images, y, f64::from(eps), case)
-                .expect("PGD");
-            let z = model
-                .logits(adv)
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .expect("f32");
-            for (i, r) in verdict.iter().enumerate() {
-                let row = &z[i * 3..i * 3 + 3];
-                let broken = (0..3).any(|k| k != labels[i] && row[k] > row[labels[i]]);
-                if r.status == Status::Verified {
-                    verified += 1;
-                    assert!(!broken, "case {case} image {i}: verified, yet PGD broke it");
-                }
-                if broken {
-                    attacked += 1;
-                }
-            }
+            let (v, a) = check_against_pgd(&pgd, &model, images, &labels, eps, case, &verdict, d);
+            verified += v;
+            attacked += a;
         }
         // both kinds occur, so the check has teeth
         assert!(
