@@ -606,6 +606,20 @@ pub struct SmoothingSpec {
     pub radii: Vec<f64>,
 }
 
+impl SmoothingSpec {
+    /// The certifier's settings at σ `sigma`.
+    pub fn settings(&self, sigma: f64) -> advrob_verify::SmoothingSettings {
+        advrob_verify::SmoothingSettings {
+            sigma,
+            n0: self.n0,
+            n: self.n,
+            alpha: self.alpha,
+            batch: self.batch,
+            seed: self.seed,
+        }
+    }
+}
+
 impl Default for SmoothingSpec {
     fn default() -> Self {
         let s = advrob_verify::SmoothingSettings::default();
@@ -734,7 +748,7 @@ impl Matrix {
         let sigma = s
             .sigma
             .unwrap_or(advrob_verify::SmoothingSettings::default().sigma);
-        crate::smoothed::settings(s, sigma)
+        s.settings(sigma)
             .check()
             .map_err(|e| ExperimentError::invalid("smoothing", e.to_string()))
     }

@@ -78,18 +78,6 @@ pub fn sigma_of(spec: &ModelSpec, smoothing: &SmoothingSpec) -> Option<f64> {
     smoothing.sigma
 }
 
-/// The certifier's settings for `spec` at σ `sigma`.
-pub fn settings(spec: &SmoothingSpec, sigma: f64) -> SmoothingSettings {
-    SmoothingSettings {
-        sigma,
-        n0: spec.n0,
-        n: spec.n,
-        alpha: spec.alpha,
-        batch: spec.batch,
-        seed: spec.seed,
-    }
-}
-
 /// What the certifier needs of one checkpoint, and how the file is labelled.
 pub struct Subject<'a> {
     /// The deployed model (the base classifier).

@@ -27,7 +27,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use crate::network::{Affine, Network};
+use crate::network::{Affine, Intermediate, Network};
 
 /// How bounds are computed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,17 +62,6 @@ impl Method {
             Method::AlphaCrown { .. } => "alpha-crown",
         }
     }
-}
-
-/// Where CROWN's and α-CROWN's pre-activation bounds of the hidden layers come from (the last
-/// layer's specs are always bounded by the backward pass). Both are sound; CROWN's are tighter and
-/// cost a backward pass from every hidden neuron.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Intermediate {
-    /// CROWN's backward pass from each neuron with the identity as spec, intersected with IBP's.
-    Crown,
-    /// Interval bound propagation's (CROWN-IBP).
-    Ibp,
 }
 
 /// Lower and upper bounds of a layer's values, `[B, n]` each.

@@ -24,7 +24,6 @@
 use advrob_model::{Classifier, PixelMap};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::bounds::Intermediate;
 use crate::error::{Result, VerifyError};
 use crate::lower;
 
@@ -32,6 +31,17 @@ use crate::lower;
 /// ([`Intermediate::Crown`]); wider ones get IBP's ([`Intermediate::Ibp`]). Above every advrob MLP
 /// (the widest, 900), below a lowered CNN's layers (LeNet-5's: 4704, 2352, 1600, 800, …).
 pub const CROWN_INTERMEDIATE_MAX_WIDTH: usize = 1024;
+
+/// Where CROWN's and α-CROWN's pre-activation bounds of the hidden layers come from (the last
+/// layer's specs are always bounded by the backward pass). Both are sound; CROWN's are tighter and
+/// cost a backward pass from every hidden neuron.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intermediate {
+    /// CROWN's backward pass from each neuron with the identity as spec, intersected with IBP's.
+    Crown,
+    /// Interval bound propagation's (CROWN-IBP).
+    Ibp,
+}
 
 /// One affine layer on the device: `z = a · W + b`.
 #[derive(Debug, Clone)]

@@ -213,7 +213,7 @@ impl EvalContext<'_> {
             return None;
         }
         let sigma = smoothed::sigma_of(&self.matrix.models[i], spec)?;
-        let settings = smoothed::settings(spec, sigma);
+        let settings = spec.settings(sigma);
         let plan = &models.plans[i];
         let done = smoothed::read(self.run, &plan.dir)
             .ok()
