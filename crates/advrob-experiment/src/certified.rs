@@ -53,6 +53,26 @@ pub struct Certified {
     pub refused: Option<String>,
     /// One entry per radius, ascending.
     pub radii: Vec<AtRadius>,
+    /// The verifier that wrote the file ([`VERIFIER`]; empty in files of an older one): a
+    /// refusal by another verifier is tried again, since what it could not bound may be bounded
+    /// now.
+    #[serde(default)]
+    pub verifier: String,
+}
+
+/// This verifier, as bounds files name it.
+pub const VERIFIER: &str = "advrob-verify (CNNs lowered, 2026-12-07)";
+
+impl Certified {
+    /// Whether the file's refusal stands: a CNN left out while `cnns` is false (it is bounded
+    /// once `cnns` is true), or another refusal by this verifier; `false` without a refusal.
+    pub fn refusal_stands(&self, cnns: bool) -> bool {
+        match &self.refused {
+            None => false,
+            Some(why) if why.starts_with(CNNS_OFF) => !cnns,
+            Some(_) => self.verifier == VERIFIER,
+        }
+    }
 }
 
 /// The verdicts at one radius.
@@ -152,7 +172,8 @@ pub fn extend(
     todo: &[f64],
     keep: &mut dyn FnMut(&Certified) -> Result<()>,
 ) -> Result<Certified> {
-    if !subject.cnns && is_cnn(subject.model) {
+    // a CNN bounded before (cnns was true) keeps its radii; only one never bounded is left out
+    if !subject.cnns && so_far.radii.is_empty() && is_cnn(subject.model) {
         so_far.refused = Some(format!(
             "{CNNS_OFF}: its lowered chain (thousands of ReLUs through the max-pools) is bounded \
              by CROWN-IBP, which proves little and costs the whole budget per image; \
@@ -269,6 +290,30 @@ pub fn read_all(run: &RunDir) -> Result<Vec<Certified>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_stands_only_for_this_verifier_or_while_cnns_are_off() {
+        let file = |refused: Option<&str>, verifier: &str| Certified {
+            side: Side::Lower,
+            model: "m".into(),
+            model_key: "k".into(),
+            backend: "ndarray".into(),
+            seed: 42,
+            checkpoint_sha256: "c".into(),
+            test_examples: 10,
+            settings: VerifySettings::default(),
+            refused: refused.map(String::from),
+            radii: Vec::new(),
+            verifier: verifier.into(),
+        };
+        let cnn = format!("{CNNS_OFF}: …");
+        assert!(file(Some(&cnn), VERIFIER).refusal_stands(false));
+        assert!(!file(Some(&cnn), VERIFIER).refusal_stands(true));
+        assert!(file(Some("too big"), VERIFIER).refusal_stands(true));
+        // an older verifier refused every CNN: tried again
+        assert!(!file(Some("convolutions not implemented yet"), "").refusal_stands(false));
+        assert!(!file(None, VERIFIER).refusal_stands(false));
+    }
 
     #[test]
     fn radii_are_the_grid_without_zero_ascending() {

@@ -737,6 +737,9 @@ impl Matrix {
     /// Refuses smoothing settings that certify nothing, naming the field under `smoothing.`.
     fn check_smoothing(&self) -> Result<()> {
         let s = &self.smoothing;
+        if !s.enabled {
+            return Ok(());
+        }
         ensure(s.test_limit != Some(0), "smoothing.test_limit", || {
             "0 test examples: nothing to certify (smoothing.enabled = false turns it off)".into()
         })?;

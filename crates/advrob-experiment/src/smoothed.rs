@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use advrob_data::Split;
+use advrob_defense_gaussian_noise::GaussianNoiseConfig;
 use advrob_model::Deployed;
 use advrob_verify::{SmoothingSettings, certified_accuracy, certify_smoothed};
 use burn::tensor::Device;
@@ -69,14 +70,21 @@ pub struct AtL2Radius {
 /// trained with `gaussian-noise` (σ 0.25 when its settings give none), else the section's
 /// `sigma` (`None`: the model is not smoothed).
 pub fn sigma_of(spec: &ModelSpec, smoothing: &SmoothingSpec) -> Option<f64> {
-    if spec.defense.kind == "gaussian-noise" {
-        let own = spec.defense.params.get("sigma").and_then(|v| v.as_f64());
-        return Some(
-            own.unwrap_or(advrob_defense_gaussian_noise::GaussianNoiseConfig::default().sigma),
-        );
-    }
-    smoothing.sigma
+    // the defense's own config type reads its settings (a matrix was checked against the
+    // registry, so they parse)
+    let noise = (spec.defense.kind == NOISE_KIND)
+        .then(|| {
+            serde_json::from_value::<GaussianNoiseConfig>(serde_json::Value::Object(
+                spec.defense.params.clone(),
+            ))
+            .ok()
+        })
+        .flatten();
+    noise.map(|c| c.sigma).or(smoothing.sigma)
 }
+
+/// The registry's kind of the Gaussian noise defense.
+pub const NOISE_KIND: &str = "gaussian-noise";
 
 /// What the certifier needs of one checkpoint, and how the file is labelled.
 pub struct Subject<'a> {
@@ -108,7 +116,7 @@ pub fn certify(
         subject.model,
         &pixels,
         [im.channels, im.rows, im.cols],
-        advrob_data::NUM_CLASSES,
+        subject.model.net.classes(),
         &start.settings,
         subject.device,
     )
@@ -141,6 +149,20 @@ pub fn certify(
         start.seconds
     );
     Ok(start)
+}
+
+/// `run`'s certified accuracy at `radii`, from its per-image radii (no noise drawn: an image
+/// counts at r when the smoothed classifier is right there with a radius of at least r) — what
+/// a matrix whose radii changed needs of a file certified before.
+pub fn tabulate(run: &mut SmoothedRun, radii: &[f64]) {
+    let n = run.radii_correct.len().max(1) as f64;
+    run.accuracy = radii
+        .iter()
+        .map(|&radius| AtL2Radius {
+            radius,
+            accuracy: run.radii_correct.iter().filter(|&&r| r >= radius).count() as f64 / n,
+        })
+        .collect();
 }
 
 /// Writes `s` as the smoothing file of the checkpoint in `checkpoint_dir`, atomically.

@@ -303,6 +303,7 @@ mod tests {
                 tried: statuses.len(),
                 statuses: statuses.into(),
             }],
+            verifier: advrob_experiment::certified::VERIFIER.into(),
         }
     }
 

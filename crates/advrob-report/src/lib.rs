@@ -167,10 +167,11 @@ pub fn report_with(runs: &[PathBuf], reports: &Path, registry: &Registry) -> Res
         .map(|run| advrob_experiment::smoothed::read_all(&run.dir))
         .collect::<std::result::Result<Vec<_>, _>>()?
         .concat();
-    let smoothing_md = if smoothed.is_empty() {
+    let smoothed_rows = smoothing::rows(&smoothed, &records);
+    let smoothing_md = if smoothed_rows.is_empty() {
         String::new()
     } else {
-        let (md, files) = smoothing::write(&smoothed, reports)?;
+        let (md, files) = smoothing::write(&smoothed_rows, reports)?;
         written.extend(files);
         md
     };

@@ -74,6 +74,10 @@ pub fn run(args: &SmoothArgs, data: &DataArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     settings.check()?;
+    anyhow::ensure!(
+        args.test_limit > 0,
+        "invalid --test-limit: 0 test images certify nothing"
+    );
     for &r in &args.radii {
         anyhow::ensure!(
             r.is_finite() && r >= 0.0,
@@ -129,7 +133,7 @@ pub fn run(args: &SmoothArgs, data: &DataArgs) -> anyhow::Result<()> {
     );
     if let Some(out) = &args.out {
         let doc = serde_json::json!({
-            "threat_model": "l2, smoothed classifier (randomized smoothing)",
+            "threat_model": advrob_experiment::smoothed::THREAT_MODEL,
             "model": args.model.display().to_string(),
             "dataset": name,
             "test_images": n,

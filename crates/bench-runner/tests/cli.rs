@@ -1189,11 +1189,38 @@ fn smoothing_certifies_the_noise_trained_model_in_a_table_of_its_own() {
         modified,
         "a rerun redid the certificates"
     );
+    // another radius (the run extended with that matrix): tabulated from the per-image radii,
+    // not certified again
+    std::fs::write(
+        d.join("m2.toml"),
+        SMOOTHING.replace("radii = [0.0, 0.25]", "radii = [0.0, 0.25, 0.5]"),
+    )
+    .expect("matrix");
+    let extended = [&run[..], &["--extend"]].concat();
+    let extended: Vec<&str> = extended
+        .iter()
+        .map(|a| if *a == "m.toml" { "m2.toml" } else { a })
+        .collect();
+    let o = bench_runner(&extended, d);
+    assert!(o.status.success(), "{}", text(&o));
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).expect("file")).expect("JSON");
+    assert_eq!(t["seconds"], s["seconds"], "certified again");
+    assert_eq!(t["radii_correct"], s["radii_correct"]);
+    let radii: Vec<f64> = t["accuracy"]
+        .as_array()
+        .expect("accuracy")
+        .iter()
+        .map(|a| a["radius"].as_f64().expect("radius"))
+        .collect();
+    assert_eq!(radii, [0.0, 0.25, 0.5]);
+    assert_eq!(t["accuracy"][1], s["accuracy"][1]);
+
     let o = bench_runner(&["report", "--run", "out", "--reports", "rep"], d);
     assert!(o.status.success(), "{}", text(&o));
     let md = std::fs::read_to_string(d.join("rep/smoothing.md")).expect("smoothing.md");
     assert!(
-        md.contains("| noisy | ndarray | 42 | 0.5 | 30 | 400 | 0.001 |"),
+        md.contains("| noisy | ndarray | 42 | 0.5 | 30 | 400 | 0.001 | 0 |"),
         "{md}"
     );
     assert!(!md.contains("| base |"), "{md}");

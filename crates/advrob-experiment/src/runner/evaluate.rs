@@ -104,7 +104,7 @@ impl EvalContext<'_> {
         !self.todo(models, i).is_empty()
             || !self.observed(models, i)
             || !self.bounds_todo(models, i).is_empty()
-            || self.smoothing_todo(models, i).is_some()
+            || self.smoothing_todo(models, i)
     }
 
     /// The test examples the verifier takes.
@@ -123,16 +123,9 @@ impl EvalContext<'_> {
         }
         let all = certified::radii(spec, &self.matrix.eps);
         match self.bounds_so_far(models, i) {
-            // a CNN left out while verify.cnns was false is bounded once it is true
-            Some(c)
-                if c.refused
-                    .as_deref()
-                    .is_some_and(|r| r.starts_with(certified::CNNS_OFF))
-                    && spec.cnns =>
-            {
-                all
-            }
-            Some(c) if c.refused.is_some() => Vec::new(),
+            Some(c) if c.refusal_stands(spec.cnns) => Vec::new(),
+            // a CNN left out while verify.cnns was false, or a refusal by an older verifier
+            Some(c) if c.refused.is_some() => all,
             Some(c) => all
                 .into_iter()
                 .filter(|e| !c.radii.iter().any(|r| r.eps == *e))
@@ -181,6 +174,7 @@ impl EvalContext<'_> {
                 settings: certified::settings(&self.matrix.verify),
                 refused: None,
                 radii: Vec::new(),
+                verifier: certified::VERIFIER.into(),
             });
         let subject = certified::Subject {
             model,
@@ -200,47 +194,77 @@ impl EvalContext<'_> {
         self.matrix.smoothing.test_limit.map_or(n, |l| l.min(n))
     }
 
-    /// The smoothing settings model `i` is still to be certified with ([`crate::smoothed`]):
-    /// none when the matrix smooths nothing, the model has no σ, or its file is of these
-    /// settings, test examples, radii and weights' key already.
-    fn smoothing_todo(
-        &self,
-        models: &Models<'_>,
-        i: usize,
-    ) -> Option<advrob_verify::SmoothingSettings> {
+    /// The smoothing settings of model `i`: none when the matrix smooths nothing or the model
+    /// has no σ ([`smoothed::sigma_of`]).
+    fn smoothing_settings(&self, i: usize) -> Option<advrob_verify::SmoothingSettings> {
         let spec = &self.matrix.smoothing;
         if !spec.enabled {
             return None;
         }
-        let sigma = smoothed::sigma_of(&self.matrix.models[i], spec)?;
-        let settings = spec.settings(sigma);
-        let plan = &models.plans[i];
-        let done = smoothed::read(self.run, &plan.dir)
-            .ok()
-            .flatten()
-            .is_some_and(|s| {
-                s.model_key == plan.key
-                    && s.settings == settings
-                    && s.test_examples == self.smoothing_examples()
-                    && s.backend == models.backend
-                    && s.accuracy
-                        .iter()
-                        .map(|a| a.radius)
-                        .eq(spec.radii.iter().copied())
-            });
-        (!done).then_some(settings)
+        smoothed::sigma_of(&self.matrix.models[i], spec).map(|sigma| spec.settings(sigma))
     }
 
-    /// Randomized smoothing's certificates for model `i` with `settings`, into its file.
+    /// Model `i`'s smoothing file when it is of `settings`, this matrix's test examples, the
+    /// model's key and backend (its radii may differ: they are tabulated from it).
+    fn smoothing_so_far(
+        &self,
+        models: &Models<'_>,
+        i: usize,
+        settings: &advrob_verify::SmoothingSettings,
+    ) -> Option<smoothed::SmoothedRun> {
+        let plan = &models.plans[i];
+        smoothed::read(self.run, &plan.dir)
+            .ok()
+            .flatten()
+            .filter(|s| {
+                s.model_key == plan.key
+                    && s.settings == *settings
+                    && s.test_examples == self.smoothing_examples()
+                    && s.backend == models.backend
+            })
+    }
+
+    /// Whether model `i` has smoothing left to do: certificates, or certified accuracy at radii
+    /// its file lacks.
+    fn smoothing_todo(&self, models: &Models<'_>, i: usize) -> bool {
+        self.smoothing_settings(i).is_some_and(|settings| {
+            !self
+                .smoothing_so_far(models, i, &settings)
+                .is_some_and(|s| s.accuracy.iter().map(|a| a.radius).eq(self.radii()))
+        })
+    }
+
+    /// The L2 radii the matrix reports smoothing at.
+    fn radii(&self) -> impl Iterator<Item = f64> + '_ {
+        self.matrix.smoothing.radii.iter().copied()
+    }
+
+    /// Randomized smoothing's certificates for model `i` (into its file): nothing when its file
+    /// is of these settings and weights and has every radius; its radii tabulated again when it
+    /// only lacks some; certified anew otherwise (other settings, test examples, key, backend, or
+    /// retrained weights).
     fn smooth(
         &self,
         models: &Models<'_>,
         i: usize,
         model: &Deployed,
         info: &ModelInfo,
-        settings: advrob_verify::SmoothingSettings,
     ) -> Result<()> {
+        let Some(settings) = self.smoothing_settings(i) else {
+            return Ok(());
+        };
         let plan = &models.plans[i];
+        let radii = &self.matrix.smoothing.radii;
+        if let Some(mut done) = self
+            .smoothing_so_far(models, i, &settings)
+            .filter(|s| s.checkpoint_sha256 == info.checkpoint_sha256)
+        {
+            if done.accuracy.iter().map(|a| a.radius).eq(self.radii()) {
+                return Ok(());
+            }
+            smoothed::tabulate(&mut done, radii);
+            return smoothed::write(self.run, &plan.dir, &done);
+        }
         let start = smoothed::SmoothedRun {
             threat_model: smoothed::THREAT_MODEL.into(),
             model: self.matrix.models[i].name.clone(),
@@ -260,7 +284,7 @@ impl EvalContext<'_> {
             test: self.test_split,
             device: models.device,
         };
-        let done = smoothed::certify(&subject, start, &self.matrix.smoothing.radii)?;
+        let done = smoothed::certify(&subject, start, radii)?;
         smoothed::write(self.run, &plan.dir, &done)
     }
 
@@ -554,9 +578,7 @@ impl EvalContext<'_> {
         if !bounds.is_empty() {
             self.certify(models, i, &model, &info, &bounds)?;
         }
-        if let Some(settings) = self.smoothing_todo(models, i) {
-            self.smooth(models, i, &model, &info, settings)?;
-        }
+        self.smooth(models, i, &model, &info)?;
         Ok(())
     }
 
