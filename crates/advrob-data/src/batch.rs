@@ -51,7 +51,12 @@ impl Batcher {
     }
 }
 
-/// The images at `indices` as floats in [0, 1] (pixel / 255) and their labels.
+/// A stored pixel as the float every model sees: `pixel / 255`, in [0, 1].
+pub fn unit_pixel(p: u8) -> f32 {
+    f32::from(p) / 255.0
+}
+
+/// The images at `indices` as floats in [0, 1] ([`unit_pixel`]) and their labels.
 ///
 /// # Shapes
 ///
@@ -67,7 +72,7 @@ pub fn to_tensors(
     let mut labels = Vec::with_capacity(indices.len());
     for &i in indices {
         let img = &split.images.pixels[i * size..(i + 1) * size];
-        pixels.extend(img.iter().map(|&p| f32::from(p) / 255.0));
+        pixels.extend(img.iter().map(|&p| unit_pixel(p)));
         labels.push(i64::from(split.labels[i]));
     }
     let b = indices.len();

@@ -11,7 +11,7 @@ pub mod rng;
 mod split;
 pub mod synthetic;
 
-pub use batch::{Batcher, range_tensors, to_tensors};
+pub use batch::{Batcher, range_tensors, to_tensors, unit_pixel};
 pub use dataset::{Dataset, DatasetKind, FILE_NAMES, FileDigest, NUM_CLASSES, Split, sha256_hex};
 pub use download::{FetchReport, Mirror, Stored, fetch, fetch_verified, fetch_verified_as};
 pub use error::{DataError, Result};

@@ -265,7 +265,7 @@ fn one_sample(
     let shape = data.images.image();
     let x: Vec<f32> = data.images.pixels[index * size..(index + 1) * size]
         .iter()
-        .map(|&p| f32::from(p) / 255.0)
+        .map(|&p| advrob_data::unit_pixel(p))
         .collect();
     let mut rng = SplitMix64::new(seed);
     let rows = INNER_POINTS + 2;

@@ -267,7 +267,7 @@ pub fn evaluate(
         // the clean images on the host, exactly as `range_tensors` scaled them
         let x_host: Vec<f32> = data.images.pixels[s * size..(s + b) * size]
             .iter()
-            .map(|&p| f32::from(p) / 255.0)
+            .map(|&p| advrob_data::unit_pixel(p))
             .collect();
         let clean_pred = counted.logits(x.clone()).argmax(1).flatten::<1>(0, 1);
         let clean_ok: Vec<bool> = host_int(clean_pred.equal(y.clone()).int())?

@@ -109,7 +109,11 @@ pub fn certify(
 ) -> Result<SmoothedRun> {
     let test = subject.test.take(start.test_examples);
     let im = &test.images;
-    let pixels: Vec<f32> = im.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+    let pixels: Vec<f32> = im
+        .pixels
+        .iter()
+        .map(|&p| advrob_data::unit_pixel(p))
+        .collect();
     let labels: Vec<usize> = test.labels.iter().map(|&y| usize::from(y)).collect();
     let t = Instant::now();
     let results = certify_smoothed(

@@ -97,8 +97,11 @@ pub fn run(args: &SmoothArgs, data: &DataArgs) -> anyhow::Result<()> {
     let im = &test.images;
     let shape = [im.channels, im.rows, im.cols];
     let labels: Vec<usize> = test.labels.iter().map(|&y| usize::from(y)).collect();
-    // pixel / 255, as the batches of every evaluation
-    let pixels: Vec<f32> = im.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+    let pixels: Vec<f32> = im
+        .pixels
+        .iter()
+        .map(|&p| advrob_data::unit_pixel(p))
+        .collect();
     println!(
         "{} on {name}, first {n} test images: the smoothed classifier (σ {}, n0 {}, n {}, α {}); \
          certified L2 accuracy (Cohen et al. 2019) — not an L∞ figure",
