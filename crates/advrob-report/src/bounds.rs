@@ -242,20 +242,13 @@ pub fn write(
     let mut csv = String::from(
         "dataset,model,backend,seed,eps,examples,certified,attacked,unknown,seconds,implied,violations\n",
     );
-    let field = |s: &str| {
-        if s.contains([',', '"', '\n']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
     for b in brackets {
         let opt = |x: Option<f64>| x.map_or_else(String::new, |v| format!("{v}"));
         csv.push_str(&format!(
             "{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            field(&b.dataset),
-            field(&b.model),
-            field(&b.backend),
+            crate::csv_field(&b.dataset),
+            crate::csv_field(&b.model),
+            crate::csv_field(&b.backend),
             b.seed,
             b.eps,
             b.examples,

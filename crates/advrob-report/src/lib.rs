@@ -283,6 +283,16 @@ pub(crate) fn file_safe(name: &str) -> String {
         .collect()
 }
 
+/// `s` as one CSV field: quoted (with its quotes doubled) when it holds a comma, a quote or a
+/// line break.
+pub(crate) fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 /// `results.csv`, `results.parquet` and `results.md` (accuracy × ε per dataset, and the targeted
 /// attacks' success where there are any).
 fn write_results(df: &mut DataFrame, reports: &Path, top: &str) -> Result<Vec<PathBuf>> {

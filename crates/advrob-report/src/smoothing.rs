@@ -120,21 +120,14 @@ pub fn write(rows: &[Row<'_>], reports: &Path) -> Result<(String, Vec<PathBuf>)>
     let mut csv = String::from(
         "dataset,model,backend,seed,sigma,examples,n,alpha,noise_seed,radius,certified_accuracy,abstained_images,seconds\n",
     );
-    let field = |s: &str| {
-        if s.contains([',', '"', '\n']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
     for row in rows {
         let (run, s) = (row.run, &row.run.settings);
         for a in &run.accuracy {
             csv.push_str(&format!(
                 "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-                field(&row.dataset),
-                field(&row.model),
-                field(&run.backend),
+                crate::csv_field(&row.dataset),
+                crate::csv_field(&row.model),
+                crate::csv_field(&run.backend),
                 run.seed,
                 s.sigma,
                 run.test_examples,
