@@ -107,6 +107,9 @@ pub struct GaussianNoise {
     pub config: GaussianNoiseConfig,
 }
 
+/// The defense's kind in a matrix and its name.
+pub const KIND: &str = "gaussian-noise";
+
 impl GaussianNoise {
     /// The defense with `config`.
     pub fn new(config: GaussianNoiseConfig) -> Self {
@@ -116,7 +119,7 @@ impl GaussianNoise {
 
 impl DefenseConfig for GaussianNoiseConfig {
     fn defense_name(&self) -> String {
-        "gaussian-noise".into()
+        KIND.into()
     }
 
     fn validate(&self) -> advrob_model::Result<()> {
@@ -131,7 +134,7 @@ impl DefenseConfig for GaussianNoiseConfig {
 
 impl Defense for GaussianNoise {
     fn name(&self) -> String {
-        "gaussian-noise".into()
+        KIND.into()
     }
 
     fn fit(

@@ -150,7 +150,7 @@ impl Default for Registry {
             .with_defense::<GradientMaskingConfig>("gradient-masking")
             .with_defense::<LabelSmoothingConfig>("label-smoothing")
             .with_defense::<DistillationConfig>("distillation")
-            .with_defense::<GaussianNoiseConfig>(crate::smoothed::NOISE_KIND)
+            .with_defense::<GaussianNoiseConfig>(advrob_defense_gaussian_noise::KIND)
     }
 }
 

@@ -72,7 +72,7 @@ pub struct AtL2Radius {
 pub fn sigma_of(spec: &ModelSpec, smoothing: &SmoothingSpec) -> Option<f64> {
     // the defense's own config type reads its settings (a matrix was checked against the
     // registry, so they parse)
-    let noise = (spec.defense.kind == NOISE_KIND)
+    let noise = (spec.defense.kind == advrob_defense_gaussian_noise::KIND)
         .then(|| {
             serde_json::from_value::<GaussianNoiseConfig>(serde_json::Value::Object(
                 spec.defense.params.clone(),
@@ -82,9 +82,6 @@ pub fn sigma_of(spec: &ModelSpec, smoothing: &SmoothingSpec) -> Option<f64> {
         .flatten();
     noise.map(|c| c.sigma).or(smoothing.sigma)
 }
-
-/// The registry's kind of the Gaussian noise defense.
-pub const NOISE_KIND: &str = "gaussian-noise";
 
 /// What the certifier needs of one checkpoint, and how the file is labelled.
 pub struct Subject<'a> {
