@@ -17,6 +17,7 @@
 use advrob_data::rng::SplitMix64;
 use advrob_model::Classifier;
 use burn::tensor::{Int, Tensor, TensorData};
+use macerator::{Simd, WithSimd};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -119,11 +120,198 @@ type Closest = Option<(Vec<f32>, f32)>;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fab(FabConfig);
 
+/// Lanes of the split sums below: sixteen independent accumulators, which the compiler keeps in
+/// one AVX-512 register or two AVX ones (a float sum in one accumulator is a chain of dependent
+/// additions, which it may not reorder); the sums are the same on every CPU.
+const LANES: usize = 16;
+
+/// `⟨a, b⟩` in [`LANES`] interleaved partial sums, added up at the end.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let ((a, a_tail), (b, b_tail)) = (a[..n].as_chunks::<LANES>(), b[..n].as_chunks::<LANES>());
+    let mut acc = [0.0f32; LANES];
+    for (a, b) in a.iter().zip(b) {
+        for l in 0..LANES {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let tail: f32 = a_tail.iter().zip(b_tail).map(|(a, b)| a * b).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ v` in [`dot`]'s order.
+#[inline(always)]
+fn sum(v: &[f32]) -> f32 {
+    let (whole, tail) = v.as_chunks::<LANES>();
+    let mut acc = [0.0f32; LANES];
+    for c in whole {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
 /// The norm of a row.
+#[inline(always)]
 fn norm_of(norm: Norm, v: &[f32]) -> f32 {
     match norm {
-        Norm::Linf => v.iter().fold(0.0f32, |m, d| m.max(d.abs())),
-        Norm::L2 => v.iter().map(|d| d * d).sum::<f32>().sqrt(),
+        Norm::Linf => {
+            let mut m = [0.0f32; LANES];
+            let (whole, tail) = v.as_chunks::<LANES>();
+            for c in whole {
+                for (m, x) in m.iter_mut().zip(c) {
+                    *m = m.max(x.abs());
+                }
+            }
+            tail.iter().chain(&m).fold(0.0f32, |m, d| m.max(d.abs()))
+        }
+        Norm::L2 => dot(v, v).sqrt(),
+    }
+}
+
+/// Scratch space of [`project_onto_hyperplane`] for rows of one size, kept across calls: each
+/// coordinate's breakpoint, rate of `⟨w, x⟩` while it moves, and change of `⟨w, x⟩` once capped.
+#[derive(Debug, Default)]
+struct Projector {
+    breakpoint: Vec<f32>,
+    rate: Vec<f32>,
+    capped: Vec<f32>,
+}
+
+/// Newton steps [`Projector::project`] takes before it sorts the breakpoints instead (a step
+/// passes at least one breakpoint; on the PGD-trained MLP's FAB-T, 2.4 steps per projection on
+/// average, and 1 of 1.46 million projections fell back to the sort).
+const NEWTON_STEPS: usize = 32;
+
+impl Projector {
+    /// `g(λ) = capped + λ · free` on the piece of λ: the sums over the coordinates whose
+    /// breakpoint is at most λ (capped) and the others (moving), and how many are capped.
+    #[inline(always)]
+    fn piece(&self, lambda: f32) -> (f32, f32, usize) {
+        let (bp, bp_tail) = self.breakpoint.as_chunks::<LANES>();
+        let (rate, rate_tail) = self.rate.as_chunks::<LANES>();
+        let (cap, cap_tail) = self.capped.as_chunks::<LANES>();
+        let (mut capped, mut free, mut count) = ([0.0f32; LANES], [0.0f32; LANES], [0u32; LANES]);
+        for ((bp, rate), cap) in bp.iter().zip(rate).zip(cap) {
+            for l in 0..LANES {
+                let below = bp[l] <= lambda;
+                // the sums of a select, as products with 0 or 1 (exact), which vectorise to
+                // registers where the select kept its sums in memory
+                let m = if below { 1.0f32 } else { 0.0 };
+                capped[l] += cap[l] * m;
+                free[l] += rate[l] - rate[l] * m;
+                // wrapping: the dev profile's overflow check would keep the loop from vectorising
+                count[l] = count[l].wrapping_add(u32::from(below));
+            }
+        }
+        let (mut c, mut f) = (capped.iter().sum::<f32>(), free.iter().sum::<f32>());
+        let mut k: usize = count.iter().map(|&v| v as usize).sum();
+        for ((&bp, &rate), &cap) in bp_tail.iter().zip(rate_tail).zip(cap_tail) {
+            if bp <= lambda {
+                c += cap;
+                k += 1;
+            } else {
+                f += rate;
+            }
+        }
+        (c, f, k)
+    }
+
+    /// [`project_onto_hyperplane`] with this scratch space.
+    #[inline(always)]
+    fn project(&mut self, norm: Norm, t: &[f32], w: &[f32], b: f32, out: &mut [f32]) {
+        let n = t.len();
+        let c = dot(w, t) - b;
+        // the distance to go, in ⟨w, x⟩, after turning w so that it has to fall
+        let sign = if c >= 0.0 { 1.0f32 } else { -1.0 };
+        let need = c * sign;
+        for v in [&mut self.breakpoint, &mut self.rate, &mut self.capped] {
+            v.clear();
+            v.resize(n, 0.0);
+        }
+        // coordinate i moves by min(λ m_i, p_i) (room p_i, m_i = 1 in L∞ and |w_i| in L2):
+        // breakpoint p_i / m_i, rate |w_i| m_i, capped |w_i| p_i; nothing where w_i = 0
+        let rows = (self.breakpoint.iter_mut())
+            .zip(self.rate.iter_mut())
+            .zip(self.capped.iter_mut());
+        for (((bp, rate), cap), (&w, &t)) in rows.zip(w.iter().zip(t)) {
+            let wi = w * sign;
+            let room = if wi < 0.0 { 1.0 - t } else { t };
+            let m = match norm {
+                Norm::Linf => 1.0,
+                Norm::L2 => wi.abs(),
+            };
+            *bp = if wi != 0.0 { room / m } else { 0.0 };
+            *rate = wi.abs() * m;
+            *cap = wi.abs() * room;
+        }
+        let lambda = if need <= 0.0 {
+            0.0
+        } else if sum(&self.capped) < need {
+            // the box does not reach the hyperplane: every coordinate to its end
+            f32::INFINITY
+        } else {
+            self.solve(need)
+        };
+        for (out, (&w, &t)) in out.iter_mut().zip(w.iter().zip(t)) {
+            let wi = w * sign;
+            // the direction that lowers sign · ⟨w, x⟩: against the sign of sign · w_i
+            let dir = if wi < 0.0 { 1.0 } else { -1.0 };
+            let room = if wi < 0.0 { 1.0 - t } else { t };
+            let m = match norm {
+                Norm::Linf => 1.0,
+                Norm::L2 => wi.abs(),
+            };
+            *out = if wi == 0.0 {
+                0.0
+            } else {
+                dir * (lambda * m).min(room)
+            };
+        }
+    }
+
+    /// λ with `g(λ) = need`, where `g` (concave, piecewise linear, increasing) reaches `need`:
+    /// Newton's method from λ = 0. On a concave function each step lands at or left of the root,
+    /// past at least one breakpoint, and the step from the root's own piece lands on it; the
+    /// piece is the root's once a step leaves the capped set as it was, the sums then the same
+    /// to the bit. If rounding keeps it from settling, the breakpoints are sorted and walked.
+    #[inline(always)]
+    fn solve(&self, need: f32) -> f32 {
+        let (mut capped, mut free, mut count) = self.piece(0.0);
+        for _ in 0..NEWTON_STEPS {
+            if free <= 0.0 {
+                break;
+            }
+            let next = ((need - capped) / free).max(0.0);
+            let (c2, f2, n2) = self.piece(next);
+            if n2 == count {
+                return next;
+            }
+            (capped, free, count) = (c2, f2, n2);
+        }
+        self.walk_sorted(need)
+    }
+
+    /// λ by a walk over the breakpoints in ascending order: the first one at which `g` reaches
+    /// `need` brackets it.
+    #[inline(never)]
+    fn walk_sorted(&self, need: f32) -> f32 {
+        let mut order: Vec<usize> = (0..self.breakpoint.len())
+            .filter(|&i| self.rate[i] > 0.0)
+            .collect();
+        order.sort_unstable_by(|&i, &j| self.breakpoint[i].total_cmp(&self.breakpoint[j]));
+        let mut capped = 0.0f32;
+        let mut free: f32 = order.iter().map(|&i| self.rate[i]).sum();
+        for &i in &order {
+            if capped + self.breakpoint[i] * free >= need {
+                return ((need - capped) / free).max(0.0);
+            }
+            capped += self.capped[i];
+            free -= self.rate[i];
+        }
+        f32::INFINITY
     }
 }
 
@@ -135,50 +323,56 @@ fn norm_of(norm: Norm, v: &[f32]) -> f32 {
 /// lowers `sign · ⟨w, x⟩`, where `p_i` is its room in the box and `m_i` is 1 for L∞ (every
 /// coordinate moves by the same amount until its room runs out) and `|w_i|` for L2 (the move is
 /// along `w`, clipped by the box, as the KKT conditions of the L2 problem give). The change of
-/// `⟨w, x⟩` is piecewise linear and monotone in λ: the breakpoints `p_i / m_i` sorted, λ is found
-/// in one walk over them. This is the projection of AutoAttack's `projection_linf` (there by a
-/// bisection over the same breakpoints) and `projection_l2`.
+/// `⟨w, x⟩`, `g(λ)`, is concave, piecewise linear and increasing in λ, with breakpoints `p_i /
+/// m_i`: λ is found by Newton's method on it, a few passes over the row instead of a sort. This
+/// is the projection of AutoAttack's `projection_linf` (there by a bisection over the sorted
+/// breakpoints) and `projection_l2`.
 pub fn project_onto_hyperplane(norm: Norm, t: &[f32], w: &[f32], b: f32, out: &mut [f32]) {
-    let c: f32 = w.iter().zip(t).map(|(w, t)| w * t).sum::<f32>() - b;
-    // the distance to go, in ⟨w, x⟩, after turning w so that it has to fall
-    let sign = if c >= 0.0 { 1.0f32 } else { -1.0 };
-    let need = c * sign;
-    // (breakpoint, |w|, room, rate) of each coordinate that moves
-    let mut moves: Vec<(f32, f32, f32, f32, usize)> = Vec::with_capacity(t.len());
-    for (i, (&wi, &ti)) in w.iter().zip(t).enumerate() {
-        let wi = wi * sign;
-        out[i] = 0.0;
-        if wi == 0.0 {
-            continue;
+    Projector::default().project(norm, t, w, b, out);
+}
+
+/// One row's step of [`Fab::run`]: the iterate `x1` and the clean image `x0` projected onto the
+/// linearised boundary (gradient `w`, logit difference `f` at `x1`), the next iterate written to
+/// `x1`. Dispatched to the CPU's widest vectors (macerator), so that its passes over the row are
+/// compiled for them; the numbers are the same on every CPU.
+struct RowStep<'a> {
+    norm: Norm,
+    projector: &'a mut Projector,
+    d: (&'a mut [f32], &'a mut [f32]),
+    x1: &'a mut [f32],
+    x0: &'a [f32],
+    w: &'a [f32],
+    f: f32,
+    alpha_max: f32,
+    eta: f32,
+}
+
+impl WithSimd for RowStep<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self) {
+        let RowStep {
+            norm,
+            projector,
+            d: (d1, d2),
+            x1,
+            x0,
+            w,
+            f,
+            alpha_max,
+            eta,
+        } = self;
+        // the boundary's linearisation at x1: ⟨w, x⟩ = ⟨w, x1⟩ − f
+        let b = dot(w, x1) - f;
+        projector.project(norm, x1, w, b, d1);
+        projector.project(norm, x0, w, b, d2);
+        let a1 = norm_of(norm, d1).max(1e-8);
+        let a2 = norm_of(norm, d2).max(1e-8);
+        let alpha = (a1 / (a1 + a2)).max(0.0).min(alpha_max);
+        for (((x, x0), d1), d2) in x1.iter_mut().zip(x0).zip(d1.iter()).zip(d2.iter()) {
+            *x = ((*x + eta * d1) * (1.0 - alpha) + (x0 + eta * d2) * alpha).clamp(0.0, 1.0);
         }
-        let room = if wi < 0.0 { 1.0 - ti } else { ti };
-        let rate = match norm {
-            Norm::Linf => 1.0,
-            Norm::L2 => wi.abs(),
-        };
-        moves.push((room / rate, wi.abs(), room, rate, i));
-    }
-    moves.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-    // g(λ) = Σ |w_i| min(λ m_i, p_i) = capped + λ · free for λ between breakpoints
-    let mut capped = 0.0f32;
-    let mut free: f32 = moves.iter().map(|m| m.1 * m.3).sum();
-    let mut lambda = f32::INFINITY;
-    for m in &moves {
-        if need <= 0.0 {
-            lambda = 0.0;
-            break;
-        }
-        if capped + m.0 * free >= need {
-            lambda = ((need - capped) / free).max(0.0);
-            break;
-        }
-        capped += m.1 * m.2;
-        free -= m.1 * m.3;
-    }
-    for &(_, _, room, rate, i) in &moves {
-        // the direction that lowers sign · ⟨w, x⟩: against the sign of sign · w_i
-        let dir = if w[i] * sign < 0.0 { 1.0 } else { -1.0 };
-        out[i] = dir * (lambda * rate).min(room);
     }
 }
 
@@ -251,21 +445,22 @@ impl Fab {
                 .zip(x0.par_chunks(size))
                 .zip(g.par_chunks(size))
                 .zip(p.loss.par_iter())
-                .for_each(|(((x1, x0), w), &f)| {
-                    // the boundary's linearisation at x1: ⟨w, x⟩ = ⟨w, x1⟩ − f
-                    let b = w.iter().zip(x1.iter()).map(|(w, x)| w * x).sum::<f32>() - f;
-                    let mut d1 = vec![0.0f32; size];
-                    let mut d2 = vec![0.0f32; size];
-                    project_onto_hyperplane(c.norm, x1, w, b, &mut d1);
-                    project_onto_hyperplane(c.norm, x0, w, b, &mut d2);
-                    let a1 = norm_of(c.norm, &d1).max(1e-8);
-                    let a2 = norm_of(c.norm, &d2).max(1e-8);
-                    let alpha = (a1 / (a1 + a2)).max(0.0).min(alpha_max);
-                    for (k, x) in x1.iter_mut().enumerate() {
-                        *x = ((*x + eta * d1[k]) * (1.0 - alpha) + (x0[k] + eta * d2[k]) * alpha)
-                            .clamp(0.0, 1.0);
-                    }
-                });
+                .for_each_init(
+                    || (Projector::default(), vec![0.0f32; size], vec![0.0f32; size]),
+                    |(projector, d1, d2), (((x1, x0), w), &f)| {
+                        macerator::AutoArch::new().dispatch(RowStep {
+                            norm: c.norm,
+                            projector,
+                            d: (d1, d2),
+                            x1,
+                            x0,
+                            w,
+                            f,
+                            alpha_max,
+                            eta,
+                        })
+                    },
+                );
             let pred = model.pass(&x1, dims, &diff, false)?.pred;
             spent += 1;
             for j in 0..n {
@@ -486,6 +681,48 @@ mod tests {
             (d[0] - 0.1).abs() < 1e-6 && (d[1] - 0.4).abs() < 1e-6,
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn newton_finds_the_lambda_of_the_sorted_walk() {
+        // rows like a digit's: most pixels at 0 or 1 (tied breakpoints 0 and 1), some between,
+        // a gradient with zeros; hyperplanes near and far
+        let mut rng = SplitMix64::new(11);
+        let mut p = Projector::default();
+        let mut out = vec![0.0f32; 300];
+        let mut solved = 0;
+        for case in 0..400 {
+            let t: Vec<f32> = (0..300)
+                .map(|_| match rng.next_f64() {
+                    u if u < 0.5 => 0.0,
+                    u if u < 0.7 => 1.0,
+                    _ => rng.next_f64() as f32,
+                })
+                .collect();
+            let w: Vec<f32> = (0..300)
+                .map(|_| {
+                    if rng.next_f64() < 0.1 {
+                        0.0
+                    } else {
+                        rng.gaussian() as f32
+                    }
+                })
+                .collect();
+            let norm = if case % 2 == 0 { Norm::Linf } else { Norm::L2 };
+            let at = dot(&w, &t);
+            let b = at + (rng.next_f64() as f32 - 0.5) * 40.0;
+            p.project(norm, &t, &w, b, &mut out);
+            let need = (at - b).abs();
+            if need > 0.0 && sum(&p.capped) >= need {
+                let (newton, walk) = (p.solve(need), p.walk_sorted(need));
+                assert!(
+                    (newton - walk).abs() <= 1e-5 * walk.max(1.0),
+                    "case {case}: {newton} against {walk}"
+                );
+                solved += 1;
+            }
+        }
+        assert!(solved > 200, "{solved} cases within the box's reach");
     }
 
     #[test]
