@@ -352,23 +352,14 @@ impl WithSimd for RowStep<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self) {
-        let RowStep {
-            norm,
-            projector,
-            d: (d1, d2),
-            x1,
-            x0,
-            w,
-            f,
-            alpha_max,
-            eta,
-        } = self;
+        let (norm, (d1, d2), x1, x0, w) = (self.norm, self.d, self.x1, self.x0, self.w);
         // the boundary's linearisation at x1: ⟨w, x⟩ = ⟨w, x1⟩ − f
-        let b = dot(w, x1) - f;
-        projector.project(norm, x1, w, b, d1);
-        projector.project(norm, x0, w, b, d2);
+        let b = dot(w, x1) - self.f;
+        self.projector.project(norm, x1, w, b, d1);
+        self.projector.project(norm, x0, w, b, d2);
         let a1 = norm_of(norm, d1).max(1e-8);
         let a2 = norm_of(norm, d2).max(1e-8);
+        let (alpha_max, eta) = (self.alpha_max, self.eta);
         let alpha = (a1 / (a1 + a2)).max(0.0).min(alpha_max);
         for (((x, x0), d1), d2) in x1.iter_mut().zip(x0).zip(d1.iter()).zip(d2.iter()) {
             *x = ((*x + eta * d1) * (1.0 - alpha) + (x0 + eta * d2) * alpha).clamp(0.0, 1.0);
