@@ -16,8 +16,8 @@
 
 use advrob_data::rng::SplitMix64;
 use advrob_model::Classifier;
+use advrob_model::simd::vectorized;
 use burn::tensor::{Int, Tensor, TensorData};
-use macerator::{Simd, WithSimd};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -171,6 +171,20 @@ fn norm_of(norm: Norm, v: &[f32]) -> f32 {
     }
 }
 
+/// How coordinate `i` of `t` moves towards the hyperplane, for `w_i` turned by `sign`: its
+/// turned weight, its room in the box (to 1 where the weight is negative, else to 0) and its rate
+/// `m_i` (1 in L∞, `|w_i|` in L2).
+#[inline(always)]
+fn mover(norm: Norm, w: f32, t: f32, sign: f32) -> (f32, f32, f32) {
+    let wi = w * sign;
+    let room = if wi < 0.0 { 1.0 - t } else { t };
+    let m = match norm {
+        Norm::Linf => 1.0,
+        Norm::L2 => wi.abs(),
+    };
+    (wi, room, m)
+}
+
 /// Scratch space of [`project_onto_hyperplane`] for rows of one size, kept across calls: each
 /// coordinate's breakpoint, rate of `⟨w, x⟩` while it moves, and change of `⟨w, x⟩` once capped.
 #[derive(Debug, Default)]
@@ -237,12 +251,7 @@ impl Projector {
             .zip(self.rate.iter_mut())
             .zip(self.capped.iter_mut());
         for (((bp, rate), cap), (&w, &t)) in rows.zip(w.iter().zip(t)) {
-            let wi = w * sign;
-            let room = if wi < 0.0 { 1.0 - t } else { t };
-            let m = match norm {
-                Norm::Linf => 1.0,
-                Norm::L2 => wi.abs(),
-            };
+            let (wi, room, m) = mover(norm, w, t, sign);
             *bp = if wi != 0.0 { room / m } else { 0.0 };
             *rate = wi.abs() * m;
             *cap = wi.abs() * room;
@@ -256,14 +265,9 @@ impl Projector {
             self.solve(need)
         };
         for (out, (&w, &t)) in out.iter_mut().zip(w.iter().zip(t)) {
-            let wi = w * sign;
+            let (wi, room, m) = mover(norm, w, t, sign);
             // the direction that lowers sign · ⟨w, x⟩: against the sign of sign · w_i
             let dir = if wi < 0.0 { 1.0 } else { -1.0 };
-            let room = if wi < 0.0 { 1.0 - t } else { t };
-            let m = match norm {
-                Norm::Linf => 1.0,
-                Norm::L2 => wi.abs(),
-            };
             *out = if wi == 0.0 {
                 0.0
             } else {
@@ -329,42 +333,6 @@ impl Projector {
 /// breakpoints) and `projection_l2`.
 pub fn project_onto_hyperplane(norm: Norm, t: &[f32], w: &[f32], b: f32, out: &mut [f32]) {
     Projector::default().project(norm, t, w, b, out);
-}
-
-/// One row's step of [`Fab::run`]: the iterate `x1` and the clean image `x0` projected onto the
-/// linearised boundary (gradient `w`, logit difference `f` at `x1`), the next iterate written to
-/// `x1`. Dispatched to the CPU's widest vectors (macerator), so that its passes over the row are
-/// compiled for them; the numbers are the same on every CPU.
-struct RowStep<'a> {
-    norm: Norm,
-    projector: &'a mut Projector,
-    d: (&'a mut [f32], &'a mut [f32]),
-    x1: &'a mut [f32],
-    x0: &'a [f32],
-    w: &'a [f32],
-    f: f32,
-    alpha_max: f32,
-    eta: f32,
-}
-
-impl WithSimd for RowStep<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self) {
-        let (norm, (d1, d2), x1, x0, w) = (self.norm, self.d, self.x1, self.x0, self.w);
-        // the boundary's linearisation at x1: ⟨w, x⟩ = ⟨w, x1⟩ − f
-        let b = dot(w, x1) - self.f;
-        self.projector.project(norm, x1, w, b, d1);
-        self.projector.project(norm, x0, w, b, d2);
-        let a1 = norm_of(norm, d1).max(1e-8);
-        let a2 = norm_of(norm, d2).max(1e-8);
-        let (alpha_max, eta) = (self.alpha_max, self.eta);
-        let alpha = (a1 / (a1 + a2)).max(0.0).min(alpha_max);
-        for (((x, x0), d1), d2) in x1.iter_mut().zip(x0).zip(d1.iter()).zip(d2.iter()) {
-            *x = ((*x + eta * d1) * (1.0 - alpha) + (x0 + eta * d2) * alpha).clamp(0.0, 1.0);
-        }
-    }
 }
 
 impl Fab {
@@ -439,17 +407,26 @@ impl Fab {
                 .for_each_init(
                     || (Projector::default(), vec![0.0f32; size], vec![0.0f32; size]),
                     |(projector, d1, d2), (((x1, x0), w), &f)| {
-                        macerator::AutoArch::new().dispatch(RowStep {
-                            norm: c.norm,
-                            projector,
-                            d: (d1, d2),
-                            x1,
-                            x0,
-                            w,
-                            f,
-                            alpha_max,
-                            eta,
-                        })
+                        // the row's passes compiled for the CPU's widest vectors; the numbers
+                        // are the same on every CPU
+                        vectorized(
+                            #[inline(always)]
+                            || {
+                                // the boundary's linearisation at x1: ⟨w, x⟩ = ⟨w, x1⟩ − f
+                                let b = dot(w, x1) - f;
+                                projector.project(c.norm, x1, w, b, d1);
+                                projector.project(c.norm, x0, w, b, d2);
+                                let a1 = norm_of(c.norm, d1).max(1e-8);
+                                let a2 = norm_of(c.norm, d2).max(1e-8);
+                                let alpha = (a1 / (a1 + a2)).max(0.0).min(alpha_max);
+                                let rows = x1.iter_mut().zip(x0).zip(d1.iter()).zip(d2.iter());
+                                for (((x, x0), d1), d2) in rows {
+                                    *x = ((*x + eta * d1) * (1.0 - alpha)
+                                        + (x0 + eta * d2) * alpha)
+                                        .clamp(0.0, 1.0);
+                                }
+                            },
+                        )
                     },
                 );
             let pred = model.pass(&x1, dims, &diff, false)?.pred;
