@@ -159,6 +159,7 @@ fn host_chain<'a>(
         log_softmax,
         logit_scale: None,
         count: None,
+        transposed: Default::default(),
     })
 }
 

@@ -131,13 +131,7 @@ pub(crate) fn backward(
                 d.iter_mut().zip(m).for_each(|(v, m)| *v *= m);
             });
         }
-        matmul::each_pair(&mut d, &forward.relu[i - 1], |d, h| {
-            for (v, h) in d.iter_mut().zip(h) {
-                if *h <= 0.0 {
-                    *v = 0.0;
-                }
-            }
-        });
+        matmul::each_pair(&mut d, &forward.relu[i - 1], crate::dense::relu_mask);
         g = d;
     }
     grads.reverse();
@@ -243,6 +237,29 @@ pub fn cross_entropy_rows(logits: &[f32], labels: &[i64], classes: usize) -> Opt
     })
 }
 
+/// The class of each row of `logits` (`[rows, classes]`) as burn-ndarray's `argmax(1)` picks it:
+/// the first largest value, the first NaN where a row has one.
+pub fn argmax_rows(logits: &[f32], classes: usize) -> Vec<i64> {
+    logits
+        .chunks_exact(classes.max(1))
+        .map(|z| argmax_row(z) as i64)
+        .collect()
+}
+
+/// [`argmax_rows`] of one row.
+fn argmax_row(z: &[f32]) -> usize {
+    z.iter()
+        .enumerate()
+        .fold((z[0], 0usize), |acc, (i, &v)| {
+            if !acc.0.is_nan() && (v.is_nan() || v > acc.0) {
+                (v, i)
+            } else {
+                acc
+            }
+        })
+        .1
+}
+
 /// [`cross_entropy_rows`]' value: `[rows]` losses and `[rows, classes]` gradient.
 #[derive(Debug, Clone)]
 pub struct RowsLoss {
@@ -287,18 +304,7 @@ fn log_softmax_rows(
         let sum = crate::backend::sum_f32(&e);
         picked.push(shifted[y] - sum.ln());
         if predict {
-            let arg = z
-                .iter()
-                .enumerate()
-                .fold((z[0], 0usize), |acc, (i, &v)| {
-                    if !acc.0.is_nan() && (v.is_nan() || v > acc.0) {
-                        (v, i)
-                    } else {
-                        acc
-                    }
-                })
-                .1;
-            predictions.push(arg as i64);
+            predictions.push(argmax_row(z) as i64);
         }
         let g = val * (1.0 / sum);
         for (c, (d, e)) in d.iter_mut().zip(&e).enumerate() {

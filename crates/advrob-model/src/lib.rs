@@ -28,7 +28,7 @@ pub use defense::{
     Defense, DefenseConfig, NoDefense, Stage, TeacherUse, TrainSetup, Trained, Undefended,
 };
 pub use dense::{ConvBlock, Dense, DenseForward, DenseLayer, PixelMap};
-pub use dense_train::{RowsLoss, cross_entropy_rows};
+pub use dense_train::{RowsLoss, argmax_rows, cross_entropy_rows};
 pub use deploy::{DeployConfig, Deployed, Normalize, quantize};
 pub use error::{ModelError, Result};
 pub use loss::{LossKind, Targets, loss};

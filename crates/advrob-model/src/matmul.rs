@@ -22,8 +22,24 @@ pub(crate) use crate::gemm::{Lhs, Rhs};
 /// `c = a · b` for a row-major `a` `[m, k]`: `[m, n]`, row-major. Large products are split by
 /// rows over the current rayon pool (all cores; a job's share of them in a run of several jobs).
 pub(crate) fn rows(m: usize, k: usize, n: usize, a: &[f32], b: Rhs<'_>) -> Vec<f32> {
+    rows_into(m, k, n, a, b, Vec::new())
+}
+
+/// [`rows`] into `c`'s memory (its values are not read: every element of the product is
+/// written), where an iterative caller hands back the buffer of its last product: no fresh
+/// allocation to zero and fault in at every step.
+pub(crate) fn rows_into(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: Rhs<'_>,
+    mut c: Vec<f32>,
+) -> Vec<f32> {
     let block = rows_per_block(m, k, n, rayon::current_num_threads());
-    in_blocks(block, m, k, n, Lhs::Plain(&a[..m * k]), b)
+    c.resize(m * n, 0.0);
+    blocks_into(block, m, k, n, Lhs::Plain(&a[..m * k]), b, &mut c);
+    c
 }
 
 /// `c = aᵀ · b` for a row-major `a` `[k, m]`: `[m, n]`, row-major (a dense layer's weight
@@ -38,14 +54,19 @@ pub(crate) fn transposed_rows(m: usize, k: usize, n: usize, a: &[f32], b: Rhs<'_
 /// several: each block is the product of A's rows in it ([`Lhs::rows_from`]).
 fn in_blocks(block: usize, m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>) -> Vec<f32> {
     let mut c = vec![0.0f32; m * n];
+    blocks_into(block, m, k, n, a, b, &mut c);
+    c
+}
+
+/// [`in_blocks`] into `c` (`[m, n]`, every element written).
+fn blocks_into(block: usize, m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32]) {
     if block >= m || n == 0 || k == 0 {
-        single(m, k, n, a, b, &mut c);
+        single(m, k, n, a, b, c);
     } else {
         c.par_chunks_mut(block * n).enumerate().for_each(|(q, c)| {
             single(c.len() / n, k, n, a.rows_from(q * block, k), b, c);
         });
     }
-    c
 }
 
 /// Rows of each block when a `[m, k] · [k, n]` product is split over `threads`: all `m` (one

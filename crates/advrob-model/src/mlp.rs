@@ -201,6 +201,7 @@ impl Classifier for Mlp {
             log_softmax: false,
             logit_scale: None,
             count: None,
+            transposed: Default::default(),
         })
     }
 

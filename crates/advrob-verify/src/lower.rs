@@ -353,6 +353,7 @@ mod tests {
                 log_softmax: false,
                 logit_scale: None,
                 count: None,
+                transposed: Default::default(),
             };
             assert_same_function(&dense, 5, 100 + case as u64);
         }
