@@ -14,9 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::{Attack, AttackConfig};
 use crate::error::{AttackError, Result, check_eps};
-use crate::grad::{AttackLoss, HostModel, HostPass, per_example_loss};
+use crate::grad::{AttackLoss, HostLoss, HostModel, HostPass};
 use crate::info::{AttackInfo, Family, Norm};
-use crate::losses::dlr_loss;
 use crate::rows::{
     Best, copy_rows, host, mix_seed, norm_l2, project_l2_row, project_linf, select_rows, sign,
     take_rows,
@@ -145,9 +144,8 @@ struct Run {
     /// `[H, W]` of an image.
     shape: [usize; 3],
     x: Vec<f32>,
-    y: Tensor<1, Int>,
-    y_host: Vec<i64>,
-    targets: Option<Tensor<1, Int>>,
+    y: Vec<i64>,
+    targets: Option<Vec<i64>>,
     adv: Vec<f32>,
     old: Vec<f32>,
     grad: Vec<f32>,
@@ -160,6 +158,8 @@ struct Run {
     eta: Vec<f32>,
     reduced_last: Vec<bool>,
     best_at_last: Vec<f32>,
+    /// A buffer of a row-major iterate's size whose values are dead (the step's output).
+    spare: Vec<f32>,
 }
 
 impl Run {
@@ -172,7 +172,8 @@ impl Run {
     fn keep(&mut self, kept: &[usize]) {
         let size = self.size();
         self.rows = take_rows(&self.rows, 1, kept);
-        self.y_host = take_rows(&self.y_host, 1, kept);
+        self.y = take_rows(&self.y, 1, kept);
+        self.targets = self.targets.as_ref().map(|t| take_rows(t, 1, kept));
         self.rises = take_rows(&self.rises, 1, kept);
         self.reduced_last = take_rows(&self.reduced_last, 1, kept);
         self.loss_best = take_rows(&self.loss_best, 1, kept);
@@ -189,8 +190,6 @@ impl Run {
         ] {
             *t = take_rows(t, size, kept);
         }
-        self.y = select_rows(self.y.clone(), kept);
-        self.targets = self.targets.take().map(|t| select_rows(t, kept));
     }
 }
 
@@ -200,17 +199,15 @@ impl Apgd {
         &self.0
     }
 
-    /// The per-example loss of `logits` against `y` (and `targets` for APGD-T).
-    fn loss(
-        &self,
-        logits: Tensor<2>,
-        y: Tensor<1, Int>,
-        targets: Option<Tensor<1, Int>>,
-    ) -> Tensor<1> {
+    /// The per-example loss against `y` (and `targets` for APGD-T).
+    fn loss<'a>(&self, y: &'a [i64], targets: Option<&'a [i64]>) -> HostLoss<'a> {
         match self.0.loss {
-            ApgdLoss::CrossEntropy => per_example_loss(logits, y, AttackLoss::CrossEntropy),
-            ApgdLoss::Dlr => dlr_loss(logits, y, None),
-            ApgdLoss::TargetedDlr => dlr_loss(logits, y, targets),
+            ApgdLoss::CrossEntropy => HostLoss::CrossEntropy(y),
+            ApgdLoss::Dlr => HostLoss::Dlr {
+                labels: y,
+                targets: None,
+            },
+            ApgdLoss::TargetedDlr => HostLoss::Dlr { labels: y, targets },
         }
     }
 
@@ -287,7 +284,7 @@ impl Apgd {
                 since_check = 0;
                 k = k.saturating_sub(n_decr).max(n_min);
             }
-            let fooled: Vec<bool> = pred.iter().zip(&s.y_host).map(|(p, l)| p != l).collect();
+            let fooled: Vec<bool> = pred.iter().zip(&s.y).map(|(p, l)| p != l).collect();
             self.retire(&mut s, &fooled, best);
         }
         let size = s.size();
@@ -327,15 +324,15 @@ impl Apgd {
             .zip(&start)
             .map(|(x, d)| (x + d).clamp(0.0, 1.0))
             .collect();
-        let p = self.pass(model, &adv, [b, c, h, w], &y, targets.as_ref())?;
-        let y_host = crate::rows::host_int(y.clone())?;
+        let y = crate::rows::host_int(y)?;
+        let targets = targets.map(crate::rows::host_int).transpose()?;
+        let p = self.pass(model, &adv, [b, c, h, w], &y, targets.as_deref())?;
         let grad = p.grad.ok_or(AttackError::NoGradient)?;
         let mut s = Run {
             rows,
             shape: [c, h, w],
             x,
             y,
-            y_host,
             targets,
             old: adv.clone(),
             best: adv.clone(),
@@ -348,9 +345,10 @@ impl Apgd {
             eta: vec![(2.0 * eps) as f32; b],
             reduced_last: vec![true; b],
             best_at_last: Vec::new(),
+            spare: Vec::new(),
         };
         s.best_at_last = s.loss_best.clone();
-        let fooled: Vec<bool> = p.pred.iter().zip(&s.y_host).map(|(p, l)| p != l).collect();
+        let fooled: Vec<bool> = p.pred.iter().zip(&s.y).map(|(p, l)| p != l).collect();
         Ok((s, fooled))
     }
 
@@ -367,7 +365,9 @@ impl Apgd {
     ) -> Result<Vec<i64>> {
         let size = s.size();
         let (m, m1, e) = (momentum as f32, (1.0 - momentum) as f32, eps as f32);
-        let mut next = vec![0.0f32; s.adv.len()];
+        // the buffer of two iterates ago: every value is written
+        let mut next = std::mem::take(&mut s.spare);
+        next.resize(s.adv.len(), 0.0);
         // each row on its own, the rows over the rayon pool, each in the CPU's widest vectors
         next.par_chunks_mut(size.max(1))
             .enumerate()
@@ -404,9 +404,17 @@ impl Apgd {
                     }
                 }
             });
-        s.old = std::mem::replace(&mut s.adv, next);
+        s.spare = std::mem::replace(&mut s.old, std::mem::replace(&mut s.adv, next));
         let dims = [s.rows.len(), s.shape[0], s.shape[1], s.shape[2]];
-        let p = self.pass(model, &s.adv, dims, &s.y, s.targets.as_ref())?;
+        // the last gradient, read by the step above, is the new one's buffer
+        let spare = std::mem::take(&mut s.grad);
+        let p = model.pass_into(
+            &s.adv,
+            dims,
+            &self.loss(&s.y, s.targets.as_deref()),
+            true,
+            spare,
+        )?;
         s.grad = p.grad.ok_or(AttackError::NoGradient)?;
         let improved: Vec<bool> = p
             .loss
@@ -472,12 +480,10 @@ impl Apgd {
         model: &HostModel<'_>,
         adv: &[f32],
         dims: [usize; 4],
-        y: &Tensor<1, Int>,
-        targets: Option<&Tensor<1, Int>>,
+        y: &[i64],
+        targets: Option<&[i64]>,
     ) -> Result<HostPass> {
-        let (y, t) = (y.clone(), targets.cloned());
-        let loss = move |z: Tensor<2>| self.loss(z, y.clone(), t.clone());
-        model.pass(adv, dims, &loss, true)
+        model.pass(adv, dims, &self.loss(y, targets), true)
     }
 }
 
@@ -593,6 +599,7 @@ impl Attack for Apgd {
 mod tests {
     use super::*;
     use crate::PgdConfig;
+    use crate::losses::dlr_loss;
     use advrob_model::backend::on_test_backends;
     use advrob_model::{Mlp, MlpConfig};
     use burn::tensor::TensorData;

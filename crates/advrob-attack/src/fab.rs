@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::{Attack, AttackConfig};
 use crate::error::{AttackError, Result, check_eps};
-use crate::grad::{AttackLoss, HostModel};
+use crate::grad::{AttackLoss, HostLoss, HostModel};
 use crate::info::{AttackInfo, Family, Norm};
 use crate::rows::{Ledger, host, host_int, mix_seed};
 
@@ -354,7 +354,6 @@ impl Fab {
         y: &[i64],
         targets: &[i64],
         (eps, random_start): (f64, Option<(f64, u64)>),
-        device: &burn::tensor::Device,
     ) -> Result<(Vec<Closest>, Vec<Option<u64>>, u64)> {
         let c = &self.0;
         let n = y.len();
@@ -378,20 +377,16 @@ impl Fab {
                 }
             }
         }
-        let yt = Tensor::<1, Int>::from_data(TensorData::new(y.to_vec(), [n]), device);
-        let tt = Tensor::<1, Int>::from_data(TensorData::new(targets.to_vec(), [n]), device);
         // z_t − z_y: positive once the target beats the label
-        let diff = move |z: Tensor<2>| -> Tensor<1> {
-            let zt = z.clone().gather(1, tt.clone().reshape([n, 1]));
-            let zy = z.gather(1, yt.clone().reshape([n, 1]));
-            (zt - zy).flatten::<1>(0, 1)
-        };
+        let diff = HostLoss::Difference { labels: y, targets };
         let mut best: Vec<Closest> = vec![None; n];
         let mut within_at: Vec<Option<u64>> = vec![None; n];
         let mut spent = 0u64;
         let (alpha_max, eta, beta) = (c.alpha_max as f32, c.eta as f32, c.beta as f32);
+        // the last step's gradient, whose memory the next one's takes
+        let mut spare = Vec::new();
         for _ in 0..c.steps {
-            let p = model.pass(&x1, dims, &diff, true)?;
+            let p = model.pass_into(&x1, dims, &diff, true, std::mem::take(&mut spare))?;
             spent += 2;
             let g = p.grad.ok_or(AttackError::NoGradient)?;
             // every iterate at its clean image with a zero gradient (a masked model): both
@@ -431,27 +426,38 @@ impl Fab {
                 );
             let pred = model.pass(&x1, dims, &diff, false)?.pred;
             spent += 1;
-            for j in 0..n {
-                if pred[j] == y[j] {
-                    continue;
-                }
-                let r = j * size..(j + 1) * size;
-                let delta: Vec<f32> = x1[r.clone()]
-                    .iter()
-                    .zip(&x0[r.clone()])
-                    .map(|(a, b)| a - b)
-                    .collect();
-                let dist = norm_of(c.norm, &delta);
-                if best[j].as_ref().is_none_or(|(_, d)| dist < *d) {
-                    best[j] = Some((x1[r.clone()].to_vec(), dist));
-                }
-                if f64::from(dist) <= eps && within_at[j].is_none() {
-                    within_at[j] = Some(spent);
-                }
-                for (x, (d, x0)) in x1[r.clone()].iter_mut().zip(delta.iter().zip(&x0[r])) {
-                    *x = x0 + d * beta;
-                }
-            }
+            // each misclassified row: kept if closer than the row's best, then pulled back
+            // towards its clean image by β
+            x1.par_chunks_mut(size)
+                .zip(x0.par_chunks(size))
+                .zip(best.par_iter_mut())
+                .zip(within_at.par_iter_mut())
+                .zip(pred.par_iter().zip(y))
+                .filter(|(_, (p, y))| p != y)
+                .for_each_init(
+                    || vec![0.0f32; size],
+                    |delta, ((((x1, x0), best), within_at), _)| {
+                        for ((d, a), b) in delta.iter_mut().zip(x1.iter()).zip(x0) {
+                            *d = a - b;
+                        }
+                        let dist = norm_of(c.norm, delta);
+                        match best {
+                            Some((kept, d)) if dist < *d => {
+                                kept.copy_from_slice(x1);
+                                *d = dist;
+                            }
+                            Some(_) => {}
+                            None => *best = Some((x1.to_vec(), dist)),
+                        }
+                        if f64::from(dist) <= eps && within_at.is_none() {
+                            *within_at = Some(spent);
+                        }
+                        for (x, (d, x0)) in x1.iter_mut().zip(delta.iter().zip(x0)) {
+                            *x = x0 + d * beta;
+                        }
+                    },
+                );
+            spare = g;
         }
         Ok((best, within_at, spent))
     }
@@ -549,7 +555,7 @@ impl Attack for Fab {
                 let start = (restart > 0)
                     .then(|| (eps, mix_seed(&[c.seed, seed, k as u64, restart as u64])));
                 let (found, within_at, run_spent) =
-                    self.run(&on_host, &x0, [ch, h, w], &yr, &tr, (eps, start), &device)?;
+                    self.run(&on_host, &x0, [ch, h, w], &yr, &tr, (eps, start))?;
                 for ((&j, f), at) in rows.iter().zip(found).zip(within_at) {
                     if let Some((adv, dist)) = f
                         && f64::from(dist) <= eps

@@ -1,6 +1,6 @@
 //! The gradient of the loss with respect to the input, the one primitive gradient attacks share.
 
-use advrob_model::{Classifier, Dense, LossKind};
+use advrob_model::{Classifier, Dense, LossKind, RowsLoss, argmax_rows, cross_entropy_rows};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -181,6 +181,80 @@ pub(crate) fn pass(
     })
 }
 
+/// The per-example loss of an attack's pass: on a logits tensor (the model's own pass on any
+/// device) and, where it has one, on host logits with the gradient of its sum, which the host
+/// chain's passes take instead of a tensor graph on the small logits. Every closure on a logits
+/// tensor is one (without a host version).
+pub(crate) trait PassLoss {
+    /// The loss of each row of `logits`, `[B, classes]` → `[B]`.
+    fn tensor(&self, logits: Tensor<2>) -> Tensor<1>;
+
+    /// The loss of each row of the host `logits` (`[rows, classes]`) and the gradient of their
+    /// sum with respect to them: the tensor version's numbers on burn-ndarray. `None` where
+    /// there is no host version.
+    fn host(&self, _logits: &[f32], _classes: usize) -> Option<RowsLoss> {
+        None
+    }
+}
+
+impl<F: Fn(Tensor<2>) -> Tensor<1>> PassLoss for F {
+    fn tensor(&self, logits: Tensor<2>) -> Tensor<1> {
+        self(logits)
+    }
+}
+
+/// The losses of the attacks that run on host labels, with their host versions.
+pub(crate) enum HostLoss<'a> {
+    /// The cross-entropy against `labels`.
+    CrossEntropy(&'a [i64]),
+    /// The difference-of-logits ratio against `labels` ([`crate::losses::dlr_loss`]), targeted
+    /// where `targets` are given.
+    Dlr {
+        labels: &'a [i64],
+        targets: Option<&'a [i64]>,
+    },
+    /// `z_t − z_y` against `labels` and `targets` (FAB's boundary function).
+    Difference {
+        labels: &'a [i64],
+        targets: &'a [i64],
+    },
+}
+
+impl PassLoss for HostLoss<'_> {
+    fn tensor(&self, logits: Tensor<2>) -> Tensor<1> {
+        let device = logits.device();
+        let int = |v: &[i64]| {
+            Tensor::<1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device)
+        };
+        match *self {
+            HostLoss::CrossEntropy(labels) => {
+                per_example_loss(logits, int(labels), AttackLoss::CrossEntropy)
+            }
+            HostLoss::Dlr { labels, targets } => {
+                crate::losses::dlr_loss(logits, int(labels), targets.map(int))
+            }
+            HostLoss::Difference { labels, targets } => {
+                let n = labels.len();
+                let zt = logits.clone().gather(1, int(targets).reshape([n, 1]));
+                let zy = logits.gather(1, int(labels).reshape([n, 1]));
+                (zt - zy).flatten::<1>(0, 1)
+            }
+        }
+    }
+
+    fn host(&self, logits: &[f32], classes: usize) -> Option<RowsLoss> {
+        match *self {
+            HostLoss::CrossEntropy(labels) => cross_entropy_rows(logits, labels, classes),
+            HostLoss::Dlr { labels, targets } => {
+                crate::losses::dlr_rows(logits, labels, targets, classes)
+            }
+            HostLoss::Difference { labels, targets } => {
+                crate::losses::difference_rows(logits, labels, targets, classes)
+            }
+        }
+    }
+}
+
 /// What one pass on host images gives, per example, on the host.
 pub(crate) struct HostPass {
     /// The loss of each example.
@@ -220,19 +294,32 @@ impl<'a> HostModel<'a> {
         }
     }
 
-    /// [`pass`] on host images of shape `dims` (the loss and its gradient with respect to the
-    /// logits always computed by burn on the small logits tensor, so every loss works
-    /// unchanged).
+    /// [`pass`] on host images of shape `dims`. On the host chain, the loss and its gradient
+    /// with respect to the logits are the loss's host version where it has one
+    /// ([`PassLoss::host`]), else burn's on the small logits tensor, so every loss works.
     pub fn pass(
         &self,
         images: &[f32],
         dims: [usize; 4],
-        loss: &dyn Fn(Tensor<2>) -> Tensor<1>,
+        loss: &dyn PassLoss,
         with_grad: bool,
+    ) -> Result<HostPass> {
+        self.pass_into(images, dims, loss, with_grad, Vec::new())
+    }
+
+    /// [`HostModel::pass`] with the gradient written into `spare`'s memory on the host chain
+    /// (an iterative attack's last gradient, handed back: [`Dense::backward_into`]).
+    pub fn pass_into(
+        &self,
+        images: &[f32],
+        dims: [usize; 4],
+        loss: &dyn PassLoss,
+        with_grad: bool,
+        spare: Vec<f32>,
     ) -> Result<HostPass> {
         let Some(chain) = &self.chain else {
             let t = Tensor::<4>::from_data(TensorData::new(images.to_vec(), dims), &self.device);
-            let p = pass(self.model, t, loss, with_grad)?;
+            let p = pass(self.model, t, &|z| loss.tensor(z), with_grad)?;
             return Ok(HostPass {
                 loss: p.loss,
                 grad: p.grad.map(host).transpose()?,
@@ -242,6 +329,13 @@ impl<'a> HostModel<'a> {
         let b = dims[0];
         let f = chain.forward(images, b, with_grad);
         let classes = f.logits.len() / b.max(1);
+        if let Some(l) = loss.host(&f.logits, classes) {
+            return Ok(HostPass {
+                pred: argmax_rows(&f.logits, classes),
+                grad: with_grad.then(|| chain.backward_into(&f, &l.dlogits, spare)),
+                loss: l.loss,
+            });
+        }
         let z = Tensor::<2>::from_data(
             TensorData::new(f.logits.clone(), [b, classes]),
             &self.device,
@@ -249,18 +343,18 @@ impl<'a> HostModel<'a> {
         let pred = host_int(z.clone().argmax(1).flatten::<1>(0, 1))?;
         if !with_grad {
             return Ok(HostPass {
-                loss: host(loss(z))?,
+                loss: host(loss.tensor(z))?,
                 grad: None,
                 pred,
             });
         }
         let z = z.autodiff().require_grad();
-        let l = loss(z.clone());
+        let l = loss.tensor(z.clone());
         let grads = l.clone().sum().backward();
         let dz = host(z.grad(&grads).ok_or(AttackError::NoGradient)?)?;
         Ok(HostPass {
             loss: host(l.without_autodiff())?,
-            grad: Some(chain.backward(&f, &dz)),
+            grad: Some(chain.backward_into(&f, &dz, spare)),
             pred,
         })
     }
