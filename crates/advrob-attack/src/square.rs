@@ -228,7 +228,7 @@ impl Scorer<'_> {
         match &self.split {
             Some(f) => {
                 let first: Vec<Vec<f32>> = images.chunks(size).map(|x| f.first(x)).collect();
-                let margins = self.head(f, first.concat(), labels)?;
+                let margins = self.head(f, &first.concat(), labels)?;
                 Ok((margins, first))
             }
             None => {
@@ -243,9 +243,9 @@ impl Scorer<'_> {
     }
 
     /// The margins of the rest of the model on first-layer outputs `first` (`[n, outputs]`).
-    fn head(&self, f: &AffineFirst<'_>, first: Vec<f32>, labels: &[i64]) -> Result<Vec<f32>> {
+    fn head(&self, f: &AffineFirst<'_>, first: &[f32], labels: &[i64]) -> Result<Vec<f32>> {
         if let Some(chain) = &self.chain {
-            let z = chain.head(&first, labels.len());
+            let z = chain.head(first, labels.len());
             let classes = z.len() / labels.len().max(1);
             // −(max_{j≠y} z_j − z_y), as the margin loss on the tensor computes it
             return Ok(z
@@ -262,26 +262,28 @@ impl Scorer<'_> {
                 .collect());
         }
         let z = Tensor::<2>::from_data(
-            TensorData::new(first, [labels.len(), f.outputs()]),
+            TensorData::new(first.to_vec(), [labels.len(), f.outputs()]),
             &self.device,
         );
         Self::margins((f.head)(z), labels)
     }
 
-    /// Margins of each example's best image with its window applied.
+    /// Margins of each example's best image with its window applied; `first` holds the first
+    /// layer's outputs of the queries (a buffer kept between queries: every value is written).
     fn queries(
         &self,
         examples: &[Example],
         windows: &[Window],
         labels: &[i64],
         eps: f32,
+        first: &mut Vec<f32>,
     ) -> Result<Vec<f32>> {
         let image = self.image;
         match &self.split {
             Some(f) => {
                 // each example's first layer on its own, the examples over the rayon pool
                 let (layer, n) = (f.layer(), f.outputs());
-                let mut first = vec![0.0f32; examples.len() * n];
+                first.resize(examples.len() * n, 0.0);
                 first
                     .par_chunks_mut(n.max(1))
                     .zip(examples.par_iter().zip(windows))
@@ -349,6 +351,7 @@ impl Square {
     ) -> Result<Vec<Example>> {
         let [_, h, w] = scorer.image;
         let mut done: Vec<Example> = examples.extract_if(.., |e| e.margin <= 0.0).collect();
+        let mut first = Vec::new();
         for i in 1..self.0.queries {
             if examples.is_empty() {
                 break;
@@ -360,7 +363,7 @@ impl Square {
                 .iter_mut()
                 .map(|e| Window::draw(&mut e.rng, scorer.image, s))
                 .collect();
-            let margins = scorer.queries(&examples, &windows, &active_labels, eps)?;
+            let margins = scorer.queries(&examples, &windows, &active_labels, eps, &mut first)?;
             examples.iter_mut().for_each(|e| e.queries += 1);
             scorer.accept(&mut examples, &windows, &margins, eps);
             done.extend(examples.extract_if(.., |e| e.margin <= 0.0));

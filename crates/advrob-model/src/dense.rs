@@ -103,11 +103,22 @@ pub struct Dense<'a> {
     pub logit_scale: Option<f32>,
     /// Told `(rows, with_gradient)` at every forward pass.
     pub count: Option<Box<dyn Fn(usize, bool) + 'a>>,
-    /// Each layer's weight transposed (`[outputs, inputs]`), made at the first backward pass
-    /// (`Default::default()` when building a chain): the backward products then read it as a
-    /// plain right-hand side, packed by copying rows instead of gathering a column per value
-    /// (the same panels, so the same numbers; 12–14% faster on the README MLP's first layer).
-    pub transposed: std::sync::OnceLock<Vec<Vec<f32>>>,
+    /// Each layer's weight transposed, made at the chain's second backward pass
+    /// (`Default::default()` when building a chain).
+    pub transposed: Transposed,
+}
+
+/// A chain's weights transposed (`[outputs, inputs]`), which its backward products read from
+/// its second backward pass on: a plain right-hand side is packed by copying rows instead of
+/// gathering a column per value (the same panels, so the same numbers; 12–14% faster on the
+/// README MLP's first layer). A chain used once (an FGSM batch) gathers instead: its transpose
+/// would cost as much as the gathers it saves.
+#[derive(Debug, Default)]
+pub struct Transposed {
+    /// Backward passes so far.
+    passes: std::sync::atomic::AtomicUsize,
+    /// The transposed weights, layer by layer.
+    weights: std::sync::OnceLock<Vec<Vec<f32>>>,
 }
 
 /// What the backward pass needs of a forward one.
@@ -375,11 +386,15 @@ impl<'a> Dense<'a> {
             }
         }
         let mut spare = Some(spare);
+        let transposed = self.transposed();
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let (k, n) = (layer.inputs(), layer.outputs());
             // dx = g · Wᵀ; the first layer's (the largest) into the spare buffer
             let out = if i == 0 { spare.take() } else { None };
-            let b = Rhs::Plain(&self.transposed()[i]);
+            let b = match transposed {
+                Some(t) => Rhs::Plain(&t[i]),
+                None => Rhs::Transposed(&layer.weight),
+            };
             let mut d = matmul::rows_into(rows, n, k, &g, b, out.unwrap_or_default());
             if i > 0 {
                 // ReLU's mask: its output was this layer's input
@@ -459,10 +474,14 @@ impl<'a> Dense<'a> {
         }
     }
 
-    /// Each layer's weight transposed, `[outputs, inputs]` row-major ([`Dense::transposed`]'s
-    /// field, made on first use).
-    fn transposed(&self) -> &[Vec<f32>] {
-        self.transposed.get_or_init(|| {
+    /// Each layer's weight transposed, `[outputs, inputs]` row-major, from the chain's second
+    /// backward pass on ([`Transposed`]); `None` at its first.
+    fn transposed(&self) -> Option<&[Vec<f32>]> {
+        use std::sync::atomic::Ordering;
+        if self.transposed.passes.fetch_add(1, Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let weights = self.transposed.weights.get_or_init(|| {
             self.layers
                 .iter()
                 .map(|l| {
@@ -476,7 +495,8 @@ impl<'a> Dense<'a> {
                     t
                 })
                 .collect()
-        })
+        });
+        Some(weights)
     }
 
     /// The same chain told to `count` at every pass instead (a counted model's view).

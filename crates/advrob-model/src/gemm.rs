@@ -80,11 +80,29 @@ fn tiles(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32]) {
         return;
     }
     let arch = macerator::AutoArch::new();
-    if n <= 16 {
-        arch.dispatch(Product::<16> { m, k, n, a, b, c });
-    } else {
-        arch.dispatch(Product::<32> { m, k, n, a, b, c });
-    }
+    PACKED.with_borrow_mut(|packed| {
+        if n <= 16 {
+            arch.dispatch(Product::<16> {
+                m,
+                k,
+                n,
+                a,
+                b,
+                c,
+                packed,
+            });
+        } else {
+            arch.dispatch(Product::<32> {
+                m,
+                k,
+                n,
+                a,
+                b,
+                c,
+                packed,
+            });
+        }
+    });
 }
 
 /// Whether this CPU runs [`product`]: AVX-512F with FMA and AVX2 (so that matrixmultiply, built
@@ -113,6 +131,8 @@ struct Product<'a, const NR: usize> {
     a: Lhs<'a>,
     b: Rhs<'a>,
     c: &'a mut [f32],
+    /// The packing buffers ([`PACKED`]).
+    packed: &'a mut (Vec<f32>, Vec<f32>),
 }
 
 impl<const NR: usize> WithSimd for Product<'_, NR> {
@@ -120,8 +140,18 @@ impl<const NR: usize> WithSimd for Product<'_, NR> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self) {
-        let Product { m, k, n, a, b, c } = self;
-        blocks::<NR>(m, k, n, a, b, c);
+        let Product {
+            m,
+            k,
+            n,
+            a,
+            b,
+            c,
+            packed,
+        } = self;
+        let bp = grown(&mut packed.0, KC.min(k) * NR * n.div_ceil(NR));
+        let ap = grown(&mut packed.1, KC.min(k) * MC.min(m.div_ceil(MR) * MR));
+        blocks::<NR>(m, k, n, a, b, c, bp, ap);
     }
 }
 
@@ -129,14 +159,37 @@ impl<const NR: usize> WithSimd for Product<'_, NR> {
 /// panel of B, in L1, meets every tile of the block (BLIS's loop order).
 const MC: usize = 144;
 
+thread_local! {
+    /// Each thread's packing buffers (B's panels, A's tiles), kept between products: every
+    /// value a product reads from them it has packed itself.
+    static PACKED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The first `len` values of `v`, grown to hold them where it is shorter.
+fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
 /// The loops around the micro-kernel: for each block of `k`, B packed into panels of `NR`
-/// columns; for each block of [`MC`] rows, A packed tile by tile, then for each panel every
-/// tile of the block multiplied.
+/// columns in `bp`; for each block of [`MC`] rows, A packed tile by tile into `ap`, then for each
+/// panel every tile of the block multiplied.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn blocks<const NR: usize>(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32]) {
+fn blocks<const NR: usize>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Lhs<'_>,
+    b: Rhs<'_>,
+    c: &mut [f32],
+    bp: &mut [f32],
+    ap: &mut [f32],
+) {
     let panels = n.div_ceil(NR);
-    let mut bp = vec![0.0f32; KC.min(k) * NR * panels];
-    let mut ap = vec![0.0f32; KC.min(k) * MC.min(m.div_ceil(MR) * MR)];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let bp = &mut bp[..kc * NR * panels];

@@ -27,7 +27,7 @@ pub use cnn::{FgsmTutorial, FgsmTutorialConfig, Lenet, LenetConfig, MadryCnn, Ma
 pub use defense::{
     Defense, DefenseConfig, NoDefense, Stage, TeacherUse, TrainSetup, Trained, Undefended,
 };
-pub use dense::{ConvBlock, Dense, DenseForward, DenseLayer, PixelMap};
+pub use dense::{ConvBlock, Dense, DenseForward, DenseLayer, PixelMap, Transposed};
 pub use dense_train::{RowsLoss, argmax_rows, cross_entropy_rows};
 pub use deploy::{DeployConfig, Deployed, Normalize, quantize};
 pub use error::{ModelError, Result};
