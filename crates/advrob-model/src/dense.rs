@@ -207,7 +207,6 @@ pub(crate) fn relu_mask(d: &mut [f32], h: &[f32]) {
 /// instead of one per product and pass (a row's values are [`affine`]'s whichever block it is
 /// in).
 fn layers_in_blocks(layers: &[DenseLayer], x: &[f32], rows: usize) -> Vec<f32> {
-    use rayon::prelude::*;
     let (inputs, outputs) = (layers[0].inputs(), layers[0].outputs());
     let classes = layers.last().map_or(0, DenseLayer::outputs);
     let block = matmul::rows_per_block(rows, inputs, outputs, rayon::current_num_threads());
@@ -233,6 +232,20 @@ fn layers_in_blocks(layers: &[DenseLayer], x: &[f32], rows: usize) -> Vec<f32> {
         }
         out.copy_from_slice(&a.unwrap_or_default());
     };
+    in_row_blocks(x, rows, inputs, classes, block, chain)
+}
+
+/// `chain` on each block of `block` rows of `x` (`rows` rows of `inputs` values) into its block
+/// of the output (`classes` values a row), the blocks over the rayon pool.
+fn in_row_blocks(
+    x: &[f32],
+    rows: usize,
+    inputs: usize,
+    classes: usize,
+    block: usize,
+    chain: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
     let mut out = vec![0.0f32; rows * classes];
     if block >= rows || classes == 0 || inputs == 0 {
         chain(&x[..rows * inputs], &mut out);
@@ -417,7 +430,6 @@ impl<'a> Dense<'a> {
     /// the first layer itself ([`AffineFirst`](crate::AffineFirst)); each row counts as a forward
     /// pass.
     pub fn head(&self, first: &[f32], rows: usize) -> Vec<f32> {
-        use rayon::prelude::*;
         if let Some(count) = &self.count {
             count(rows, false);
         }
@@ -446,17 +458,10 @@ impl<'a> Dense<'a> {
             finish.apply(&mut a, r);
             out.copy_from_slice(&a);
         };
-        let mut out = vec![0.0f32; rows * classes];
-        let threads = rayon::current_num_threads();
-        let block = rows.div_ceil(threads.max(1)).max(HEAD_ROWS);
-        if block >= rows || classes == 0 || outputs == 0 {
-            chain(&first[..rows * outputs], &mut out);
-        } else {
-            out.par_chunks_mut(block * classes)
-                .zip(first[..rows * outputs].par_chunks(block * outputs))
-                .for_each(|(out, first)| chain(first, out));
-        }
-        out
+        let block = rows
+            .div_ceil(rayon::current_num_threads().max(1))
+            .max(HEAD_ROWS);
+        in_row_blocks(first, rows, outputs, classes, block, chain)
     }
 
     /// The log-softmax (where the network has one) and the logit scale applied in place to the
