@@ -412,24 +412,22 @@ pub(crate) fn host_loss_gradient(
     let dims = images.dims();
     let images = images.clone().without_autodiff();
     let y = labels.without_autodiff();
-    if kind == AttackLoss::CrossEntropy
-        && let Some(chain) = &on_host.chain
-    {
-        // the cross-entropy's gradient on the host too (burn-ndarray's operations, to the bit):
-        // no tensor graph for the small logits, no predictions nobody reads
-        let labels = crate::rows::host_int(y.clone())?;
-        let grad = crate::rows::on_host(&images, |x| {
-            let f = chain.forward(x, dims[0], true);
-            let classes = f.logits.len() / dims[0].max(1);
-            advrob_model::cross_entropy_rows(&f.logits, &labels, classes)
-                .map(|l| chain.backward(&f, &l.dlogits))
-        })?;
-        if let Some(grad) = grad {
-            return Ok(Some(grad));
-        }
-    }
-    let loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), kind);
-    let p = crate::rows::on_host(&images, |x| on_host.pass(x, dims, &loss, true))??;
+    // the losses with a host version (burn-ndarray's operations, to the bit) without a tensor
+    // graph for the small logits; the others through burn on them
+    let labels = match kind {
+        AttackLoss::CrossEntropy | AttackLoss::Dlr => Some(crate::rows::host_int(y.clone())?),
+        _ => None,
+    };
+    let tensor_loss = move |z: Tensor<2>| per_example_loss(z, y.clone(), kind);
+    let loss: &dyn PassLoss = match (&labels, kind) {
+        (Some(labels), AttackLoss::CrossEntropy) => &HostLoss::CrossEntropy(labels),
+        (Some(labels), AttackLoss::Dlr) => &HostLoss::Dlr {
+            labels,
+            targets: None,
+        },
+        _ => &tensor_loss,
+    };
+    let p = crate::rows::on_host(&images, |x| on_host.pass(x, dims, loss, true))??;
     p.grad.ok_or(AttackError::NoGradient).map(Some)
 }
 
