@@ -385,8 +385,23 @@ impl Fab {
         let (alpha_max, eta, beta) = (c.alpha_max as f32, c.eta as f32, c.beta as f32);
         // the last step's gradient, whose memory the next one's takes
         let mut spare = Vec::new();
+        // Where the model's first layer is an affine function of the pixels (an MLP on the
+        // host), its outputs before ReLU move with the iterates: the pull-back towards the
+        // clean image is an affine combination of two images, so it moves these outputs by the
+        // same combination instead of a product over the pixels. `clean` is the clean images'
+        // outputs; `first` the iterates' (recomputed from the pixels at every step, so the
+        // combination's rounding never carries past one pull-back).
+        let clean = model.first(x0, n);
+        let mut first = match (&clean, random_start) {
+            (Some(_), Some(_)) => model.first(&x1, n),
+            (clean, _) => clean.clone(),
+        };
         for _ in 0..c.steps {
-            let p = model.pass_into(&x1, dims, &diff, true, std::mem::take(&mut spare))?;
+            let kept = std::mem::take(&mut spare);
+            let p = match &first {
+                Some(first) => model.pass_from_first(first, n, &diff, true, kept)?,
+                None => model.pass_into(&x1, dims, &diff, true, kept)?,
+            };
             spent += 2;
             let g = p.grad.ok_or(AttackError::NoGradient)?;
             // every iterate at its clean image with a zero gradient (a masked model): both
@@ -424,8 +439,30 @@ impl Fab {
                         )
                     },
                 );
-            let pred = model.pass(&x1, dims, &diff, false)?.pred;
+            let pred = match first.as_mut() {
+                Some(first) => {
+                    *first = model.first(&x1, n).ok_or(AttackError::NoGradient)?;
+                    model
+                        .predict_from_first(first, n)
+                        .ok_or(AttackError::NoGradient)?
+                }
+                None => model.pass(&x1, dims, &diff, false)?.pred,
+            };
             spent += 1;
+            if let (Some(first), Some(clean)) = (first.as_mut(), &clean) {
+                // the misclassified rows' pull-back below, on the first layer's outputs
+                let width = first.len() / n.max(1);
+                first
+                    .par_chunks_mut(width)
+                    .zip(clean.par_chunks(width))
+                    .zip(pred.par_iter().zip(y))
+                    .filter(|(_, (p, y))| p != y)
+                    .for_each(|((f, f0), _)| {
+                        for (v, v0) in f.iter_mut().zip(f0) {
+                            *v = v0 + (*v - v0) * beta;
+                        }
+                    });
+            }
             // each misclassified row: kept if closer than the row's best, then pulled back
             // towards its clean image by β
             x1.par_chunks_mut(size)

@@ -1,6 +1,8 @@
 //! The gradient of the loss with respect to the input, the one primitive gradient attacks share.
 
-use advrob_model::{Classifier, Dense, LossKind, RowsLoss, argmax_rows, cross_entropy_rows};
+use advrob_model::{
+    Classifier, Dense, DenseForward, LossKind, RowsLoss, argmax_rows, cross_entropy_rows,
+};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -326,8 +328,57 @@ impl<'a> HostModel<'a> {
                 pred: p.pred,
             });
         };
-        let b = dims[0];
-        let f = chain.forward(images, b, with_grad);
+        let f = chain.forward(images, dims[0], with_grad);
+        self.finish_pass(chain, f, loss, with_grad, spare)
+    }
+
+    /// The first dense layer's outputs before its ReLU on host images (`rows` of them), where
+    /// the model has a host chain whose first layer is an affine function of the pixels
+    /// ([`Dense::first`]): an attack that moves its images by affine combinations moves these
+    /// by the same combination and passes on from them ([`HostModel::pass_from_first`]).
+    pub fn first(&self, images: &[f32], rows: usize) -> Option<Vec<f32>> {
+        self.chain.as_ref()?.first(images, rows)
+    }
+
+    /// [`HostModel::pass_into`] from the first layer's outputs ([`HostModel::first`]) of the
+    /// images: the same numbers as the pass on those images where the outputs were computed
+    /// from them, the gradient with respect to the images.
+    ///
+    /// # Errors
+    ///
+    /// [`AttackError::NoGradient`] on a model without a host chain (no [`HostModel::first`]).
+    pub fn pass_from_first(
+        &self,
+        first: &[f32],
+        rows: usize,
+        loss: &dyn PassLoss,
+        with_grad: bool,
+        spare: Vec<f32>,
+    ) -> Result<HostPass> {
+        let chain = self.chain.as_ref().ok_or(AttackError::NoGradient)?;
+        let f = chain.forward_from_first(first, rows, with_grad);
+        self.finish_pass(chain, f, loss, with_grad, spare)
+    }
+
+    /// The predicted classes from the first layer's outputs ([`HostModel::first`]): the rest of
+    /// the chain without a gradient ([`Dense::head`]).
+    pub fn predict_from_first(&self, first: &[f32], rows: usize) -> Option<Vec<i64>> {
+        let chain = self.chain.as_ref()?;
+        let logits = chain.head(first, rows);
+        Some(argmax_rows(&logits, logits.len() / rows.max(1)))
+    }
+
+    /// The loss, its gradient through the chain and the predictions of a host chain's forward
+    /// pass `f`.
+    fn finish_pass(
+        &self,
+        chain: &Dense<'_>,
+        f: DenseForward,
+        loss: &dyn PassLoss,
+        with_grad: bool,
+        spare: Vec<f32>,
+    ) -> Result<HostPass> {
+        let b = f.rows();
         let classes = f.logits.len() / b.max(1);
         if let Some(l) = loss.host(&f.logits, classes) {
             return Ok(HostPass {

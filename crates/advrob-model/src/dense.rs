@@ -134,6 +134,13 @@ pub struct DenseForward {
     probs: Vec<f32>,
 }
 
+impl DenseForward {
+    /// Rows of the pass.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
 /// The log-softmax and logit scale after a chain's last layer, apart from the chain.
 #[derive(Debug, Clone, Copy)]
 struct Finish {
@@ -301,6 +308,63 @@ impl<'a> Dense<'a> {
             a = affine(layer, &a, rows, true);
         }
         a
+    }
+
+    /// The first dense layer's outputs before its ReLU, `[rows, its outputs]`, of the host images
+    /// `x`, where they are an affine function of the pixels: no convolutional block, no
+    /// quantisation in the input map, at least one layer (`None` otherwise). An attack that moves
+    /// its images by affine combinations can move these outputs by the same combination instead
+    /// of a product, and go on with [`Dense::forward_from_first`]. The numbers are those
+    /// [`Dense::forward`] computes before the ReLU.
+    pub fn first(&self, x: &[f32], rows: usize) -> Option<Vec<f32>> {
+        let layer = self.layers.first()?;
+        if !self.convs.is_empty() || self.pixel.quantize_steps.is_some() {
+            return None;
+        }
+        let mapped: Vec<f32>;
+        let x = if self.pixel == PixelMap::default() {
+            x
+        } else {
+            mapped = x.iter().map(|&p| self.pixel.forward(p)).collect();
+            &mapped
+        };
+        let n = layer.outputs();
+        let mut h = matmul::rows(rows, layer.inputs(), n, x, Rhs::Plain(&layer.weight));
+        matmul::each_row(&mut h, n, |row| bias_relu(row, &layer.bias, false));
+        Some(h)
+    }
+
+    /// [`Dense::forward`] from the first layer's outputs before its ReLU ([`Dense::first`]):
+    /// the same numbers as the forward pass on the images they were computed from, and a
+    /// backward pass from it gives the gradient with respect to those images.
+    pub fn forward_from_first(
+        &self,
+        first: &[f32],
+        rows: usize,
+        with_gradient: bool,
+    ) -> DenseForward {
+        if let Some(count) = &self.count {
+            count(rows, with_gradient);
+        }
+        let last = self.layers.len().saturating_sub(1);
+        let mut a: Vec<f32> = if last > 0 {
+            first.iter().map(|v| v.max(0.0)).collect()
+        } else {
+            first.to_vec()
+        };
+        let mut hidden = Vec::with_capacity(last);
+        for (i, layer) in self.layers.iter().enumerate().skip(1) {
+            let h = affine(layer, &a, rows, i < last);
+            hidden.push(std::mem::replace(&mut a, h));
+        }
+        let probs = self.finish(&mut a, rows);
+        DenseForward {
+            rows,
+            traces: Vec::new(),
+            hidden,
+            logits: a,
+            probs,
+        }
     }
 
     /// Logits `[rows, classes]` of the host images `x` (`rows` images, pixels row-major),
@@ -606,6 +670,76 @@ mod tests {
                 }
             }
         });
+    }
+
+    /// From the first layer's outputs, the chain gives the full forward pass's logits and
+    /// input gradient to the bit; moved by an affine combination of two images, those outputs
+    /// give the combined image's logits to rounding. A quantising input map or a convolution in
+    /// front has no such outputs.
+    #[test]
+    fn the_chain_goes_on_from_its_first_layer() {
+        let d = &crate::backend::device("ndarray").expect("ndarray");
+        let mlp = MlpConfig::new()
+            .with_hidden(vec![12, 7])
+            .with_seed(4)
+            .init(d)
+            .expect("init");
+        let deployed = |quantize| Deployed {
+            net: mlp.clone().into(),
+            config: DeployConfig::new()
+                .with_quantize(quantize)
+                .with_logit_scale(2.0)
+                .with_normalize(Some(Normalize {
+                    mean: 0.13,
+                    std: 0.31,
+                })),
+        };
+        let (plain, quantized) = (deployed(None), deployed(Some(16)));
+        let x0: Vec<f32> = (0..4 * 784)
+            .map(|i| ((i * 37) % 101) as f32 / 100.0)
+            .collect();
+        let x1: Vec<f32> = (0..4 * 784)
+            .map(|i| ((i * 53 + 7) % 97) as f32 / 96.0)
+            .collect();
+        let models: [&dyn Classifier; 2] = [&mlp, &plain];
+        for (mi, m) in models.into_iter().enumerate() {
+            let dense = m.dense().expect("an MLP opens on the host");
+            let full = dense.forward(&x1, 4, true);
+            let first = dense.first(&x1, 4).expect("an affine first layer");
+            let from = dense.forward_from_first(&first, 4, true);
+            assert_eq!(from.logits, full.logits, "model {mi}");
+            let dz: Vec<f32> = (0..40).map(|i| (i % 7) as f32 - 3.0).collect();
+            assert_eq!(dense.backward(&from, &dz), dense.backward(&full, &dz));
+            // x0 + β (x1 − x0), and the same combination of the first layer's outputs
+            let beta = 0.9f32;
+            let pulled: Vec<f32> = x0
+                .iter()
+                .zip(&x1)
+                .map(|(a, b)| a + (b - a) * beta)
+                .collect();
+            let f0 = dense.first(&x0, 4).expect("affine");
+            let moved: Vec<f32> = f0
+                .iter()
+                .zip(&first)
+                .map(|(a, b)| a + (b - a) * beta)
+                .collect();
+            let want = dense.forward(&pulled, 4, false).logits;
+            let got = dense.forward_from_first(&moved, 4, false).logits;
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "model {mi}: {a} vs {b}"
+                );
+            }
+        }
+        let q = quantized.dense().expect("on the host");
+        assert!(q.first(&x0, 4).is_none(), "quantisation is not affine");
+        let lenet = crate::LenetConfig::new()
+            .with_seed(5)
+            .init(d)
+            .expect("init");
+        let l = lenet.dense().expect("a LeNet opens on the host");
+        assert!(l.first(&x0, 4).is_none(), "a convolution comes first");
     }
 
     /// The CNNs' host chains (LeNet, the Madry CNN, the FGSM tutorial's net, behind a deployment's
