@@ -294,12 +294,21 @@ impl<'a> Dense<'a> {
         ))
     }
 
+    /// The host images `x` through the input map; the identity map (a bare model) reads the
+    /// caller's pixels as they are.
+    fn mapped<'x>(&self, x: &'x [f32]) -> std::borrow::Cow<'x, [f32]> {
+        if self.pixel == PixelMap::default() {
+            std::borrow::Cow::Borrowed(x)
+        } else {
+            std::borrow::Cow::Owned(x.iter().map(|&p| self.pixel.forward(p)).collect())
+        }
+    }
+
     /// The features the last layer reads, `[rows, its inputs]`, of the host images `x`: the input
     /// map, the convolutional blocks and every dense layer but the last (each followed by ReLU).
     /// For a chain of one dense layer, the mapped (and convolved) pixels themselves.
     pub fn features(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let mapped: Vec<f32> = x.iter().map(|&p| self.pixel.forward(p)).collect();
-        let mut a = mapped;
+        let mut a = self.mapped(x).into_owned();
         for block in &self.convs {
             a = block.forward(&a, rows, false).0;
         }
@@ -321,15 +330,9 @@ impl<'a> Dense<'a> {
         if !self.convs.is_empty() || self.pixel.quantize_steps.is_some() {
             return None;
         }
-        let mapped: Vec<f32>;
-        let x = if self.pixel == PixelMap::default() {
-            x
-        } else {
-            mapped = x.iter().map(|&p| self.pixel.forward(p)).collect();
-            &mapped
-        };
+        let x = self.mapped(x);
         let n = layer.outputs();
-        let mut h = matmul::rows(rows, layer.inputs(), n, x, Rhs::Plain(&layer.weight));
+        let mut h = matmul::rows(rows, layer.inputs(), n, &x, Rhs::Plain(&layer.weight));
         matmul::each_row(&mut h, n, |row| bias_relu(row, &layer.bias, false));
         Some(h)
     }
@@ -373,14 +376,8 @@ impl<'a> Dense<'a> {
         if let Some(count) = &self.count {
             count(rows, with_gradient);
         }
-        // the identity map (a bare model) reads the caller's pixels as they are
-        let mapped: Vec<f32>;
-        let x = if self.pixel == PixelMap::default() {
-            x
-        } else {
-            mapped = x.iter().map(|&p| self.pixel.forward(p)).collect();
-            &mapped
-        };
+        let mapped = self.mapped(x);
+        let x: &[f32] = &mapped;
         let mut traces = Vec::with_capacity(self.convs.len());
         let mut a: Option<Vec<f32>> = None;
         for block in &self.convs {
