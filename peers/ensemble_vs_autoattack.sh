@@ -21,22 +21,25 @@ mkdir -p "$out"
 # the weights in PyTorch's layout and the arguments that evaluate the same deployed model (paths
 # without spaces: the arguments are split by the shell)
 eval_args=$(PYTHONPATH="$here" "$py" "$here/export_weights.py" "$model" "$out")
+# timed NAME COMMAND...: COMMAND with its output in OUT/NAME.log, its wall time and CPU share in
+# OUT/NAME.time, printed
+timed() {
+    name=$1; shift
+    /usr/bin/time -f "%e %P" -o "$out/$name.time" "$@" > "$out/$name.log" 2>&1
+    read -r wall cpu < "$out/$name.time"
+    echo "$name: wall $wall s, $cpu CPU"
+}
 advrob() {
-    run="$out/adv-$1"
-    rm -rf "$run"
+    rm -rf "$out/adv-$1"
     # shellcheck disable=SC2086
-    /usr/bin/time -f "%e %P" -o "$run.time" "$br" evaluate $eval_args \
-        --config "$here/autoattack-standard.toml" --eps 0.1 --test-limit "$n" --mirror "$mnist" \
-        --data-dir "$out/data" --backends ndarray --out "$run" --reports "$run/report" \
-        > "$run.log" 2>&1
-    echo "adv-$1: wall $(cut -d' ' -f1 "$run.time") s, $(cut -d' ' -f2 "$run.time") CPU"
+    timed "adv-$1" "$br" evaluate $eval_args --config "$here/autoattack-standard.toml" --eps 0.1 \
+        --test-limit "$n" --mirror "$mnist" --data-dir "$out/data" --backends ndarray \
+        --out "$out/adv-$1" --reports "$out/adv-$1/report"
 }
 autoattack() {
-    run="$out/aa-$1"
-    /usr/bin/time -f "%e %P" -o "$run.time" "$py" "$here/attack_compare.py" --model-dir "$model" \
-        --n "$n" --eps 0.1 --attacks aa-standard --autoattack-src "$aa" --threads 2 \
-        --mnist "$mnist" --out "$run.json" > "$run.log" 2>&1
-    echo "aa-$1: wall $(cut -d' ' -f1 "$run.time") s, $(cut -d' ' -f2 "$run.time") CPU"
+    timed "aa-$1" "$py" "$here/attack_compare.py" --model-dir "$model" --n "$n" --eps 0.1 \
+        --attacks aa-standard --autoattack-src "$aa" --threads 2 --mnist "$mnist" \
+        --out "$out/aa-$1.json"
 }
 advrob 1
 r=1
@@ -45,8 +48,9 @@ while [ "$r" -le "$rounds" ]; do
     r=$((r + 1))
     advrob "$r"
 done
-"$py" - "$out" "$rounds" "$model" <<'PY'
+PYTHONPATH="$here" "$py" - "$out" "$rounds" "$model" <<'PY'
 import glob, hashlib, json, os, sys
+from compare_with_autoattack import advrob_bits
 out, rounds, model = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def wall(run):
     w, cpu = open(f"{out}/{run}.time").read().split()[-2:]
@@ -63,9 +67,8 @@ for r in range(1, rounds + 1):
 for r in range(1, rounds + 2):
     recs = [json.loads(l) for f in glob.glob(f"{out}/adv-{r}/records/*") for l in open(f)]
     rec = [x for x in recs if str(x.get("attack", "")).startswith("ensemble")][-1]
-    hexs, n = rec["adversarial_correct_examples"].split(":")
-    n = int(n)
-    bits = bin(int(hexs, 16))[2:].zfill(len(hexs) * 4)[:n]
+    bits = advrob_bits(rec["adversarial_correct_examples"])
+    n = len(bits)
     w, cpu = wall(f"adv-{r}")
     adv_runs.append({"run": f"adv-{r}", "attack_s": round(rec["seconds"], 2), "wall_s": w, "cpu": cpu,
                      "robust": bits.count("1"), "n": n, "mask": bits})
