@@ -8,17 +8,24 @@
 //!
 //! This product computes the same chain per element, in the same order and with the same
 //! roundings (a fused multiply-add is exact up to its one rounding, whatever the vector width
-//! around it), only with more elements at a time: 6 rows × 32 columns in 12 AVX-512 registers
-//! (6 × 16 for narrow products), B packed so that the inner loop reads it contiguously, a plain
-//! A read where it lies, six rows at a time (packing only copied them: one core's 1000×784×128
-//! product went from 132–137 to 145–149 GFLOP/s, a training batch's 128×784×128 from 130–133 to
-//! 139–143, four rounds each in turn), a transposed A packed.
+//! around it), only with more elements at a time: 12 rows × 32 columns in 24 AVX-512 registers
+//! (12 × 16 for narrow products), written with macerator's vectors so that the loop is the one
+//! a BLIS kernel has (2 loads of B, 12 broadcasts of A, 24 fused multiply-adds a step of `k`).
+//! B is packed whole, once a product, into panels aligned to the cache line (a vector load that
+//! straddles two lines costs two), and read as vectors; a plain A is read where it lies, 12 rows
+//! at a time; a transposed A is packed. Each tile of A meets every panel of B before the next
+//! tile (the panels stream from L2, the tile stays in L1), and a block of rows meets every block
+//! of `k` before the next block of rows (its sums stay in L2). On an Ice Lake Xeon (one core,
+//! best of 50, in turn with the 6 × 32 kernel this replaced, which autovectorised plain loops):
+//! the input gradient's 500×128×784 (B transposed) 69–75 → 90–103 GFLOP/s, a weight gradient's
+//! 392×128×128 (A transposed) 91–95 → 102–105, the forward 500×784×128 113–117 → 111–120 (the
+//! kernel alone, A and B in L1: 152–157 of the chip's 176).
 //! The results are matrixmultiply's to the bit (tested), so the host chain still agrees with the
 //! tensor path and no record changes; on the README MLP's products it measured 1.2–1.5× faster on
 //! one core of an AVX-512 Xeon. On CPUs without AVX-512 (AMD Zen 3) it measured no faster than
 //! matrixmultiply's kernel, so it is not used there ([`product`] returns `false`).
 
-use macerator::{Simd, WithSimd};
+use macerator::{Scalar, Simd, Vector, WithSimd};
 
 /// The right-hand side of a product: `[k, n]` row-major, or the transpose of a row-major
 /// `[n, k]` matrix (a dense layer's weight in its backward pass).
@@ -68,8 +75,8 @@ pub(crate) fn product(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &
 }
 
 /// The tiled product on whatever vectors this CPU has (its chains are matrixmultiply's wherever
-/// `mul_add` is a hardware FMA, as matrixmultiply's FMA kernel needs too; [`product`] uses it
-/// only where it pays).
+/// the vectors' fused multiply-add is the hardware's, as matrixmultiply's FMA kernel needs too;
+/// [`product`] uses it only where it pays).
 fn tiles(m: usize, k: usize, n: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32]) {
     let c = &mut c[..m * n];
     if k == 0 {
@@ -120,9 +127,6 @@ pub(crate) fn wide() -> bool {
     }
 }
 
-/// Rows of the micro-kernel's tile.
-const MR: usize = 6;
-
 /// One product, dispatched to the CPU's widest vectors; `NR` columns per tile.
 struct Product<'a, const NR: usize> {
     m: usize,
@@ -140,6 +144,21 @@ impl<const NR: usize> WithSimd for Product<'_, NR> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self) {
+        // 24 accumulators where the vectors allow: rows of a tile × vectors across its NR
+        // columns (12 × 2 with AVX-512, 6 × 4 with AVX2); plain loops elsewhere
+        match NR / f32::lanes::<S>() {
+            1 => self.run::<S, 12, 1>(),
+            2 => self.run::<S, 12, 2>(),
+            4 => self.run::<S, 6, 4>(),
+            _ => self.run::<S, 6, 0>(),
+        }
+    }
+}
+
+impl<const NR: usize> Product<'_, NR> {
+    /// The product in tiles of `MR` rows, each row in `V` vectors (`V = 0`: plain loops).
+    #[inline(always)]
+    fn run<S: Simd, const MR: usize, const V: usize>(self) {
         let Product {
             m,
             k,
@@ -149,14 +168,14 @@ impl<const NR: usize> WithSimd for Product<'_, NR> {
             c,
             packed,
         } = self;
-        let bp = grown(&mut packed.0, KC.min(k) * NR * n.div_ceil(NR));
-        let ap = grown(&mut packed.1, KC.min(k) * MC.min(m.div_ceil(MR) * MR));
-        blocks::<NR>(m, k, n, a, b, c, bp, ap);
+        let bp = aligned(&mut packed.0, k * NR * n.div_ceil(NR));
+        let ap = aligned(&mut packed.1, KC.min(k) * MC.min(m.div_ceil(MR) * MR));
+        blocks::<S, NR, MR, V>(m, k, n, a, b, c, bp, ap);
     }
 }
 
-/// Rows of A packed at a time: a block of [`MC`] × [`KC`] values stays in the L2 cache while each
-/// panel of B, in L1, meets every tile of the block (BLIS's loop order).
+/// Rows of A taken at a time: a block of [`MC`] rows meets every block of `k` before the next,
+/// so that its rows of C stay in the L2 cache between them.
 const MC: usize = 144;
 
 thread_local! {
@@ -166,20 +185,23 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// The first `len` values of `v`, grown to hold them where it is shorter.
-fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len {
-        v.resize(len, 0.0);
+/// `len` values of `v` from its first cache line boundary (64 bytes), `v` grown to hold them
+/// where it is shorter: a vector load from the packed panels never straddles two lines.
+fn aligned(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    const LINE: usize = 16;
+    if v.len() < len + LINE {
+        v.resize(len + LINE, 0.0);
     }
-    &mut v[..len]
+    let skip = (v.as_ptr() as usize / 4).wrapping_neg() % LINE;
+    &mut v[skip..skip + len]
 }
 
-/// The loops around the micro-kernel: for each block of `k`, B packed into panels of `NR`
-/// columns in `bp`; for each block of [`MC`] rows, A packed tile by tile into `ap`, then for each
-/// panel every tile of the block multiplied.
+/// The loops around the micro-kernel: B packed whole, block of `k` by block, into panels of
+/// `NR` columns; then for each block of [`MC`] rows, for each block of `k` in order, A's tiles
+/// that are not read in place packed, and each tile multiplied by every panel.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn blocks<const NR: usize>(
+fn blocks<S: Simd, const NR: usize, const MR: usize, const V: usize>(
     m: usize,
     k: usize,
     n: usize,
@@ -190,47 +212,46 @@ fn blocks<const NR: usize>(
     ap: &mut [f32],
 ) {
     let panels = n.div_ceil(NR);
-    for k0 in (0..k).step_by(KC) {
+    for (k0, block) in (0..k).step_by(KC).zip(bp.chunks_mut(KC * NR * panels)) {
         let kc = KC.min(k - k0);
-        let bp = &mut bp[..kc * NR * panels];
-        for (q, panel) in bp.chunks_exact_mut(kc * NR).enumerate() {
+        for (q, panel) in block.chunks_exact_mut(kc * NR).enumerate() {
             pack_b::<NR>(b, k, n, k0, q * NR, panel);
         }
-        for ic in (0..m).step_by(MC) {
-            let mb = MC.min(m - ic);
-            let tiles = mb.div_ceil(MR);
+    }
+    for ic in (0..m).step_by(MC) {
+        let tiles = MC.min(m - ic).div_ceil(MR);
+        for (k0, block) in (0..k).step_by(KC).zip(bp.chunks(KC * NR * panels)) {
+            let kc = KC.min(k - k0);
             let ap = &mut ap[..kc * MR * tiles];
             for (t, tile) in ap.chunks_exact_mut(kc * MR).enumerate() {
                 let i0 = ic + t * MR;
-                let rows = MR.min(m - i0);
-                if in_place(a, k, k0, kc, i0, rows).is_none() {
-                    pack_a(a, k, k0, i0, rows, tile);
+                if in_place::<MR>(a, k, k0, kc, i0, MR.min(m - i0)).is_none() {
+                    pack_a::<MR>(a, k, k0, i0, MR.min(m - i0), tile);
                 }
             }
-            for (q, panel) in bp.chunks_exact(kc * NR).enumerate() {
-                let j0 = q * NR;
-                let cols = NR.min(n - j0);
-                for (t, tile) in ap.chunks_exact(kc * MR).enumerate() {
-                    let i0 = ic + t * MR;
-                    let rows = MR.min(m - i0);
-                    let acc = match in_place(a, k, k0, kc, i0, rows) {
-                        Some(a) => micro_in_place::<NR>(a, panel),
-                        None => micro::<NR>(tile, panel),
+            for (t, tile) in ap.chunks_exact(kc * MR).enumerate() {
+                let i0 = ic + t * MR;
+                let rows = MR.min(m - i0);
+                let tile = match in_place::<MR>(a, k, k0, kc, i0, rows) {
+                    Some(a) => Tile::InPlace(a),
+                    None => Tile::Packed(tile),
+                };
+                for (q, panel) in block.chunks_exact(kc * NR).enumerate() {
+                    let j0 = q * NR;
+                    let cols = NR.min(n - j0);
+                    // the panel as vectors (it is aligned: `None` only without them)
+                    let vectors = if V == 0 {
+                        None
+                    } else {
+                        bytemuck::try_cast_slice::<f32, Vector<S, f32>>(panel).ok()
+                    };
+                    let acc = match vectors {
+                        Some(panel) => micro_v::<S, NR, MR, V>(tile, panel, kc),
+                        None => micro::<NR, MR>(tile, panel),
                     };
                     for (i, acc) in acc.iter().enumerate().take(rows) {
-                        let out = &mut c[(i0 + i) * n + j0..(i0 + i) * n + j0 + cols];
-                        if k0 == 0 {
-                            // matrixmultiply's first block: α·AB + 0 (β = 0), fused: a −0 sum
-                            // is +0
-                            for (o, &v) in out.iter_mut().zip(&acc[..cols]) {
-                                *o = v + 0.0;
-                            }
-                        } else {
-                            // later blocks: α·AB + C, one rounding
-                            for (o, &v) in out.iter_mut().zip(&acc[..cols]) {
-                                *o += v;
-                            }
-                        }
+                        let row = (i0 + i) * n + j0;
+                        store::<NR>(&mut c[row..row + cols], acc, k0 == 0);
                     }
                 }
             }
@@ -238,25 +259,126 @@ fn blocks<const NR: usize>(
     }
 }
 
-/// A's rows `i0..i0 + rows` (at most [`MR`]) over `k0..k0 + kc` into `ap` (`[kc][MR]`, zero
+/// One row of a tile's sums into C: the first block of `k` (`first`) as matrixmultiply's
+/// `α·AB + 0` (β = 0, fused: a −0 sum is +0), a later one added to C, one rounding.
+#[inline(always)]
+fn store<const NR: usize>(out: &mut [f32], acc: &[f32; NR], first: bool) {
+    match <&mut [f32; NR]>::try_from(&mut *out) {
+        // a whole row of the tile: NR values, in vectors
+        Ok(out) => {
+            if first {
+                for j in 0..NR {
+                    out[j] = acc[j] + 0.0;
+                }
+            } else {
+                for j in 0..NR {
+                    out[j] += acc[j];
+                }
+            }
+        }
+        Err(_) => {
+            let cols = out.len();
+            if first {
+                for (o, &v) in out.iter_mut().zip(&acc[..cols]) {
+                    *o = v + 0.0;
+                }
+            } else {
+                for (o, &v) in out.iter_mut().zip(&acc[..cols]) {
+                    *o += v;
+                }
+            }
+        }
+    }
+}
+
+/// A tile's rows of A over one block of `k`: read where they lie (`kc` values each), or packed
+/// `[kc][MR]` (zero beyond the rows it has).
+#[derive(Clone, Copy)]
+enum Tile<'a, const MR: usize> {
+    InPlace([&'a [f32]; MR]),
+    Packed(&'a [f32]),
+}
+
+/// Steps of `k` the in-place kernel takes between bounds checks of its rows.
+const STEPS: usize = 16;
+
+/// One tile in vectors: for each `p` in order, `acc[i][v] = fma(a[i][p], b[p][v], acc[i][v])`
+/// from zero, `b` the panel as `kc × V` vectors; the sums as `MR` rows of `NR` values.
+#[inline(always)]
+fn micro_v<S: Simd, const NR: usize, const MR: usize, const V: usize>(
+    a: Tile<'_, MR>,
+    b: &[Vector<S, f32>],
+    kc: usize,
+) -> [[f32; NR]; MR] {
+    let zero = 0.0f32.splat::<S>();
+    let mut acc = [[zero; V]; MR];
+    let b = &b[..kc * V];
+    match a {
+        Tile::InPlace(a) => {
+            // STEPS values of each row at a time, so that the loop over them needs no checks
+            let full = kc / STEPS * STEPS;
+            for (s, b) in b[..full * V].chunks_exact(STEPS * V).enumerate() {
+                let rows: [&[f32; STEPS]; MR] = std::array::from_fn(|i| {
+                    a[i][s * STEPS..(s + 1) * STEPS]
+                        .try_into()
+                        .expect("STEPS values")
+                });
+                for (p, b) in b.chunks_exact(V).enumerate() {
+                    for i in 0..MR {
+                        let av = rows[i][p].splat::<S>();
+                        for v in 0..V {
+                            acc[i][v] = av.fma(b[v], acc[i][v]);
+                        }
+                    }
+                }
+            }
+            for (p, b) in (full..kc).zip(b[full * V..].chunks_exact(V)) {
+                for i in 0..MR {
+                    let av = a[i][p].splat::<S>();
+                    for v in 0..V {
+                        acc[i][v] = av.fma(b[v], acc[i][v]);
+                    }
+                }
+            }
+        }
+        Tile::Packed(ap) => {
+            for (a, b) in ap[..kc * MR].chunks_exact(MR).zip(b.chunks_exact(V)) {
+                for i in 0..MR {
+                    let av = a[i].splat::<S>();
+                    for v in 0..V {
+                        acc[i][v] = av.fma(b[v], acc[i][v]);
+                    }
+                }
+            }
+        }
+    }
+    // returned by value, not by reference: the accumulators then stay in registers
+    bytemuck::cast(acc)
+}
+
+/// A's rows `i0..i0 + rows` (at most `MR`) over `k0..k0 + kc` into `ap` (`[kc][MR]`, zero
 /// beyond `rows`).
 #[inline(always)]
-fn pack_a(a: Lhs<'_>, k: usize, k0: usize, i0: usize, rows: usize, ap: &mut [f32]) {
-    let kc = ap.len() / MR;
+fn pack_a<const MR: usize>(
+    a: Lhs<'_>,
+    k: usize,
+    k0: usize,
+    i0: usize,
+    rows: usize,
+    ap: &mut [f32],
+) {
     match a {
         Lhs::Plain(a) => {
-            let zeros = [0.0f32; KC];
-            let src: [&[f32]; MR] = std::array::from_fn(|i| {
+            for i in 0..MR {
                 if i < rows {
                     let r = (i0 + i) * k + k0;
-                    &a[r..r + kc]
+                    for (dst, &v) in ap.chunks_exact_mut(MR).zip(&a[r..]) {
+                        dst[i] = v;
+                    }
                 } else {
-                    &zeros[..kc]
-                }
-            });
-            for (p, dst) in ap.chunks_exact_mut(MR).enumerate() {
-                for i in 0..MR {
-                    dst[i] = src[i][p];
+                    for dst in ap.chunks_exact_mut(MR) {
+                        dst[i] = 0.0;
+                    }
                 }
             }
         }
@@ -272,11 +394,11 @@ fn pack_a(a: Lhs<'_>, k: usize, k0: usize, i0: usize, rows: usize, ap: &mut [f32
     }
 }
 
-/// The [`MR`] rows `i0..` of a plain A over `k0..k0 + kc`, which the kernel reads where they lie
+/// The `MR` rows `i0..` of a plain A over `k0..k0 + kc`, which the kernel reads where they lie
 /// (each row is contiguous there: packing would only copy them); `None` for a transposed A and
 /// for a last tile of fewer rows, which are packed.
 #[inline(always)]
-fn in_place<'a>(
+fn in_place<'a, const MR: usize>(
     a: Lhs<'a>,
     k: usize,
     k0: usize,
@@ -321,35 +443,20 @@ fn pack_b<const NR: usize>(
     }
 }
 
-/// One tile of a plain A read in place ([`in_place`]): the same chains as [`micro`].
+/// One tile in plain loops (CPUs whose vectors do not divide `NR`): the same chains as
+/// [`micro_v`].
 #[inline(always)]
-fn micro_in_place<const NR: usize>(a: [&[f32]; MR], bp: &[f32]) -> [[f32; NR]; MR] {
+fn micro<const NR: usize, const MR: usize>(a: Tile<'_, MR>, bp: &[f32]) -> [[f32; NR]; MR] {
     let mut acc = [[0.0f32; NR]; MR];
-    let [a0, a1, a2, a3, a4, a5] = a;
-    let rows = a0.iter().zip(a1).zip(a2).zip(a3).zip(a4).zip(a5);
-    for (r, b) in rows.zip(bp.chunks_exact(NR)) {
-        let (((((&v0, &v1), &v2), &v3), &v4), &v5) = r;
-        let b: &[f32; NR] = b.try_into().expect("NR values");
-        let av = [v0, v1, v2, v3, v4, v5];
-        for i in 0..MR {
-            for j in 0..NR {
-                acc[i][j] = av[i].mul_add(b[j], acc[i][j]);
-            }
-        }
-    }
-    acc
-}
-
-/// One tile: for each `p` in order, `acc[i][j] = fma(a[p][i], b[p][j], acc[i][j])` from zero.
-#[inline(always)]
-fn micro<const NR: usize>(ap: &[f32], bp: &[f32]) -> [[f32; NR]; MR] {
-    let mut acc = [[0.0f32; NR]; MR];
-    for (a, b) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)) {
-        let a: &[f32; MR] = a.try_into().expect("MR values");
+    for (p, b) in bp.chunks_exact(NR).enumerate() {
         let b: &[f32; NR] = b.try_into().expect("NR values");
         for i in 0..MR {
+            let av = match a {
+                Tile::InPlace(rows) => rows[i][p],
+                Tile::Packed(ap) => ap[p * MR + i],
+            };
             for j in 0..NR {
-                acc[i][j] = a[i].mul_add(b[j], acc[i][j]);
+                acc[i][j] = av.mul_add(b[j], acc[i][j]);
             }
         }
     }

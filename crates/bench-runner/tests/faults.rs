@@ -1112,14 +1112,12 @@ fn check(p: &Probe) -> Option<String> {
         Some(format!("says {r:?} twice"))
     } else if lines(&tmp.path().join("out")).len() != records_before {
         Some("records were written".into())
-    } else if let Some(p) = outside
-        .iter()
-        .zip(outside_before)
-        .find_map(|(p, before)| (!before && p.exists()).then_some(p))
-    {
-        Some(format!("wrote {} outside the run directory", p.display()))
     } else {
-        None
+        outside
+            .iter()
+            .zip(outside_before)
+            .find(|(p, before)| !before && p.exists())
+            .map(|(p, _)| format!("wrote {} outside the run directory", p.display()))
     };
     problem.map(|why| {
         format!(
